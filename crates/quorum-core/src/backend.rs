@@ -1,0 +1,118 @@
+//! The `Backend` trait: what a child must do to hold one copy of a volume.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// A run of bytes that a child reports as all zeros or as (possibly) data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset of the run.
+    pub offset: u64,
+    /// Length of the run in bytes.
+    pub length: u64,
+    /// `true` when every byte of the run is known to read as zero.
+    pub zero: bool,
+}
+
+/// Why one child failed one request.
+///
+/// Errors stay typed so that the engine can vote on them (the most common
+/// error of a failed quorum wins) and decide what a rewrite can repair.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The child's storage reported an I/O error (a bad sector, a short file,
+    /// a failed object). Rewriting the range may repair it.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The request lies outside the child. The engine checks ranges first, so
+    /// this means the child shrank under it.
+    #[error("bytes {offset}..{end} lie outside the child's {size} bytes", end = offset.saturating_add(*length))]
+    OutOfRange {
+        /// Start of the request.
+        offset: u64,
+        /// Length of the request.
+        length: u64,
+        /// Size of the child.
+        size: u64,
+    },
+    /// The child did not answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The child cannot be reached (connection refused, worker gone).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The child refused the request itself: wrong credentials, bad answer.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl BackendError {
+    /// An I/O error from an errno, as fault injection and tests produce it.
+    pub fn from_errno(errno: i32) -> Self {
+        BackendError::Io(io::Error::from_raw_os_error(errno))
+    }
+
+    /// Whether writing good data over the range may repair the child: true
+    /// for media errors, false for a child that is unreachable or hung.
+    pub fn is_repairable(&self) -> bool {
+        matches!(self, BackendError::Io(_))
+    }
+}
+
+/// One replica of a volume: a file, an object-store prefix, a remote volume.
+///
+/// The engine calls these methods from a small pool of worker threads per
+/// child, so an implementation is shared (`&self`) and must allow several
+/// calls in flight at once; [`Backend::max_in_flight`] sizes that pool.
+///
+/// # Contract
+/// - Every method is synchronous and may block; it must give up after a
+///   bounded time (a hung replica becomes [`BackendError::Timeout`]), because
+///   a quorum read waits for every child.
+/// - Offsets and lengths are bytes with no alignment; the engine never asks
+///   for a range past [`Backend::size`].
+/// - `write_at` followed by `read_at` of the same range returns the written
+///   bytes; after `flush` succeeds they survive a crash of the host.
+/// - Overlapping calls are never issued concurrently by the engine.
+///
+/// # Errors
+/// Each method returns a [`BackendError`] that says why this child failed;
+/// the engine turns it into an event and a vote, never a panic.
+pub trait Backend: Send + Sync + fmt::Display {
+    /// A short name of the backend kind (`file`, `faulty`, `s3`, `http`).
+    fn kind(&self) -> &'static str;
+
+    /// The child's size in bytes.
+    fn size(&self) -> Result<u64, BackendError>;
+
+    /// Fills `buf` with the bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError>;
+
+    /// Writes `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError>;
+
+    /// Makes `length` bytes at `offset` read as zero, deallocating them where
+    /// the storage allows it.
+    fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), BackendError>;
+
+    /// Which parts of `offset..offset+length` read as zero. The extents are
+    /// in order and cover the range exactly. The default says "data" for the
+    /// whole range, which is always correct.
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+        Ok(vec![Extent {
+            offset,
+            length,
+            zero: false,
+        }])
+    }
+
+    /// How many requests this child should have in flight at once.
+    fn max_in_flight(&self) -> usize {
+        4
+    }
+}

@@ -1,0 +1,155 @@
+//! What the engine tells the outside world about bad replicas.
+//!
+//! The engine knows nothing of ids, timestamps or persistence: it hands each
+//! [`Event`] to an [`EventSink`], and the server numbers, stores and streams
+//! them. The events are QEMU's (`QUORUM_REPORT_BAD`, `QUORUM_FAILURE`) plus
+//! quorum's own (`QUORUM_REWRITE`, `BLKVERIFY_MISMATCH`).
+
+use std::fmt;
+use std::sync::Mutex;
+
+/// The kind of request, as metrics and events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A read.
+    Read,
+    /// A write.
+    Write,
+    /// A write of zeroes.
+    WriteZeroes,
+    /// A flush.
+    Flush,
+    /// A block-status query.
+    BlockStatus,
+}
+
+impl Op {
+    /// The metric label: `read`, `write`, `write_zeroes`, `flush`, `block_status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::WriteZeroes => "write_zeroes",
+            Op::Flush => "flush",
+            Op::BlockStatus => "block_status",
+        }
+    }
+
+    /// The `type` field of QEMU's events, which knows only read, write and
+    /// flush: write-zeroes is a write there, block status a read.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Op::Read | Op::BlockStatus => "read",
+            Op::Write | Op::WriteZeroes => "write",
+            Op::Flush => "flush",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something an operator should know about a volume's replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A child failed a request (`error` is set), or held data that lost the
+    /// vote on `offset..offset+bytes` (`error` is `None`).
+    ReportBad {
+        /// The request kind.
+        op: Op,
+        /// The child's name.
+        child: String,
+        /// First byte concerned.
+        offset: u64,
+        /// Number of bytes concerned.
+        bytes: u64,
+        /// The child's error, when it failed rather than lost a vote.
+        error: Option<String>,
+    },
+    /// A request failed because the quorum was not reached.
+    Failure {
+        /// The request kind.
+        op: Op,
+        /// First byte of the request.
+        offset: u64,
+        /// Length of the request.
+        bytes: u64,
+    },
+    /// The winning data was written back over a child's bad range.
+    Rewrite {
+        /// The repaired child.
+        child: String,
+        /// First byte repaired.
+        offset: u64,
+        /// Number of bytes repaired.
+        bytes: u64,
+    },
+    /// blkverify found the two children different.
+    BlkverifyMismatch {
+        /// The first differing byte, as a volume offset.
+        offset: u64,
+        /// First byte of the read.
+        request_offset: u64,
+        /// Length of the read.
+        request_bytes: u64,
+    },
+}
+
+impl Event {
+    /// The event's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ReportBad { .. } => "QUORUM_REPORT_BAD",
+            Event::Failure { .. } => "QUORUM_FAILURE",
+            Event::Rewrite { .. } => "QUORUM_REWRITE",
+            Event::BlkverifyMismatch { .. } => "BLKVERIFY_MISMATCH",
+        }
+    }
+}
+
+/// Receives the events of every volume. Called on the engine's threads, so
+/// it must be quick and must not call back into the volume.
+pub trait EventSink: Send + Sync {
+    /// Takes one event of volume `volume`.
+    fn emit(&self, volume: &str, event: Event);
+}
+
+/// A sink that keeps every event in memory, for tests and tools.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    events: Mutex<Vec<(String, Event)>>,
+}
+
+impl RecordingSink {
+    /// Every event so far, oldest first.
+    pub fn events(&self) -> Vec<(String, Event)> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Takes every event so far, leaving the sink empty.
+    pub fn take(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .map(|mut e| e.drain(..).map(|(_, ev)| ev).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl EventSink for RecordingSink {
+    fn emit(&self, volume: &str, event: Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push((volume.to_owned(), event));
+        }
+    }
+}
+
+/// A sink that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _volume: &str, _event: Event) {}
+}

@@ -1,0 +1,39 @@
+//! The quorum engine: one virtual disk kept on N replicas, voted on every read.
+//!
+//! This crate is synchronous and knows no HTTP, no async runtime and no
+//! storage protocol. Its parts:
+//!
+//! - [`Backend`] (`backend.rs`): the small trait a replica ("child")
+//!   implements: read, write, write zeroes, flush, size, block status.
+//! - [`Volume`] (`volume.rs`): drives the children of one disk. Every
+//!   request fans out to every child in parallel, through each child's
+//!   worker pool (`worker.rs`), and the caller waits for the answers.
+//! - The vote (`vote.rs`): a pure function from the children's copies and
+//!   the threshold to the answer and the losers, per 4 KiB block.
+//! - Ordering (`ordering.rs`): overlapping requests never run concurrently
+//!   when one of them writes.
+//! - [`Event`] and [`EventSink`] (`event.rs`): what bad replicas did, for the
+//!   server to number, store and stream.
+//!
+//! It re-creates QEMU's `quorum` block driver and goes beyond it where QEMU
+//! is weak: per-block votes, exact loser ranges, rewrites of children whose
+//! read failed, parallel flushes, and a blkverify that reports instead of
+//! exiting.
+
+#![deny(missing_docs)]
+
+mod backend;
+mod error;
+mod event;
+mod ordering;
+mod volume;
+pub mod vote;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use backend::{Backend, BackendError, Extent};
+pub use error::{ChildFailure, OpenError, QuorumError, VolumeError};
+pub use event::{Event, EventSink, NullSink, Op, RecordingSink};
+pub use volume::{ChildInfo, ChildSpec, ChildState, ReadPattern, Volume, VolumeOptions};

@@ -1,0 +1,647 @@
+//! A volume: one virtual disk kept on N children, voted on every read.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, BackendError, Extent};
+use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
+use crate::event::{Event, EventSink, Op};
+use crate::ordering::RangeLock;
+use crate::vote::{self, VoteError};
+use crate::worker::{Reply, Request, Workers};
+
+/// How reads pick their answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadPattern {
+    /// Read every child and vote.
+    #[default]
+    Quorum,
+    /// Read child 0, then the next child on error; no vote.
+    Fifo,
+}
+
+impl ReadPattern {
+    /// The config name: `quorum` or `fifo`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPattern::Quorum => "quorum",
+            ReadPattern::Fifo => "fifo",
+        }
+    }
+}
+
+/// A volume's settings, as QEMU's quorum options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// The volume's name, used in events.
+    pub name: String,
+    /// Children that must agree for a read, or succeed for a write.
+    pub vote_threshold: usize,
+    /// How reads pick their answer.
+    pub read_pattern: ReadPattern,
+    /// Write the winning data back over children that lost a vote or failed.
+    pub rewrite_corrupted: bool,
+    /// Two children that must be identical; any difference fails the read
+    /// and names the first differing byte.
+    pub blkverify: bool,
+}
+
+impl VolumeOptions {
+    /// Checks the options against a number of children, as QEMU does when it
+    /// opens a quorum.
+    pub fn validate(&self, children: usize) -> Result<(), OpenError> {
+        let threshold = self.vote_threshold;
+        if children == 0 {
+            return Err(OpenError::NoChildren);
+        }
+        if threshold == 0 || threshold > children {
+            return Err(OpenError::Threshold {
+                threshold,
+                children,
+            });
+        }
+        if self.blkverify && (children != 2 || threshold != 2) {
+            return Err(OpenError::Blkverify {
+                threshold,
+                children,
+            });
+        }
+        if self.blkverify && self.rewrite_corrupted {
+            return Err(OpenError::BlkverifyRewrite);
+        }
+        Ok(())
+    }
+}
+
+/// One child as given to [`Volume::open`].
+pub struct ChildSpec {
+    /// Its name in events and metrics.
+    pub name: String,
+    /// Where its copy lives.
+    pub backend: Arc<dyn Backend>,
+}
+
+/// What an operator sees of a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildState {
+    /// Its last request succeeded.
+    Healthy,
+    /// Its last request failed.
+    Failed,
+}
+
+impl ChildState {
+    /// The API name: `healthy` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildState::Healthy => "healthy",
+            ChildState::Failed => "failed",
+        }
+    }
+}
+
+/// A child as the API lists it.
+#[derive(Debug, Clone)]
+pub struct ChildInfo {
+    /// Its name.
+    pub name: String,
+    /// Its backend kind.
+    pub backend: &'static str,
+    /// Its state.
+    pub state: ChildState,
+}
+
+struct Child {
+    name: String,
+    backend: Arc<dyn Backend>,
+    workers: Workers,
+    state: AtomicU8,
+}
+
+const HEALTHY: u8 = 0;
+const FAILED: u8 = 1;
+
+/// One virtual disk on N children.
+///
+/// Every method blocks the calling thread until the children have answered;
+/// the children work in parallel on their own threads. Requests that
+/// overlap are ordered (see the `ordering` module); others run concurrently.
+pub struct Volume {
+    options: VolumeOptions,
+    size: u64,
+    children: Vec<Child>,
+    ranges: RangeLock,
+    sink: Arc<dyn EventSink>,
+}
+
+impl fmt::Debug for Volume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Volume")
+            .field("options", &self.options)
+            .field("size", &self.size)
+            .field(
+                "children",
+                &self
+                    .children
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A child's result within one request.
+type Outcomes = Vec<Result<Reply, BackendError>>;
+
+impl Volume {
+    /// Checks the options and the children (unique names, equal sizes), then
+    /// starts each child's workers. Nothing is started if a check fails.
+    pub fn open(
+        options: VolumeOptions,
+        children: Vec<ChildSpec>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Volume, OpenError> {
+        options.validate(children.len())?;
+        let mut names = HashSet::new();
+        for c in &children {
+            if !names.insert(c.name.as_str()) {
+                return Err(OpenError::DuplicateChild {
+                    child: c.name.clone(),
+                });
+            }
+        }
+        let mut size = None;
+        for c in &children {
+            let s = c.backend.size().map_err(|source| OpenError::Size {
+                child: c.name.clone(),
+                source,
+            })?;
+            match size {
+                None => size = Some((s, c.name.clone())),
+                Some((expected, ref first)) if expected != s => {
+                    return Err(OpenError::SizeMismatch {
+                        child: c.name.clone(),
+                        size: s,
+                        first: first.clone(),
+                        expected,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let size = size.map_or(0, |(s, _)| s);
+        let mut started = Vec::with_capacity(children.len());
+        for c in children {
+            let workers =
+                Workers::spawn(&c.name, c.backend.clone()).map_err(|source| OpenError::Spawn {
+                    child: c.name.clone(),
+                    source,
+                })?;
+            started.push(Child {
+                name: c.name,
+                backend: c.backend,
+                workers,
+                state: AtomicU8::new(HEALTHY),
+            });
+        }
+        Ok(Volume {
+            options,
+            size,
+            children: started,
+            ranges: RangeLock::default(),
+            sink,
+        })
+    }
+
+    /// The volume's settings.
+    pub fn options(&self) -> &VolumeOptions {
+        &self.options
+    }
+
+    /// The volume's name.
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// The volume's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The children, in order.
+    pub fn children(&self) -> Vec<ChildInfo> {
+        self.children
+            .iter()
+            .map(|c| ChildInfo {
+                name: c.name.clone(),
+                backend: c.backend.kind(),
+                state: if c.state.load(Ordering::Relaxed) == HEALTHY {
+                    ChildState::Healthy
+                } else {
+                    ChildState::Failed
+                },
+            })
+            .collect()
+    }
+
+    /// Reads `length` bytes at `offset`, as the read pattern says.
+    ///
+    /// # Errors
+    /// [`VolumeError::OutOfRange`] outside the volume; [`VolumeError::Quorum`]
+    /// when too few children answered or no version won a block;
+    /// [`VolumeError::BlkverifyMismatch`] in blkverify mode when the two
+    /// children differ.
+    pub fn read(&self, offset: u64, length: usize) -> Result<Bytes, VolumeError> {
+        let end = self.check_range(offset, length as u64)?;
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let _guard = self.ranges.shared(offset, end);
+        match self.options.read_pattern {
+            ReadPattern::Quorum => self.read_quorum(offset, length),
+            ReadPattern::Fifo => self.read_fifo(offset, length),
+        }
+    }
+
+    /// Writes `data` at `offset` on every child.
+    ///
+    /// # Errors
+    /// [`VolumeError::OutOfRange`] outside the volume (nothing is written);
+    /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
+    /// succeeded.
+    pub fn write(&self, offset: u64, data: Bytes) -> Result<(), VolumeError> {
+        let length = data.len() as u64;
+        let end = self.check_range(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let _guard = self.ranges.exclusive(offset, end);
+        let results = self.on_all(&Request::Write { offset, data });
+        self.require_quorum(Op::Write, offset, length, results)
+            .map(drop)
+    }
+
+    /// Makes `length` bytes at `offset` read as zero on every child.
+    ///
+    /// # Errors
+    /// As [`Volume::write`].
+    pub fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), VolumeError> {
+        let end = self.check_range(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let _guard = self.ranges.exclusive(offset, end);
+        let results = self.on_all(&Request::WriteZeroes { offset, length });
+        self.require_quorum(Op::WriteZeroes, offset, length, results)
+            .map(drop)
+    }
+
+    /// Flushes every child in parallel.
+    ///
+    /// # Errors
+    /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
+    /// flushed.
+    pub fn flush(&self) -> Result<(), VolumeError> {
+        let results = self.on_all(&Request::Flush);
+        self.require_quorum(Op::Flush, 0, 0, results).map(drop)
+    }
+
+    /// Which parts of `offset..offset+length` read as zero: zero only where
+    /// every child says so. A child that fails counts as data there.
+    ///
+    /// # Errors
+    /// [`VolumeError::OutOfRange`] outside the volume; [`VolumeError::Quorum`]
+    /// when fewer than `vote_threshold` children answered.
+    pub fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, VolumeError> {
+        let end = self.check_range(offset, length)?;
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let _guard = self.ranges.shared(offset, end);
+        let results = self.on_all(&Request::BlockStatus { offset, length });
+        let replies = self.require_quorum(Op::BlockStatus, offset, length, results)?;
+        let maps: Vec<Vec<Extent>> = replies
+            .into_iter()
+            .filter_map(|r| match r {
+                Some(Reply::Extents(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        Ok(merge_zero_maps(offset, end, &maps))
+    }
+
+    /// Stops every child's workers after the work already queued, waiting
+    /// `timeout` at most. Returns the names of children whose workers did
+    /// not stop in time (stuck in their backend).
+    pub fn close(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        self.children
+            .iter()
+            .filter(|c| c.workers.stop(deadline) > 0)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn check_range(&self, offset: u64, length: u64) -> Result<u64, VolumeError> {
+        match offset.checked_add(length) {
+            Some(end) if end <= self.size => Ok(end),
+            _ => Err(VolumeError::OutOfRange {
+                offset,
+                length,
+                size: self.size,
+            }),
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        self.sink.emit(&self.options.name, event);
+    }
+
+    /// Sends one request per listed child and waits for all their answers,
+    /// returned in the order of `jobs`.
+    fn dispatch(&self, jobs: Vec<(usize, Request)>) -> Vec<(usize, Result<Reply, BackendError>)> {
+        let (tx, rx) = crossbeam_channel::bounded(jobs.len());
+        let order: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
+        for (i, request) in jobs {
+            self.children[i].workers.submit(i, request, &tx);
+        }
+        drop(tx);
+        let mut answers: Vec<Option<Result<Reply, BackendError>>> =
+            (0..self.children.len()).map(|_| None).collect();
+        for _ in 0..order.len() {
+            match rx.recv() {
+                Ok((i, result)) => answers[i] = Some(result),
+                Err(_) => break,
+            }
+        }
+        order
+            .into_iter()
+            .map(|i| {
+                let result = answers[i].take().unwrap_or_else(|| {
+                    Err(BackendError::Unavailable(
+                        "the child's worker stopped without answering".into(),
+                    ))
+                });
+                let state = if result.is_ok() { HEALTHY } else { FAILED };
+                self.children[i].state.store(state, Ordering::Relaxed);
+                (i, result)
+            })
+            .collect()
+    }
+
+    fn on_all(&self, request: &Request) -> Outcomes {
+        let jobs = (0..self.children.len())
+            .map(|i| (i, request.clone()))
+            .collect();
+        self.dispatch(jobs).into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Reports each failed child and fails the request when fewer than the
+    /// threshold succeeded; otherwise returns each child's reply (`None` for
+    /// the failed ones).
+    fn require_quorum(
+        &self,
+        op: Op,
+        offset: u64,
+        bytes: u64,
+        results: Outcomes,
+    ) -> Result<Vec<Option<Reply>>, VolumeError> {
+        let mut replies = Vec::with_capacity(results.len());
+        let mut failures = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(reply) => replies.push(Some(reply)),
+                Err(error) => {
+                    self.report_failed(op, i, offset, bytes, &error);
+                    failures.push(ChildFailure {
+                        child: self.children[i].name.clone(),
+                        error,
+                    });
+                    replies.push(None);
+                }
+            }
+        }
+        let succeeded = replies.len() - failures.len();
+        if succeeded < self.options.vote_threshold {
+            return Err(self.fail(op, offset, bytes, succeeded, failures, None));
+        }
+        Ok(replies)
+    }
+
+    fn report_failed(&self, op: Op, child: usize, offset: u64, bytes: u64, error: &BackendError) {
+        tracing::warn!(volume = %self.options.name, child = %self.children[child].name, %op, offset, bytes, %error, "child failed");
+        self.emit(Event::ReportBad {
+            op,
+            child: self.children[child].name.clone(),
+            offset,
+            bytes,
+            error: Some(error.to_string()),
+        });
+    }
+
+    fn fail(
+        &self,
+        op: Op,
+        offset: u64,
+        bytes: u64,
+        succeeded: usize,
+        failures: Vec<ChildFailure>,
+        no_majority: Option<VoteError>,
+    ) -> VolumeError {
+        self.emit(Event::Failure { op, offset, bytes });
+        let error = QuorumError {
+            op,
+            offset,
+            bytes,
+            succeeded,
+            threshold: self.options.vote_threshold,
+            failures,
+            no_majority,
+        };
+        tracing::error!(volume = %self.options.name, %error, "quorum failure");
+        VolumeError::Quorum(error)
+    }
+
+    fn read_quorum(&self, offset: u64, length: usize) -> Result<Bytes, VolumeError> {
+        let results = self.on_all(&Request::Read { offset, length });
+        let bytes = length as u64;
+        let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(results.len());
+        let mut failures = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(Reply::Data(data)) => copies.push(Some(data)),
+                Ok(_) => copies.push(None),
+                Err(error) => {
+                    self.report_failed(Op::Read, i, offset, bytes, &error);
+                    failures.push((i, error));
+                    copies.push(None);
+                }
+            }
+        }
+        if self.options.blkverify {
+            if let [Some(a), Some(b)] = copies.as_slice() {
+                if let Some(at) = vote::first_difference(a, b) {
+                    let at = offset + at as u64;
+                    tracing::error!(volume = %self.options.name, offset = at, "blkverify: contents mismatch");
+                    self.emit(Event::BlkverifyMismatch {
+                        offset: at,
+                        request_offset: offset,
+                        request_bytes: bytes,
+                    });
+                    return Err(VolumeError::BlkverifyMismatch {
+                        offset: at,
+                        request_offset: offset,
+                        request_bytes: bytes,
+                    });
+                }
+            }
+        }
+        let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
+        let outcome = match vote::vote(offset, &views, self.options.vote_threshold) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let succeeded = copies.iter().filter(|c| c.is_some()).count();
+                let no_majority = matches!(e, VoteError::NoMajority { .. }).then_some(e);
+                let failures = self.named(failures);
+                return Err(self.fail(Op::Read, offset, bytes, succeeded, failures, no_majority));
+            }
+        };
+        for loss in &outcome.losses {
+            for r in &loss.ranges {
+                tracing::warn!(volume = %self.options.name, child = %self.children[loss.child].name, offset = r.start, bytes = r.end - r.start, "child lost the vote");
+                self.emit(Event::ReportBad {
+                    op: Op::Read,
+                    child: self.children[loss.child].name.clone(),
+                    offset: r.start,
+                    bytes: r.end - r.start,
+                    error: None,
+                });
+            }
+        }
+        let answer = Bytes::from(vote::assemble(&outcome, &mut copies));
+        if self.options.rewrite_corrupted {
+            let mut repairs: Vec<(usize, u64, Bytes)> = Vec::new();
+            for loss in &outcome.losses {
+                for r in &loss.ranges {
+                    let rel = (r.start - offset) as usize..(r.end - offset) as usize;
+                    repairs.push((loss.child, r.start, answer.slice(rel)));
+                }
+            }
+            for (i, error) in &failures {
+                if error.is_repairable() {
+                    repairs.push((*i, offset, answer.clone()));
+                }
+            }
+            self.rewrite(repairs);
+        }
+        Ok(answer)
+    }
+
+    fn read_fifo(&self, offset: u64, length: usize) -> Result<Bytes, VolumeError> {
+        let bytes = length as u64;
+        let mut failures = Vec::new();
+        for i in 0..self.children.len() {
+            let answer = self
+                .dispatch(vec![(i, Request::Read { offset, length })])
+                .pop();
+            match answer {
+                Some((_, Ok(Reply::Data(data)))) => {
+                    let data = Bytes::from(data);
+                    if self.options.rewrite_corrupted {
+                        let repairs = failures
+                            .iter()
+                            .filter(|(_, e): &&(usize, BackendError)| e.is_repairable())
+                            .map(|(c, _)| (*c, offset, data.clone()))
+                            .collect();
+                        self.rewrite(repairs);
+                    }
+                    return Ok(data);
+                }
+                Some((_, Err(error))) => {
+                    self.report_failed(Op::Read, i, offset, bytes, &error);
+                    failures.push((i, error));
+                }
+                Some((_, Ok(_))) | None => {}
+            }
+        }
+        let failures = self.named(failures);
+        Err(self.fail(Op::Read, offset, bytes, 0, failures, None))
+    }
+
+    /// Writes good data back over children's bad ranges, in parallel.
+    fn rewrite(&self, repairs: Vec<(usize, u64, Bytes)>) {
+        if repairs.is_empty() {
+            return;
+        }
+        let spans: Vec<(u64, u64)> = repairs
+            .iter()
+            .map(|(_, o, d)| (*o, d.len() as u64))
+            .collect();
+        let jobs = repairs
+            .into_iter()
+            .map(|(child, offset, data)| (child, Request::Write { offset, data }))
+            .collect();
+        for ((child, result), (offset, bytes)) in self.dispatch(jobs).into_iter().zip(spans) {
+            match result {
+                Ok(_) => {
+                    tracing::info!(volume = %self.options.name, child = %self.children[child].name, offset, bytes, "rewrote corrupted range");
+                    self.emit(Event::Rewrite {
+                        child: self.children[child].name.clone(),
+                        offset,
+                        bytes,
+                    });
+                }
+                Err(error) => self.report_failed(Op::Write, child, offset, bytes, &error),
+            }
+        }
+    }
+
+    fn named(&self, failures: Vec<(usize, BackendError)>) -> Vec<ChildFailure> {
+        failures
+            .into_iter()
+            .map(|(i, error)| ChildFailure {
+                child: self.children[i].name.clone(),
+                error,
+            })
+            .collect()
+    }
+}
+
+/// Merges the children's zero maps of `start..end`: a byte is zero only where
+/// every map says so.
+fn merge_zero_maps(start: u64, end: u64, maps: &[Vec<Extent>]) -> Vec<Extent> {
+    let mut cuts: Vec<u64> = maps
+        .iter()
+        .flatten()
+        .flat_map(|e| [e.offset, e.offset.saturating_add(e.length)])
+        .filter(|&x| x > start && x < end)
+        .collect();
+    cuts.push(start);
+    cuts.push(end);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let zero_at = |map: &[Extent], at: u64| {
+        map.iter()
+            .any(|e| e.zero && e.offset <= at && at < e.offset + e.length)
+    };
+    let mut out: Vec<Extent> = Vec::new();
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let zero = !maps.is_empty() && maps.iter().all(|m| zero_at(m, a));
+        match out.last_mut() {
+            Some(last) if last.zero == zero => last.length += b - a,
+            _ => out.push(Extent {
+                offset: a,
+                length: b - a,
+                zero,
+            }),
+        }
+    }
+    out
+}

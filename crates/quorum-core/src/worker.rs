@@ -1,0 +1,166 @@
+//! The worker threads of one child.
+//!
+//! Each child has a fixed pool of threads (its backend's
+//! [`Backend::max_in_flight`]) that take requests from one crossbeam channel.
+//! A volume request fans out by sending one job to each child's channel and
+//! waits for the replies on a channel of its own, so the children work in
+//! parallel, a child can have several requests in flight, and no thread is
+//! spawned per request.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::backend::{Backend, BackendError, Extent};
+
+/// What a child is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Request {
+    Read { offset: u64, length: usize },
+    Write { offset: u64, data: Bytes },
+    WriteZeroes { offset: u64, length: u64 },
+    Flush,
+    BlockStatus { offset: u64, length: u64 },
+}
+
+/// What a child answered.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Data(Vec<u8>),
+    Done,
+    Extents(Vec<Extent>),
+}
+
+/// A child's answer, tagged with its index in the volume.
+pub(crate) type Answer = (usize, Result<Reply, BackendError>);
+
+enum Message {
+    Job {
+        child: usize,
+        request: Request,
+        reply: Sender<Answer>,
+    },
+    Stop,
+}
+
+/// The pool of threads that serves one child.
+pub(crate) struct Workers {
+    queue: Sender<Message>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    exited: Receiver<()>,
+}
+
+impl Workers {
+    /// Starts `backend.max_in_flight()` threads named after the child.
+    pub(crate) fn spawn(name: &str, backend: Arc<dyn Backend>) -> std::io::Result<Workers> {
+        let (queue, jobs) = crossbeam_channel::unbounded::<Message>();
+        let (exit_tx, exited) = crossbeam_channel::unbounded();
+        let count = backend.max_in_flight().max(1);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let (jobs, backend, exit_tx) = (jobs.clone(), backend.clone(), exit_tx.clone());
+            let handle = thread::Builder::new()
+                .name(format!("child-{name}-{i}"))
+                .spawn(move || {
+                    serve(&*backend, &jobs);
+                    let _ = exit_tx.send(());
+                });
+            match handle {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    for _ in 0..threads.len() {
+                        let _ = queue.send(Message::Stop);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Workers {
+            queue,
+            threads: Mutex::new(threads),
+            exited,
+        })
+    }
+
+    /// Queues `request` for this child; the answer arrives on `reply`.
+    pub(crate) fn submit(&self, child: usize, request: Request, reply: &Sender<Answer>) {
+        let job = Message::Job {
+            child,
+            request,
+            reply: reply.clone(),
+        };
+        if let Err(crossbeam_channel::SendError(Message::Job { reply, .. })) = self.queue.send(job)
+        {
+            let _ = reply.send((
+                child,
+                Err(BackendError::Unavailable(
+                    "the child's workers have stopped".into(),
+                )),
+            ));
+        }
+    }
+
+    /// Stops the threads once their queued work is done, waiting until
+    /// `deadline` at most. Returns how many threads had not stopped by then
+    /// (they are stuck in the backend and are left behind).
+    pub(crate) fn stop(&self, deadline: Instant) -> usize {
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..threads.len() {
+            let _ = self.queue.send(Message::Stop);
+        }
+        let mut stopped = 0;
+        while stopped < threads.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self
+                .exited
+                .recv_timeout(left.max(Duration::from_millis(1)))
+                .is_err()
+            {
+                break;
+            }
+            stopped += 1;
+        }
+        let stuck = threads.len() - stopped;
+        for handle in std::mem::take(&mut *threads) {
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+        stuck
+    }
+}
+
+fn serve(backend: &dyn Backend, jobs: &Receiver<Message>) {
+    while let Ok(Message::Job {
+        child,
+        request,
+        reply,
+    }) = jobs.recv()
+    {
+        let result = catch_unwind(AssertUnwindSafe(|| execute(backend, request)))
+            .unwrap_or_else(|_| Err(BackendError::Unavailable("the backend panicked".into())));
+        let _ = reply.send((child, result));
+    }
+}
+
+fn execute(backend: &dyn Backend, request: Request) -> Result<Reply, BackendError> {
+    match request {
+        Request::Read { offset, length } => {
+            let mut buf = vec![0u8; length];
+            backend.read_at(&mut buf, offset)?;
+            Ok(Reply::Data(buf))
+        }
+        Request::Write { offset, data } => backend.write_at(&data, offset).map(|()| Reply::Done),
+        Request::WriteZeroes { offset, length } => {
+            backend.write_zeroes(offset, length).map(|()| Reply::Done)
+        }
+        Request::Flush => backend.flush().map(|()| Reply::Done),
+        Request::BlockStatus { offset, length } => {
+            backend.block_status(offset, length).map(Reply::Extents)
+        }
+    }
+}

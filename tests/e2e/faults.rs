@@ -1,0 +1,274 @@
+//! Must show 3: children that fail, through the `faulty` wrapper of the
+//! config file (`[[volume.child.fault]]`).
+
+use crate::util::*;
+
+const EIO: &str = "Input/output error";
+const DATA: &str = "/v1/volumes/vm/data";
+
+/// Volume `vm` of 2 MiB, threshold 2, children a (with `a_faults`), b (with
+/// `b_faults`) and c, plus volume options.
+fn config(options: &str, a_faults: &str, b_faults: &str) -> String {
+    volume(
+        "vm",
+        "2MiB",
+        2,
+        options,
+        &[
+            child_with("a", a_faults),
+            child_with("b", b_faults),
+            child("c"),
+        ],
+    )
+}
+
+/// Child a fails every read of [1 MiB, 1 MiB + 64 KiB): reads there still
+/// return the right data at threshold 2, and the report carries the error.
+#[test]
+fn failing_reads_of_one_child_are_outvoted() {
+    let rule = fault(
+        "read",
+        &["offset = \"1MiB\"", "length = \"64KiB\"", "error = \"EIO\""],
+    );
+    let server = Sandbox::new().serve(&config("", &rule, ""));
+    let data = pattern(10, 2 * MIB as usize);
+    server.write_volume("vm", 0, &data);
+    assert!(
+        server.all_events().is_empty(),
+        "read faults fired on a write"
+    );
+
+    let at = MIB;
+    let len = 64 * KIB;
+    let back = server.read_volume("vm", at, len);
+    assert_bytes_eq(
+        &back,
+        &data[at as usize..(at + len) as usize],
+        "read over the fault",
+    );
+    let events = server.all_events();
+    let reports = named(&events, "QUORUM_REPORT_BAD");
+    assert_eq!(reports.len(), 1, "{events:?}");
+    check_report(reports[0], "vm", "a", "read", Some(EIO));
+    assert_eq!(
+        (
+            data_u64(reports[0], "offset"),
+            data_u64(reports[0], "bytes")
+        ),
+        (at, len),
+        "a failed read is reported with the request's range: {}",
+        reports[0]
+    );
+    assert!(named(&events, "QUORUM_FAILURE").is_empty(), "{events:?}");
+
+    // Outside the rule: no fault, no report.
+    let last = server.last_event_id();
+    let back = server.read_volume("vm", 0, 64 * KIB);
+    assert_bytes_eq(
+        &back,
+        &data[..64 * KIB as usize],
+        "read away from the fault",
+    );
+    let after = server.events(&format!("since={last}"));
+    assert!(
+        after.is_empty(),
+        "a read away from the fault gave {after:?}"
+    );
+
+    // A read that only overlaps the start of the rule fails on a, too.
+    let back = server.read_volume("vm", at - 4096, 8192);
+    assert_bytes_eq(
+        &back,
+        &data[(at - 4096) as usize..(at + 4096) as usize],
+        "read across the start of the fault",
+    );
+    let after = server.events(&format!("since={last}"));
+    assert_eq!(after.len(), 1, "{after:?}");
+    check_report(&after[0], "vm", "a", "read", Some(EIO));
+}
+
+/// Two of three children fail writes: 503 quorum_failure, one report per
+/// failed child (with its error), a QUORUM_FAILURE, and the failed children
+/// unchanged. The errno may be given by name or number.
+#[test]
+fn write_failures_on_two_children_fail_the_write() {
+    let server = Sandbox::new().serve(&config(
+        "",
+        &fault("write", &["error = \"EIO\""]),
+        &fault("write", &["error = 5"]),
+    ));
+    let snap = server.snapshot(&["a.img", "b.img"]);
+    server
+        .put(&format!("{DATA}?offset=8192"), pattern(11, 4096))
+        .expect_error(503, "quorum_failure");
+
+    let events = server.all_events();
+    let mut reports = named(&events, "QUORUM_REPORT_BAD");
+    assert_eq!(reports.len(), 2, "{events:?}");
+    reports.sort_by_key(|e| e["data"]["node-name"].as_str().unwrap_or("").to_string());
+    for (ev, node) in reports.iter().zip(["a", "b"]) {
+        check_report(ev, "vm", node, "write", Some(EIO));
+        assert_eq!(
+            (data_u64(ev, "offset"), data_u64(ev, "bytes")),
+            (8192, 4096),
+            "{ev}"
+        );
+    }
+    let failures = named(&events, "QUORUM_FAILURE");
+    assert_eq!(failures.len(), 1, "{events:?}");
+    assert_eq!(failures[0]["data"]["reference"], "vm", "{}", failures[0]);
+    assert_eq!(failures[0]["data"]["type"], "write", "{}", failures[0]);
+    assert_eq!(data_u64(failures[0], "offset"), 8192, "{}", failures[0]);
+    assert_eq!(data_u64(failures[0], "bytes"), 4096, "{}", failures[0]);
+    check_sectors(failures[0]);
+    server.assert_unchanged(&snap, "children whose writes failed");
+}
+
+/// One child failing writes is tolerated at threshold 2: 204, a report
+/// with the error; its stale copy is then outvoted on read.
+#[test]
+fn a_write_failure_on_one_child_is_tolerated() {
+    let server = Sandbox::new().serve(&config("", &fault("write", &["error = \"EIO\""]), ""));
+    let data = pattern(12, 10_000);
+    server.write_volume("vm", 3000, &data);
+    let events = server.all_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    check_report(&events[0], "vm", "a", "write", Some(EIO));
+    assert_all_bytes(&server.read_file("a.img"), 0, "a.img, whose write failed");
+    for f in ["b.img", "c.img"] {
+        assert_bytes_eq(&server.read_file_at(f, 3000, data.len()), &data, f);
+    }
+
+    let back = server.read_volume("vm", 0, 16_384);
+    assert_bytes_eq(&back[3000..13_000], &data, "the written range");
+    let reads = reports_for(&server.all_events(), "a")
+        .into_iter()
+        .filter(|e| e["data"]["type"] == "read")
+        .count();
+    assert_eq!(reads, 1, "the stale child a is reported once on read");
+}
+
+/// Two children failing write-zeroes: 503 quorum_failure, the failed
+/// children unchanged, reports of type write; plain writes still work.
+#[test]
+fn write_zeroes_failures_on_two_children_fail_the_request() {
+    let sandbox = Sandbox::new();
+    for f in ABC {
+        sandbox.fill_file(f, 0x77, 2 * MIB);
+    }
+    let server = sandbox.serve(&config(
+        "",
+        &fault("write_zeroes", &["error = \"EIO\""]),
+        &fault("write_zeroes", &["error = \"EIO\""]),
+    ));
+    let snap = server.snapshot(&["a.img", "b.img"]);
+    server
+        .post("/v1/volumes/vm/write-zeroes?offset=0&length=65536")
+        .expect_error(503, "quorum_failure");
+    server.assert_unchanged(&snap, "children whose write-zeroes failed");
+    let events = server.all_events();
+    for node in ["a", "b"] {
+        let r = reports_for(&events, node);
+        assert_eq!(r.len(), 1, "{events:?}");
+        check_report(r[0], "vm", node, "write", Some(EIO));
+    }
+    assert_eq!(named(&events, "QUORUM_FAILURE").len(), 1, "{events:?}");
+
+    server.write_volume("vm", 0, &[1, 2, 3]);
+}
+
+/// `read_pattern = "fifo"`: child 0 fails every read, the next child
+/// answers with the right data, and child 0 is reported.
+#[test]
+fn fifo_reads_skip_a_failing_child_0() {
+    let server = Sandbox::new().serve(&config(
+        "read_pattern = \"fifo\"",
+        &fault("read", &["error = \"EIO\""]),
+        "",
+    ));
+    let data = pattern(13, 256 * KIB as usize);
+    server.write_volume("vm", 0, &data);
+    for (at, len) in [(0, 256 * KIB), (5000, 3)] {
+        let back = server.read_volume("vm", at, len);
+        assert_bytes_eq(
+            &back,
+            &data[at as usize..(at + len) as usize],
+            &format!("fifo read of {len} at {at}"),
+        );
+    }
+    let events = server.all_events();
+    let reports = named(&events, "QUORUM_REPORT_BAD");
+    assert_eq!(reports.len(), 2, "one report per read: {events:?}");
+    for ev in reports {
+        check_report(ev, "vm", "a", "read", Some(EIO));
+    }
+}
+
+/// A child whose reads return flipped bits in [5000, 8000) is outvoted
+/// and reported without an error, with a range inside block 1 that covers
+/// the corrupted bytes.
+#[test]
+fn corrupted_reads_are_outvoted() {
+    let rule = fault(
+        "read",
+        &["offset = 5000", "length = 3000", "corrupt = true"],
+    );
+    let server = Sandbox::new().serve(&config("", &rule, ""));
+    let data = pattern(14, 64 * KIB as usize);
+    server.write_volume("vm", 0, &data);
+    assert_bytes_eq(&server.read_volume("vm", 0, 64 * KIB), &data, "read");
+    let events = server.all_events();
+    let reports = named(&events, "QUORUM_REPORT_BAD");
+    assert_eq!(reports.len(), 1, "{events:?}");
+    check_report(reports[0], "vm", "a", "read", None);
+    check_range_within(reports[0], BLOCK, 2 * BLOCK, 5000, 8000);
+}
+
+/// `once = true` fires on the first matching request only.
+#[test]
+fn a_once_rule_fires_once() {
+    let server = Sandbox::new().serve(&config(
+        "",
+        &fault("read", &["error = \"EIO\"", "once = true"]),
+        "",
+    ));
+    let data = pattern(15, 4096);
+    server.write_volume("vm", 0, &data);
+    for _ in 0..3 {
+        assert_bytes_eq(&server.read_volume("vm", 0, 4096), &data, "read");
+    }
+    let events = server.all_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    check_report(&events[0], "vm", "a", "read", Some(EIO));
+}
+
+/// A flush failing on one child is reported and tolerated (204).
+#[test]
+fn a_flush_failure_on_one_child_is_tolerated() {
+    let server = Sandbox::new().serve(&config("", &fault("flush", &["error = \"EIO\""]), ""));
+    server.post("/v1/volumes/vm/flush").expect_status(204);
+    let events = server.all_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    check_report(&events[0], "vm", "a", "flush", Some(EIO));
+}
+
+/// Flushes failing on two children: 503 quorum_failure and a
+/// QUORUM_FAILURE of type flush.
+#[test]
+fn flush_failures_on_two_children_fail_the_flush() {
+    let rule = fault("any", &["error = \"EIO\""]);
+    let server = Sandbox::new().serve(&config("", &rule, &rule));
+    server
+        .post("/v1/volumes/vm/flush")
+        .expect_error(503, "quorum_failure");
+    let events = server.all_events();
+    for node in ["a", "b"] {
+        let r = reports_for(&events, node);
+        assert_eq!(r.len(), 1, "{events:?}");
+        check_report(r[0], "vm", node, "flush", Some(EIO));
+    }
+    let failures = named(&events, "QUORUM_FAILURE");
+    assert_eq!(failures.len(), 1, "{events:?}");
+    assert_eq!(failures[0]["data"]["type"], "flush", "{}", failures[0]);
+    assert_eq!(failures[0]["data"]["reference"], "vm", "{}", failures[0]);
+}

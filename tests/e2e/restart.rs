@@ -1,0 +1,75 @@
+//! Must show 6: the event log lives in data_dir and survives a restart;
+//! ids keep increasing across it.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// Makes child c lose a vote on a 4 KiB read: one QUORUM_REPORT_BAD.
+fn cause_an_event(server: &Server, seed: u64) {
+    let data = pattern(seed, 4096);
+    server.write_volume("vm", 0, &data);
+    server.corrupt_file("c.img", 100, 10);
+    assert_bytes_eq(&server.read_volume("vm", 0, 4096), &data, "the voted read");
+}
+
+/// Restarts the server with `stop` and checks the log afterwards.
+fn events_survive(stop: impl FnOnce(&mut Server)) {
+    let mut server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    cause_an_event(&server, 40);
+    cause_an_event(&server, 41);
+    let before = server.all_events();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let old_max = server.last_event_id();
+
+    stop(&mut server);
+    server.restart();
+
+    let after = server.all_events();
+    assert_eq!(
+        after, before,
+        "the events after the restart should be exactly the ones before"
+    );
+    cause_an_event(&server, 42);
+    let all = server.all_events();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(&all[..2], &before[..], "the old events stay listed");
+    let new_id = all[2]["id"].as_u64().unwrap_or(0);
+    assert!(
+        new_id > old_max,
+        "the new event's id {new_id} should be above the old maximum {old_max}"
+    );
+    let since: Vec<Value> = server.events(&format!("since={old_max}"));
+    assert_eq!(
+        since,
+        all[2..],
+        "since=old maximum lists only the new event"
+    );
+    // The data survived too.
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, 4096),
+        &pattern(42, 4096),
+        "data",
+    );
+}
+
+/// A clean stop (SIGTERM, exit status 0), then a start on the same config
+/// and data_dir.
+#[test]
+fn events_survive_a_restart_and_ids_keep_increasing() {
+    events_survive(|server| {
+        let status = server.stop();
+        assert!(
+            status.success(),
+            "SIGTERM should shut the server down cleanly, it exited with {status}\nstderr:\n{}",
+            server.stderr()
+        );
+    });
+}
+
+/// The same after SIGKILL: an event acknowledged by the HTTP answer that
+/// follows it is not lost when the process dies.
+#[test]
+fn events_survive_a_killed_server() {
+    events_survive(Server::kill);
+}
