@@ -1,1 +1,195 @@
-//! stub
+//! Children for the quorum engine, each a [`quorum_core::Backend`].
+//!
+//! - [`file`]: a local file or block device.
+//! - [`faulty`]: a wrapper that injects errors, corruption and latency, for
+//!   tests and for rehearsing failures.
+//!
+//! [`open`] turns a child's `uri` and options from the config into a
+//! backend, so that the server needs to know nothing of the backends.
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use quorum_core::Backend;
+
+pub mod faulty;
+pub mod file;
+
+#[cfg(test)]
+mod conformance;
+
+pub use faulty::{FaultRule, Faulty};
+pub use file::FileBackend;
+
+/// Where a child lives, as the config describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildSource<'a> {
+    /// `file:///abs/path`, `file:rel/path`, or a plain path.
+    pub uri: &'a str,
+    /// Backend-specific options.
+    pub options: &'a BTreeMap<String, String>,
+    /// The directory relative paths are resolved against (the config's).
+    pub base_dir: &'a Path,
+    /// The volume's size, to create missing children with and to check
+    /// existing ones against; `None` when the config gives no size.
+    pub size: Option<u64>,
+    /// Fault rules; when not empty the child is wrapped in [`Faulty`].
+    pub faults: &'a [FaultRule],
+}
+
+/// Why a child could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The uri names a backend this build does not have.
+    #[error("unsupported uri scheme {scheme:?} (this build supports file paths and file:// uris)")]
+    UnsupportedScheme {
+        /// The scheme.
+        scheme: String,
+    },
+    /// An option the backend does not know.
+    #[error("unknown option {option:?} for a {backend} child")]
+    UnknownOption {
+        /// The option's key.
+        option: String,
+        /// The backend kind.
+        backend: &'static str,
+    },
+    /// The file could not be opened or created.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not exist and there is no size to create it with.
+    #[error("{} does not exist, and the volume has no size to create it with", path.display())]
+    NoSize {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The existing file's size differs from the volume's.
+    #[error("{} has {actual} bytes but the volume has {expected}", path.display())]
+    SizeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
+        /// The volume's size.
+        expected: u64,
+    },
+    /// A fault rule is contradictory or does nothing.
+    #[error("fault rule {index}: {problem}")]
+    Fault {
+        /// The rule's position, from 1.
+        index: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Opens the child that `source` describes.
+pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
+    for (i, rule) in source.faults.iter().enumerate() {
+        rule.validate().map_err(|problem| OpenError::Fault {
+            index: i + 1,
+            problem,
+        })?;
+    }
+    let backend: Arc<dyn Backend> = match scheme(source.uri) {
+        None | Some("file") => {
+            if let Some(option) = source.options.keys().next() {
+                return Err(OpenError::UnknownOption {
+                    option: option.clone(),
+                    backend: "file",
+                });
+            }
+            let path = source.base_dir.join(file_path(source.uri));
+            Arc::new(FileBackend::open(&path, source.size)?)
+        }
+        Some(other) => {
+            return Err(OpenError::UnsupportedScheme {
+                scheme: other.to_owned(),
+            });
+        }
+    };
+    if source.faults.is_empty() {
+        Ok(backend)
+    } else {
+        Ok(Arc::new(Faulty::new(backend, source.faults.to_vec())))
+    }
+}
+
+/// The scheme of a uri (`file` of `file:///x`), or `None` for a plain path.
+fn scheme(uri: &str) -> Option<&str> {
+    let (scheme, _) = uri.split_once(':')?;
+    let valid = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(scheme)
+}
+
+/// The path of a file uri: `file:///abs` gives `/abs`, `file:rel` gives `rel`.
+fn file_path(uri: &str) -> &Path {
+    let rest = uri.strip_prefix("file:").unwrap_or(uri);
+    Path::new(rest.strip_prefix("//").unwrap_or(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_name_files() {
+        assert_eq!(scheme("a.img"), None);
+        assert_eq!(scheme("/var/x.img"), None);
+        assert_eq!(scheme("file:///var/x.img"), Some("file"));
+        assert_eq!(scheme("s3://bucket/p"), Some("s3"));
+        assert_eq!(file_path("file:///var/x.img"), Path::new("/var/x.img"));
+        assert_eq!(file_path("file:rel/x.img"), Path::new("rel/x.img"));
+        assert_eq!(file_path("rel/x.img"), Path::new("rel/x.img"));
+    }
+
+    #[test]
+    fn open_resolves_relative_paths_and_wraps_faults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = BTreeMap::new();
+        let rules: Vec<FaultRule> = vec![FaultRule {
+            op: faulty::FaultOp::Read,
+            offset: bytesize::ByteSize(0),
+            length: None,
+            error: Some(faulty::Errno(5)),
+            corrupt: false,
+            latency: None,
+            once: false,
+        }];
+        let b = open(ChildSource {
+            uri: "sub.img",
+            options: &options,
+            base_dir: dir.path(),
+            size: Some(8192),
+            faults: &rules,
+        })
+        .expect("open");
+        assert!(dir.path().join("sub.img").exists());
+        assert!(b.to_string().starts_with("faulty(file("), "{b}");
+        let mut buf = [0u8; 1];
+        assert!(b.read_at(&mut buf, 0).is_err());
+        let err = open(ChildSource {
+            uri: "s3://bucket/x",
+            options: &options,
+            base_dir: dir.path(),
+            size: Some(8192),
+            faults: &[],
+        })
+        .map(drop)
+        .expect_err("no s3 yet");
+        assert!(matches!(err, OpenError::UnsupportedScheme { .. }));
+    }
+}

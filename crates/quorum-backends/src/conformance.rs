@@ -1,0 +1,108 @@
+//! The behaviour every backend must show, run by each backend's tests.
+
+use std::thread;
+
+use quorum_core::{Backend, BackendError};
+
+/// The size of the child the suite expects: 4 MiB, all zeros.
+pub(crate) const SIZE: u64 = 4 << 20;
+
+/// Runs every check on a fresh, zeroed child of [`SIZE`] bytes.
+pub(crate) fn run(b: &(dyn Backend + 'static)) {
+    assert_eq!(b.size().expect("size"), SIZE);
+    fresh_child_reads_zeros(b);
+    unaligned_writes_round_trip(b);
+    write_zeroes_reads_zero(b);
+    block_status_covers_the_range(b);
+    out_of_range_is_refused(b);
+    parallel_disjoint_writes(b);
+    b.flush().expect("flush");
+}
+
+fn fresh_child_reads_zeros(b: &dyn Backend) {
+    let mut buf = vec![1u8; 70_000];
+    b.read_at(&mut buf, SIZE - 70_000).expect("read");
+    assert!(buf.iter().all(|&x| x == 0));
+}
+
+fn unaligned_writes_round_trip(b: &dyn Backend) {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 253) as u8 + 1).collect();
+    b.write_at(&data, 4093).expect("write");
+    let mut back = vec![0u8; data.len() + 6];
+    b.read_at(&mut back, 4090).expect("read");
+    assert_eq!(&back[..3], &[0, 0, 0]);
+    assert_eq!(&back[3..3 + data.len()], &data[..]);
+    assert_eq!(&back[3 + data.len()..], &[0, 0, 0]);
+}
+
+fn write_zeroes_reads_zero(b: &dyn Backend) {
+    b.write_at(&vec![9u8; 1 << 20], 1 << 20).expect("fill");
+    b.write_zeroes((1 << 20) + 100, 600_000).expect("zeroes");
+    let mut buf = vec![0u8; 1 << 20];
+    b.read_at(&mut buf, 1 << 20).expect("read");
+    assert!(buf[..100].iter().all(|&x| x == 9));
+    assert!(buf[100..600_100].iter().all(|&x| x == 0));
+    assert!(buf[600_100..].iter().all(|&x| x == 9));
+}
+
+fn block_status_covers_the_range(b: &dyn Backend) {
+    let (offset, length) = (12_345, SIZE - 20_000);
+    let map = b.block_status(offset, length).expect("status");
+    let mut at = offset;
+    for e in &map {
+        assert_eq!(e.offset, at, "extents must be contiguous: {map:?}");
+        assert!(e.length > 0);
+        if e.zero {
+            let mut buf = vec![1u8; e.length as usize];
+            b.read_at(&mut buf, e.offset).expect("read");
+            assert!(
+                buf.iter().all(|&x| x == 0),
+                "extent {e:?} says zero but holds data"
+            );
+        }
+        at += e.length;
+    }
+    assert_eq!(at, offset + length);
+    // Data that was written is never reported as zero.
+    let map = b.block_status(1 << 20, 100).expect("status");
+    assert!(map.iter().all(|e| !e.zero), "{map:?}");
+}
+
+fn out_of_range_is_refused(b: &dyn Backend) {
+    let mut buf = [0u8; 10];
+    assert!(matches!(
+        b.read_at(&mut buf, SIZE - 5),
+        Err(BackendError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        b.write_at(&buf, SIZE - 5),
+        Err(BackendError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        b.write_at(&buf, u64::MAX - 5),
+        Err(BackendError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        b.write_zeroes(SIZE, 1),
+        Err(BackendError::OutOfRange { .. })
+    ));
+}
+
+fn parallel_disjoint_writes(b: &(dyn Backend + 'static)) {
+    let base = 2u64 << 20;
+    thread::scope(|s| {
+        for t in 0..8u8 {
+            s.spawn(move || {
+                let data = vec![t + 1; 33_333];
+                b.write_at(&data, base + u64::from(t) * 33_333)
+                    .expect("write");
+            });
+        }
+    });
+    for t in 0..8u8 {
+        let mut buf = vec![0u8; 33_333];
+        b.read_at(&mut buf, base + u64::from(t) * 33_333)
+            .expect("read");
+        assert!(buf.iter().all(|&x| x == t + 1), "writer {t} lost its bytes");
+    }
+}

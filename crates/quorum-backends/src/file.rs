@@ -1,0 +1,258 @@
+//! `file`: a child kept in a local file (or block device).
+//!
+//! Positional I/O only (`pread`/`pwrite`: no shared seek position, so
+//! requests run in parallel), sparse creation, `fdatasync` on flush, hole
+//! punching for write-zeroes, and block status from `SEEK_DATA`/`SEEK_HOLE`.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use quorum_core::{Backend, BackendError, Extent};
+use rustix::fs::{FallocateFlags, SeekFrom};
+use rustix::io::Errno;
+
+use crate::OpenError;
+
+/// Write-zeroes falls back to writing zeros in pieces of this size where
+/// the filesystem cannot punch holes.
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// A child in a local file.
+#[derive(Debug)]
+pub struct FileBackend {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl FileBackend {
+    /// Opens `path` read-write. A file that does not exist is created sparse
+    /// with `size` bytes; an existing one must have `size` bytes when a size
+    /// is given.
+    pub fn open(path: &Path, size: Option<u64>) -> Result<FileBackend, OpenError> {
+        let at = |source| OpenError::File {
+            path: path.to_owned(),
+            source,
+        };
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let size = size.ok_or_else(|| OpenError::NoSize {
+                    path: path.to_owned(),
+                })?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(at)?;
+                file.set_len(size).map_err(at)?;
+                file
+            }
+            Err(e) => return Err(at(e)),
+        };
+        let actual = file.metadata().map_err(at)?.len();
+        if let Some(expected) = size {
+            if actual != expected {
+                return Err(OpenError::SizeMismatch {
+                    path: path.to_owned(),
+                    actual,
+                    expected,
+                });
+            }
+        }
+        Ok(FileBackend {
+            path: path.to_owned(),
+            file,
+            size: actual,
+        })
+    }
+
+    fn check(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        match offset.checked_add(length) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(BackendError::OutOfRange {
+                offset,
+                length,
+                size: self.size,
+            }),
+        }
+    }
+
+    fn write_zeroes_by_hand(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        let zeros = vec![0u8; ZERO_CHUNK.min(length as usize)];
+        let mut at = offset;
+        let end = offset + length;
+        while at < end {
+            let n = ((end - at) as usize).min(zeros.len());
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The next data or hole boundary at or after `from`, or `None` past the
+    /// last data (`ENXIO`).
+    fn seek(&self, to: SeekFrom) -> Result<Option<u64>, BackendError> {
+        match rustix::fs::seek(&self.file, to) {
+            Ok(at) => Ok(Some(at)),
+            Err(Errno::NXIO) => Ok(None),
+            Err(e) => Err(BackendError::Io(e.into())),
+        }
+    }
+}
+
+impl fmt::Display for FileBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "file({})", self.path.display())
+    }
+}
+
+impl Backend for FileBackend {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn size(&self) -> Result<u64, BackendError> {
+        Ok(self.size)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        self.check(offset, buf.len() as u64)?;
+        self.file.read_exact_at(buf, offset)?;
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        self.check(offset, buf.len() as u64)?;
+        self.file.write_all_at(buf, offset)?;
+        Ok(())
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.check(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.file, punch, offset, length) {
+            Ok(()) => Ok(()),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                self.write_zeroes_by_hand(offset, length)
+            }
+            Err(e) => Err(BackendError::Io(e.into())),
+        }
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+        self.check(offset, length)?;
+        let end = offset + length;
+        let mut extents: Vec<Extent> = Vec::new();
+        let mut push = |start: u64, stop: u64, zero: bool| {
+            if stop > start {
+                extents.push(Extent {
+                    offset: start,
+                    length: stop - start,
+                    zero,
+                });
+            }
+        };
+        let mut at = offset;
+        while at < end {
+            let data = self.seek(SeekFrom::Data(at))?.unwrap_or(end).min(end);
+            push(at, data, true);
+            if data >= end {
+                break;
+            }
+            let hole = self.seek(SeekFrom::Hole(data))?.unwrap_or(end).min(end);
+            push(data, hole, false);
+            at = hole;
+        }
+        Ok(extents)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance;
+
+    fn temp(size: u64) -> (tempfile::TempDir, FileBackend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FileBackend::open(&dir.path().join("child.img"), Some(size)).expect("open");
+        (dir, backend)
+    }
+
+    #[test]
+    fn conforms() {
+        let (_dir, backend) = temp(conformance::SIZE);
+        conformance::run(&backend);
+    }
+
+    #[test]
+    fn creation_is_sparse_and_sizes_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.img");
+        let b = FileBackend::open(&path, Some(1 << 30)).expect("create");
+        assert_eq!(b.size().expect("size"), 1 << 30);
+        let meta = std::fs::metadata(&path).expect("meta");
+        assert!(
+            std::os::unix::fs::MetadataExt::blocks(&meta) < 64,
+            "not sparse"
+        );
+        drop(b);
+        assert!(matches!(
+            FileBackend::open(&path, Some(1 << 20)),
+            Err(OpenError::SizeMismatch { .. })
+        ));
+        assert_eq!(
+            FileBackend::open(&path, None)
+                .expect("no size")
+                .size()
+                .expect("size"),
+            1 << 30
+        );
+        assert!(matches!(
+            FileBackend::open(&dir.path().join("missing.img"), None),
+            Err(OpenError::NoSize { .. })
+        ));
+    }
+
+    #[test]
+    fn write_zeroes_punches_a_hole() {
+        let (dir, b) = temp(1 << 20);
+        b.write_at(&vec![7u8; 1 << 20], 0).expect("fill");
+        b.write_zeroes(256 << 10, 256 << 10).expect("zeroes");
+        let map = b.block_status(0, 1 << 20).expect("status");
+        assert_eq!(
+            map,
+            vec![
+                Extent {
+                    offset: 0,
+                    length: 256 << 10,
+                    zero: false
+                },
+                Extent {
+                    offset: 256 << 10,
+                    length: 256 << 10,
+                    zero: true
+                },
+                Extent {
+                    offset: 512 << 10,
+                    length: 512 << 10,
+                    zero: false
+                },
+            ]
+        );
+        let meta = std::fs::metadata(dir.path().join("child.img")).expect("meta");
+        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 <= (768 << 10) + 8192);
+    }
+}
