@@ -26,6 +26,7 @@ mod backend;
 mod error;
 mod event;
 mod ordering;
+mod report;
 mod volume;
 pub mod vote;
 mod worker;

@@ -691,3 +691,34 @@ fn is_one_write(block: &[u8]) -> bool {
     let id = word(0) >> 16;
     (0..block.len() / 8).all(|i| word(i) == (id << 16 | i as u64))
 }
+
+#[test]
+fn a_chunked_read_is_one_request_for_reports() {
+    let size = 64 * B;
+    let s = setup(options(2), 3, size);
+    s.volume
+        .write(0, Bytes::from(vec![0x32; size]))
+        .expect("write");
+    s.mems[2].poke(0, &vec![0x42; size]);
+    let mut got = Vec::new();
+    s.volume
+        .read_chunks(0, size as u64, 5 * B + 3, |piece| {
+            got.extend_from_slice(&piece);
+            true
+        })
+        .expect("read");
+    assert_eq!(got, vec![0x32; size]);
+    assert_eq!(
+        bad_reads(&s.sink.take()),
+        vec![("c".into(), 0, size as u64, false)]
+    );
+    // Stopping early reads no further.
+    let mut pieces = 0;
+    s.volume
+        .read_chunks(0, size as u64, B, |_| {
+            pieces += 1;
+            pieces < 3
+        })
+        .expect("read");
+    assert_eq!(pieces, 3);
+}

@@ -12,6 +12,7 @@ use crate::backend::{Backend, BackendError, Extent};
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
 use crate::ordering::RangeLock;
+use crate::report::Reports;
 use crate::vote::{self, VoteError};
 use crate::worker::{Reply, Request, Workers};
 
@@ -258,14 +259,53 @@ impl Volume {
     /// [`VolumeError::BlkverifyMismatch`] in blkverify mode when the two
     /// children differ.
     pub fn read(&self, offset: u64, length: usize) -> Result<Bytes, VolumeError> {
-        let end = self.check_range(offset, length as u64)?;
+        self.check_range(offset, length as u64)?;
         if length == 0 {
             return Ok(Bytes::new());
         }
-        let _guard = self.ranges.shared(offset, end);
+        let mut reports = self.reports();
+        self.read_locked(offset, length, &mut reports)
+    }
+
+    /// Reads `length` bytes at `offset` in pieces of at most `chunk` bytes
+    /// and hands each to `each`, in order, until it returns `false`. Memory
+    /// stays bounded by the chunk size whatever the length, and the reports
+    /// of all the pieces are coalesced as for one request.
+    ///
+    /// # Errors
+    /// As [`Volume::read`], for the first piece that fails; the pieces
+    /// before it have been handed over.
+    pub fn read_chunks(
+        &self,
+        offset: u64,
+        length: u64,
+        chunk: usize,
+        mut each: impl FnMut(Bytes) -> bool,
+    ) -> Result<(), VolumeError> {
+        let end = self.check_range(offset, length)?;
+        let mut reports = self.reports();
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(chunk.max(1) as u64) as usize;
+            let piece = self.read_locked(at, n, &mut reports)?;
+            if !each(piece) {
+                break;
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn read_locked(
+        &self,
+        offset: u64,
+        length: usize,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
+        let _guard = self.ranges.shared(offset, offset + length as u64);
         match self.options.read_pattern {
-            ReadPattern::Quorum => self.read_quorum(offset, length),
-            ReadPattern::Fifo => self.read_fifo(offset, length),
+            ReadPattern::Quorum => self.read_quorum(offset, length, reports),
+            ReadPattern::Fifo => self.read_fifo(offset, length, reports),
         }
     }
 
@@ -283,7 +323,7 @@ impl Volume {
         }
         let _guard = self.ranges.exclusive(offset, end);
         let results = self.on_all(&Request::Write { offset, data });
-        self.require_quorum(Op::Write, offset, length, results)
+        self.require_quorum(Op::Write, offset, length, results, &mut self.reports())
             .map(drop)
     }
 
@@ -298,8 +338,14 @@ impl Volume {
         }
         let _guard = self.ranges.exclusive(offset, end);
         let results = self.on_all(&Request::WriteZeroes { offset, length });
-        self.require_quorum(Op::WriteZeroes, offset, length, results)
-            .map(drop)
+        self.require_quorum(
+            Op::WriteZeroes,
+            offset,
+            length,
+            results,
+            &mut self.reports(),
+        )
+        .map(drop)
     }
 
     /// Flushes every child in parallel.
@@ -309,7 +355,8 @@ impl Volume {
     /// flushed.
     pub fn flush(&self) -> Result<(), VolumeError> {
         let results = self.on_all(&Request::Flush);
-        self.require_quorum(Op::Flush, 0, 0, results).map(drop)
+        self.require_quorum(Op::Flush, 0, 0, results, &mut self.reports())
+            .map(drop)
     }
 
     /// Which parts of `offset..offset+length` read as zero: zero only where
@@ -325,7 +372,13 @@ impl Volume {
         }
         let _guard = self.ranges.shared(offset, end);
         let results = self.on_all(&Request::BlockStatus { offset, length });
-        let replies = self.require_quorum(Op::BlockStatus, offset, length, results)?;
+        let replies = self.require_quorum(
+            Op::BlockStatus,
+            offset,
+            length,
+            results,
+            &mut self.reports(),
+        )?;
         let maps: Vec<Vec<Extent>> = replies
             .into_iter()
             .filter_map(|r| match r {
@@ -359,8 +412,8 @@ impl Volume {
         }
     }
 
-    fn emit(&self, event: Event) {
-        self.sink.emit(&self.options.name, event);
+    fn reports(&self) -> Reports<'_> {
+        Reports::new(&self.options.name, &*self.sink)
     }
 
     /// Sends one request per listed child and waits for all their answers,
@@ -411,6 +464,7 @@ impl Volume {
         offset: u64,
         bytes: u64,
         results: Outcomes,
+        reports: &mut Reports<'_>,
     ) -> Result<Vec<Option<Reply>>, VolumeError> {
         let mut replies = Vec::with_capacity(results.len());
         let mut failures = Vec::new();
@@ -418,7 +472,7 @@ impl Volume {
             match result {
                 Ok(reply) => replies.push(Some(reply)),
                 Err(error) => {
-                    self.report_failed(op, i, offset, bytes, &error);
+                    self.report_failed(reports, op, i, offset, bytes, &error);
                     failures.push(ChildFailure {
                         child: self.children[i].name.clone(),
                         error,
@@ -429,24 +483,34 @@ impl Volume {
         }
         let succeeded = replies.len() - failures.len();
         if succeeded < self.options.vote_threshold {
-            return Err(self.fail(op, offset, bytes, succeeded, failures, None));
+            return Err(self.fail(reports, op, offset, bytes, succeeded, failures, None));
         }
         Ok(replies)
     }
 
-    fn report_failed(&self, op: Op, child: usize, offset: u64, bytes: u64, error: &BackendError) {
+    fn report_failed(
+        &self,
+        reports: &mut Reports<'_>,
+        op: Op,
+        child: usize,
+        offset: u64,
+        bytes: u64,
+        error: &BackendError,
+    ) {
         tracing::warn!(volume = %self.options.name, child = %self.children[child].name, %op, offset, bytes, %error, "child failed");
-        self.emit(Event::ReportBad {
+        reports.bad(
             op,
-            child: self.children[child].name.clone(),
+            &self.children[child].name,
             offset,
             bytes,
-            error: Some(error.to_string()),
-        });
+            Some(error.to_string()),
+        );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fail(
         &self,
+        reports: &mut Reports<'_>,
         op: Op,
         offset: u64,
         bytes: u64,
@@ -454,7 +518,7 @@ impl Volume {
         failures: Vec<ChildFailure>,
         no_majority: Option<VoteError>,
     ) -> VolumeError {
-        self.emit(Event::Failure { op, offset, bytes });
+        reports.push(Event::Failure { op, offset, bytes });
         let error = QuorumError {
             op,
             offset,
@@ -468,7 +532,12 @@ impl Volume {
         VolumeError::Quorum(error)
     }
 
-    fn read_quorum(&self, offset: u64, length: usize) -> Result<Bytes, VolumeError> {
+    fn read_quorum(
+        &self,
+        offset: u64,
+        length: usize,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
         let results = self.on_all(&Request::Read { offset, length });
         let bytes = length as u64;
         let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(results.len());
@@ -478,7 +547,7 @@ impl Volume {
                 Ok(Reply::Data(data)) => copies.push(Some(data)),
                 Ok(_) => copies.push(None),
                 Err(error) => {
-                    self.report_failed(Op::Read, i, offset, bytes, &error);
+                    self.report_failed(reports, Op::Read, i, offset, bytes, &error);
                     failures.push((i, error));
                     copies.push(None);
                 }
@@ -489,7 +558,7 @@ impl Volume {
                 if let Some(at) = vote::first_difference(a, b) {
                     let at = offset + at as u64;
                     tracing::error!(volume = %self.options.name, offset = at, "blkverify: contents mismatch");
-                    self.emit(Event::BlkverifyMismatch {
+                    reports.push(Event::BlkverifyMismatch {
                         offset: at,
                         request_offset: offset,
                         request_bytes: bytes,
@@ -509,19 +578,27 @@ impl Volume {
                 let succeeded = copies.iter().filter(|c| c.is_some()).count();
                 let no_majority = matches!(e, VoteError::NoMajority { .. }).then_some(e);
                 let failures = self.named(failures);
-                return Err(self.fail(Op::Read, offset, bytes, succeeded, failures, no_majority));
+                return Err(self.fail(
+                    reports,
+                    Op::Read,
+                    offset,
+                    bytes,
+                    succeeded,
+                    failures,
+                    no_majority,
+                ));
             }
         };
         for loss in &outcome.losses {
             for r in &loss.ranges {
                 tracing::warn!(volume = %self.options.name, child = %self.children[loss.child].name, offset = r.start, bytes = r.end - r.start, "child lost the vote");
-                self.emit(Event::ReportBad {
-                    op: Op::Read,
-                    child: self.children[loss.child].name.clone(),
-                    offset: r.start,
-                    bytes: r.end - r.start,
-                    error: None,
-                });
+                reports.bad(
+                    Op::Read,
+                    &self.children[loss.child].name,
+                    r.start,
+                    r.end - r.start,
+                    None,
+                );
             }
         }
         let answer = Bytes::from(vote::assemble(&outcome, &mut copies));
@@ -538,12 +615,17 @@ impl Volume {
                     repairs.push((*i, offset, answer.clone()));
                 }
             }
-            self.rewrite(repairs);
+            self.rewrite(repairs, reports);
         }
         Ok(answer)
     }
 
-    fn read_fifo(&self, offset: u64, length: usize) -> Result<Bytes, VolumeError> {
+    fn read_fifo(
+        &self,
+        offset: u64,
+        length: usize,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
         let bytes = length as u64;
         let mut failures = Vec::new();
         for i in 0..self.children.len() {
@@ -559,23 +641,23 @@ impl Volume {
                             .filter(|(_, e): &&(usize, BackendError)| e.is_repairable())
                             .map(|(c, _)| (*c, offset, data.clone()))
                             .collect();
-                        self.rewrite(repairs);
+                        self.rewrite(repairs, reports);
                     }
                     return Ok(data);
                 }
                 Some((_, Err(error))) => {
-                    self.report_failed(Op::Read, i, offset, bytes, &error);
+                    self.report_failed(reports, Op::Read, i, offset, bytes, &error);
                     failures.push((i, error));
                 }
                 Some((_, Ok(_))) | None => {}
             }
         }
         let failures = self.named(failures);
-        Err(self.fail(Op::Read, offset, bytes, 0, failures, None))
+        Err(self.fail(reports, Op::Read, offset, bytes, 0, failures, None))
     }
 
     /// Writes good data back over children's bad ranges, in parallel.
-    fn rewrite(&self, repairs: Vec<(usize, u64, Bytes)>) {
+    fn rewrite(&self, repairs: Vec<(usize, u64, Bytes)>, reports: &mut Reports<'_>) {
         if repairs.is_empty() {
             return;
         }
@@ -591,13 +673,9 @@ impl Volume {
             match result {
                 Ok(_) => {
                     tracing::info!(volume = %self.options.name, child = %self.children[child].name, offset, bytes, "rewrote corrupted range");
-                    self.emit(Event::Rewrite {
-                        child: self.children[child].name.clone(),
-                        offset,
-                        bytes,
-                    });
+                    reports.rewrite(&self.children[child].name, offset, bytes);
                 }
-                Err(error) => self.report_failed(Op::Write, child, offset, bytes, &error),
+                Err(error) => self.report_failed(reports, Op::Write, child, offset, bytes, &error),
             }
         }
     }
