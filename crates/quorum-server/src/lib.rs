@@ -1,1 +1,63 @@
-//! stub
+//! The HTTP face of quorum: config, API, events.
+//!
+//! `quorum-server` reads a TOML config ([`config`]), opens each volume's
+//! children through `quorum-backends` and the volume through `quorum-core`
+//! ([`server`]), and serves the HTTP API of SPEC section 4 ([`api`]) with
+//! axum on tokio. The engine is synchronous; [`bridge`] is the one place
+//! where async handlers call it. Errors are mapped to statuses in one place
+//! ([`error`]); the event log ([`events`]) numbers, persists and streams
+//! what the engine reports. This crate knows no backend internals.
+
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub mod api;
+pub mod bridge;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod range;
+pub mod server;
+
+/// The command line of `quorum-server`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "quorum-server",
+    version,
+    about = "Keeps a virtual disk on several replicas and votes on every read."
+)]
+pub struct Cli {
+    /// The config file (TOML). Without it, the embedded default is served:
+    /// one 1 GiB volume "default" on three sparse files under ./quorum-data.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The address to listen on, overriding the config (127.0.0.1:0 picks a
+    /// free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Runs the server the command line asks for, until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// A config, child or start-up error, as one line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging();
+    let config = match &cli.config {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::embedded_default()?,
+    };
+    server::run(config, cli.listen)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

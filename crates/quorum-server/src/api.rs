@@ -1,0 +1,455 @@
+//! The HTTP API of SPEC section 4: routes, extractors and handlers.
+//!
+//! Handlers check what they can (volume, query, range, body size) before
+//! they touch the engine, and call the engine only through
+//! [`crate::bridge::blocking`]. Every error is an [`ApiError`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{Stream, StreamExt, stream};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use quorum_core::{Volume, VolumeError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::blocking;
+use crate::error::ApiError;
+use crate::events::EventLog;
+use crate::range;
+
+/// Reads are served in pieces of this size, so memory stays bounded
+/// whatever the length asked for.
+const READ_CHUNK: usize = 1 << 20;
+/// A request body that takes longer than this to arrive gets 408.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most events one `GET /v1/events` returns.
+const MAX_EVENTS_PER_PAGE: usize = 10_000;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The volumes by name.
+    pub volumes: BTreeMap<String, VolumeEntry>,
+    /// The event log.
+    pub events: Arc<EventLog>,
+    /// The bearer token, if one is required.
+    pub token: Option<String>,
+    /// Larger request bodies get 413.
+    pub max_request_bytes: u64,
+    /// Cancelled when the server shuts down, to end live streams.
+    pub shutdown: CancellationToken,
+}
+
+/// A served volume and what the API shows of its children.
+pub struct VolumeEntry {
+    /// The engine's volume.
+    pub volume: Arc<Volume>,
+    /// The children's uris, in child order, without secrets.
+    pub uris: Vec<String>,
+}
+
+impl AppState {
+    fn volume(&self, name: &str) -> Result<&VolumeEntry, ApiError> {
+        self.volumes
+            .get(name)
+            .ok_or_else(|| ApiError::NoSuchVolume(name.to_owned()))
+    }
+}
+
+/// The whole API, with auth in front of everything but `/healthz`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/volumes", get(list_volumes))
+        .route("/v1/volumes/{vol}", get(get_volume))
+        .route(
+            "/v1/volumes/{vol}/data",
+            get(read_data).head(head_data).put(write_data),
+        )
+        .route("/v1/volumes/{vol}/write-zeroes", post(write_zeroes))
+        .route("/v1/volumes/{vol}/flush", post(flush))
+        .route("/v1/volumes/{vol}/block-status", get(block_status))
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/stream", get(stream_events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Requires `Authorization: Bearer TOKEN` when a token is configured,
+/// compared in constant time.
+async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        if request.uri().path() != "/healthz" {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+            if !ok {
+                return ApiError::Unauthorized.into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// A query string, with malformed ones answered 400 in the API's shape.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::BadRequest(format!("bad query {query:?}: {e}")))
+    }
+}
+
+/// The `{vol}` of a path.
+struct VolumeName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for VolumeName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| VolumeName(v))
+            .map_err(|e| ApiError::BadRequest(format!("bad volume name in the path: {e}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct OffsetQuery {
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    offset: u64,
+    length: u64,
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<u64>,
+    volume: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    since: Option<u64>,
+    volume: Option<String>,
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+fn volume_json(name: &str, entry: &VolumeEntry) -> serde_json::Value {
+    let v = &entry.volume;
+    let o = v.options();
+    let children: Vec<_> = v
+        .children()
+        .into_iter()
+        .zip(&entry.uris)
+        .map(|(c, uri)| json!({ "name": c.name, "uri": uri, "backend": c.backend, "state": c.state.as_str() }))
+        .collect();
+    json!({
+        "name": name,
+        "size": v.size(),
+        "vote_threshold": o.vote_threshold,
+        "read_pattern": o.read_pattern.as_str(),
+        "rewrite_corrupted": o.rewrite_corrupted,
+        "blkverify": o.blkverify,
+        "children": children,
+    })
+}
+
+async fn list_volumes(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    let list: Vec<_> = state
+        .volumes
+        .iter()
+        .map(|(name, entry)| volume_json(name, entry))
+        .collect();
+    axum::Json(json!(list))
+}
+
+async fn get_volume(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let entry = state.volume(&vol)?;
+    Ok(axum::Json(volume_json(&vol, entry)))
+}
+
+async fn head_data(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+) -> Result<Response, ApiError> {
+    let size = state.volume(&vol)?.volume.size();
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_LENGTH, HeaderValue::from(size)),
+            (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+    )
+        .into_response())
+}
+
+async fn read_data(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let volume = state.volume(&vol)?.volume.clone();
+    let size = volume.size();
+    let (status, offset, length) = match headers.get(header::RANGE) {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("the Range header is not ASCII".into()))?;
+            let r = range::parse(value, size)?;
+            (StatusCode::PARTIAL_CONTENT, r.offset, r.length)
+        }
+        None => (StatusCode::OK, 0, size),
+    };
+    let body = stream_read(volume, offset, length).await?;
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {}-{}/{size}", offset, offset + length - 1);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    Ok(response)
+}
+
+/// Reads `offset..offset+length` as a streamed body, one chunk at a time
+/// through a channel of two chunks, so memory stays bounded. The first
+/// chunk is awaited before the answer starts, so that a failure there gets
+/// its proper status; a failure later cuts the body short.
+async fn stream_read(volume: Arc<Volume>, offset: u64, length: u64) -> Result<Body, ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, VolumeError>>(2);
+    tokio::task::spawn_blocking(move || {
+        let result = volume.read_chunks(offset, length, READ_CHUNK, |chunk| {
+            tx.blocking_send(Ok(chunk)).is_ok()
+        });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let first = match rx.recv().await {
+        None => return Ok(Body::empty()),
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok(chunk)) => chunk,
+    };
+    let rest = ReceiverStream::new(rx).map(|item| {
+        item.map_err(|e| {
+            tracing::error!(error = %e, "a streamed read failed after the answer started");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    Ok(Body::from_stream(
+        stream::once(async move { Ok(first) }).chain(rest),
+    ))
+}
+
+async fn write_data(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    ApiQuery(q): ApiQuery<OffsetQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let volume = state.volume(&vol)?.volume.clone();
+    let limit = state.max_request_bytes;
+    if let Some(len) = content_length(&headers)? {
+        if len > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if q.offset
+            .checked_add(len)
+            .is_none_or(|end| end > volume.size())
+        {
+            return Err(VolumeError::OutOfRange {
+                offset: q.offset,
+                length: len,
+                size: volume.size(),
+            }
+            .into());
+        }
+    }
+    let data = read_body(body, limit).await?;
+    blocking(move || volume.write(q.offset, data)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("malformed Content-Length".into()))
+        })
+        .transpose()
+}
+
+/// Collects a request body of at most `limit` bytes within [`BODY_TIMEOUT`].
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(ApiError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+async fn write_zeroes(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let volume = state.volume(&vol)?.volume.clone();
+    blocking(move || volume.write_zeroes(q.offset, q.length)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn flush(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+) -> Result<StatusCode, ApiError> {
+    let volume = state.volume(&vol)?.volume.clone();
+    blocking(move || volume.flush()).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn block_status(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let volume = state.volume(&vol)?.volume.clone();
+    let extents = blocking(move || volume.block_status(q.offset, q.length)).await??;
+    let list: Vec<_> = extents
+        .iter()
+        .map(|e| json!({ "offset": e.offset, "length": e.length, "zero": e.zero }))
+        .collect();
+    Ok(axum::Json(json!(list)))
+}
+
+async fn list_events(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(1000).min(MAX_EVENTS_PER_PAGE);
+    let events = state
+        .events
+        .since(q.since.unwrap_or(0), q.volume.as_deref(), limit);
+    let mut body =
+        String::with_capacity(2 + events.iter().map(|e| e.json.len() + 1).sum::<usize>());
+    body.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.json);
+    }
+    body.push(']');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Live events as Server-Sent Events. With `since` (or a `Last-Event-ID`
+/// header after a reconnect) the events after that id are sent first.
+async fn stream_events(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let since = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("malformed Last-Event-ID".into()))?,
+        ),
+        None => q.since,
+    };
+    let live = state.events.subscribe();
+    let backlog = since
+        .map(|s| {
+            state
+                .events
+                .since(s, q.volume.as_deref(), MAX_EVENTS_PER_PAGE)
+        })
+        .unwrap_or_default();
+    let seen = backlog.last().map(|e| e.id).or(since).unwrap_or(0);
+    let volume = q.volume;
+    let live = BroadcastStream::new(live).filter_map(move |item| {
+        let keep = match item {
+            Ok(e) if e.id > seen && volume.as_ref().is_none_or(|v| *v == e.volume) => Some(e),
+            Ok(_) => None,
+            Err(lagged) => {
+                tracing::warn!(%lagged, "an event stream fell behind and skipped events");
+                None
+            }
+        };
+        std::future::ready(keep)
+    });
+    let events = stream::iter(backlog)
+        .chain(live)
+        .map(|e| Ok(SseEvent::default().id(e.id.to_string()).data(&*e.json)))
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

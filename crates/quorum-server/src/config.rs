@@ -1,0 +1,397 @@
+//! The config file (TOML) and the embedded default.
+//!
+//! Parsing is strict: an unknown key, a bad value or an impossible volume is
+//! an error whose one line names the volume, the child and the problem.
+//! Relative paths (`data_dir`, file children) are resolved against the
+//! directory of the config file, or the current directory for the embedded
+//! default.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use quorum_backends::FaultRule;
+use quorum_core::{ReadPattern, VolumeOptions};
+use serde::Deserialize;
+
+/// The config that `quorum-server` serves with no arguments.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Where the server listens when the config does not say.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// The largest request body accepted when the config does not say.
+const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
+/// How many events the log keeps when the config does not say.
+const DEFAULT_MAX_EVENTS: usize = 10_000;
+
+/// A config error, as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The whole server config, checked and with paths resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// Where the server keeps its state (the event log).
+    pub data_dir: PathBuf,
+    /// Larger request bodies get 413.
+    pub max_request_bytes: u64,
+    /// How many events the log keeps.
+    pub max_events: usize,
+    /// The bearer token every request but `/healthz` must carry.
+    pub token: Option<String>,
+    /// The volumes, in config order.
+    pub volumes: Vec<VolumeConfig>,
+    /// The directory relative paths are resolved against.
+    pub base_dir: PathBuf,
+}
+
+/// One volume of the config.
+#[derive(Debug, Clone)]
+pub struct VolumeConfig {
+    /// The engine options (name, threshold, read pattern, ...).
+    pub options: VolumeOptions,
+    /// The size, when given.
+    pub size: Option<u64>,
+    /// The children, in order.
+    pub children: Vec<ChildConfig>,
+}
+
+/// One child of a volume.
+#[derive(Debug, Clone)]
+pub struct ChildConfig {
+    /// Its name (default `children.N`).
+    pub name: String,
+    /// Where it lives.
+    pub uri: String,
+    /// Backend options (may hold secrets: never print them).
+    pub options: BTreeMap<String, String>,
+    /// Fault-injection rules.
+    pub faults: Vec<FaultRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_request_bytes: Option<ByteSize>,
+    max_events: Option<usize>,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    volume: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVolume {
+    name: String,
+    size: Option<ByteSize>,
+    vote_threshold: usize,
+    #[serde(default)]
+    read_pattern: RawReadPattern,
+    #[serde(default)]
+    rewrite_corrupted: bool,
+    #[serde(default)]
+    blkverify: bool,
+    #[serde(default)]
+    child: Vec<toml::Table>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawReadPattern {
+    #[default]
+    Quorum,
+    Fifo,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChild {
+    name: Option<String>,
+    uri: String,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    fault: Vec<FaultRule>,
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::parse(&text, base)
+            .map_err(|ConfigError(e)| ConfigError(format!("config {}: {e}", path.display())))
+    }
+
+    /// The embedded default, with paths relative to the current directory.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, Path::new("."))
+    }
+
+    /// Parses and checks config text; relative paths are resolved against
+    /// `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError(toml_error(&e, text)))?;
+        let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen
+            .parse()
+            .map_err(|e| ConfigError(format!("listen {listen:?}: {e} (write it as IP:PORT)")))?;
+        let data_dir = base_dir.join(raw.data_dir.unwrap_or_else(|| PathBuf::from("quorum-data")));
+        let max_events = raw.max_events.unwrap_or(DEFAULT_MAX_EVENTS);
+        if max_events == 0 {
+            return Err(ConfigError("max_events must be at least 1".into()));
+        }
+        let mut volumes = Vec::with_capacity(raw.volume.len());
+        let mut names = HashSet::new();
+        for (i, table) in raw.volume.into_iter().enumerate() {
+            let volume = parse_volume(i, table)?;
+            if !names.insert(volume.options.name.clone()) {
+                return Err(ConfigError(format!(
+                    "volume {:?}: the name is used twice",
+                    volume.options.name
+                )));
+            }
+            volumes.push(volume);
+        }
+        if volumes.is_empty() {
+            return Err(ConfigError("no [[volume]] is configured".into()));
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            max_request_bytes: raw
+                .max_request_bytes
+                .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.as_u64()),
+            max_events,
+            token: raw.auth.and_then(|a| a.token).filter(|t| !t.is_empty()),
+            volumes,
+            base_dir: base_dir.to_owned(),
+        })
+    }
+}
+
+fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, ConfigError> {
+    let label = match table.get("name").and_then(toml::Value::as_str) {
+        Some(name) => format!("volume {name:?}"),
+        None => format!("volume #{}", index + 1),
+    };
+    let raw: RawVolume = RawVolume::deserialize(toml::Value::Table(table))
+        .map_err(|e| ConfigError(format!("{label}: {}", one_line(e.message()))))?;
+    if !valid_volume_name(&raw.name) {
+        return Err(ConfigError(format!(
+            "{label}: the name must be 1 to 64 of A-Z a-z 0-9 . _ - (and not . or ..)"
+        )));
+    }
+    let mut children = Vec::with_capacity(raw.child.len());
+    for (i, table) in raw.child.into_iter().enumerate() {
+        children.push(parse_child(&label, i, table)?);
+    }
+    let options = VolumeOptions {
+        name: raw.name,
+        vote_threshold: raw.vote_threshold,
+        read_pattern: match raw.read_pattern {
+            RawReadPattern::Quorum => ReadPattern::Quorum,
+            RawReadPattern::Fifo => ReadPattern::Fifo,
+        },
+        rewrite_corrupted: raw.rewrite_corrupted,
+        blkverify: raw.blkverify,
+    };
+    options
+        .validate(children.len())
+        .map_err(|e| ConfigError(format!("{label}: {e}")))?;
+    Ok(VolumeConfig {
+        options,
+        size: raw.size.map(|s| s.as_u64()),
+        children,
+    })
+}
+
+fn parse_child(volume: &str, index: usize, table: toml::Table) -> Result<ChildConfig, ConfigError> {
+    let default_name = format!("children.{index}");
+    let label = match table.get("name").and_then(toml::Value::as_str) {
+        Some(name) => format!("{volume}, child {name:?}"),
+        None => format!("{volume}, child {default_name:?}"),
+    };
+    let raw: RawChild = RawChild::deserialize(toml::Value::Table(table))
+        .map_err(|e| ConfigError(format!("{label}: {}", one_line(e.message()))))?;
+    let mut options = BTreeMap::new();
+    for (key, value) in raw.options {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{label}: option {key:?} must be a string, number or boolean"
+                )));
+            }
+        };
+        options.insert(key, text);
+    }
+    let name = raw.name.unwrap_or(default_name);
+    if name.is_empty() {
+        return Err(ConfigError(format!("{label}: the name is empty")));
+    }
+    Ok(ChildConfig {
+        name,
+        uri: raw.uri,
+        options,
+        faults: raw.fault,
+    })
+}
+
+/// Whether `name` is a valid volume name: `[A-Za-z0-9._-]{1,64}`, and not
+/// `.` or `..`, so that it is safe in paths and URLs.
+pub fn valid_volume_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name != "."
+        && name != ".."
+}
+
+/// A TOML error as one line, with its line number.
+fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = one_line(e.message());
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/q")).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = r#"
+        [[volume]]
+        name = "vm1"
+        size = "10MiB"
+        vote_threshold = 2
+        [[volume.child]]
+        uri = "a.img"
+        [[volume.child]]
+        name = "b"
+        uri = "file:///var/b.img"
+        [[volume.child]]
+        name = "c"
+        uri = "c.img"
+    "#;
+
+    #[test]
+    fn the_embedded_default_parses() {
+        let c = Config::embedded_default().expect("default");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8700");
+        assert_eq!(c.volumes[0].options.name, "default");
+        assert_eq!(c.volumes[0].size, Some(1 << 30));
+        assert_eq!(c.volumes[0].children.len(), 3);
+        assert_eq!(c.volumes[0].options.vote_threshold, 2);
+    }
+
+    #[test]
+    fn a_full_config_parses_with_defaults() {
+        let c = parse(BASE).expect("parse");
+        assert_eq!(c.max_request_bytes, 64 << 20);
+        assert_eq!(c.data_dir, Path::new("/etc/q/quorum-data"));
+        let v = &c.volumes[0];
+        assert_eq!(v.size, Some(10 << 20));
+        assert_eq!(v.children[0].name, "children.0");
+        assert_eq!(v.options.read_pattern, ReadPattern::Quorum);
+        let c = parse(&format!(
+            "max_request_bytes = \"1KiB\"\n[auth]\ntoken = \"t\"\n{BASE}"
+        ))
+        .expect("parse");
+        assert_eq!(c.max_request_bytes, 1024);
+        assert_eq!(c.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_culprit() {
+        let cases = [
+            (
+                BASE.replace("vote_threshold = 2", "vote_threshold = 4"),
+                "volume \"vm1\"",
+            ),
+            (
+                BASE.replace("vote_threshold = 2", "vote_threshold = 0"),
+                "vote_threshold",
+            ),
+            (
+                BASE.replace("size = \"10MiB\"", "size = \"ten megs\""),
+                "ten megs",
+            ),
+            (
+                BASE.replace(
+                    "vote_threshold = 2",
+                    "vote_threshold = 2\nread_pattern = \"random\"",
+                ),
+                "random",
+            ),
+            (
+                BASE.replace("name = \"b\"", "name = \"b\"\ncolour = 1"),
+                "child \"b\"",
+            ),
+            (
+                BASE.replace("name = \"vm1\"", "name = \"bad/name\""),
+                "bad/name",
+            ),
+            (format!("colour = 1\n{BASE}"), "colour"),
+            (
+                BASE.replace("vote_threshold = 2", "vote_threshold = 2\nblkverify = true"),
+                "blkverify",
+            ),
+            (
+                format!(
+                    "{BASE}\n[[volume]]\nname = \"vm1\"\nvote_threshold = 1\n[[volume.child]]\nuri = \"x\"\n"
+                ),
+                "twice",
+            ),
+            ("listen = \"nowhere\"".to_string(), "nowhere"),
+            ("[[volume]\n".to_string(), "line 1"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text).expect_err(needle);
+            assert!(!err.contains('\n'), "{err}");
+            assert!(err.contains(needle), "{err:?} should name {needle:?}");
+        }
+    }
+
+    #[test]
+    fn volume_names_are_path_safe() {
+        for ok in ["vm1", "a.b-c_d", "X"] {
+            assert!(valid_volume_name(ok));
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(!valid_volume_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `ApiError`: every HTTP error of SPEC section 4, mapped in one place.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use quorum_core::VolumeError;
+use serde_json::json;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A malformed offset, length, Range, query or body.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A token is configured and the request does not carry it.
+    #[error("a valid bearer token is required (Authorization: Bearer TOKEN)")]
+    Unauthorized,
+    /// No volume of that name.
+    #[error("no volume named {0:?}")]
+    NoSuchVolume(String),
+    /// No route for that path.
+    #[error("no such path: {0}")]
+    NotFound(String),
+    /// The path exists, the method does not.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// The body is larger than `max_request_bytes`.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Wholly or partly outside the volume.
+    #[error("{message}")]
+    OutOfRange {
+        /// What was asked.
+        message: String,
+        /// The volume's size, for `Content-Range: bytes */size`.
+        size: u64,
+    },
+    /// The quorum was not reached.
+    #[error("{0}")]
+    QuorumFailure(String),
+    /// blkverify found the children different.
+    #[error("{0}")]
+    BlkverifyMismatch(String),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    Timeout,
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status and the `code` of the error body.
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NoSuchVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::OutOfRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "out_of_range"),
+            ApiError::QuorumFailure(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failure"),
+            ApiError::BlkverifyMismatch(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "blkverify_mismatch")
+            }
+            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> Self {
+        match e {
+            VolumeError::OutOfRange { size, .. } => ApiError::OutOfRange {
+                message: e.to_string(),
+                size,
+            },
+            VolumeError::Quorum(q) => ApiError::QuorumFailure(q.to_string()),
+            VolumeError::BlkverifyMismatch { .. } => ApiError::BlkverifyMismatch(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::error!(%status, code, %message, "request failed");
+        } else {
+            tracing::debug!(%status, code, %message, "request refused");
+        }
+        let mut response = (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response();
+        match &self {
+            ApiError::OutOfRange { size, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

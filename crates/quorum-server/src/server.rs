@@ -1,0 +1,196 @@
+//! Start-up and shutdown: open every volume, serve, stop cleanly.
+//!
+//! Start-up validates everything before it listens: the config, every
+//! child (created sparse if missing, sizes checked), the event log. Shutdown
+//! on SIGTERM or Ctrl-C stops accepting, lets in-flight requests finish
+//! (their engine calls run to completion on the blocking pool), ends live
+//! event streams, then flushes every volume and stops its workers, saying
+//! which child did not stop in time.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use quorum_backends::ChildSource;
+use quorum_core::{ChildSpec, EventSink, Volume};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, VolumeEntry};
+use crate::config::{Config, VolumeConfig};
+use crate::events::EventLog;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// How long each volume's workers get to stop.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Opens the volumes of `config` with their events going to `sink`.
+///
+/// # Errors
+/// The first volume or child that cannot be opened, as one line naming
+/// them.
+pub fn open_volumes(
+    config: &Config,
+    sink: &Arc<dyn EventSink>,
+) -> anyhow::Result<BTreeMap<String, VolumeEntry>> {
+    let mut volumes = BTreeMap::new();
+    for vc in &config.volumes {
+        let entry = open_volume(config, vc, sink)?;
+        volumes.insert(vc.options.name.clone(), entry);
+    }
+    Ok(volumes)
+}
+
+fn open_volume(
+    config: &Config,
+    vc: &VolumeConfig,
+    sink: &Arc<dyn EventSink>,
+) -> anyhow::Result<VolumeEntry> {
+    let name = &vc.options.name;
+    let mut specs = Vec::with_capacity(vc.children.len());
+    for child in &vc.children {
+        let backend = quorum_backends::open(ChildSource {
+            uri: &child.uri,
+            options: &child.options,
+            base_dir: &config.base_dir,
+            size: vc.size,
+            faults: &child.faults,
+        })
+        .map_err(|e| anyhow!("volume {name:?}, child {:?}: {e}", child.name))?;
+        specs.push(ChildSpec {
+            name: child.name.clone(),
+            backend,
+        });
+    }
+    let volume = Volume::open(vc.options.clone(), specs, sink.clone())
+        .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
+    tracing::info!(volume = %name, size = volume.size(), children = vc.children.len(), "volume opened");
+    Ok(VolumeEntry {
+        volume: Arc::new(volume),
+        uris: vc.children.iter().map(|c| c.uri.clone()).collect(),
+    })
+}
+
+/// Serves `config` until SIGTERM or Ctrl-C. `listen` overrides the config's
+/// address. Prints `listening on http://ADDR` on stdout once bound.
+pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = listen {
+        config.listen = addr;
+    }
+    if config.token.is_none() {
+        config.token = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty());
+    }
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        tracing::warn!(listen = %config.listen, "listening beyond loopback without a token: anyone who can reach it can read and write the volumes");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let events = Arc::new(
+        EventLog::open(&config.data_dir, config.max_events).with_context(|| {
+            format!("cannot open the event log in {}", config.data_dir.display())
+        })?,
+    );
+    let sink: Arc<dyn EventSink> = events.clone();
+    let volumes = open_volumes(&config, &sink)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quorum-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    let state = Arc::new(AppState {
+        volumes,
+        events,
+        token: config.token.clone(),
+        max_request_bytes: config.max_request_bytes,
+        shutdown: CancellationToken::new(),
+    });
+    runtime.block_on(serve(config.listen, state.clone()))?;
+    runtime.block_on(close_volumes(&state));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(addr: SocketAddr, state: Arc<AppState>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    println!("listening on http://{bound}");
+    tracing::info!(%bound, "listening");
+    let shutdown = state.shutdown.clone();
+    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    shutdown.cancel();
+    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(anyhow!("the HTTP server failed: {e}")),
+        Ok(Err(e)) => Err(anyhow!("the HTTP server task failed: {e}")),
+        Err(_) => {
+            tracing::warn!(deadline = ?DRAIN_DEADLINE, "some requests did not finish in time; closing anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Flushes every volume, then stops its workers.
+async fn close_volumes(state: &AppState) {
+    for (name, entry) in &state.volumes {
+        let volume = entry.volume.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let flushed = volume.flush();
+            let stuck = volume.close(STOP_DEADLINE);
+            (flushed, stuck)
+        })
+        .await;
+        match result {
+            Ok((Ok(()), stuck)) if stuck.is_empty() => {
+                tracing::info!(volume = %name, "flushed and closed")
+            }
+            Ok((flushed, stuck)) => {
+                if let Err(e) = flushed {
+                    tracing::error!(volume = %name, error = %e, "the final flush failed");
+                }
+                if !stuck.is_empty() {
+                    tracing::error!(volume = %name, children = ?stuck, "these children did not stop in time");
+                }
+            }
+            Err(e) => tracing::error!(volume = %name, error = %e, "closing failed"),
+        }
+    }
+}
