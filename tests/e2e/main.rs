@@ -9,6 +9,7 @@ mod util;
 mod bad_input;
 mod basic;
 mod faults;
+mod lifecycle;
 mod per_block;
 mod qemu081;
 mod restart;

@@ -270,7 +270,8 @@ impl Volume {
     /// Reads `length` bytes at `offset` in pieces of at most `chunk` bytes
     /// and hands each to `each`, in order, until it returns `false`. Memory
     /// stays bounded by the chunk size whatever the length, and the reports
-    /// of all the pieces are coalesced as for one request.
+    /// of all the pieces are coalesced as for one request; they are emitted
+    /// before the last piece is handed over.
     ///
     /// # Errors
     /// As [`Volume::read`], for the first piece that fails; the pieces
@@ -288,6 +289,10 @@ impl Volume {
         while at < end {
             let n = (end - at).min(chunk.max(1) as u64) as usize;
             let piece = self.read_locked(at, n, &mut reports)?;
+            if at + n as u64 == end {
+                // The reports are out before the caller has the last byte.
+                reports.emit();
+            }
             if !each(piece) {
                 break;
             }

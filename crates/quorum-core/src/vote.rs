@@ -256,6 +256,7 @@ pub fn assemble(outcome: &Outcome, copies: &mut [Option<Vec<u8>>]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};

@@ -1,0 +1,151 @@
+//! The live event stream (SSE) and a clean shutdown under load.
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+
+use crate::util::*;
+
+const DATA: &str = "/v1/volumes/vm/data";
+
+/// Reads SSE `data:` lines from `url` on a thread until `want` of them
+/// arrived or the deadline passed; returns them as JSON.
+fn collect_sse(
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    want: usize,
+) -> mpsc::Receiver<Vec<serde_json::Value>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let client = Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let mut rb = client.get(&url);
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().expect("open the event stream");
+        assert_eq!(resp.status().as_u16(), 200);
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ctype.starts_with("text/event-stream"), "{ctype}");
+        let mut got = Vec::new();
+        for line in BufReader::new(resp).lines() {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data:") {
+                got.push(serde_json::from_str(data.trim()).expect("an event's JSON"));
+                if got.len() == want {
+                    break;
+                }
+            }
+        }
+        let _ = tx.send(got);
+    });
+    rx
+}
+
+#[test]
+fn events_stream_live_and_replay_after_an_id() {
+    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &vec![0x32; 64 * 1024]);
+    let live = collect_sse(server.url("/v1/events/stream"), vec![], 1);
+    // Give the stream time to subscribe before the event happens.
+    thread::sleep(Duration::from_millis(300));
+    server.corrupt_file("b.img", 5000, 10);
+    assert_all_bytes(&server.read_volume("vm", 0, 8192), 0x32, "the read");
+    let got = live
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a live event within 10 s");
+    assert_eq!(got.len(), 1, "{got:?}");
+    check_event_shape(&got[0]);
+    check_report(&got[0], "vm", "b", "read", None);
+    assert_eq!(data_u64(&got[0], "offset"), 5000);
+    assert_eq!(data_u64(&got[0], "bytes"), 10);
+    let first_id = got[0]["id"].as_u64().expect("id");
+
+    // A second event, then a client that reconnects after the first one
+    // gets only the second, from the backlog.
+    server.corrupt_file("c.img", 9000, 1);
+    server.read_volume("vm", 8192, 4096);
+    let replay = collect_sse(
+        server.url("/v1/events/stream"),
+        vec![("last-event-id", first_id.to_string())],
+        1,
+    );
+    let got = replay
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the replayed event");
+    check_report(&got[0], "vm", "c", "read", None);
+    assert!(got[0]["id"].as_u64().expect("id") > first_id);
+    // The same through ?since=, filtered by volume.
+    let other = collect_sse(server.url("/v1/events/stream?since=0&volume=vm"), vec![], 2);
+    let got = other
+        .recv_timeout(Duration::from_secs(10))
+        .expect("both events");
+    assert_eq!(
+        got.iter()
+            .map(|e| e["data"]["node-name"].as_str())
+            .collect::<Vec<_>>(),
+        vec![Some("b"), Some("c")]
+    );
+}
+
+/// SIGTERM during a slow write: the write completes and is acknowledged,
+/// its bytes are on every child, the open event stream does not hold the
+/// server up, and the exit status is 0.
+#[test]
+fn sigterm_finishes_in_flight_writes() {
+    let slow = fault("write", &["latency = \"1500ms\""]);
+    let config = volume(
+        "vm",
+        "1MiB",
+        2,
+        "",
+        &[child_with("a", &slow), child("b"), child("c")],
+    );
+    let mut server = Sandbox::new().serve(&config);
+    let _stream = collect_sse(server.url("/v1/events/stream"), vec![], 1);
+    let url = server.url(&format!("{DATA}?offset=4096"));
+    let writer = thread::spawn(move || {
+        let client = Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let started = Instant::now();
+        let status = client
+            .put(url)
+            .body(vec![0x77; 8192])
+            .send()
+            .expect("the write's answer")
+            .status()
+            .as_u16();
+        (status, started.elapsed())
+    });
+    thread::sleep(Duration::from_millis(400));
+    let exit = server.stop();
+    let (status, took) = writer.join().expect("writer");
+    assert_eq!(status, 204, "the in-flight write must complete");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "the write was not slow: {took:?}"
+    );
+    assert!(exit.success(), "exit status {exit:?}");
+    for f in ABC {
+        assert_all_bytes(&server.read_file_at(f, 4096, 8192), 0x77, f);
+    }
+    assert!(
+        server.stderr().contains("flushed and closed"),
+        "{}",
+        server.stderr()
+    );
+}
