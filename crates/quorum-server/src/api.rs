@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt, stream};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use quorum_core::{Volume, VolumeError};
+use quorum_core::{Op, Volume, VolumeError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -30,9 +30,11 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::blocking;
+use crate::dashboard;
 use crate::error::ApiError;
 use crate::events::EventLog;
 use crate::range;
+use crate::telemetry::Telemetry;
 
 /// Reads are served in pieces of this size, so memory stays bounded
 /// whatever the length asked for.
@@ -48,6 +50,8 @@ pub struct AppState {
     pub volumes: BTreeMap<String, VolumeEntry>,
     /// The event log.
     pub events: Arc<EventLog>,
+    /// The metrics.
+    pub telemetry: Arc<Telemetry>,
     /// The bearer token, if one is required.
     pub token: Option<String>,
     /// Larger request bodies get 413.
@@ -87,6 +91,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/volumes/{vol}/block-status", get(block_status))
         .route("/v1/events", get(list_events))
         .route("/v1/events/stream", get(stream_events))
+        .route("/metrics", get(metrics))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -94,10 +100,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Requires `Authorization: Bearer TOKEN` when a token is configured,
-/// compared in constant time.
+/// compared in constant time; `/healthz` and the dashboard's files are open.
 async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        if request.uri().path() != "/healthz" {
+        let path = request.uri().path();
+        if path != "/healthz" && !dashboard::is_asset(path) {
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -176,14 +183,22 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-fn volume_json(name: &str, entry: &VolumeEntry) -> serde_json::Value {
+fn volume_json(telemetry: &Telemetry, name: &str, entry: &VolumeEntry) -> serde_json::Value {
     let v = &entry.volume;
     let o = v.options();
     let children: Vec<_> = v
         .children()
         .into_iter()
         .zip(&entry.uris)
-        .map(|(c, uri)| json!({ "name": c.name, "uri": uri, "backend": c.backend, "state": c.state.as_str() }))
+        .map(|(c, uri)| {
+            json!({
+                "name": c.name,
+                "uri": uri,
+                "backend": c.backend,
+                "state": c.state.as_str(),
+                "stats": telemetry.child_stats(name, &c.name),
+            })
+        })
         .collect();
     json!({
         "name": name,
@@ -192,6 +207,7 @@ fn volume_json(name: &str, entry: &VolumeEntry) -> serde_json::Value {
         "read_pattern": o.read_pattern.as_str(),
         "rewrite_corrupted": o.rewrite_corrupted,
         "blkverify": o.blkverify,
+        "stats": telemetry.volume_stats(name),
         "children": children,
     })
 }
@@ -200,7 +216,7 @@ async fn list_volumes(State(state): State<Arc<AppState>>) -> axum::Json<serde_js
     let list: Vec<_> = state
         .volumes
         .iter()
-        .map(|(name, entry)| volume_json(name, entry))
+        .map(|(name, entry)| volume_json(&state.telemetry, name, entry))
         .collect();
     axum::Json(json!(list))
 }
@@ -210,7 +226,7 @@ async fn get_volume(
     VolumeName(vol): VolumeName,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let entry = state.volume(&vol)?;
-    Ok(axum::Json(volume_json(&vol, entry)))
+    Ok(axum::Json(volume_json(&state.telemetry, &vol, entry)))
 }
 
 async fn head_data(
@@ -249,7 +265,7 @@ async fn read_data(
         }
         None => (StatusCode::OK, 0, size),
     };
-    let body = stream_read(volume, offset, length).await?;
+    let body = stream_read(volume, state.telemetry.clone(), offset, length).await?;
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -273,12 +289,21 @@ async fn read_data(
 /// through a channel of two chunks, so memory stays bounded. The first
 /// chunk is awaited before the answer starts, so that a failure there gets
 /// its proper status; a failure later cuts the body short.
-async fn stream_read(volume: Arc<Volume>, offset: u64, length: u64) -> Result<Body, ApiError> {
+async fn stream_read(
+    volume: Arc<Volume>,
+    telemetry: Arc<Telemetry>,
+    offset: u64,
+    length: u64,
+) -> Result<Body, ApiError> {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, VolumeError>>(2);
     tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut sent = 0u64;
         let result = volume.read_chunks(offset, length, READ_CHUNK, |chunk| {
+            sent += chunk.len() as u64;
             tx.blocking_send(Ok(chunk)).is_ok()
         });
+        telemetry.request(volume.name(), Op::Read, sent, started.elapsed());
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
@@ -325,8 +350,33 @@ async fn write_data(
         }
     }
     let data = read_body(body, limit).await?;
-    blocking(move || volume.write(q.offset, data)).await??;
+    let bytes = data.len() as u64;
+    timed(&state, &vol, Op::Write, bytes, move || {
+        volume.write(q.offset, data)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs an engine call off the async workers and counts it as a request
+/// of `op` on `volume`.
+async fn timed<T, F>(
+    state: &AppState,
+    volume: &str,
+    op: Op,
+    bytes: u64,
+    f: F,
+) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, VolumeError> + Send + 'static,
+    T: Send + 'static,
+{
+    let started = Instant::now();
+    let result = blocking(f).await?;
+    state
+        .telemetry
+        .request(volume, op, bytes, started.elapsed());
+    Ok(result?)
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -362,7 +412,10 @@ async fn write_zeroes(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<StatusCode, ApiError> {
     let volume = state.volume(&vol)?.volume.clone();
-    blocking(move || volume.write_zeroes(q.offset, q.length)).await??;
+    timed(&state, &vol, Op::WriteZeroes, q.length, move || {
+        volume.write_zeroes(q.offset, q.length)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -371,7 +424,7 @@ async fn flush(
     VolumeName(vol): VolumeName,
 ) -> Result<StatusCode, ApiError> {
     let volume = state.volume(&vol)?.volume.clone();
-    blocking(move || volume.flush()).await??;
+    timed(&state, &vol, Op::Flush, 0, move || volume.flush()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -381,12 +434,32 @@ async fn block_status(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let volume = state.volume(&vol)?.volume.clone();
-    let extents = blocking(move || volume.block_status(q.offset, q.length)).await??;
+    let extents = timed(&state, &vol, Op::BlockStatus, 0, move || {
+        volume.block_status(q.offset, q.length)
+    })
+    .await?;
     let list: Vec<_> = extents
         .iter()
         .map(|e| json!({ "offset": e.offset, "length": e.length, "zero": e.zero }))
         .collect();
     Ok(axum::Json(json!(list)))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.telemetry.render(
+        state
+            .volumes
+            .iter()
+            .map(|(name, e)| (name.as_str(), &*e.volume)),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn list_events(

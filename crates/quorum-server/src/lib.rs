@@ -6,7 +6,9 @@
 //! axum on tokio. The engine is synchronous; [`bridge`] is the one place
 //! where async handlers call it. Errors are mapped to statuses in one place
 //! ([`error`]); the event log ([`events`]) numbers, persists and streams
-//! what the engine reports. This crate knows no backend internals.
+//! what the engine reports, and [`telemetry`] keeps every metric. The
+//! dashboard (`dashboard/` at the repository root) is embedded and served at
+//! `/`. This crate knows no backend internals.
 
 #![deny(missing_docs)]
 
@@ -16,10 +18,12 @@ use std::path::PathBuf;
 pub mod api;
 pub mod bridge;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod range;
 pub mod server;
+pub mod telemetry;
 
 /// The command line of `quorum-server`.
 #[derive(Debug, clap::Parser)]

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, VolumeEntry};
 use crate::config::{Config, VolumeConfig};
 use crate::events::EventLog;
+use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -92,8 +93,18 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
             format!("cannot open the event log in {}", config.data_dir.display())
         })?,
     );
-    let sink: Arc<dyn EventSink> = events.clone();
+    let telemetry = Arc::new(Telemetry::new(config.volumes.iter().map(|v| {
+        let children = v.children.iter().map(|c| c.name.as_str()).collect();
+        (v.options.name.as_str(), children)
+    })));
+    let sink: Arc<dyn EventSink> = Arc::new(Observer {
+        telemetry: telemetry.clone(),
+        log: events.clone(),
+    });
     let volumes = open_volumes(&config, &sink)?;
+    for (name, entry) in &volumes {
+        telemetry.set_size(name, entry.volume.size());
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,6 +114,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     let state = Arc::new(AppState {
         volumes,
         events,
+        telemetry,
         token: config.token.clone(),
         max_request_bytes: config.max_request_bytes,
         shutdown: CancellationToken::new(),
