@@ -12,5 +12,6 @@ mod faults;
 mod lifecycle;
 mod per_block;
 mod qemu081;
+mod remote;
 mod restart;
 mod startup;

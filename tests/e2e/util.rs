@@ -48,6 +48,14 @@ pub const START_DEADLINE: Duration = Duration::from_secs(10);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a background effect (a repair) may take to show.
 pub const EFFECT_DEADLINE: Duration = Duration::from_secs(10);
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
 /// Timeout of one HTTP request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The embedded default's address (SPEC section 2).
@@ -309,6 +317,25 @@ impl Sandbox {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            cwd: self.file("cwd"),
+            fixed_addr: None,
+        };
+        Server::start(self, launch)
+    }
+
+    /// Starts the server on `config` at a fixed port of 127.0.0.1, so that a
+    /// restart (after a kill) comes back at the same address.
+    #[track_caller]
+    pub fn serve_on(self, config: &str, port: u16) -> Server {
+        let path = self.write_config(config);
+        let launch = Launch {
+            args: vec![
+                "--config".into(),
+                path.display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            env: vec![],
             cwd: self.file("cwd"),
             fixed_addr: None,
         };
@@ -932,6 +959,22 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the running server.
+    #[track_caller]
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// Kills the server with SIGKILL, as a crash would.

@@ -1,14 +1,16 @@
-//! The behaviour every backend must show, run by each backend's tests.
+//! The behaviour every backend must show: run [`run`] on a fresh, zeroed
+//! child of [`SIZE`] bytes of each kind (the end-to-end tests run it on
+//! remote children too). It panics at the first difference.
 
 use std::thread;
 
 use quorum_core::{Backend, BackendError};
 
 /// The size of the child the suite expects: 4 MiB, all zeros.
-pub(crate) const SIZE: u64 = 4 << 20;
+pub const SIZE: u64 = 4 << 20;
 
 /// Runs every check on a fresh, zeroed child of [`SIZE`] bytes.
-pub(crate) fn run(b: &(dyn Backend + 'static)) {
+pub fn run(b: &(dyn Backend + 'static)) {
     assert_eq!(b.size().expect("size"), SIZE);
     fresh_child_reads_zeros(b);
     unaligned_writes_round_trip(b);

@@ -72,14 +72,7 @@ impl FileBackend {
     }
 
     fn check(&self, offset: u64, length: u64) -> Result<(), BackendError> {
-        match offset.checked_add(length) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(BackendError::OutOfRange {
-                offset,
-                length,
-                size: self.size,
-            }),
-        }
+        BackendError::check_range(offset, length, self.size)
     }
 
     fn write_zeroes_by_hand(&self, offset: u64, length: u64) -> Result<(), BackendError> {

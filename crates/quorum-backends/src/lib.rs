@@ -1,8 +1,12 @@
 //! Children for the quorum engine, each a [`quorum_core::Backend`].
 //!
 //! - [`file`]: a local file or block device.
+//! - [`http`]: a volume on another quorum-server, through its HTTP API.
 //! - [`faulty`]: a wrapper that injects errors, corruption and latency, for
 //!   tests and for rehearsing failures.
+//!
+//! [`conformance`] is the behaviour every backend must show, as a test suite
+//! to run on a fresh child of each kind.
 //!
 //! [`open`] turns a child's `uri` and options from the config into a
 //! backend, so that the server needs to know nothing of the backends.
@@ -15,14 +19,14 @@ use std::sync::Arc;
 
 use quorum_core::Backend;
 
+pub mod conformance;
 pub mod faulty;
 pub mod file;
-
-#[cfg(test)]
-mod conformance;
+pub mod http;
 
 pub use faulty::{FaultRule, Faulty};
 pub use file::FileBackend;
+pub use http::HttpBackend;
 
 /// Where a child lives, as the config describes it.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +49,36 @@ pub struct ChildSource<'a> {
 #[non_exhaustive]
 pub enum OpenError {
     /// The uri names a backend this build does not have.
-    #[error("unsupported uri scheme {scheme:?} (this build supports file paths and file:// uris)")]
+    #[error(
+        "unsupported uri scheme {scheme:?} (this build supports file paths, file://, http:// and https://)"
+    )]
     UnsupportedScheme {
         /// The scheme.
         scheme: String,
+    },
+    /// The uri cannot be used.
+    #[error("bad uri {uri:?}: {problem}")]
+    BadUri {
+        /// The uri, without credentials.
+        uri: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// An option has a bad value.
+    #[error("option {option:?}: {problem}")]
+    BadOption {
+        /// The option's key.
+        option: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A remote child could not be reached or did not fit.
+    #[error("{uri}: {problem}")]
+    Remote {
+        /// The remote's uri, without credentials.
+        uri: String,
+        /// What went wrong.
+        problem: String,
     },
     /// An option the backend does not know.
     #[error("unknown option {option:?} for a {backend} child")]
@@ -111,6 +141,9 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
             let path = source.base_dir.join(file_path(source.uri));
             Arc::new(FileBackend::open(&path, source.size)?)
         }
+        Some("http" | "https") => {
+            Arc::new(HttpBackend::open(source.uri, source.options, source.size)?)
+        }
         Some(other) => {
             return Err(OpenError::UnsupportedScheme {
                 scheme: other.to_owned(),
@@ -121,6 +154,19 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
         Ok(backend)
     } else {
         Ok(Arc::new(Faulty::new(backend, source.faults.to_vec())))
+    }
+}
+
+/// A child's uri as logs and the API may show it: any `user:password@` of
+/// the authority replaced by `***@`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
     }
 }
 
@@ -144,6 +190,17 @@ fn file_path(uri: &str) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact_uri("http://u:p@h:1/v1/volumes/x"),
+            "http://***@h:1/v1/volumes/x"
+        );
+        assert_eq!(redact_uri("http://h:1/v1/a@b"), "http://h:1/v1/a@b");
+        assert_eq!(redact_uri("s3://bucket/p"), "s3://bucket/p");
+        assert_eq!(redact_uri("a.img"), "a.img");
+    }
 
     #[test]
     fn uris_name_files() {

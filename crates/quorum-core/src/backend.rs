@@ -54,6 +54,20 @@ impl BackendError {
         BackendError::Io(io::Error::from_raw_os_error(errno))
     }
 
+    /// `Ok` when `offset..offset+length` lies within a child of `size`
+    /// bytes, else [`BackendError::OutOfRange`]: the check every backend
+    /// makes before it touches its storage.
+    pub fn check_range(offset: u64, length: u64, size: u64) -> Result<(), BackendError> {
+        match offset.checked_add(length) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(BackendError::OutOfRange {
+                offset,
+                length,
+                size,
+            }),
+        }
+    }
+
     /// Whether writing good data over the range may repair the child: true
     /// for media errors, false for a child that is unreachable or hung.
     pub fn is_repairable(&self) -> bool {

@@ -70,7 +70,11 @@ fn open_volume(
     tracing::info!(volume = %name, size = volume.size(), children = vc.children.len(), "volume opened");
     Ok(VolumeEntry {
         volume: Arc::new(volume),
-        uris: vc.children.iter().map(|c| c.uri.clone()).collect(),
+        uris: vc
+            .children
+            .iter()
+            .map(|c| quorum_backends::redact_uri(&c.uri))
+            .collect(),
     })
 }
 
