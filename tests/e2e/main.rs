@@ -14,4 +14,5 @@ mod per_block;
 mod qemu081;
 mod remote;
 mod restart;
+mod s3;
 mod startup;

@@ -1,6 +1,7 @@
 //! Children for the quorum engine, each a [`quorum_core::Backend`].
 //!
 //! - [`file`]: a local file or block device.
+//! - [`s3`]: an S3-compatible object store (MinIO, SeaweedFS, AWS).
 //! - [`http`]: a volume on another quorum-server, through its HTTP API.
 //! - [`faulty`]: a wrapper that injects errors, corruption and latency, for
 //!   tests and for rehearsing failures.
@@ -23,10 +24,12 @@ pub mod conformance;
 pub mod faulty;
 pub mod file;
 pub mod http;
+pub mod s3;
 
 pub use faulty::{FaultRule, Faulty};
 pub use file::FileBackend;
 pub use http::HttpBackend;
+pub use s3::S3Backend;
 
 /// Where a child lives, as the config describes it.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +53,7 @@ pub struct ChildSource<'a> {
 pub enum OpenError {
     /// The uri names a backend this build does not have.
     #[error(
-        "unsupported uri scheme {scheme:?} (this build supports file paths, file://, http:// and https://)"
+        "unsupported uri scheme {scheme:?} (this build supports file paths, file://, s3://, http:// and https://)"
     )]
     UnsupportedScheme {
         /// The scheme.
@@ -144,6 +147,7 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
         Some("http" | "https") => {
             Arc::new(HttpBackend::open(source.uri, source.options, source.size)?)
         }
+        Some("s3") => Arc::new(S3Backend::open(source.uri, source.options, source.size)?),
         Some(other) => {
             return Err(OpenError::UnsupportedScheme {
                 scheme: other.to_owned(),
