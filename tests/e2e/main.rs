@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod faults;
 mod lifecycle;
+mod observability;
 mod per_block;
 mod qemu081;
 mod remote;

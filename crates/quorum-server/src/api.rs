@@ -301,9 +301,15 @@ async fn stream_read(
         let mut sent = 0u64;
         let result = volume.read_chunks(offset, length, READ_CHUNK, |chunk| {
             sent += chunk.len() as u64;
+            if sent == length {
+                // Counted before the client can have the last byte.
+                telemetry.request(volume.name(), Op::Read, sent, started.elapsed());
+            }
             tx.blocking_send(Ok(chunk)).is_ok()
         });
-        telemetry.request(volume.name(), Op::Read, sent, started.elapsed());
+        if sent < length {
+            telemetry.request(volume.name(), Op::Read, sent, started.elapsed());
+        }
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
