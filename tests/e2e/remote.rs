@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::s3::{Weed, s3_child};
 use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
@@ -64,14 +65,16 @@ fn a_corrupt_block_server_is_outvoted_and_named() {
     assert_eq!(listing["children"][1]["backend"], "http");
 }
 
+/// A front of a local file, an S3 child and a remote volume that is itself
+/// a quorum of three files.
 #[test]
-fn nested_quorums_and_a_local_file() {
+fn nested_quorums_a_store_and_a_local_file() {
     let inner = Sandbox::new().serve_on(&abc_volume("1MiB", ""), free_port());
-    let block = block_server("1MiB", "");
+    let weed = Weed::start();
     let front = front(&[
         child("local"),
+        s3_child("store", &weed, "nested"),
         remote_child("quorum3", &inner, "vm", ""),
-        remote_child("block", &block, "blk", ""),
     ]);
     let data = pattern(9, 300_000);
     front.write_volume("vm", 12_345, &data);

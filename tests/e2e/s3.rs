@@ -56,14 +56,14 @@ fn weed_ports() -> [u16; 5] {
 }
 
 /// One SeaweedFS `weed mini` process with an S3 endpoint and bucket.
-struct Weed {
+pub struct Weed {
     dir: tempfile::TempDir,
     child: Option<Child>,
     ports: [u16; 5],
 }
 
 impl Weed {
-    fn start() -> Weed {
+    pub fn start() -> Weed {
         let dir = tempfile::Builder::new()
             .prefix("quorum-weed-")
             .tempdir()
@@ -213,7 +213,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// An s3 child table on `weed`, with the credentials in its options.
-fn s3_child(name: &str, weed: &Weed, prefix: &str) -> String {
+pub fn s3_child(name: &str, weed: &Weed, prefix: &str) -> String {
     format!(
         "  [[volume.child]]\n  name = \"{name}\"\n  uri = \"s3://{BUCKET}/{prefix}\"\n  options = {{ aws_endpoint = \"{}\", aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = \"{ACCESS_KEY}\", aws_secret_access_key = \"{SECRET_KEY}\", chunk_size = \"64KiB\" }}\n",
         weed.endpoint()
