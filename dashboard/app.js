@@ -19,6 +19,7 @@
   const BAD_WINDOW_MS = 5 * 60 * 1000;
   const FEED_MAX = 200;
   const KEEP_EVENTS = 1000;
+  const REPORTS_KEEP = 1000; // per child, for the banner's counts
   const HISTORY_PAGE = 10000;
   const HISTORY_MAX_PAGES = 20;
   const BACKOFF_MIN_MS = 1000;
@@ -169,6 +170,15 @@
     return `${Math.floor(hr / 24)} d ago`;
   }
 
+  // "12 s ago" that moves: refresh() updates every [data-at] in place.
+  function agoEl(ms) {
+    return h('span', { class: 'when', 'data-at': ms, title: fmtFullTime(ms) }, fmtAgo(ms));
+  }
+
+  function updateAgos() {
+    for (const el of document.querySelectorAll('[data-at]')) el.textContent = fmtAgo(Number(el.dataset.at));
+  }
+
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   // ------------------------------------------------------------------- API
@@ -177,10 +187,12 @@
 
   async function api(path, opts = {}) {
     const headers = Object.assign({}, opts.headers || {});
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const sent = state.token;
+    if (sent) headers.Authorization = `Bearer ${sent}`;
     const res = await fetch(path, Object.assign({}, opts, { headers, cache: 'no-store' }));
     if (res.status === 401) {
-      needAuth();
+      // An answer to an older token says nothing about the current one.
+      if (sent === state.token) needAuth();
       throw new AuthError('unauthorized');
     }
     if (!res.ok) {
@@ -291,7 +303,7 @@
     const d = ev.data || {};
     if (ev.event === 'QUORUM_REPORT_BAD' && d['node-name']) {
       const m = markOf(ev.volume, d['node-name']);
-      pushCapped(m.reports, { at, offset: d.offset, bytes: d.bytes, type: d.type, error: d.error, id: ev.id }, 50);
+      pushCapped(m.reports, { at, offset: d.offset, bytes: d.bytes, type: d.type, error: d.error, id: ev.id }, REPORTS_KEEP);
       m.lastBadAt = Math.max(m.lastBadAt, at);
     } else if (ev.event === 'QUORUM_REWRITE' && d['node-name']) {
       const m = markOf(ev.volume, d['node-name']);
@@ -501,7 +513,7 @@
       if (lastReport) {
         row.last.append(
           h('div', { class: 'range' }, fmtRange(lastReport.offset, lastReport.bytes)),
-          h('div', { class: 'ago muted' }, `${lastReport.type || ''}${lastReport.error ? ' error' : ''}, ${fmtAgo(lastReport.at)}`));
+          h('div', { class: 'ago muted' }, `${lastReport.type || ''}${lastReport.error ? ' error' : ''}, `, agoEl(lastReport.at)));
         row.last.title = `${exactRange(lastReport.offset, lastReport.bytes)}, ${lastReport.type || ''}` +
           `${lastReport.error ? `, error: ${lastReport.error}` : ''}, ${fmtFullTime(lastReport.at)}`;
       } else {
@@ -524,15 +536,15 @@
       : bad.length ? 'degraded' : 'ok';
     view.el.dataset.health = health;
     view.health.dataset.health = health;
-    view.health.textContent = health === 'failing' ? 'QUORUM FAILURES'
+    view.health.textContent = health === 'failing' ? (failures.length ? 'QUORUM FAILURES' : 'BLKVERIFY MISMATCH')
       : health === 'degraded' ? `DEGRADED: ${bad.length} bad replica${bad.length === 1 ? '' : 's'}` : 'healthy';
     return { bad: bad.length, children: n, failing: health === 'failing' };
   }
 
   function renderBanner(view, vol, bad, failures, mismatches) {
     const b = view.banner;
-    const sig = JSON.stringify([bad.map((x) => [x.c.name, x.badness, x.m.reports.length, x.m.counterBumpAt]),
-      failures.length, mismatches.length, Math.floor(Date.now() / 10000)]);
+    const sig = JSON.stringify([bad.map((x) => [x.c.name, x.badness, x.m.reports.length, x.m.counterBumpAt,
+      x.m.lastRewriteAt, recentReports(vol, x.c.name).length]), failures.length, mismatches.length]);
     if (!bad.length && !failures.length && !mismatches.length) {
       b.hidden = true;
       b.textContent = '';
@@ -553,34 +565,36 @@
         h('strong', null, 'Quorum failure: '),
         `${failures.length} request${failures.length === 1 ? '' : 's'} could not reach the vote threshold`,
         ` (latest: ${f.type || 'request'} of `, h('span', { class: 'range' }, fmtRange(f.offset, f.bytes)),
-        `, ${fmtAgo(f.at)}). Clients got errors.`));
+        ', ', agoEl(f.at), '). Clients got errors.'));
     }
     for (const f of mismatches.slice(-1)) {
       lines.push(h('li', { class: 'warn-failure' },
         h('strong', null, 'blkverify mismatch: '),
-        `the replicas differ at byte ${fmtExact(f.offset)} (${fmtBytes(f.offset)}), ${fmtAgo(f.at)}.`));
+        `the replicas differ at byte ${fmtExact(f.offset)} (${fmtBytes(f.offset)}), `, agoEl(f.at), '.'));
     }
     for (const { c, badness, m } of bad) {
       const reports = recentReports(vol, c.name);
       const li = h('li', { class: `warn-child warn-${badness}`, 'data-bad-child': c.name });
       li.append(h('strong', null, `Replica ${c.name} `),
         h('span', { class: `badge badge-${badness}` }, badness === 'failed' ? 'FAILED' : 'BAD'), ' ');
-      if (badness === 'failed') li.append('is out of the vote (state failed). ');
+      if (badness === 'failed') li.append('out of the vote. ');
       if (reports.length) {
         const r = reports[reports.length - 1];
-        li.append(r.error ? `failed a ${r.type || ''} of ` : `lost the ${r.type || ''} vote on `,
-          h('span', { class: 'range', title: exactRange(r.offset, r.bytes) }, fmtRange(r.offset, r.bytes)),
-          r.error ? ` (${r.error})` : '',
-          `, ${fmtAgo(r.at)}`,
-          m.lastRewriteAt >= r.at ? h('span', { class: 'repaired' }, ' \u2014 rewritten with the winning data') : '');
+        const range = h('span', { class: 'range', title: exactRange(r.offset, r.bytes) }, fmtRange(r.offset, r.bytes));
+        if (badness === 'failed') li.append('Last: ');
+        if (r.error) li.append(`${r.type || 'request'} of `, range, ` failed (${r.error})`);
+        else li.append(`lost the ${r.type ? `${r.type} ` : ''}vote on `, range);
+        li.append(', ', agoEl(r.at));
+        if (m.lastRewriteAt >= r.at) li.append(h('span', { class: 'repaired' }, ' \u2014 rewritten with the winning data'));
         if (reports.length > 1) {
           const ranges = new Set(reports.map((x) => `${x.offset}+${x.bytes}`));
+          const n = reports.length >= REPORTS_KEEP ? `over ${REPORTS_KEEP}` : String(reports.length);
           li.append(h('span', { class: 'muted' },
-            `; ${reports.length} reports on ${ranges.size} range${ranges.size === 1 ? '' : 's'} in the last ${BAD_WINDOW_MS / 60000} min`));
+            `; ${n} reports on ${ranges.size} range${ranges.size === 1 ? '' : 's'} in the last ${BAD_WINDOW_MS / 60000} min`));
         }
         li.append('.');
       } else if (m.counterNote && badness !== 'failed') {
-        li.append(`${m.counterNote}, ${fmtAgo(m.counterBumpAt)}.`);
+        li.append(`${m.counterNote}, `, agoEl(m.counterBumpAt), '.');
       }
       lines.push(li);
     }
@@ -638,6 +652,8 @@
     const mag = 10 ** Math.floor(Math.log10(x));
     const f = x / mag;
     const step = f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10;
+    // 1000 KiB/s reads better as 1 MiB/s.
+    if (binary && step * mag >= 1000) return 1024 * scale;
     return step * mag * scale;
   }
 
@@ -702,6 +718,7 @@
 
   let lastPollAt = 0;
   let lastVolumes = null;
+  let downSince = 0;
   let polling = false;
   let pollTimer = null;
 
@@ -720,10 +737,18 @@
       const dt = lastPollAt ? t0 - lastPollAt : 0;
       lastPollAt = t0;
       renderVolumes(vols, now, dt);
+      downSince = 0;
+      document.body.dataset.stale = 'no';
       setPill('poll-status', 'ok', `stats ${fmtTime(now)}`, `volumes polled every ${POLL_MS / 1000} s; last answer ${fmtFullTime(now)}`);
     } catch (e) {
-      if (e instanceof AuthError) setPill('poll-status', 'auth', 'stats: token needed');
-      else setPill('poll-status', 'down', 'stats: unreachable', String(e.message || e));
+      if (e instanceof AuthError) {
+        setPill('poll-status', 'auth', 'stats: token needed');
+      } else {
+        // Keep what was shown, dimmed, and say since when it is old.
+        if (!downSince) downSince = Date.now();
+        document.body.dataset.stale = 'yes';
+        setPill('poll-status', 'down', `stats: unreachable since ${fmtTime(downSince)}`, String(e.message || e));
+      }
     } finally {
       polling = false;
       pollTimer = setTimeout(poll, POLL_MS);
@@ -765,6 +790,7 @@
     if (failing) sum.append(h('span', { class: 'sum-bad' }, `${failing} volume${failing === 1 ? '' : 's'} with quorum failures`));
     if (!badTotal && !failing && seen.size) sum.append(h('span', { class: 'sum-ok' }, 'all replicas agree'));
     document.body.dataset.alert = badTotal || failing ? 'yes' : 'no';
+    updateAgos();
     document.title = badTotal || failing
       ? `\u26a0 ${badTotal ? `${badTotal} bad replica${badTotal === 1 ? '' : 's'}` : 'quorum failures'} \u2014 quorum`
       : 'quorum';
@@ -823,6 +849,8 @@
   }
 
   function renderFeed() {
+    // Everything queued is in state.events already.
+    pending = [];
     const body = $('events-body');
     body.textContent = '';
     const shown = [];
@@ -835,14 +863,32 @@
     updateFeedMeta();
   }
 
-  function prependEvent(rec) {
-    if (state.hidden.has(rec.ev.event)) { updateFeedMeta(); return; }
+  // Live events are rendered in batches, so that a burst (a replica that
+  // fails every request) costs one re-render, not one per event.
+  let pending = [];
+  let flushTimer = null;
+  function queueEvent(rec) {
+    pending.push(rec);
+    if (!flushTimer) flushTimer = setTimeout(flushEvents, 100);
+  }
+
+  function flushEvents() {
+    flushTimer = null;
+    const batch = pending.slice(-FEED_MAX);
+    pending = [];
     const body = $('events-body');
-    const row = eventRow(rec);
-    row.classList.add('fresh');
-    body.prepend(row);
+    const rows = [];
+    for (let i = batch.length - 1; i >= 0; i--) {
+      if (state.hidden.has(batch[i].ev.event)) continue;
+      const row = eventRow(batch[i]);
+      row.classList.add('fresh');
+      rows.push(row);
+    }
+    body.prepend(...rows);
     while (body.rows.length > FEED_MAX) body.deleteRow(body.rows.length - 1);
     updateFeedMeta();
+    // Show the marks now rather than at the next poll.
+    if (batch.some((r) => r.ev.event !== 'QUORUM_REWRITE')) refresh();
   }
 
   function updateFeedMeta() {
@@ -865,7 +911,7 @@
     for (const [name, kind, label] of EVENT_TYPES) {
       const btn = h('button', {
         type: 'button', class: `filter tag-${kind}`, 'data-type': name, 'aria-pressed': 'true',
-        title: `show or hide ${name}`,
+        title: `show or hide ${name} (the count is of the last ${KEEP_EVENTS} events)`,
         onclick: () => {
           if (state.hidden.has(name)) state.hidden.delete(name); else state.hidden.add(name);
           btn.setAttribute('aria-pressed', state.hidden.has(name) ? 'false' : 'true');
@@ -926,12 +972,7 @@
     let ev;
     try { ev = JSON.parse(text); } catch (_) { return; }
     const rec = ingest(ev, 'stream');
-    if (!rec) return;
-    prependEvent(rec);
-    // Show the mark now rather than at the next poll.
-    if (ev.event === 'QUORUM_REPORT_BAD' || ev.event === 'QUORUM_FAILURE' || ev.event === 'BLKVERIFY_MISMATCH') {
-      refresh();
-    }
+    if (rec) queueEvent(rec);
   }
 
   // Re-renders from the last poll's answer: marks and relative times move
@@ -945,6 +986,7 @@
     for (;;) {
       const ctl = new AbortController();
       const started = Date.now();
+      const tokenUsed = state.token;
       try {
         // The stored history first, once, then the stream from its last id.
         if (!state.historyLoaded) await loadHistory();
@@ -953,7 +995,7 @@
       } catch (e) {
         if (e instanceof AuthError) {
           setPill('stream-status', 'auth', 'events: token needed');
-          await tokenOrTimeout(BACKOFF_MAX_MS);
+          if (tokenUsed === state.token) await tokenOrTimeout(BACKOFF_MAX_MS);
           backoff = BACKOFF_MIN_MS;
           continue;
         }

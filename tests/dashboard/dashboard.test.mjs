@@ -1,0 +1,271 @@
+// Browser test of the quorum dashboard, in Debian's headless Chromium.
+//
+//   QUORUM_URL=http://127.0.0.1:PORT      a running quorum-server (loopback only)
+//   QUORUM_CHILD_FILE=/path/vm-c.img      the image file of the child to corrupt
+//   QUORUM_VOLUME=vm QUORUM_CHILD=c       which volume and child that is
+//   SCREENSHOT=/path/dashboard.png        where the screenshot goes
+//   QUORUM_TOKEN=...                      optional: the server's API token; the
+//                                         test then enters it in the page's form
+//   node tests/dashboard/dashboard.test.mjs
+//
+// It opens the page, waits until the volume and the child are rendered and
+// the live event stream is connected, THEN overwrites 4 KiB of the child's
+// file and reads that range through the API. The page, loaded before the
+// event existed, must show it from the stream: a QUORUM_REPORT_BAD row for
+// the child with its range, the child's corrupted_bytes counter above 0, and
+// the bad-replica sign (badge and banner). Every wait is bounded; all
+// traffic goes to the loopback server. Exit 0 on success, 1 with the list
+// of what was missing.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT_MS = 15000;
+const TOTAL_MS = 120000;
+const CORRUPT_OFFSET = 8192;
+const CORRUPT_BYTES = 4096;
+const CORRUPT_BYTE = 0x42;
+
+function env(name, fallback) {
+  const v = process.env[name] || fallback;
+  if (!v) fail0(`missing environment variable ${name}`);
+  return v;
+}
+
+function fail0(msg) {
+  console.error(`dashboard test: ${msg}`);
+  process.exit(1);
+}
+
+const base = env('QUORUM_URL').replace(/\/+$/, '');
+const childFile = env('QUORUM_CHILD_FILE');
+const volume = env('QUORUM_VOLUME', 'vm');
+const child = env('QUORUM_CHILD', 'c');
+const screenshot = env('SCREENSHOT');
+const token = process.env.QUORUM_TOKEN || '';
+
+const origin = (() => {
+  let u;
+  try { u = new URL(base); } catch (_) { fail0(`QUORUM_URL is not a URL: ${base}`); }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (!(host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host))) {
+    fail0(`QUORUM_URL must be a loopback address, not ${u.hostname}`);
+  }
+  return u.origin;
+})();
+if (!fs.existsSync(childFile)) fail0(`QUORUM_CHILD_FILE does not exist: ${childFile}`);
+
+const missing = [];
+const notes = [];
+const log = (msg) => console.log(`dashboard test: ${msg}`);
+const css = (s) => s.replace(/["\\]/g, '\\$&');
+
+const childSel = `#volumes .child[data-child="${css(`${volume}/${child}`)}"]`;
+const volumeSel = `#volumes .volume[data-volume="${css(volume)}"]`;
+const rowSel = `#events .event[data-event="QUORUM_REPORT_BAD"][data-volume="${css(volume)}"]` +
+  `[data-child="${css(child)}"][data-offset="${CORRUPT_OFFSET}"][data-bytes="${CORRUPT_BYTES}"]`;
+
+// The whole run has a deadline, whatever hangs.
+let context = null;
+let userDataDir = null;
+const deadline = setTimeout(async () => {
+  console.error(`dashboard test: FAILED: no result within ${TOTAL_MS / 1000} s`);
+  await cleanup();
+  process.exit(1);
+}, TOTAL_MS);
+
+async function cleanup() {
+  try { if (context) await context.close(); } catch (_) { /* already gone */ }
+  context = null;
+  try { if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
+}
+
+// Waits for a condition in the page; records what was missing on timeout.
+async function expect(page, what, fn, arg, timeout = WAIT_MS) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout, polling: 200 });
+    log(`ok: ${what}`);
+    return true;
+  } catch (e) {
+    missing.push(what);
+    log(`MISSING: ${what}`);
+    return false;
+  }
+}
+
+function apiHeaders(extra = {}) {
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+async function fetchWithTimeout(url, opts = {}, ms = WAIT_MS) {
+  return fetch(url, { ...opts, signal: AbortSignal.timeout(ms) });
+}
+
+async function main() {
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'quorum-dashboard-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1440, height: 900 },
+    timeout: 30000,
+  });
+
+  // Nothing leaves the loopback server: anything else is refused and fails
+  // the test (the page must work offline: no CDN, no fonts).
+  const offsite = [];
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    let ok = false;
+    try { ok = new URL(url).origin === origin || url.startsWith('data:'); } catch (_) { ok = false; }
+    if (ok) return route.continue();
+    offsite.push(url);
+    return route.abort('blockedbyclient');
+  });
+
+  const page = context.pages()[0] || await context.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e && e.message ? e.message : e)));
+  page.on('console', (m) => { if (m.type() === 'error') notes.push(`console: ${m.text()}`); });
+
+  const resp = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded', timeout: WAIT_MS });
+  if (!resp || resp.status() !== 200) {
+    missing.push(`GET / answered ${resp ? resp.status() : 'nothing'}, not 200`);
+    return page;
+  }
+
+  if (token) {
+    const asked = await expect(page, 'the page asks for the API token',
+      () => { const f = document.getElementById('auth'); return f && !f.hidden; });
+    if (asked) {
+      await page.fill('#token', token);
+      await page.click('#auth button[type="submit"]');
+    }
+  }
+
+  // 1. Before the fault: the volume and the child render, healthy, and the
+  // live stream is connected.
+  await expect(page, `volume ${volume} rendered`, (sel) => !!document.querySelector(sel), volumeSel);
+  const childShown = await expect(page, `child ${volume}/${child} rendered with its counters`,
+    (sel) => {
+      const row = document.querySelector(sel);
+      const c = row && row.querySelector('[data-counter="corrupted_bytes"]');
+      return !!(c && c.dataset.value !== undefined && c.dataset.value !== '');
+    }, childSel);
+  await expect(page, 'the live event stream is connected',
+    () => document.getElementById('stream-status').dataset.state === 'live');
+  if (!childShown) return page;
+
+  const before = await page.evaluate(({ childSel, rowSel }) => {
+    const row = document.querySelector(childSel);
+    return {
+      rows: document.querySelectorAll(rowSel).length,
+      bad: row.dataset.bad || '',
+      lost: Number(row.querySelector('[data-counter="corrupted_bytes"]').dataset.value),
+    };
+  }, { childSel, rowSel });
+  log(`before the fault: ${before.rows} matching event rows, child bad="${before.bad}", corrupted_bytes=${before.lost}`);
+  if (before.rows !== 0) missing.push('no QUORUM_REPORT_BAD row for that range before the fault (the image was not fresh)');
+
+  // 2. The fault: overwrite 4 KiB of the child's image, then read that range.
+  const fd = fs.openSync(childFile, 'r+');
+  try {
+    fs.writeSync(fd, Buffer.alloc(CORRUPT_BYTES, CORRUPT_BYTE), 0, CORRUPT_BYTES, CORRUPT_OFFSET);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  log(`wrote ${CORRUPT_BYTES} bytes of 0x${CORRUPT_BYTE.toString(16)} at ${CORRUPT_OFFSET} of ${childFile}`);
+
+  const range = `bytes=${CORRUPT_OFFSET}-${CORRUPT_OFFSET + CORRUPT_BYTES - 1}`;
+  const res = await fetchWithTimeout(`${base}/v1/volumes/${encodeURIComponent(volume)}/data`,
+    { headers: apiHeaders({ Range: range }) });
+  const body = Buffer.from(await res.arrayBuffer());
+  if (res.status !== 206) {
+    missing.push(`the Range read answered ${res.status}, not 206`);
+  } else if (body.length !== CORRUPT_BYTES) {
+    missing.push(`the Range read returned ${body.length} bytes, not ${CORRUPT_BYTES}`);
+  } else if (body.every((b) => b === CORRUPT_BYTE)) {
+    missing.push('the Range read returned the corrupted bytes: the vote did not outvote the child');
+  } else {
+    log(`read ${range}: 206, the healthy children's data`);
+  }
+
+  // 3. What the page must show now.
+  await expect(page, `a live QUORUM_REPORT_BAD row for ${child} at ${CORRUPT_OFFSET}+${CORRUPT_BYTES} in the feed`,
+    (sel) => {
+      const row = document.querySelector(`${sel}[data-source="stream"]`);
+      if (!row || !row.checkVisibility()) return false;
+      const text = row.textContent;
+      return text.includes('4 KiB at 8 KiB') && text.includes('REPORT_BAD');
+    }, rowSel);
+  await expect(page, `the corrupted_bytes counter of ${volume}/${child} is above 0 and shown`,
+    (sel) => {
+      const el = document.querySelector(`${sel} [data-counter="corrupted_bytes"]`);
+      return !!el && Number(el.dataset.value) > 0 && /[1-9]/.test(el.textContent) && el.checkVisibility();
+    }, childSel);
+  await expect(page, `the child ${volume}/${child} is marked BAD or FAILED`,
+    (sel) => {
+      const row = document.querySelector(sel);
+      const badge = row && row.querySelector('.badge');
+      return !!row && !!row.dataset.bad && !!badge && /^(BAD|FAILED)$/.test(badge.textContent.trim()) &&
+        badge.checkVisibility();
+    }, childSel);
+  await expect(page, `the volume ${volume} shows a warning banner naming ${child} and the range`,
+    ({ volumeSel, child }) => {
+      const b = document.querySelector(`${volumeSel} .banner`);
+      if (!b || b.hidden || !b.checkVisibility()) return false;
+      const li = b.querySelector(`[data-bad-child="${CSS.escape(child)}"]`);
+      return !!li && li.textContent.includes(`Replica ${child}`) && li.textContent.includes('4 KiB at 8 KiB');
+    }, { volumeSel, child });
+
+  // The other children stay unmarked.
+  const others = await page.evaluate(({ volume, child }) =>
+    [...document.querySelectorAll('#volumes .child')]
+      .filter((r) => r.dataset.child.startsWith(`${volume}/`) && r.dataset.child !== `${volume}/${child}` && r.dataset.bad)
+      .map((r) => r.dataset.child), { volume, child });
+  if (others.length) missing.push(`only ${child} is marked, but so are: ${others.join(', ')}`);
+
+  if (pageErrors.length) missing.push(`no script errors in the page, but: ${pageErrors.join(' | ')}`);
+  if (offsite.length) missing.push(`no requests beyond ${origin}, but: ${offsite.join(', ')}`);
+  return page;
+}
+
+let page = null;
+try {
+  page = await main();
+} catch (e) {
+  missing.push(`the test itself failed: ${e && e.stack ? e.stack : e}`);
+}
+try {
+  if (page) {
+    fs.mkdirSync(path.dirname(path.resolve(screenshot)), { recursive: true });
+    await page.screenshot({ path: screenshot, timeout: WAIT_MS });
+    log(`screenshot: ${screenshot}`);
+  }
+} catch (e) {
+  missing.push(`a screenshot at ${screenshot}: ${e.message || e}`);
+}
+await cleanup();
+clearTimeout(deadline);
+
+for (const n of notes) log(n);
+if (missing.length) {
+  console.error(`dashboard test: FAILED, missing:\n${missing.map((m) => `  - ${m}`).join('\n')}`);
+  process.exit(1);
+}
+log('PASSED: the page showed the live event, the counter and the bad-replica sign');
+process.exit(0);
