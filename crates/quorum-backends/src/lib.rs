@@ -243,14 +243,14 @@ mod tests {
         let mut buf = [0u8; 1];
         assert!(b.read_at(&mut buf, 0).is_err());
         let err = open(ChildSource {
-            uri: "s3://bucket/x",
+            uri: "ftp://host/x",
             options: &options,
             base_dir: dir.path(),
             size: Some(8192),
             faults: &[],
         })
         .map(drop)
-        .expect_err("no s3 yet");
+        .expect_err("no ftp backend");
         assert!(matches!(err, OpenError::UnsupportedScheme { .. }));
     }
 }
