@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backend::{Backend, BackendError, Extent};
+use crate::buffer::BufferPool;
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
 use crate::ordering::RangeLock;
@@ -137,6 +138,7 @@ pub struct Volume {
     size: u64,
     children: Vec<Child>,
     ranges: RangeLock,
+    buffers: Arc<BufferPool>,
     sink: Arc<dyn EventSink>,
 }
 
@@ -197,12 +199,15 @@ impl Volume {
             }
         }
         let size = size.map_or(0, |(s, _)| s);
+        let buffers = Arc::new(BufferPool::default());
         let mut started = Vec::with_capacity(children.len());
         for c in children {
             let workers =
-                Workers::spawn(&c.name, c.backend.clone()).map_err(|source| OpenError::Spawn {
-                    child: c.name.clone(),
-                    source,
+                Workers::spawn(&c.name, c.backend.clone(), buffers.clone()).map_err(|source| {
+                    OpenError::Spawn {
+                        child: c.name.clone(),
+                        source,
+                    }
                 })?;
             started.push(Child {
                 name: c.name,
@@ -216,6 +221,7 @@ impl Volume {
             size,
             children: started,
             ranges: RangeLock::default(),
+            buffers,
             sink,
         })
     }
@@ -606,7 +612,10 @@ impl Volume {
                 );
             }
         }
-        let answer = Bytes::from(vote::assemble(&outcome, &mut copies));
+        let answer = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
+        for copy in copies.into_iter().flatten() {
+            self.buffers.give(copy);
+        }
         if self.options.rewrite_corrupted {
             let mut repairs: Vec<(usize, u64, Bytes)> = Vec::new();
             for loss in &outcome.losses {
@@ -639,7 +648,7 @@ impl Volume {
                 .pop();
             match answer {
                 Some((_, Ok(Reply::Data(data)))) => {
-                    let data = Bytes::from(data);
+                    let data = self.buffers.bytes(data);
                     if self.options.rewrite_corrupted {
                         let repairs = failures
                             .iter()

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::{Backend, BackendError, Extent};
+use crate::buffer::BufferPool;
 
 /// What a child is asked to do.
 #[derive(Debug, Clone)]
@@ -56,17 +57,26 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `backend.max_in_flight()` threads named after the child.
-    pub(crate) fn spawn(name: &str, backend: Arc<dyn Backend>) -> std::io::Result<Workers> {
+    pub(crate) fn spawn(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        buffers: Arc<BufferPool>,
+    ) -> std::io::Result<Workers> {
         let (queue, jobs) = crossbeam_channel::unbounded::<Message>();
         let (exit_tx, exited) = crossbeam_channel::unbounded();
         let count = backend.max_in_flight().max(1);
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let (jobs, backend, exit_tx) = (jobs.clone(), backend.clone(), exit_tx.clone());
+            let (jobs, backend, exit_tx, buffers) = (
+                jobs.clone(),
+                backend.clone(),
+                exit_tx.clone(),
+                buffers.clone(),
+            );
             let handle = thread::Builder::new()
                 .name(format!("child-{name}-{i}"))
                 .spawn(move || {
-                    serve(&*backend, &jobs);
+                    serve(&*backend, &buffers, &jobs);
                     let _ = exit_tx.send(());
                 });
             match handle {
@@ -134,24 +144,31 @@ impl Workers {
     }
 }
 
-fn serve(backend: &dyn Backend, jobs: &Receiver<Message>) {
+fn serve(backend: &dyn Backend, buffers: &BufferPool, jobs: &Receiver<Message>) {
     while let Ok(Message::Job {
         child,
         request,
         reply,
     }) = jobs.recv()
     {
-        let result = catch_unwind(AssertUnwindSafe(|| execute(backend, request)))
+        let result = catch_unwind(AssertUnwindSafe(|| execute(backend, buffers, request)))
             .unwrap_or_else(|_| Err(BackendError::Unavailable("the backend panicked".into())));
         let _ = reply.send((child, result));
     }
 }
 
-fn execute(backend: &dyn Backend, request: Request) -> Result<Reply, BackendError> {
+fn execute(
+    backend: &dyn Backend,
+    buffers: &BufferPool,
+    request: Request,
+) -> Result<Reply, BackendError> {
     match request {
         Request::Read { offset, length } => {
-            let mut buf = vec![0u8; length];
-            backend.read_at(&mut buf, offset)?;
+            let mut buf = buffers.take(length);
+            if let Err(e) = backend.read_at(&mut buf, offset) {
+                buffers.give(buf);
+                return Err(e);
+            }
             Ok(Reply::Data(buf))
         }
         Request::Write { offset, data } => backend.write_at(&data, offset).map(|()| Reply::Done),
