@@ -73,7 +73,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, path)| {
-            let backend = FileBackend::open(path, None).with_context(|| format!("child {i}: {}", path.display()))?;
+            let backend = FileBackend::open(path, None)
+                .with_context(|| format!("child {i}: {}", path.display()))?;
             Ok(ChildSpec {
                 name: format!("children.{i}"),
                 backend: Arc::new(backend),
@@ -122,7 +123,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             })
             .collect();
         for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("a bench thread panicked"))??;
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a bench thread panicked"))??;
         }
         Ok(())
     })?;
