@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use crate::event::{Event, EventSink, Op};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
 use crate::vote::{self, VoteError};
-use crate::worker::{Reply, Request, Workers};
+use crate::worker::{self, Reply, Request, Workers};
 
 /// How reads pick their answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,6 +139,7 @@ pub struct Volume {
     children: Vec<Child>,
     ranges: RangeLock,
     buffers: Arc<BufferPool>,
+    closed: AtomicBool,
     sink: Arc<dyn EventSink>,
 }
 
@@ -222,6 +223,7 @@ impl Volume {
             children: started,
             ranges: RangeLock::default(),
             buffers,
+            closed: AtomicBool::new(false),
             sink,
         })
     }
@@ -404,6 +406,7 @@ impl Volume {
     /// `timeout` at most. Returns the names of children whose workers did
     /// not stop in time (stuck in their backend).
     pub fn close(&self, timeout: Duration) -> Vec<String> {
+        self.closed.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
         self.children
             .iter()
@@ -432,13 +435,23 @@ impl Volume {
     fn dispatch(&self, jobs: Vec<(usize, Request)>) -> Vec<(usize, Result<Reply, BackendError>)> {
         let (tx, rx) = crossbeam_channel::bounded(jobs.len());
         let order: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
+        let mut answers: Vec<Option<Result<Reply, BackendError>>> =
+            (0..self.children.len()).map(|_| None).collect();
+        let closed = self.closed.load(Ordering::Acquire);
+        let mut jobs = jobs.into_iter();
+        let inline = jobs.next();
         for (i, request) in jobs {
             self.children[i].workers.submit(i, request, &tx);
         }
         drop(tx);
-        let mut answers: Vec<Option<Result<Reply, BackendError>>> =
-            (0..self.children.len()).map(|_| None).collect();
-        for _ in 0..order.len() {
+        if let Some((i, request)) = inline {
+            answers[i] = Some(if closed {
+                Err(BackendError::Unavailable("the volume is closed".into()))
+            } else {
+                worker::run(&*self.children[i].backend, &self.buffers, request)
+            });
+        }
+        for _ in 1..order.len() {
             match rx.recv() {
                 Ok((i, result)) => answers[i] = Some(result),
                 Err(_) => break,

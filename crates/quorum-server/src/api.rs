@@ -265,7 +265,16 @@ async fn read_data(
         }
         None => (StatusCode::OK, 0, size),
     };
-    let body = stream_read(volume, state.telemetry.clone(), offset, length).await?;
+    let body = if length <= READ_CHUNK as u64 {
+        // One piece: no stream, no channel.
+        let bytes = timed(&state, &vol, Op::Read, length, move || {
+            volume.read(offset, length as usize)
+        })
+        .await?;
+        Body::from(bytes)
+    } else {
+        stream_read(volume, state.telemetry.clone(), offset, length).await?
+    };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
