@@ -355,6 +355,7 @@ fn a_chunk_overwritten_behind_quorums_back_is_outvoted_and_repaired() {
 fn write_load(server: &Server, duration: Duration, limit: Duration) -> u64 {
     let deadline = Instant::now() + duration;
     let mut n = 0u64;
+    let mut slowest = Duration::ZERO;
     while Instant::now() < deadline {
         let offset = (n * 4096 * 7) % (900 * 1024);
         let started = Instant::now();
@@ -363,8 +364,10 @@ fn write_load(server: &Server, duration: Duration, limit: Duration) -> u64 {
             .expect_status(204);
         let took = started.elapsed();
         assert!(took < limit, "write {n} took {took:?}");
+        slowest = slowest.max(took);
         n += 1;
     }
+    eprintln!("{n} writes in {duration:?}, the slowest took {slowest:?}");
     n
 }
 
