@@ -39,8 +39,6 @@ use crate::telemetry::Telemetry;
 /// Reads are served in pieces of this size, so memory stays bounded
 /// whatever the length asked for.
 const READ_CHUNK: usize = 1 << 20;
-/// A request body that takes longer than this to arrive gets 408.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most events one `GET /v1/events` returns.
 const MAX_EVENTS_PER_PAGE: usize = 10_000;
 
@@ -56,6 +54,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Larger request bodies get 413.
     pub max_request_bytes: u64,
+    /// A request body that takes longer than this to arrive gets 408.
+    pub body_timeout: Duration,
     /// Cancelled when the server shuts down, to end live streams.
     pub shutdown: CancellationToken,
 }
@@ -364,7 +364,7 @@ async fn write_data(
             .into());
         }
     }
-    let data = read_body(body, limit).await?;
+    let data = read_body(body, limit, state.body_timeout).await?;
     let bytes = data.len() as u64;
     timed(&state, &vol, Op::Write, bytes, move || {
         volume.write(q.offset, data)
@@ -406,10 +406,10 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Collects a request body of at most `limit` bytes within [`BODY_TIMEOUT`].
-async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+/// Collects a request body of at most `limit` bytes within `timeout`.
+async fn read_body(body: Body, limit: u64, timeout: Duration) -> Result<Bytes, ApiError> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+    match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => Err(ApiError::Timeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use quorum_backends::FaultRule;
@@ -24,6 +25,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
 /// How many events the log keeps when the config does not say.
 const DEFAULT_MAX_EVENTS: usize = 10_000;
+/// How long a request body may take to arrive when the config does not say.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A config error, as one line.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub struct Config {
     pub max_request_bytes: u64,
     /// How many events the log keeps.
     pub max_events: usize,
+    /// A request body that takes longer than this to arrive gets 408.
+    pub body_timeout: Duration,
     /// The bearer token every request but `/healthz` must carry.
     pub token: Option<String>,
     /// The volumes, in config order.
@@ -80,6 +85,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     max_request_bytes: Option<ByteSize>,
     max_events: Option<usize>,
+    body_timeout: Option<String>,
     auth: Option<RawAuth>,
     #[serde(default)]
     volume: Vec<toml::Table>,
@@ -157,6 +163,17 @@ impl Config {
         if max_events == 0 {
             return Err(ConfigError("max_events must be at least 1".into()));
         }
+        let body_timeout = match raw.body_timeout.as_deref() {
+            None => DEFAULT_BODY_TIMEOUT,
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "body_timeout {text:?} is not a duration like \"30s\""
+                    ))
+                })?,
+        };
         let mut volumes = Vec::with_capacity(raw.volume.len());
         let mut names = HashSet::new();
         for (i, table) in raw.volume.into_iter().enumerate() {
@@ -179,6 +196,7 @@ impl Config {
                 .max_request_bytes
                 .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.as_u64()),
             max_events,
+            body_timeout,
             token: raw.auth.and_then(|a| a.token).filter(|t| !t.is_empty()),
             volumes,
             base_dir: base_dir.to_owned(),

@@ -121,6 +121,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         telemetry,
         token: config.token.clone(),
         max_request_bytes: config.max_request_bytes,
+        body_timeout: config.body_timeout,
         shutdown: CancellationToken::new(),
     });
     runtime.block_on(serve(config.listen, state.clone()))?;
