@@ -254,7 +254,11 @@ fn flush_returns_204() {
     server.write_volume("vm", 4096, &pattern(3, 8192));
     let r = server.post("/v1/volumes/vm/flush");
     r.expect_status(204);
-    assert!(r.body.is_empty(), "flush answered a body: {:?}", r.text());
+    assert!(
+        r.body.is_empty(),
+        "flush answered a body: {:?}",
+        r.preview()
+    );
 }
 
 /// The listing has the fields of SPEC section 4; child names default to

@@ -148,13 +148,16 @@ fn dead_and_hung_block_servers() {
         .filter(|e| e["data"]["type"] == "write")
         .cloned()
         .collect();
-    assert_eq!(errors.len(), 5, "one report per failed write: {errors:?}");
+    // Failures within a second are folded in the log; the metrics count each.
+    assert!(!errors.is_empty());
     for e in &errors {
         assert!(
             e["data"]["error"].as_str().is_some_and(|m| !m.is_empty()),
             "{e}"
         );
     }
+    let counted = front.metric(r#"quorum_child_errors_total{volume="vm",child="r0",op="write"}"#);
+    assert_eq!(counted, 5.0, "one failure per write");
 
     // Two gone (one dead, one hung): 503 within the timeout, no hang.
     blocks[1].signal("STOP");

@@ -461,6 +461,11 @@ impl Resp {
 
     /// The body as text (lossy), cut for messages.
     pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The start of the body as text, for messages.
+    pub fn preview(&self) -> String {
         let cut = &self.body[..self.body.len().min(2048)];
         String::from_utf8_lossy(cut).into_owned()
     }
@@ -472,7 +477,7 @@ impl Resp {
             panic!(
                 "{}: the body is not JSON ({e}): {:?}",
                 self.request,
-                self.text()
+                self.preview()
             )
         })
     }
@@ -486,7 +491,7 @@ impl Resp {
             "{}: expected status {status}, got {} with body {:?}",
             self.request,
             self.status,
-            self.text()
+            self.preview()
         );
         self
     }
@@ -975,6 +980,23 @@ impl Server {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The value of one series of `/metrics`, e.g.
+    /// `quorum_child_errors_total{volume="vm",child="a",op="read"}`; panics if
+    /// the series is absent.
+    #[track_caller]
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").expect_status(200).text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
     }
 
     /// Kills the server with SIGKILL, as a crash would.

@@ -8,13 +8,23 @@
 //! last line (a crash mid-write) is skipped with a warning. The file is
 //! rewritten down to the ring when it holds twice as many lines, so it stays
 //! bounded too.
+//!
+//! A child that fails every request would otherwise push one report per
+//! request into the log and wash out everything else. So, as QEMU does,
+//! `QUORUM_REPORT_BAD` events that carry an error are folded per volume,
+//! child and type: the first is recorded, the ones within the next
+//! [`FOLD_WINDOW`] are only counted, and the next one recorded carries
+//! `"suppressed": N`, the number folded into it. Reports without an error
+//! (lost votes, which say where a replica is bad) are never folded, and the
+//! metrics count every report.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use quorum_core::{Event, EventSink};
 use serde_json::{Value, json};
@@ -22,6 +32,8 @@ use tokio::sync::broadcast;
 
 /// The name of the log file under the data directory.
 const LOG_FILE: &str = "events.jsonl";
+/// Error reports of one child and type closer together than this are folded.
+pub const FOLD_WINDOW: Duration = Duration::from_secs(1);
 
 /// One stored event: its id, its volume, and its JSON exactly as served.
 #[derive(Debug, Clone)]
@@ -47,6 +59,9 @@ struct Inner {
     path: PathBuf,
     file: File,
     lines_in_file: usize,
+    /// Per (volume, child, type): when an error report was last recorded,
+    /// and how many were folded since.
+    folds: HashMap<(String, String, &'static str), (Instant, u64)>,
 }
 
 impl EventLog {
@@ -90,6 +105,7 @@ impl EventLog {
                 path,
                 file,
                 lines_in_file,
+                folds: HashMap::new(),
             }),
             live,
         })
@@ -120,9 +136,33 @@ impl EventLog {
 
     fn record(&self, volume: &str, event: &Event) {
         let mut inner = self.lock();
+        let mut suppressed = 0;
+        if let Event::ReportBad {
+            op,
+            child,
+            error: Some(_),
+            ..
+        } = event
+        {
+            let now = Instant::now();
+            let key = (volume.to_owned(), child.clone(), op.event_type());
+            match inner.folds.get_mut(&key) {
+                Some((last, folded)) if now.duration_since(*last) < FOLD_WINDOW => {
+                    *folded += 1;
+                    return;
+                }
+                Some((last, folded)) => {
+                    suppressed = std::mem::take(folded);
+                    *last = now;
+                }
+                None => {
+                    inner.folds.insert(key, (now, 0));
+                }
+            }
+        }
         let id = inner.next_id;
         inner.next_id += 1;
-        let json: Arc<str> = to_json(id, SystemTime::now(), volume, event)
+        let json: Arc<str> = to_json(id, SystemTime::now(), volume, event, suppressed)
             .to_string()
             .into();
         let stored = StoredEvent {
@@ -195,7 +235,7 @@ fn sectors(offset: u64, bytes: u64) -> (u64, u64) {
 }
 
 /// The wire form of an event (SPEC section 6).
-fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event) -> Value {
+fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, suppressed: u64) -> Value {
     let data = match event {
         Event::ReportBad {
             op,
@@ -215,6 +255,9 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event) -> Value {
             });
             if let Some(error) = error {
                 data["error"] = json!(error);
+            }
+            if suppressed > 0 {
+                data["suppressed"] = json!(suppressed);
             }
             data
         }
@@ -312,6 +355,34 @@ mod tests {
         let log = EventLog::open(dir.path(), 10).expect("reopen");
         log.emit("vm", bad(0));
         assert_eq!(log.since(55, None, 10)[0].id, 56);
+    }
+
+    #[test]
+    fn error_reports_of_a_child_fold_within_a_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path(), 100).expect("open");
+        let failed = |child: &str| Event::ReportBad {
+            op: Op::Write,
+            child: child.into(),
+            offset: 0,
+            bytes: 10,
+            error: Some("Input/output error".into()),
+        };
+        for _ in 0..50 {
+            log.emit("vm", failed("a"));
+            log.emit("vm", bad(0));
+        }
+        log.emit("vm", failed("b"));
+        let kept = log.since(0, None, 1000);
+        // One error report for a, one for b, and every lost-vote report.
+        assert_eq!(kept.len(), 52);
+        std::thread::sleep(FOLD_WINDOW);
+        log.emit("vm", failed("a"));
+        let last: Value =
+            serde_json::from_str(&log.since(0, None, 1000).last().expect("event").json)
+                .expect("json");
+        assert_eq!(last["data"]["node-name"], "a");
+        assert_eq!(last["data"]["suppressed"], 49);
     }
 
     #[test]
