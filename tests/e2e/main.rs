@@ -16,4 +16,5 @@ mod qemu081;
 mod remote;
 mod restart;
 mod s3;
+mod stale;
 mod startup;

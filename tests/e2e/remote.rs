@@ -14,13 +14,13 @@ const REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A block server: a quorum-server whose volume `blk` is one file child at
 /// threshold 1 (the README's recipe), on a fixed port so it can restart.
-fn block_server(size: &str, extra: &str) -> Server {
+pub fn block_server(size: &str, extra: &str) -> Server {
     let config = format!("{extra}\n{}", volume("blk", size, 1, "", &[child("disk")]));
     Sandbox::new().serve_on(&config, free_port())
 }
 
 /// A child table for a remote volume.
-fn remote_child(name: &str, server: &Server, volume: &str, options: &str) -> String {
+pub fn remote_child(name: &str, server: &Server, volume: &str, options: &str) -> String {
     format!(
         "  [[volume.child]]\n  name = \"{name}\"\n  uri = \"http://127.0.0.1:{}/v1/volumes/{volume}\"\n  options = {{ timeout = \"2s\", connect_timeout = \"500ms\"{options} }}\n",
         server.port()

@@ -64,6 +64,14 @@ pub enum OpenError {
         /// The first child's size.
         expected: u64,
     },
+    /// The stale-map journal could not be read or written.
+    #[error("stale-map journal {}: {source}", path.display())]
+    Journal {
+        /// The journal.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The worker threads of a child could not be started.
     #[error("child {child:?}: cannot start its worker threads: {source}")]
     Spawn {

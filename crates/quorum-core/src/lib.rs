@@ -28,6 +28,7 @@ mod error;
 mod event;
 mod ordering;
 mod report;
+pub mod stale;
 mod volume;
 pub mod vote;
 mod worker;

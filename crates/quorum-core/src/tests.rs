@@ -722,3 +722,89 @@ fn a_chunked_read_is_one_request_for_reports() {
         .expect("read");
     assert_eq!(pieces, 3);
 }
+
+#[test]
+fn missed_writes_are_stale_never_read_and_resynced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("vm.stale");
+    let mems: Vec<Arc<Mem>> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Mem::new(n, 16 * B))
+        .collect();
+    let open = |mems: &[Arc<Mem>]| {
+        let children = mems
+            .iter()
+            .map(|m| ChildSpec {
+                name: m.name.clone(),
+                backend: m.clone(),
+            })
+            .collect();
+        Volume::open_journaled(
+            options(2),
+            children,
+            Arc::new(RecordingSink::default()),
+            Some(&journal),
+        )
+        .expect("open")
+    };
+    let volume = open(&mems);
+    volume
+        .write(0, Bytes::from(vec![1; 16 * B]))
+        .expect("write");
+    mems[0].fail_writes.store(true, Ordering::SeqCst);
+    volume
+        .write(B as u64, Bytes::from(vec![2; B]))
+        .expect("write at threshold");
+    volume
+        .write(5 * B as u64 + 10, Bytes::from(vec![3; 100]))
+        .expect("write at threshold");
+    mems[0].fail_writes.store(false, Ordering::SeqCst);
+    let missed = B as u64 + 100;
+    assert_eq!(volume.stale_bytes(), vec![missed, 0, 0]);
+    assert_eq!(volume.children()[0].state, ChildState::Failed);
+    volume.read(8 * B as u64, B).expect("a read that a answers");
+    assert_eq!(volume.children()[0].state, ChildState::Stale);
+    // Make the stale child disagree in a way that would win a fifo read.
+    let mut opts = options(2);
+    opts.read_pattern = ReadPattern::Fifo;
+    drop(volume);
+
+    // The map survives a restart (the journal), and fifo skips child a there.
+    let children = mems
+        .iter()
+        .map(|m| ChildSpec {
+            name: m.name.clone(),
+            backend: m.clone(),
+        })
+        .collect();
+    let fifo =
+        Volume::open_journaled(opts, children, Arc::new(NullSink), Some(&journal)).expect("reopen");
+    assert_eq!(fifo.stale_bytes(), vec![missed, 0, 0]);
+    assert_eq!(&fifo.read(B as u64, B).expect("fifo read")[..], &[2; B][..]);
+    assert_eq!(
+        &fifo.read(0, 10).expect("a fresh range from a")[..],
+        &[1; 10][..]
+    );
+    drop(fifo);
+
+    // Quorum reads leave a out of the vote there, and report no loss.
+    let volume = open(&mems);
+    assert_eq!(&volume.read(0, 8 * B).expect("read")[B..2 * B], &[2; B][..]);
+    // Resync copies exactly the missed bytes, then nothing is stale.
+    let mut copied = 0;
+    while let Some((child, n)) = volume.resync_step(1 << 20).expect("resync") {
+        assert_eq!(child, "a");
+        copied += n;
+    }
+    assert_eq!(copied, missed);
+    assert_eq!(volume.stale_bytes(), vec![0, 0, 0]);
+    assert_eq!(mems[0].snapshot(), mems[1].snapshot());
+    assert_eq!(volume.children()[0].state, ChildState::Healthy);
+    // A later successful write over a stale range also refreshes it.
+    mems[2].fail_writes.store(true, Ordering::SeqCst);
+    volume.write(0, Bytes::from(vec![4; 100])).expect("write");
+    mems[2].fail_writes.store(false, Ordering::SeqCst);
+    assert_eq!(volume.stale_bytes(), vec![0, 0, 100]);
+    volume.write(0, Bytes::from(vec![5; 200])).expect("write");
+    assert_eq!(volume.stale_bytes(), vec![0, 0, 0]);
+}

@@ -2,8 +2,10 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Range;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
+use crate::stale::{Journal, RangeSet};
 use crate::vote::{self, VoteError};
 use crate::worker::{self, Reply, Request, Workers};
 
@@ -95,6 +98,9 @@ pub enum ChildState {
     Healthy,
     /// Its last request failed.
     Failed,
+    /// It missed writes that a resync has not copied yet; those ranges are
+    /// not read from it.
+    Stale,
 }
 
 impl ChildState {
@@ -103,6 +109,7 @@ impl ChildState {
         match self {
             ChildState::Healthy => "healthy",
             ChildState::Failed => "failed",
+            ChildState::Stale => "stale",
         }
     }
 }
@@ -116,6 +123,8 @@ pub struct ChildInfo {
     pub backend: &'static str,
     /// Its state.
     pub state: ChildState,
+    /// Bytes it has stale (missed writes not yet resynced).
+    pub stale_bytes: u64,
 }
 
 struct Child {
@@ -140,7 +149,16 @@ pub struct Volume {
     ranges: RangeLock,
     buffers: Arc<BufferPool>,
     closed: AtomicBool,
+    stale: Mutex<StaleMaps>,
+    /// Whether any child has a stale range: lets requests skip the lock.
+    any_stale: AtomicBool,
     sink: Arc<dyn EventSink>,
+}
+
+/// Every child's stale ranges, and their journal.
+struct StaleMaps {
+    sets: Vec<RangeSet>,
+    journal: Option<Journal>,
 }
 
 impl fmt::Debug for Volume {
@@ -166,10 +184,23 @@ type Outcomes = Vec<Result<Reply, BackendError>>;
 impl Volume {
     /// Checks the options and the children (unique names, equal sizes), then
     /// starts each child's workers. Nothing is started if a check fails.
+    /// The stale maps live in memory only; see [`Volume::open_journaled`].
     pub fn open(
         options: VolumeOptions,
         children: Vec<ChildSpec>,
         sink: Arc<dyn EventSink>,
+    ) -> Result<Volume, OpenError> {
+        Volume::open_journaled(options, children, sink, None)
+    }
+
+    /// Like [`Volume::open`], with the children's stale maps kept in the
+    /// journal at `journal` (replayed now, appended to on every change), so
+    /// that they survive a crash.
+    pub fn open_journaled(
+        options: VolumeOptions,
+        children: Vec<ChildSpec>,
+        sink: Arc<dyn EventSink>,
+        journal: Option<&Path>,
     ) -> Result<Volume, OpenError> {
         options.validate(children.len())?;
         let mut names = HashSet::new();
@@ -200,6 +231,19 @@ impl Volume {
             }
         }
         let size = size.map_or(0, |(s, _)| s);
+        let names: Vec<String> = children.iter().map(|c| c.name.clone()).collect();
+        let (journal, sets) = match journal {
+            Some(path) => {
+                let (j, sets) =
+                    Journal::open(path, &names).map_err(|source| OpenError::Journal {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                (Some(j), sets)
+            }
+            None => (None, vec![RangeSet::default(); names.len()]),
+        };
+        let any_stale = AtomicBool::new(sets.iter().any(|s| !s.is_empty()));
         let buffers = Arc::new(BufferPool::default());
         let mut started = Vec::with_capacity(children.len());
         for c in children {
@@ -224,6 +268,8 @@ impl Volume {
             ranges: RangeLock::default(),
             buffers,
             closed: AtomicBool::new(false),
+            stale: Mutex::new(StaleMaps { sets, journal }),
+            any_stale,
             sink,
         })
     }
@@ -245,18 +291,176 @@ impl Volume {
 
     /// The children, in order.
     pub fn children(&self) -> Vec<ChildInfo> {
+        let stale = self.stale_bytes();
         self.children
             .iter()
-            .map(|c| ChildInfo {
+            .enumerate()
+            .map(|(i, c)| ChildInfo {
                 name: c.name.clone(),
                 backend: c.backend.kind(),
-                state: if c.state.load(Ordering::Relaxed) == HEALTHY {
-                    ChildState::Healthy
-                } else {
+                state: if c.state.load(Ordering::Relaxed) != HEALTHY {
                     ChildState::Failed
+                } else if stale[i] > 0 {
+                    ChildState::Stale
+                } else {
+                    ChildState::Healthy
                 },
+                stale_bytes: stale[i],
             })
             .collect()
+    }
+
+    /// Bytes each child has stale, in child order.
+    pub fn stale_bytes(&self) -> Vec<u64> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return vec![0; self.children.len()];
+        }
+        self.stale_maps().sets.iter().map(RangeSet::bytes).collect()
+    }
+
+    fn stale_maps(&self) -> std::sync::MutexGuard<'_, StaleMaps> {
+        self.stale.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Each child's stale ranges within `range`, or empty lists when none.
+    fn stale_within(&self, range: Range<u64>) -> Vec<Vec<Range<u64>>> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.stale_maps()
+            .sets
+            .iter()
+            .map(|s| s.within(range.clone()))
+            .collect()
+    }
+
+    /// After a write that met its threshold: the children that failed it
+    /// missed `range`; those that took it hold it again.
+    fn note_write(&self, range: Range<u64>, failed: &[bool]) {
+        if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
+            return;
+        }
+        let mut maps = self.stale_maps();
+        let StaleMaps { sets, journal } = &mut *maps;
+        for (i, &missed) in failed.iter().enumerate() {
+            if missed {
+                sets[i].insert(range.clone());
+            } else if sets[i].overlaps(range.clone()) {
+                sets[i].remove(range.clone());
+            } else {
+                continue;
+            }
+            if let Some(j) = journal.as_mut() {
+                j.append(
+                    if missed { '+' } else { '-' },
+                    &self.children[i].name,
+                    &range,
+                );
+            }
+        }
+        self.any_stale
+            .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+    }
+
+    /// Copies the voted data over the first stale range of a child (at most
+    /// `max` bytes of it), so that the child holds it again. Returns the child
+    /// and the bytes copied, or `None` when no child has a stale range.
+    ///
+    /// The range is locked against client I/O while it is copied; the data
+    /// comes from the other children through the vote, at the volume's
+    /// threshold, never from the stale child.
+    ///
+    /// # Errors
+    /// When the others cannot reach the threshold, or the stale child fails
+    /// the write: the range stays stale, to be tried again.
+    pub fn resync_step(&self, max: u64) -> Result<Option<(String, u64)>, VolumeError> {
+        let picked = {
+            let maps = self.stale_maps();
+            maps.sets
+                .iter()
+                .enumerate()
+                .find_map(|(i, s)| s.first().map(|r| (i, r)))
+        };
+        let Some((child, first)) = picked else {
+            return Ok(None);
+        };
+        let range = first.start..first.end.min(first.start + max.max(1));
+        let _guard = self.ranges.exclusive(range.start, range.end);
+        // A write may have refreshed part of it while we waited.
+        let Some(range) = self.stale_maps().sets[child]
+            .within(range)
+            .into_iter()
+            .next()
+        else {
+            return Ok(Some((self.children[child].name.clone(), 0)));
+        };
+        let (offset, length) = (range.start, (range.end - range.start) as usize);
+        let mut reports = self.reports();
+        let others: Vec<(usize, Request)> = (0..self.children.len())
+            .filter(|&i| i != child)
+            .map(|i| (i, Request::Read { offset, length }))
+            .collect();
+        let mut copies: Vec<Option<Vec<u8>>> = (0..self.children.len()).map(|_| None).collect();
+        for (i, result) in self.dispatch(others) {
+            match result {
+                Ok(Reply::Data(data)) => copies[i] = Some(data),
+                Ok(_) => {}
+                Err(e) => self.report_failed(&mut reports, Op::Read, i, offset, length as u64, &e),
+            }
+        }
+        let mut excluded = self.stale_within(range.clone());
+        if let Some(own) = excluded.get_mut(child) {
+            own.clear();
+        }
+        let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
+        let outcome = vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded)
+            .map_err(|e| {
+                VolumeError::Quorum(QuorumError {
+                    op: Op::Read,
+                    offset,
+                    bytes: length as u64,
+                    succeeded: copies.iter().filter(|c| c.is_some()).count(),
+                    threshold: self.options.vote_threshold,
+                    failures: Vec::new(),
+                    no_majority: Some(e),
+                })
+            })?;
+        let data = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
+        match self
+            .dispatch(vec![(child, Request::Write { offset, data })])
+            .pop()
+        {
+            Some((_, Ok(_))) => {
+                {
+                    let mut maps = self.stale_maps();
+                    let StaleMaps { sets, journal } = &mut *maps;
+                    sets[child].remove(range.clone());
+                    if let Some(j) = journal.as_mut() {
+                        j.append('-', &self.children[child].name, &range);
+                    }
+                    self.any_stale
+                        .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+                }
+                reports.rewrite(&self.children[child].name, offset, length as u64);
+                Ok(Some((self.children[child].name.clone(), length as u64)))
+            }
+            Some((_, Err(e))) => {
+                self.report_failed(&mut reports, Op::Write, child, offset, length as u64, &e);
+                Err(VolumeError::Quorum(QuorumError {
+                    op: Op::Write,
+                    offset,
+                    bytes: length as u64,
+                    succeeded: 0,
+                    threshold: 1,
+                    failures: vec![ChildFailure {
+                        child: self.children[child].name.clone(),
+                        error: e,
+                    }],
+                    no_majority: None,
+                }))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Reads `length` bytes at `offset`, as the read pattern says.
@@ -336,8 +540,10 @@ impl Volume {
         }
         let _guard = self.ranges.exclusive(offset, end);
         let results = self.on_all(&Request::Write { offset, data });
-        self.require_quorum(Op::Write, offset, length, results, &mut self.reports())
-            .map(drop)
+        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
+        self.require_quorum(Op::Write, offset, length, results, &mut self.reports())?;
+        self.note_write(offset..end, &failed);
+        Ok(())
     }
 
     /// Makes `length` bytes at `offset` read as zero on every child.
@@ -351,14 +557,16 @@ impl Volume {
         }
         let _guard = self.ranges.exclusive(offset, end);
         let results = self.on_all(&Request::WriteZeroes { offset, length });
+        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(
             Op::WriteZeroes,
             offset,
             length,
             results,
             &mut self.reports(),
-        )
-        .map(drop)
+        )?;
+        self.note_write(offset..end, &failed);
+        Ok(())
     }
 
     /// Flushes every child in parallel.
@@ -595,24 +803,26 @@ impl Volume {
                 }
             }
         }
+        let excluded = self.stale_within(offset..offset + bytes);
         let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
-        let outcome = match vote::vote(offset, &views, self.options.vote_threshold) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                let succeeded = copies.iter().filter(|c| c.is_some()).count();
-                let no_majority = matches!(e, VoteError::NoMajority { .. }).then_some(e);
-                let failures = self.named(failures);
-                return Err(self.fail(
-                    reports,
-                    Op::Read,
-                    offset,
-                    bytes,
-                    succeeded,
-                    failures,
-                    no_majority,
-                ));
-            }
-        };
+        let outcome =
+            match vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let succeeded = copies.iter().filter(|c| c.is_some()).count();
+                    let no_majority = matches!(e, VoteError::NoMajority { .. }).then_some(e);
+                    let failures = self.named(failures);
+                    return Err(self.fail(
+                        reports,
+                        Op::Read,
+                        offset,
+                        bytes,
+                        succeeded,
+                        failures,
+                        no_majority,
+                    ));
+                }
+            };
         for loss in &outcome.losses {
             for r in &loss.ranges {
                 tracing::warn!(volume = %self.options.name, child = %self.children[loss.child].name, offset = r.start, bytes = r.end - r.start, "child lost the vote");
@@ -638,7 +848,8 @@ impl Volume {
                 }
             }
             for (i, error) in &failures {
-                if error.is_repairable() {
+                let stale = excluded.get(*i).is_some_and(|e| !e.is_empty());
+                if error.is_repairable() && !stale {
                     repairs.push((*i, offset, answer.clone()));
                 }
             }
@@ -655,7 +866,11 @@ impl Volume {
     ) -> Result<Bytes, VolumeError> {
         let bytes = length as u64;
         let mut failures = Vec::new();
+        let stale = self.stale_within(offset..offset + bytes);
         for i in 0..self.children.len() {
+            if stale.get(i).is_some_and(|r| !r.is_empty()) {
+                continue;
+            }
             let answer = self
                 .dispatch(vec![(i, Request::Read { offset, length })])
                 .pop();

@@ -90,6 +90,19 @@ pub enum VoteError {
 /// `copies[i]` is `None` when child `i` failed; every present copy has the
 /// same length.
 pub fn vote(offset: u64, copies: &[Option<&[u8]>], threshold: usize) -> Result<Outcome, VoteError> {
+    vote_masked(offset, copies, threshold, &[])
+}
+
+/// Like [`vote`], with parts of some copies left out: `excluded[i]` are the
+/// volume byte ranges of child `i` that must not vote (its stale ranges).
+/// A block where a child is excluded is voted on by the others only, and the
+/// excluded child is not reported as a loser there.
+pub fn vote_masked(
+    offset: u64,
+    copies: &[Option<&[u8]>],
+    threshold: usize,
+    excluded: &[Vec<Range<u64>>],
+) -> Result<Outcome, VoteError> {
     let answered: Vec<(usize, &[u8])> = copies
         .iter()
         .enumerate()
@@ -101,6 +114,10 @@ pub fn vote(offset: u64, copies: &[Option<&[u8]>], threshold: usize) -> Result<O
             threshold,
         });
     }
+    let masked = excluded.iter().any(|e| !e.is_empty());
+    if masked {
+        return vote_blocks(offset, &answered, threshold, excluded);
+    }
     let (base, first) = answered[0];
     if answered[1..].iter().all(|(_, c)| *c == first) {
         return Ok(Outcome {
@@ -109,15 +126,25 @@ pub fn vote(offset: u64, copies: &[Option<&[u8]>], threshold: usize) -> Result<O
             losses: Vec::new(),
         });
     }
-    vote_blocks(offset, &answered, threshold)
+    vote_blocks(offset, &answered, threshold, excluded)
 }
+
+/// Marks a copy that does not vote in a block.
+const ABSENT: usize = usize::MAX;
 
 /// The slow path: one vote per block.
 fn vote_blocks(
     offset: u64,
     answered: &[(usize, &[u8])],
     threshold: usize,
+    excluded: &[Vec<Range<u64>>],
 ) -> Result<Outcome, VoteError> {
+    let left_out = |child: usize, block: &Range<usize>| {
+        let (s, e) = (offset + block.start as u64, offset + block.end as u64);
+        excluded
+            .get(child)
+            .is_some_and(|ranges| ranges.iter().any(|r| r.start < e && s < r.end))
+    };
     let base = answered[0].0;
     let len = answered[0].1.len();
     let mut patches: Vec<Patch> = Vec::new();
@@ -130,7 +157,11 @@ fn vote_blocks(
 
     for block in blocks(offset, len) {
         reps.clear();
-        for (k, (_, copy)) in answered.iter().enumerate() {
+        for (k, (child, copy)) in answered.iter().enumerate() {
+            if left_out(*child, &block) {
+                version[k] = ABSENT;
+                continue;
+            }
             let bytes = &copy[block.clone()];
             match reps
                 .iter()
@@ -154,8 +185,8 @@ fn vote_blocks(
                 winner = v;
             }
         }
-        let (winner_rep, votes) = reps[winner];
-        if votes < threshold {
+        let (winner_rep, votes) = reps.get(winner).copied().unwrap_or((0, 0));
+        if votes < threshold.max(1) {
             return Err(VoteError::NoMajority {
                 offset: offset + block.start as u64,
                 length: block.len() as u64,
@@ -175,7 +206,7 @@ fn vote_blocks(
             }
         }
         for (k, (_, copy)) in answered.iter().enumerate() {
-            if version[k] == winner {
+            if version[k] == winner || version[k] == ABSENT {
                 lost_prev_block[k] = false;
                 continue;
             }
@@ -513,6 +544,30 @@ mod tests {
             run(0, &[Some(good.clone()), Some(bad), Some(good.clone())], 2).expect("vote");
         let b = B as u64;
         assert_eq!(losses[0].ranges, vec![0..1, 2 * b..3 * b + 6]);
+    }
+
+    #[test]
+    fn excluded_blocks_do_not_vote_and_do_not_lose() {
+        let good = filled(4 * B, 1);
+        let mut stale = good.clone();
+        stale[B..2 * B].fill(9);
+        let copies = [Some(stale), Some(good.clone()), Some(good.clone())];
+        let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
+        let b = B as u64;
+        let excluded = vec![vec![b..2 * b], vec![], vec![]];
+        let outcome = vote_masked(0, &views, 2, &excluded).expect("vote");
+        assert!(outcome.losses.is_empty(), "{:?}", outcome.losses);
+        assert_eq!(
+            outcome.patches,
+            vec![Patch {
+                range: B..2 * B,
+                from: 1
+            }]
+        );
+        // With two children left out of a block, threshold 2 cannot be met there.
+        let excluded = vec![vec![b..2 * b], vec![b..b + 1], vec![]];
+        let err = vote_masked(0, &views, 2, &excluded).expect_err("too few in block 1");
+        assert!(matches!(err, VoteError::NoMajority { offset, votes: 1, .. } if offset == b));
     }
 
     #[test]

@@ -196,6 +196,7 @@ fn volume_json(telemetry: &Telemetry, name: &str, entry: &VolumeEntry) -> serde_
                 "uri": uri,
                 "backend": c.backend,
                 "state": c.state.as_str(),
+                "stale_bytes": c.stale_bytes,
                 "stats": telemetry.child_stats(name, &c.name),
             })
         })

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, VolumeEntry};
 use crate::config::{Config, VolumeConfig};
 use crate::events::EventLog;
+use crate::resync::Resync;
 use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -65,7 +66,8 @@ fn open_volume(
             backend,
         });
     }
-    let volume = Volume::open(vc.options.clone(), specs, sink.clone())
+    let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
+    let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))
         .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
     tracing::info!(volume = %name, size = volume.size(), children = vc.children.len(), "volume opened");
     Ok(VolumeEntry {
@@ -124,7 +126,17 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         body_timeout: config.body_timeout,
         shutdown: CancellationToken::new(),
     });
-    runtime.block_on(serve(config.listen, state.clone()))?;
+    let mut resyncs = Vec::new();
+    for entry in state.volumes.values() {
+        let worker = Resync::start(entry.volume.clone(), config.resync_rate)
+            .context("cannot start a resync worker")?;
+        resyncs.push(worker);
+    }
+    let served = runtime.block_on(serve(config.listen, state.clone()));
+    for worker in resyncs {
+        worker.stop();
+    }
+    served?;
     runtime.block_on(close_volumes(&state));
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");

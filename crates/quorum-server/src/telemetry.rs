@@ -93,6 +93,7 @@ struct ChildMetrics {
     corrupted: Counter,
     repaired: Counter,
     healthy: Gauge,
+    stale: Gauge,
     counts: ChildCounts,
 }
 
@@ -193,6 +194,9 @@ impl Telemetry {
                     healthy: self
                         .recorder
                         .register_gauge(&key("quorum_child_healthy", &vc), &METADATA),
+                    stale: self
+                        .recorder
+                        .register_gauge(&key("quorum_stale_bytes", &vc), &METADATA),
                     counts: ChildCounts::default(),
                 };
                 metrics.healthy.set(1.0);
@@ -296,6 +300,7 @@ impl Telemetry {
                         } else {
                             0.0
                         });
+                    c.stale.set(child.stale_bytes as f64);
                 }
             }
         }
@@ -398,6 +403,11 @@ fn describe(r: &PrometheusRecorder) {
         KeyName::from("quorum_volume_size_bytes"),
         Some(Unit::Bytes),
         SharedString::from("The volume's size."),
+    );
+    r.describe_gauge(
+        KeyName::from("quorum_stale_bytes"),
+        Some(Unit::Bytes),
+        SharedString::from("Bytes a child missed that a resync has not copied yet."),
     );
     r.describe_gauge(
         KeyName::from("quorum_child_healthy"),
