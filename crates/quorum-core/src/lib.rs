@@ -39,4 +39,4 @@ mod tests;
 pub use backend::{Backend, BackendError, Extent};
 pub use error::{ChildFailure, OpenError, QuorumError, VolumeError};
 pub use event::{Event, EventSink, NullSink, Op, RecordingSink};
-pub use volume::{ChildInfo, ChildSpec, ChildState, ReadPattern, Volume, VolumeOptions};
+pub use volume::{ChildInfo, ChildSpec, ChildState, ReadPattern, Scrubbed, Volume, VolumeOptions};

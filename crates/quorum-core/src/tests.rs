@@ -808,3 +808,45 @@ fn missed_writes_are_stale_never_read_and_resynced() {
     volume.write(0, Bytes::from(vec![5; 200])).expect("write");
     assert_eq!(volume.stale_bytes(), vec![0, 0, 0]);
 }
+
+#[test]
+fn scrub_reports_repairs_and_refuses_to_guess() {
+    let size = 64 * B;
+    let s = setup(options(2), 3, size);
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    s.volume.write(0, Bytes::from(data.clone())).expect("write");
+    // b is bad in blocks 1 and 9, c in blocks 4 and 20: never the same block.
+    for block in [1usize, 9] {
+        s.mems[1].poke(block * B, &[0xee; B]);
+    }
+    for block in [4usize, 20] {
+        s.mems[2].poke(block * B + 100, &[0xdd; 10]);
+    }
+    let found = s.volume.scrub(0, size as u64, false).expect("scrub");
+    let mut lost = found.lost.clone();
+    lost.sort();
+    assert_eq!(
+        lost,
+        vec![("b".to_string(), 2 * B as u64), ("c".to_string(), 20)]
+    );
+    assert_eq!(found.repaired, 0);
+    assert!(found.unrecoverable.is_empty());
+    assert_ne!(
+        s.mems[1].snapshot(),
+        data,
+        "a scrub without repair writes nothing"
+    );
+    let fixed = s.volume.scrub(0, size as u64, true).expect("repair");
+    assert_eq!(fixed.repaired, 2 * B as u64 + 20);
+    for m in &s.mems {
+        assert_eq!(m.snapshot(), data);
+    }
+    // A block bad on two of three has no majority: listed, not "repaired".
+    s.mems[0].poke(7 * B, &[1; 8]);
+    s.mems[1].poke(7 * B, &[2; 8]);
+    let found = s.volume.scrub(0, size as u64, true).expect("scrub");
+    assert_eq!(found.unrecoverable, vec![7 * B as u64..8 * B as u64]);
+    assert_eq!(&s.mems[0].snapshot()[7 * B..7 * B + 8], &[1; 8]);
+    assert_eq!(&s.mems[1].snapshot()[7 * B..7 * B + 8], &[2; 8]);
+    assert_eq!(s.mems[2].snapshot(), data);
+}

@@ -155,6 +155,36 @@ pub struct Volume {
     sink: Arc<dyn EventSink>,
 }
 
+/// What a scrub of a range found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// Bytes each child lost votes on, by child name (children with none
+    /// are absent).
+    pub lost: Vec<(String, u64)>,
+    /// Bytes written back over losers and failed children.
+    pub repaired: u64,
+    /// Blocks where no version reached the threshold: not repaired.
+    pub unrecoverable: Vec<Range<u64>>,
+}
+
+impl Scrubbed {
+    fn add_lost(&mut self, child: &str, bytes: u64) {
+        match self.lost.iter_mut().find(|(c, _)| c == child) {
+            Some((_, b)) => *b += bytes,
+            None => self.lost.push((child.to_owned(), bytes)),
+        }
+    }
+
+    /// Adds another range's findings to these.
+    pub fn merge(&mut self, other: Scrubbed) {
+        for (child, bytes) in other.lost {
+            self.add_lost(&child, bytes);
+        }
+        self.repaired += other.repaired;
+        self.unrecoverable.extend(other.unrecoverable);
+    }
+}
+
 /// Every child's stale ranges, and their journal.
 struct StaleMaps {
     sets: Vec<RangeSet>,
@@ -360,6 +390,59 @@ impl Volume {
         }
         self.any_stale
             .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+    }
+
+    /// Reads `offset..offset+length` through the vote, whatever the read
+    /// pattern, and says which children lost votes there; with `repair`, the
+    /// winning data is written back over them. A block without a majority
+    /// is not repaired: it is listed as unrecoverable, and the blocks around
+    /// it are still scrubbed. This is one step of a scrub, which is md's
+    /// check/repair or ZFS's scrub with the vote deciding.
+    ///
+    /// # Errors
+    /// When the range cannot be read at all (too few children answer).
+    pub fn scrub(&self, offset: u64, length: u64, repair: bool) -> Result<Scrubbed, VolumeError> {
+        let end = self.check_range(offset, length)?;
+        let mut found = Scrubbed::default();
+        let mut reports = self.reports();
+        let whole = {
+            let _guard = self.ranges.shared(offset, end);
+            self.read_voted(
+                offset,
+                length as usize,
+                &mut reports,
+                repair,
+                Some(&mut found),
+            )
+        };
+        match whole {
+            Ok(_) => Ok(found),
+            Err(VolumeError::Quorum(q)) if q.no_majority.is_some() => {
+                // Find the blocks without a majority, one block at a time.
+                let mut found = Scrubbed::default();
+                let mut at = offset;
+                while at < end {
+                    let next = ((at / vote::VOTE_BLOCK + 1) * vote::VOTE_BLOCK).min(end);
+                    let _guard = self.ranges.shared(at, next);
+                    match self.read_voted(
+                        at,
+                        (next - at) as usize,
+                        &mut reports,
+                        repair,
+                        Some(&mut found),
+                    ) {
+                        Ok(_) => {}
+                        Err(VolumeError::Quorum(q)) if q.no_majority.is_some() => {
+                            found.unrecoverable.push(at..next)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    at = next;
+                }
+                Ok(found)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Copies the voted data over the first stale range of a child (at most
@@ -643,39 +726,41 @@ impl Volume {
     fn dispatch(&self, jobs: Vec<(usize, Request)>) -> Vec<(usize, Result<Reply, BackendError>)> {
         let (tx, rx) = crossbeam_channel::bounded(jobs.len());
         let order: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
+        // Answers by job, not by child: a child may get several jobs.
         let mut answers: Vec<Option<Result<Reply, BackendError>>> =
-            (0..self.children.len()).map(|_| None).collect();
+            (0..order.len()).map(|_| None).collect();
         let closed = self.closed.load(Ordering::Acquire);
-        let mut jobs = jobs.into_iter();
+        let mut jobs = jobs.into_iter().enumerate();
         let inline = jobs.next();
-        for (i, request) in jobs {
-            self.children[i].workers.submit(i, request, &tx);
+        for (job, (child, request)) in jobs {
+            self.children[child].workers.submit(job, request, &tx);
         }
         drop(tx);
-        if let Some((i, request)) = inline {
-            answers[i] = Some(if closed {
+        if let Some((job, (child, request))) = inline {
+            answers[job] = Some(if closed {
                 Err(BackendError::Unavailable("the volume is closed".into()))
             } else {
-                worker::run(&*self.children[i].backend, &self.buffers, request)
+                worker::run(&*self.children[child].backend, &self.buffers, request)
             });
         }
         for _ in 1..order.len() {
             match rx.recv() {
-                Ok((i, result)) => answers[i] = Some(result),
+                Ok((job, result)) => answers[job] = Some(result),
                 Err(_) => break,
             }
         }
         order
             .into_iter()
-            .map(|i| {
-                let result = answers[i].take().unwrap_or_else(|| {
+            .zip(answers)
+            .map(|(child, answer)| {
+                let result = answer.unwrap_or_else(|| {
                     Err(BackendError::Unavailable(
                         "the child's worker stopped without answering".into(),
                     ))
                 });
                 let state = if result.is_ok() { HEALTHY } else { FAILED };
-                self.children[i].state.store(state, Ordering::Relaxed);
-                (i, result)
+                self.children[child].state.store(state, Ordering::Relaxed);
+                (child, result)
             })
             .collect()
     }
@@ -770,6 +855,21 @@ impl Volume {
         length: usize,
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
+        let repair = self.options.rewrite_corrupted;
+        self.read_voted(offset, length, reports, repair, None)
+    }
+
+    /// A quorum read. With `repair`, the winning data is written back over
+    /// the losers and the children whose read failed; `lost`, when given,
+    /// adds up the bytes each child lost and the bytes repaired.
+    fn read_voted(
+        &self,
+        offset: u64,
+        length: usize,
+        reports: &mut Reports<'_>,
+        repair: bool,
+        lost: Option<&mut Scrubbed>,
+    ) -> Result<Bytes, VolumeError> {
         let results = self.on_all(&Request::Read { offset, length });
         let bytes = length as u64;
         let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(results.len());
@@ -839,7 +939,14 @@ impl Volume {
         for copy in copies.into_iter().flatten() {
             self.buffers.give(copy);
         }
-        if self.options.rewrite_corrupted {
+        let mut tally = lost;
+        if let Some(t) = tally.as_deref_mut() {
+            for loss in &outcome.losses {
+                let bytes: u64 = loss.ranges.iter().map(|r| r.end - r.start).sum();
+                t.add_lost(&self.children[loss.child].name, bytes);
+            }
+        }
+        if repair {
             let mut repairs: Vec<(usize, u64, Bytes)> = Vec::new();
             for loss in &outcome.losses {
                 for r in &loss.ranges {
@@ -853,7 +960,10 @@ impl Volume {
                     repairs.push((*i, offset, answer.clone()));
                 }
             }
-            self.rewrite(repairs, reports);
+            let repaired = self.rewrite(repairs, reports);
+            if let Some(t) = tally {
+                t.repaired += repaired;
+            }
         }
         Ok(answer)
     }
@@ -899,10 +1009,12 @@ impl Volume {
     }
 
     /// Writes good data back over children's bad ranges, in parallel.
-    fn rewrite(&self, repairs: Vec<(usize, u64, Bytes)>, reports: &mut Reports<'_>) {
+    /// Returns the bytes repaired.
+    fn rewrite(&self, repairs: Vec<(usize, u64, Bytes)>, reports: &mut Reports<'_>) -> u64 {
         if repairs.is_empty() {
-            return;
+            return 0;
         }
+        let mut repaired = 0;
         let spans: Vec<(u64, u64)> = repairs
             .iter()
             .map(|(_, o, d)| (*o, d.len() as u64))
@@ -916,10 +1028,12 @@ impl Volume {
                 Ok(_) => {
                     tracing::info!(volume = %self.options.name, child = %self.children[child].name, offset, bytes, "rewrote corrupted range");
                     reports.rewrite(&self.children[child].name, offset, bytes);
+                    repaired += bytes;
                 }
                 Err(error) => self.report_failed(reports, Op::Write, child, offset, bytes, &error),
             }
         }
+        repaired
     }
 
     fn named(&self, failures: Vec<(usize, BackendError)>) -> Vec<ChildFailure> {

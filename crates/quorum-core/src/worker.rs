@@ -38,12 +38,12 @@ pub(crate) enum Reply {
     Extents(Vec<Extent>),
 }
 
-/// A child's answer, tagged with its index in the volume.
+/// A child's answer, tagged with the index of its job in the request.
 pub(crate) type Answer = (usize, Result<Reply, BackendError>);
 
 enum Message {
     Job {
-        child: usize,
+        job: usize,
         request: Request,
         reply: Sender<Answer>,
     },
@@ -98,17 +98,19 @@ impl Workers {
         })
     }
 
-    /// Queues `request` for this child; the answer arrives on `reply`.
-    pub(crate) fn submit(&self, child: usize, request: Request, reply: &Sender<Answer>) {
-        let job = Message::Job {
-            child,
+    /// Queues `request` for this child; the answer arrives on `reply`,
+    /// tagged with `job`.
+    pub(crate) fn submit(&self, job: usize, request: Request, reply: &Sender<Answer>) {
+        let message = Message::Job {
+            job,
             request,
             reply: reply.clone(),
         };
-        if let Err(crossbeam_channel::SendError(Message::Job { reply, .. })) = self.queue.send(job)
+        if let Err(crossbeam_channel::SendError(Message::Job { reply, .. })) =
+            self.queue.send(message)
         {
             let _ = reply.send((
-                child,
+                job,
                 Err(BackendError::Unavailable(
                     "the child's workers have stopped".into(),
                 )),
@@ -148,12 +150,12 @@ impl Workers {
 
 fn serve(backend: &dyn Backend, buffers: &BufferPool, jobs: &Receiver<Message>) {
     while let Ok(Message::Job {
-        child,
+        job,
         request,
         reply,
     }) = jobs.recv()
     {
-        let _ = reply.send((child, run(backend, buffers, request)));
+        let _ = reply.send((job, run(backend, buffers, request)));
     }
 }
 
