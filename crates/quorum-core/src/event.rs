@@ -87,6 +87,45 @@ pub enum Event {
         /// Number of bytes repaired.
         bytes: u64,
     },
+    /// A background job (a scrub) started.
+    JobStarted {
+        /// The job's id within the volume.
+        id: u64,
+        /// `scrub`.
+        kind: &'static str,
+        /// Whether it repairs what it finds.
+        repair: bool,
+        /// Bytes it will scan.
+        bytes_total: u64,
+    },
+    /// A job's progress (a few times a minute at most).
+    JobProgress {
+        /// The job's id.
+        id: u64,
+        /// `scrub`.
+        kind: &'static str,
+        /// Bytes scanned so far.
+        bytes_done: u64,
+        /// Bytes to scan in all.
+        bytes_total: u64,
+    },
+    /// A job ended.
+    JobCompleted {
+        /// The job's id.
+        id: u64,
+        /// `scrub`.
+        kind: &'static str,
+        /// `completed`, `cancelled` or `failed`.
+        state: &'static str,
+        /// Bytes scanned.
+        bytes_scanned: u64,
+        /// Bytes repaired.
+        bytes_repaired: u64,
+        /// Bytes each child lost votes on, by child name.
+        mismatches: Vec<(String, u64)>,
+        /// Blocks without a majority (not repaired), as volume byte ranges.
+        unrecoverable: Vec<std::ops::Range<u64>>,
+    },
     /// blkverify found the two children different.
     BlkverifyMismatch {
         /// The first differing byte, as a volume offset.
@@ -106,6 +145,9 @@ impl Event {
             Event::Failure { .. } => "QUORUM_FAILURE",
             Event::Rewrite { .. } => "QUORUM_REWRITE",
             Event::BlkverifyMismatch { .. } => "BLKVERIFY_MISMATCH",
+            Event::JobStarted { .. } => "JOB_STARTED",
+            Event::JobProgress { .. } => "JOB_PROGRESS",
+            Event::JobCompleted { .. } => "JOB_COMPLETED",
         }
     }
 }

@@ -39,4 +39,6 @@ mod tests;
 pub use backend::{Backend, BackendError, Extent};
 pub use error::{ChildFailure, OpenError, QuorumError, VolumeError};
 pub use event::{Event, EventSink, NullSink, Op, RecordingSink};
-pub use volume::{ChildInfo, ChildSpec, ChildState, ReadPattern, Scrubbed, Volume, VolumeOptions};
+pub use volume::{
+    ChildInfo, ChildSpec, ChildState, ReadPattern, ResyncStep, Scrubbed, Volume, VolumeOptions,
+};

@@ -94,6 +94,16 @@ impl RangeSet {
         self.ranges.iter().next().map(|(s, e)| *s..*e)
     }
 
+    /// The first part of the set at or after `at`.
+    pub fn first_from(&self, at: u64) -> Option<Range<u64>> {
+        if let Some((s, e)) = self.ranges.range(..=at).next_back() {
+            if *e > at {
+                return Some(at.max(*s)..*e);
+            }
+        }
+        self.ranges.range(at..).next().map(|(s, e)| *s..*e)
+    }
+
     /// Bytes in the set.
     pub fn bytes(&self) -> u64 {
         self.ranges.iter().map(|(s, e)| e - s).sum()

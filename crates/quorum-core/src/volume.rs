@@ -155,6 +155,32 @@ pub struct Volume {
     sink: Arc<dyn EventSink>,
 }
 
+/// What one [`Volume::resync_step`] did.
+#[derive(Debug)]
+pub enum ResyncStep {
+    /// No child has a stale range.
+    Idle,
+    /// `range` was copied onto `child` (it may be empty when a write had
+    /// refreshed it meanwhile).
+    Copied {
+        /// The child.
+        child: String,
+        /// The bytes copied.
+        range: Range<u64>,
+        /// Where the next step should start looking.
+        next: u64,
+    },
+    /// `range` of `child` could not be copied now; it stays stale.
+    Failed {
+        /// The child.
+        child: String,
+        /// The range tried (move past it before the next step).
+        range: Range<u64>,
+        /// Why.
+        error: VolumeError,
+    },
+}
+
 /// What a scrub of a range found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scrubbed {
@@ -445,40 +471,99 @@ impl Volume {
         }
     }
 
-    /// Copies the voted data over the first stale range of a child (at most
-    /// `max` bytes of it), so that the child holds it again. Returns the child
-    /// and the bytes copied, or `None` when no child has a stale range.
+    /// Copies the voted data over a child's stale range (at most `max`
+    /// bytes of it): the first stale range of any child that ends after
+    /// `from`, or the first of all when none does, so that a caller that
+    /// moves `from` past each range it tried goes round every range even
+    /// when one of them cannot be copied yet.
     ///
     /// The range is locked against client I/O while it is copied; the data
     /// comes from the other children through the vote, at the volume's
-    /// threshold, never from the stale child.
-    ///
-    /// # Errors
-    /// When the others cannot reach the threshold, or the stale child fails
-    /// the write: the range stays stale, to be tried again.
-    pub fn resync_step(&self, max: u64) -> Result<Option<(String, u64)>, VolumeError> {
+    /// threshold, never from the stale child. A block where the others have
+    /// no majority (left so by a write that failed its quorum) is not
+    /// copied: the blocks before it are, and it stays stale until a write
+    /// covers it.
+    pub fn resync_step(&self, max: u64, from: u64) -> ResyncStep {
         let picked = {
             let maps = self.stale_maps();
-            maps.sets
-                .iter()
-                .enumerate()
-                .find_map(|(i, s)| s.first().map(|r| (i, r)))
+            let next = |from: u64| {
+                maps.sets
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.first_from(from).map(|r| (i, r)))
+                    .min_by_key(|(_, r)| r.start)
+            };
+            next(from).or_else(|| next(0))
         };
         let Some((child, first)) = picked else {
-            return Ok(None);
+            return ResyncStep::Idle;
         };
+        let name = self.children[child].name.clone();
         let range = first.start..first.end.min(first.start + max.max(1));
         let _guard = self.ranges.exclusive(range.start, range.end);
         // A write may have refreshed part of it while we waited.
         let Some(range) = self.stale_maps().sets[child]
-            .within(range)
+            .within(range.clone())
             .into_iter()
             .next()
         else {
-            return Ok(Some((self.children[child].name.clone(), 0)));
+            return ResyncStep::Copied {
+                child: name,
+                range: range.start..range.start,
+                next: range.end,
+            };
         };
-        let (offset, length) = (range.start, (range.end - range.start) as usize);
         let mut reports = self.reports();
+        match self.copy_stale(child, range.clone(), &mut reports) {
+            Ok(()) => ResyncStep::Copied {
+                child: name,
+                next: range.end,
+                range,
+            },
+            Err(VolumeError::Quorum(QuorumError {
+                no_majority: Some(VoteError::NoMajority { offset, length, .. }),
+                ..
+            })) if offset > range.start => {
+                let before = range.start..offset;
+                match self.copy_stale(child, before.clone(), &mut reports) {
+                    Ok(()) => ResyncStep::Copied {
+                        child: name,
+                        range: before,
+                        next: offset + length,
+                    },
+                    Err(error) => ResyncStep::Failed {
+                        child: name,
+                        range: before,
+                        error,
+                    },
+                }
+            }
+            Err(error) => {
+                let skip = match &error {
+                    VolumeError::Quorum(QuorumError {
+                        no_majority: Some(VoteError::NoMajority { offset, length, .. }),
+                        ..
+                    }) => *offset..offset + length,
+                    _ => range.clone(),
+                };
+                ResyncStep::Failed {
+                    child: name,
+                    range: skip,
+                    error,
+                }
+            }
+        }
+    }
+
+    /// Reads `range` from every child but `child` through the vote, writes it
+    /// onto `child`, and clears it from `child`'s stale map.
+    fn copy_stale(
+        &self,
+        child: usize,
+        range: Range<u64>,
+        reports: &mut Reports<'_>,
+    ) -> Result<(), VolumeError> {
+        let (offset, length) = (range.start, (range.end - range.start) as usize);
         let others: Vec<(usize, Request)> = (0..self.children.len())
             .filter(|&i| i != child)
             .map(|i| (i, Request::Read { offset, length }))
@@ -488,7 +573,7 @@ impl Volume {
             match result {
                 Ok(Reply::Data(data)) => copies[i] = Some(data),
                 Ok(_) => {}
-                Err(e) => self.report_failed(&mut reports, Op::Read, i, offset, length as u64, &e),
+                Err(e) => self.report_failed(reports, Op::Read, i, offset, length as u64, &e),
             }
         }
         let mut excluded = self.stale_within(range.clone());
@@ -514,21 +599,20 @@ impl Volume {
             .pop()
         {
             Some((_, Ok(_))) => {
-                {
-                    let mut maps = self.stale_maps();
-                    let StaleMaps { sets, journal } = &mut *maps;
-                    sets[child].remove(range.clone());
-                    if let Some(j) = journal.as_mut() {
-                        j.append('-', &self.children[child].name, &range);
-                    }
-                    self.any_stale
-                        .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+                let mut maps = self.stale_maps();
+                let StaleMaps { sets, journal } = &mut *maps;
+                sets[child].remove(range.clone());
+                if let Some(j) = journal.as_mut() {
+                    j.append('-', &self.children[child].name, &range);
                 }
+                self.any_stale
+                    .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+                drop(maps);
                 reports.rewrite(&self.children[child].name, offset, length as u64);
-                Ok(Some((self.children[child].name.clone(), length as u64)))
+                Ok(())
             }
-            Some((_, Err(e))) => {
-                self.report_failed(&mut reports, Op::Write, child, offset, length as u64, &e);
+            Some((_, Err(error))) => {
+                self.report_failed(reports, Op::Write, child, offset, length as u64, &error);
                 Err(VolumeError::Quorum(QuorumError {
                     op: Op::Write,
                     offset,
@@ -537,12 +621,12 @@ impl Volume {
                     threshold: 1,
                     failures: vec![ChildFailure {
                         child: self.children[child].name.clone(),
-                        error: e,
+                        error,
                     }],
                     no_majority: None,
                 }))
             }
-            None => Ok(None),
+            None => Ok(()),
         }
     }
 

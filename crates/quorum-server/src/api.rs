@@ -33,6 +33,7 @@ use crate::bridge::blocking;
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::events::EventLog;
+use crate::jobs::{CancelError, Jobs};
 use crate::range;
 use crate::telemetry::Telemetry;
 
@@ -46,6 +47,8 @@ const MAX_EVENTS_PER_PAGE: usize = 10_000;
 pub struct AppState {
     /// The volumes by name.
     pub volumes: BTreeMap<String, VolumeEntry>,
+    /// Each volume's background jobs, by volume name.
+    pub jobs: BTreeMap<String, Arc<Jobs>>,
     /// The event log.
     pub events: Arc<EventLog>,
     /// The metrics.
@@ -74,6 +77,12 @@ impl AppState {
             .get(name)
             .ok_or_else(|| ApiError::NoSuchVolume(name.to_owned()))
     }
+
+    fn jobs(&self, name: &str) -> Result<&Arc<Jobs>, ApiError> {
+        self.jobs
+            .get(name)
+            .ok_or_else(|| ApiError::NoSuchVolume(name.to_owned()))
+    }
 }
 
 /// The whole API, with auth in front of everything but `/healthz`.
@@ -89,6 +98,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/volumes/{vol}/write-zeroes", post(write_zeroes))
         .route("/v1/volumes/{vol}/flush", post(flush))
         .route("/v1/volumes/{vol}/block-status", get(block_status))
+        .route("/v1/volumes/{vol}/scrub", post(start_scrub))
+        .route("/v1/volumes/{vol}/jobs", get(list_jobs))
+        .route(
+            "/v1/volumes/{vol}/jobs/{id}",
+            get(get_job).delete(cancel_job),
+        )
         .route("/v1/events", get(list_events))
         .route("/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))
@@ -459,6 +474,66 @@ async fn block_status(
         .map(|e| json!({ "offset": e.offset, "length": e.length, "zero": e.zero }))
         .collect();
     Ok(axum::Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScrubBody {
+    #[serde(default)]
+    repair: bool,
+}
+
+/// Starts a scrub: `{"repair": bool}` (an empty body means no repair).
+async fn start_scrub(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let jobs = state.jobs(&vol)?;
+    let request: ScrubBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ScrubBody { repair: false }
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("bad scrub request: {e}")))?
+    };
+    let job = jobs.start_scrub(request.repair);
+    Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response())
+}
+
+async fn list_jobs(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    Ok(axum::Json(json!(state.jobs(&vol)?.list())))
+}
+
+async fn get_job(
+    State(state): State<Arc<AppState>>,
+    Path((vol, id)): Path<(String, String)>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let jobs = state.jobs(&vol)?;
+    let id = parse_job_id(&id)?;
+    jobs.get(id)
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NoSuchChild(format!("no job {id}")))
+}
+
+async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    Path((vol, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let jobs = state.jobs(&vol)?;
+    let id = parse_job_id(&id)?;
+    match jobs.cancel(id) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e @ CancelError::NoSuchJob(_)) => Err(ApiError::NoSuchChild(e.to_string())),
+        Err(e @ CancelError::NotCancellable(..)) => Err(ApiError::Conflict(e.to_string())),
+    }
+}
+
+fn parse_job_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("bad job id {id:?}")))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

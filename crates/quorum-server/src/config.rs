@@ -25,7 +25,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
 /// How many events the log keeps when the config does not say.
 const DEFAULT_MAX_EVENTS: usize = 10_000;
-/// The resync rate limit when the config does not say: bytes per second.
+/// The resync and scrub rate limit when the config does not say: bytes per
+/// second.
 const DEFAULT_RESYNC_RATE: u64 = 64 << 20;
 /// How long a request body may take to arrive when the config does not say.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +51,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Bytes a second that resyncs copy at most, per volume.
     pub resync_rate: u64,
+    /// Bytes a second that scrubs read at most, per job.
+    pub scrub_rate: u64,
     /// The bearer token every request but `/healthz` must carry.
     pub token: Option<String>,
     /// The volumes, in config order.
@@ -91,6 +94,7 @@ struct RawConfig {
     max_events: Option<usize>,
     body_timeout: Option<String>,
     resync_rate: Option<ByteSize>,
+    scrub_rate: Option<ByteSize>,
     auth: Option<RawAuth>,
     #[serde(default)]
     volume: Vec<toml::Table>,
@@ -204,6 +208,9 @@ impl Config {
             body_timeout,
             resync_rate: raw
                 .resync_rate
+                .map_or(DEFAULT_RESYNC_RATE, |b| b.as_u64().max(4096)),
+            scrub_rate: raw
+                .scrub_rate
                 .map_or(DEFAULT_RESYNC_RATE, |b| b.as_u64().max(4096)),
             token: raw.auth.and_then(|a| a.token).filter(|t| !t.is_empty()),
             volumes,

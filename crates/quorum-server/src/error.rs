@@ -18,6 +18,12 @@ pub enum ApiError {
     /// No volume of that name.
     #[error("no volume named {0:?}")]
     NoSuchVolume(String),
+    /// No such child or job.
+    #[error("{0}")]
+    NoSuchChild(String),
+    /// The request conflicts with the volume's state.
+    #[error("{0}")]
+    Conflict(String),
     /// No route for that path.
     #[error("no such path: {0}")]
     NotFound(String),
@@ -59,6 +65,8 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NoSuchVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
+            ApiError::NoSuchChild(_) => (StatusCode::NOT_FOUND, "no_such_child"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => {

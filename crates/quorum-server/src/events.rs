@@ -95,7 +95,12 @@ impl EventLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        end_with_whole_line(&file)?;
         let (live, _) = broadcast::channel(1024);
         Ok(EventLog {
             inner: Mutex::new(Inner {
@@ -219,6 +224,38 @@ impl EventSink for EventLog {
     }
 }
 
+/// Cuts a torn last line (a crash mid-append) off the log, so that the next
+/// event starts a line of its own.
+fn end_with_whole_line(file: &File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut reader = file;
+    let mut kept = len;
+    let mut buf = [0u8; 4096];
+    loop {
+        let start = kept.saturating_sub(buf.len() as u64);
+        let n = (kept - start) as usize;
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            kept = start + i as u64 + 1;
+            break;
+        }
+        if start == 0 {
+            kept = 0;
+            break;
+        }
+        kept = start;
+    }
+    if kept < len {
+        file.set_len(kept)?;
+    }
+    Ok(())
+}
+
 fn parse_stored(line: &str) -> Option<StoredEvent> {
     let value: Value = serde_json::from_str(line).ok()?;
     Some(StoredEvent {
@@ -286,6 +323,47 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, suppressed: u64
             "request-offset": request_offset,
             "request-bytes": request_bytes,
         }),
+        Event::JobStarted {
+            id,
+            kind,
+            repair,
+            bytes_total,
+        } => json!({ "job": id, "kind": kind, "repair": repair, "bytes_total": bytes_total }),
+        Event::JobProgress {
+            id,
+            kind,
+            bytes_done,
+            bytes_total,
+        } => {
+            json!({ "job": id, "kind": kind, "bytes_done": bytes_done, "bytes_total": bytes_total })
+        }
+        Event::JobCompleted {
+            id,
+            kind,
+            state,
+            bytes_scanned,
+            bytes_repaired,
+            mismatches,
+            unrecoverable,
+        } => {
+            let mismatches: serde_json::Map<String, Value> = mismatches
+                .iter()
+                .map(|(c, b)| (c.clone(), json!(b)))
+                .collect();
+            let unrecoverable: Vec<Value> = unrecoverable
+                .iter()
+                .map(|r| json!({ "offset": r.start, "bytes": r.end - r.start }))
+                .collect();
+            json!({
+                "job": id,
+                "kind": kind,
+                "state": state,
+                "bytes_scanned": bytes_scanned,
+                "bytes_repaired": bytes_repaired,
+                "mismatches": mismatches,
+                "unrecoverable": unrecoverable,
+            })
+        }
     };
     json!({
         "id": id,
@@ -325,6 +403,9 @@ mod tests {
         f.write_all(b"{\"id\": 3, \"volu").expect("torn line");
         let log = EventLog::open(dir.path(), 100).expect("reopen");
         log.emit("vm", bad(1024));
+        drop(log);
+        // The event after the torn line survives the next restart too.
+        let log = EventLog::open(dir.path(), 100).expect("reopen again");
         let all = log.since(0, None, 100);
         assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(log.since(1, Some("vm"), 100).len(), 1);

@@ -21,6 +21,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod range;
 pub mod resync;
 pub mod server;

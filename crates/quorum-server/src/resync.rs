@@ -8,12 +8,14 @@
 //! down, or the others cannot reach the threshold) it backs off, doubling up
 //! to a few seconds.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use quorum_core::Volume;
+use quorum_core::{ResyncStep, Volume};
+
+use crate::telemetry::Telemetry;
 
 /// The most bytes one step copies (and holds locked against client I/O).
 const STEP: u64 = 1 << 20;
@@ -22,24 +24,59 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// The longest back-off after failed steps.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// What the worker has done, for the jobs list.
+#[derive(Default)]
+struct Progress {
+    copied: AtomicU64,
+    /// When the current busy spell began, and `copied` then.
+    spell: Mutex<Option<(Instant, u64)>>,
+}
+
 /// A running resync worker.
 pub struct Resync {
     stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Resync {
     /// Starts the worker of `volume`, copying at most `rate` bytes a second.
-    pub fn start(volume: Arc<Volume>, rate: u64) -> std::io::Result<Resync> {
+    pub fn start(
+        volume: Arc<Volume>,
+        telemetry: Arc<Telemetry>,
+        rate: u64,
+    ) -> std::io::Result<Resync> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let progress = Arc::new(Progress::default());
+        let (flag, p) = (stop.clone(), progress.clone());
         let handle = thread::Builder::new()
             .name(format!("resync-{}", volume.name()))
-            .spawn(move || run(&volume, rate.max(1), &flag))?;
+            .spawn(move || run(&volume, &telemetry, rate.max(4096), &flag, &p))?;
         Ok(Resync {
             stop,
+            progress,
             handle: Some(handle),
         })
+    }
+
+    /// Bytes copied since start, and the rate of the current busy spell
+    /// (bytes a second, 0 when idle).
+    pub fn progress(&self) -> (u64, f64) {
+        let copied = self.progress.copied.load(Ordering::Relaxed);
+        let spell = *self
+            .progress
+            .spell
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let rate = spell.map_or(0.0, |(since, from)| {
+            let secs = since.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                (copied - from) as f64 / secs
+            } else {
+                0.0
+            }
+        });
+        (copied, rate)
     }
 
     /// Stops the worker after its current step.
@@ -51,33 +88,66 @@ impl Resync {
     }
 }
 
-fn run(volume: &Volume, rate: u64, stop: &AtomicBool) {
+fn run(volume: &Volume, telemetry: &Telemetry, rate: u64, stop: &AtomicBool, progress: &Progress) {
     let mut backoff = IDLE_POLL;
+    let mut failures = 0u32;
+    // Where to look next: past each range tried, so that a range that cannot
+    // be copied yet does not hold up the others.
+    let mut from = 0;
     while !stop.load(Ordering::Acquire) {
         let started = Instant::now();
-        let pause = match volume.resync_step(STEP) {
-            Ok(Some((child, bytes))) => {
+        let pause = match volume.resync_step(STEP, from) {
+            ResyncStep::Copied { child, range, next } => {
                 backoff = IDLE_POLL;
+                failures = 0;
+                from = next;
+                let bytes = range.end - range.start;
+                let before = progress.copied.fetch_add(bytes, Ordering::Relaxed);
+                progress
+                    .spell
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert((started, before));
+                telemetry.job_bytes(volume.name(), "resync", bytes);
                 tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
                 // The rate limit: this step's bytes at `rate`, less its time.
                 Duration::from_secs_f64(bytes as f64 / rate as f64)
                     .saturating_sub(started.elapsed())
             }
-            Ok(None) => IDLE_POLL,
-            Err(e) => {
-                tracing::warn!(volume = volume.name(), error = %e, "a resync step failed; retrying later");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                backoff
+            ResyncStep::Idle => {
+                from = 0;
+                *progress
+                    .spell
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                IDLE_POLL
+            }
+            ResyncStep::Failed {
+                child,
+                range,
+                error,
+            } => {
+                tracing::warn!(volume = volume.name(), %child, offset = range.start, bytes = range.end - range.start, %error, "a resync step failed; retrying later");
+                from = range.end;
+                // Go round the other ranges at once; back off only when
+                // failures keep coming.
+                failures += 1;
+                if failures < 4 {
+                    Duration::from_millis(20)
+                } else {
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff
+                }
             }
         };
-        sleep_unless(stop, pause);
+        sleep_unless(&[stop], pause);
     }
 }
 
-/// Sleeps for `d`, waking early when `stop` is set.
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
+/// Sleeps for `d`, waking early when any of `flags` is set.
+pub(crate) fn sleep_unless(flags: &[&AtomicBool], d: Duration) {
     let until = Instant::now() + d;
-    while !stop.load(Ordering::Acquire) {
+    while !flags.iter().any(|f| f.load(Ordering::Acquire)) {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;

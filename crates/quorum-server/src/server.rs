@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, VolumeEntry};
 use crate::config::{Config, VolumeConfig};
 use crate::events::EventLog;
-use crate::resync::Resync;
+use crate::jobs::Jobs;
 use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -108,8 +108,19 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         log: events.clone(),
     });
     let volumes = open_volumes(&config, &sink)?;
+    let mut jobs = BTreeMap::new();
     for (name, entry) in &volumes {
         telemetry.set_size(name, entry.volume.size());
+        let started = Jobs::start(
+            entry.volume.clone(),
+            sink.clone(),
+            telemetry.clone(),
+            &config.data_dir,
+            config.scrub_rate,
+            config.resync_rate,
+        )
+        .with_context(|| format!("volume {name:?}: cannot start its background jobs"))?;
+        jobs.insert(name.clone(), started);
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -119,6 +130,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         .context("cannot start the async runtime")?;
     let state = Arc::new(AppState {
         volumes,
+        jobs,
         events,
         telemetry,
         token: config.token.clone(),
@@ -126,15 +138,9 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         body_timeout: config.body_timeout,
         shutdown: CancellationToken::new(),
     });
-    let mut resyncs = Vec::new();
-    for entry in state.volumes.values() {
-        let worker = Resync::start(entry.volume.clone(), config.resync_rate)
-            .context("cannot start a resync worker")?;
-        resyncs.push(worker);
-    }
     let served = runtime.block_on(serve(config.listen, state.clone()));
-    for worker in resyncs {
-        worker.stop();
+    for jobs in state.jobs.values() {
+        jobs.stop();
     }
     served?;
     runtime.block_on(close_volumes(&state));

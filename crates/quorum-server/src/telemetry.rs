@@ -45,11 +45,16 @@ const OPS: [Op; 5] = [
 ];
 /// The `type` values of `QUORUM_REPORT_BAD`.
 const REPORT_TYPES: [&str; 3] = ["read", "write", "flush"];
+/// The kinds of background job, for `quorum_job_bytes_total`.
+pub const JOB_KINDS: [&str; 2] = ["scrub", "resync"];
 /// The event names, for `quorum_events_total`.
-const EVENT_NAMES: [&str; 4] = [
+const EVENT_NAMES: [&str; 7] = [
     "QUORUM_REPORT_BAD",
     "QUORUM_FAILURE",
     "QUORUM_REWRITE",
+    "JOB_STARTED",
+    "JOB_PROGRESS",
+    "JOB_COMPLETED",
     "BLKVERIFY_MISMATCH",
 ];
 
@@ -75,6 +80,8 @@ pub struct Telemetry {
 
 struct VolumeMetrics {
     ops: Vec<OpMetrics>,
+    /// Bytes scanned by scrubs and copied by resyncs.
+    job_bytes: [Counter; 2],
     events: Vec<Counter>,
     children: BTreeMap<String, ChildMetrics>,
     counts: VolumeCounts,
@@ -162,6 +169,12 @@ impl Telemetry {
                 }
             })
             .collect();
+        let job_bytes = JOB_KINDS.map(|kind| {
+            self.counter(
+                "quorum_job_bytes_total",
+                &[("volume", volume), ("kind", kind)],
+            )
+        });
         let events = EVENT_NAMES
             .iter()
             .map(|e| self.counter("quorum_events_total", &[("volume", volume), ("event", e)]))
@@ -205,6 +218,7 @@ impl Telemetry {
             .collect();
         VolumeMetrics {
             ops,
+            job_bytes,
             events,
             children,
             counts: VolumeCounts::default(),
@@ -237,6 +251,16 @@ impl Telemetry {
         };
         count.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts bytes a background job (`scrub` or `resync`) went through.
+    pub fn job_bytes(&self, volume: &str, kind: &str, bytes: u64) {
+        let Some(v) = self.volumes.get(volume) else {
+            return;
+        };
+        if let Some(i) = JOB_KINDS.iter().position(|k| *k == kind) {
+            v.job_bytes[i].increment(bytes);
+        }
     }
 
     /// Counts what an event says about a volume and its children.
@@ -282,7 +306,10 @@ impl Telemetry {
                     c.counts.repaired_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
             }
-            Event::BlkverifyMismatch { .. } => {}
+            Event::BlkverifyMismatch { .. }
+            | Event::JobStarted { .. }
+            | Event::JobProgress { .. }
+            | Event::JobCompleted { .. } => {}
         }
     }
 
@@ -349,7 +376,12 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 }
 
 fn describe(r: &PrometheusRecorder) {
-    let counters: [(&'static str, Option<Unit>, &'static str); 8] = [
+    let counters: [(&'static str, Option<Unit>, &'static str); 9] = [
+        (
+            "quorum_job_bytes_total",
+            Some(Unit::Bytes),
+            "Bytes scanned by scrubs and copied by resyncs, by volume and kind.",
+        ),
         (
             "quorum_requests_total",
             None,
