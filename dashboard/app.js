@@ -7,9 +7,12 @@
 //   GET /v1/events/stream?since=.. Server-Sent Events, read with fetch so
 //                                  that the Authorization header can be sent,
 //                                  reconnected with backoff from the last id
+//   GET /v1/volumes/{vol}/jobs     polled every 2 s, and at once on JOB_*
+//                                  events and after a button (scrub, cancel)
 // A replica is marked BAD when it had a QUORUM_REPORT_BAD, or its error or
 // bad-report counters grew, within the last BAD_WINDOW_MS; FAILED when the
-// server says its state is failed.
+// server says its state is failed; STALE (not an alarm) while it has bytes a
+// resync has not copied back yet.
 'use strict';
 
 (() => {
@@ -25,6 +28,8 @@
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const TOKEN_KEY = 'quorum.token';
+  const JOBS_FINISHED_SHOWN = 3; // finished scrubs listed per volume
+  const JOBS_MSG_MS = 8000;
 
   // name, css kind, short label
   const EVENT_TYPES = [
@@ -32,6 +37,19 @@
     ['QUORUM_FAILURE', 'failure', 'FAILURE'],
     ['QUORUM_REWRITE', 'rewrite', 'REWRITE'],
     ['BLKVERIFY_MISMATCH', 'mismatch', 'BLKVERIFY'],
+    ['JOB_STARTED', 'job', 'JOB_STARTED'],
+    ['JOB_PROGRESS', 'job', 'JOB_PROGRESS'],
+    ['JOB_COMPLETED', 'job', 'JOB_DONE'],
+  ];
+  const JOB_EVENTS = new Set(['JOB_STARTED', 'JOB_PROGRESS', 'JOB_COMPLETED']);
+
+  // The feed's filter buttons: label, css kind, the event types they show.
+  const FILTERS = [
+    ['report bad', 'bad', ['QUORUM_REPORT_BAD']],
+    ['failure', 'failure', ['QUORUM_FAILURE']],
+    ['rewrite', 'rewrite', ['QUORUM_REWRITE']],
+    ['blkverify', 'mismatch', ['BLKVERIFY_MISMATCH']],
+    ['jobs', 'job', ['JOB_STARTED', 'JOB_PROGRESS', 'JOB_COMPLETED']],
   ];
 
   const state = {
@@ -47,6 +65,7 @@
     volMarks: new Map(), // vol -> {failures: [], mismatches: []}
     acks: new Map(), // vol -> time (ms) up to which warnings were acknowledged
     tokenWaiters: [],
+    progress: new Map(), // "vol\0job" -> the feed's JOB_PROGRESS record of that job
   };
 
   // ---------------------------------------------------------------- helpers
@@ -184,6 +203,9 @@
   // ------------------------------------------------------------------- API
 
   class AuthError extends Error {}
+  class HttpError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
 
   async function api(path, opts = {}) {
     const headers = Object.assign({}, opts.headers || {});
@@ -201,7 +223,7 @@
         const body = await res.json();
         if (body && body.error && body.error.message) msg += `: ${body.error.message}`;
       } catch (_) { /* not JSON */ }
-      throw new Error(msg);
+      throw new HttpError(res.status, msg);
     }
     return res;
   }
@@ -231,6 +253,7 @@
     const waiters = state.tokenWaiters.splice(0);
     waiters.forEach((w) => w());
     poll();
+    pollJobsSoon();
   }
 
   // Resolves when a new token is entered, or after ms.
@@ -298,12 +321,27 @@
     state.lastEventId = ev.id;
     const at = eventTime(ev);
     const rec = { ev, at, source };
+    const d = ev.data || {};
+    // A job's progress reports replace each other, and its completion
+    // replaces the last one: a long scrub is two rows in the feed, not one
+    // every two seconds.
+    if (ev.event === 'JOB_PROGRESS' || ev.event === 'JOB_COMPLETED') {
+      const key = `${ev.volume}\u0000${d.job}`;
+      const old = state.progress.get(key);
+      if (old) {
+        old.superseded = true;
+        const i = state.events.lastIndexOf(old); // near the end, usually
+        if (i >= 0) state.events.splice(i, 1);
+      }
+      if (ev.event === 'JOB_PROGRESS') state.progress.set(key, rec); else state.progress.delete(key);
+    }
     pushCapped(state.events, rec, KEEP_EVENTS);
 
-    const d = ev.data || {};
     if (ev.event === 'QUORUM_REPORT_BAD' && d['node-name']) {
       const m = markOf(ev.volume, d['node-name']);
-      pushCapped(m.reports, { at, offset: d.offset, bytes: d.bytes, type: d.type, error: d.error, id: ev.id }, REPORTS_KEEP);
+      pushCapped(m.reports, {
+        at, offset: d.offset, bytes: d.bytes, type: d.type, error: d.error, suppressed: d.suppressed, id: ev.id,
+      }, REPORTS_KEEP);
       m.lastBadAt = Math.max(m.lastBadAt, at);
     } else if (ev.event === 'QUORUM_REWRITE' && d['node-name']) {
       const m = markOf(ev.volume, d['node-name']);
@@ -362,10 +400,12 @@
     if (old) {
       view.samples = old.samples;
       view.prev = old.prev;
+      if (old.jobs.list) renderJobs(view.jobs, old.jobs.list);
       old.el.replaceWith(view.el);
     } else {
       $('volumes').append(view.el);
     }
+    pollJobsSoon();
     state.volumes.set(v.name, view);
     return view;
   }
@@ -396,6 +436,7 @@
     }
 
     view.chart = buildChart();
+    view.jobs = buildJobs(v.name);
 
     view.el = h('article', { class: 'volume', 'data-volume': v.name, id: `volume-${v.name}` },
       h('header', { class: 'vol-head' },
@@ -405,6 +446,7 @@
       view.banner,
       h('div', { class: 'vol-stats' }, counterEls),
       h('table', { class: 'children' }, thead, tbody),
+      view.jobs.el,
       view.chart.el);
     return view;
   }
@@ -413,6 +455,7 @@
     const row = { name: c.name, counters: {} };
     row.badge = h('span', { class: 'badge', 'data-badge': '' });
     row.stateText = h('span', { class: 'state-text' });
+    row.stale = h('div', { class: 'stale-bytes', 'data-counter': 'stale_bytes', hidden: true });
     row.last = h('td', { class: 'c-last' });
     row.uri = h('div', { class: 'uri' });
     const nums = CHILD_COUNTERS.map(([key]) => {
@@ -423,7 +466,7 @@
     row.el = h('tr', { class: 'child', 'data-child': `${vol}/${c.name}`, 'data-name': c.name },
       h('td', { class: 'c-name' },
         h('div', { class: 'name' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), c.name), row.uri),
-      h('td', { class: 'c-state' }, row.badge, row.stateText),
+      h('td', { class: 'c-state' }, row.badge, row.stateText, row.stale),
       nums, row.last);
     return row;
   }
@@ -471,6 +514,7 @@
 
     // Children.
     let bad = [];
+    let stale = 0;
     for (const c of v.children || []) {
       const row = view.children.get(c.name);
       if (!row) continue;
@@ -507,7 +551,18 @@
       row.badge.textContent = label;
       row.badge.dataset.badge = kind;
       row.badge.className = `badge badge-${kind}`;
-      row.stateText.textContent = badness === 'bad' && c.state && c.state !== 'healthy' ? c.state : '';
+      // Bytes this child missed that the resync has not copied back yet.
+      const sb = Number.isFinite(c.stale_bytes) ? c.stale_bytes : 0;
+      row.stateText.textContent = badness === 'bad' && c.state && c.state !== 'healthy' &&
+        !(c.state === 'stale' && sb > 0) ? c.state : '';
+      row.stale.dataset.value = c.stale_bytes === undefined ? '' : String(c.stale_bytes);
+      row.stale.hidden = !(sb > 0);
+      row.stale.textContent = sb > 0 ? `${fmtBytes(sb)} stale` : '';
+      row.stale.title = sb > 0
+        ? `${fmtExact(sb)} bytes of writes this replica missed; they are left out of its votes until the resync copies them back`
+        : '';
+      row.el.dataset.staleBytes = String(sb);
+      if (!badness && (sb > 0 || c.state === 'stale' || c.state === 'syncing')) stale++;
       const lastReport = m.reports[m.reports.length - 1];
       row.last.textContent = '';
       if (lastReport) {
@@ -533,12 +588,14 @@
     renderBanner(view, v.name, bad, failures, mismatches);
 
     const health = failures.length || mismatches.length ? 'failing'
-      : bad.length ? 'degraded' : 'ok';
+      : bad.length ? 'degraded' : stale ? 'resyncing' : 'ok';
     view.el.dataset.health = health;
     view.health.dataset.health = health;
     view.health.textContent = health === 'failing' ? (failures.length ? 'QUORUM FAILURES' : 'BLKVERIFY MISMATCH')
-      : health === 'degraded' ? `DEGRADED: ${bad.length} bad replica${bad.length === 1 ? '' : 's'}` : 'healthy';
-    return { bad: bad.length, children: n, failing: health === 'failing' };
+      : health === 'degraded' ? `DEGRADED: ${bad.length} bad replica${bad.length === 1 ? '' : 's'}`
+        : health === 'resyncing' ? `RESYNCING: ${stale} stale replica${stale === 1 ? '' : 's'}` : 'healthy';
+    view.volume = v;
+    return { bad: bad.length, stale, children: n, failing: health === 'failing' };
   }
 
   function renderBanner(view, vol, bad, failures, mismatches) {
@@ -582,13 +639,18 @@
         const r = reports[reports.length - 1];
         const range = h('span', { class: 'range', title: exactRange(r.offset, r.bytes) }, fmtRange(r.offset, r.bytes));
         if (badness === 'failed') li.append('Last: ');
-        if (r.error) li.append(`${r.type || 'request'} of `, range, ` failed (${r.error})`);
+        if (r.error) {
+          li.append(`${r.type || 'request'} of `, range, ` failed (${r.error})`);
+          if (r.suppressed > 0) li.append(similarEl(r.suppressed));
+        }
         else li.append(`lost the ${r.type ? `${r.type} ` : ''}vote on `, range);
         li.append(', ', agoEl(r.at));
         if (m.lastRewriteAt >= r.at) li.append(h('span', { class: 'repaired' }, ' \u2014 rewritten with the winning data'));
-        if (reports.length > 1) {
+        // Folded reports ("suppressed") count too.
+        const total = reports.reduce((sum, x) => sum + 1 + (x.suppressed > 0 ? x.suppressed : 0), 0);
+        if (total > 1) {
           const ranges = new Set(reports.map((x) => `${x.offset}+${x.bytes}`));
-          const n = reports.length >= REPORTS_KEEP ? `over ${REPORTS_KEEP}` : String(reports.length);
+          const n = reports.length >= REPORTS_KEEP ? `over ${fmtCount(total)}` : fmtCount(total);
           li.append(h('span', { class: 'muted' },
             `; ${n} reports on ${ranges.size} range${ranges.size === 1 ? '' : 's'} in the last ${BAD_WINDOW_MS / 60000} min`));
         }
@@ -604,6 +666,324 @@
     }, 'acknowledge');
     b.append(h('div', { class: 'banner-head' }, h('span', { class: 'banner-icon', 'aria-hidden': 'true' }, '!'),
       h('ul', null, lines), ack));
+  }
+
+  // ------------------------------------------------------------------- jobs
+
+  // 75 -> "1 min 15 s".
+  function fmtDuration(sec) {
+    if (!Number.isFinite(sec) || sec < 0) return '';
+    const t = Math.round(sec);
+    if (t < 60) return `${t} s`;
+    const m = Math.floor(t / 60);
+    if (m < 60) return `${m} min ${pad(t % 60)} s`;
+    const hr = Math.floor(m / 60);
+    if (hr < 48) return `${hr} h ${pad(m % 60)} min`;
+    return `${Math.floor(hr / 24)} d ${hr % 24} h`;
+  }
+
+  function buildJobs(vol) {
+    const jobs = { vol, rows: new Map(), list: null, busy: false, msgTimer: null };
+    const btn = (action, label, title, repair) => h('button', {
+      type: 'button', class: `job-btn job-btn-${action}`, 'data-action': action, title,
+      onclick: () => startScrub(jobs, repair),
+    }, label);
+    jobs.scrubBtn = btn('scrub', 'Scrub',
+      'Read the whole volume through the vote and report every replica that loses it. Writes nothing.', false);
+    jobs.repairBtn = btn('scrub-repair', 'Scrub + repair',
+      'Read the whole volume through the vote, report the replicas that lose it, ' +
+      'and rewrite their bytes with the winning data.', true);
+    jobs.summary = h('span', { class: 'jobs-summary' });
+    jobs.msg = h('div', { class: 'jobs-msg', role: 'status', hidden: true });
+    jobs.listEl = h('div', { class: 'job-list' });
+    jobs.empty = h('p', { class: 'jobs-empty' },
+      'No scrubs yet. A scrub reads every block of every replica and checks that they agree.');
+    jobs.el = h('section', { class: 'jobs', 'data-volume': vol, 'aria-label': `jobs of volume ${vol}` },
+      h('div', { class: 'jobs-head' },
+        h('h4', { class: 'jobs-title' }, 'Jobs'), jobs.summary,
+        h('span', { class: 'jobs-actions' }, jobs.scrubBtn, jobs.repairBtn)),
+      jobs.msg, jobs.listEl, jobs.empty);
+    return jobs;
+  }
+
+  function showJobsMsg(jobs, level, text) {
+    clearTimeout(jobs.msgTimer);
+    jobs.msg.dataset.level = level;
+    jobs.msg.textContent = text;
+    jobs.msg.hidden = false;
+    jobs.msgTimer = setTimeout(() => { jobs.msg.hidden = true; }, JOBS_MSG_MS);
+  }
+
+  function jobsPath(vol, rest) {
+    return `/v1/volumes/${encodeURIComponent(vol)}/${rest}`;
+  }
+
+  function actionError(e, what) {
+    if (e instanceof AuthError) return `${what}: the server needs an API token. Enter it above and try again.`;
+    return `${what}: ${e && e.message ? e.message : e}`;
+  }
+
+  async function startScrub(jobs, repair) {
+    if (jobs.busy) return;
+    jobs.busy = true;
+    jobs.scrubBtn.disabled = true;
+    jobs.repairBtn.disabled = true;
+    try {
+      const res = await api(jobsPath(jobs.vol, 'scrub'), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ repair }),
+      });
+      let job = null;
+      try { job = await res.json(); } catch (_) { /* the poll shows it */ }
+      if (job && Number.isFinite(job.id)) {
+        // Show it now rather than at the next poll.
+        const list = (jobs.list || []).filter((j) => !(j.kind === job.kind && j.id === job.id));
+        list.push(job);
+        renderJobs(jobs, list);
+      }
+    } catch (e) {
+      showJobsMsg(jobs, 'error', actionError(e, `Could not start the scrub${repair ? ' with repair' : ''}`));
+    } finally {
+      jobs.busy = false;
+      jobs.scrubBtn.disabled = false;
+      jobs.repairBtn.disabled = false;
+      pollJobsSoon();
+    }
+  }
+
+  async function cancelJob(jobs, job, btn) {
+    btn.disabled = true;
+    btn.textContent = 'Cancelling\u2026';
+    const name = jobName(job.kind, job.id, job.repair);
+    try {
+      await api(jobsPath(jobs.vol, `jobs/${encodeURIComponent(job.id)}`), { method: 'DELETE' });
+    } catch (e) {
+      if (e instanceof HttpError && e.status === 409) {
+        showJobsMsg(jobs, 'info', `${name} cannot be cancelled: it has ended.`);
+      } else {
+        showJobsMsg(jobs, 'error', actionError(e, `Could not cancel ${name}`));
+        btn.disabled = false;
+        btn.textContent = 'Cancel';
+      }
+    } finally {
+      pollJobsSoon();
+    }
+  }
+
+  // The resync first (while it runs), then running jobs, then the last
+  // finished ones, newest first. Rows are kept by job and updated in place,
+  // so that a poll does not take the pointer or the focus off a button.
+  function renderJobs(jobs, list) {
+    jobs.list = list;
+    const resync = list.filter((j) => j && j.kind === 'resync' && j.state === 'running');
+    const others = list.filter((j) => j && j.kind !== 'resync');
+    const running = others.filter((j) => j.state === 'running').sort((a, b) => b.id - a.id);
+    const finished = others.filter((j) => j.state !== 'running').sort((a, b) => b.id - a.id)
+      .slice(0, JOBS_FINISHED_SHOWN);
+    const shown = [...resync, ...running, ...finished];
+    const els = [];
+    const keep = new Set();
+    for (const j of shown) {
+      const key = `${j.kind}:${j.id}`;
+      keep.add(key);
+      let row = jobs.rows.get(key);
+      const sig = `${j.state}|${!!j.repair}`;
+      if (!row || row.sig !== sig) {
+        row = buildJobRow(jobs, j);
+        row.sig = sig;
+        jobs.rows.set(key, row);
+      }
+      updateJobRow(jobs, row, j);
+      els.push(row.el);
+    }
+    for (const key of [...jobs.rows.keys()]) if (!keep.has(key)) jobs.rows.delete(key);
+    const cur = [...jobs.listEl.children];
+    if (cur.length !== els.length || cur.some((el, i) => el !== els[i])) jobs.listEl.replaceChildren(...els);
+    jobs.empty.hidden = shown.length > 0 || others.length > 0;
+
+    const parts = [];
+    if (running.length) parts.push(`${running.length} scrub${running.length === 1 ? '' : 's'} running`);
+    if (resync.length) parts.push('resync running');
+    if (!parts.length) parts.push('idle');
+    if (!running.length && others.length > JOBS_FINISHED_SHOWN) {
+      parts.push(`the last ${JOBS_FINISHED_SHOWN} of ${others.length} scrubs`);
+    }
+    jobs.summary.textContent = parts.join(' \u00b7 ');
+    jobs.el.dataset.running = String(running.length + resync.length);
+  }
+
+  function stateTag(st, level) {
+    return h('span', { class: `job-state job-state-${level || st}` }, String(st || '?').toUpperCase());
+  }
+
+  function buildJobRow(jobs, j) {
+    const row = { el: null };
+    const running = j.state === 'running';
+    const name = h('span', { class: 'job-name' },
+      h('span', { class: 'job-kind' }, j.kind === 'resync' ? 'resync' : `${j.kind || 'job'} #${j.id}`),
+      j.repair ? h('span', { class: 'job-flag', title: 'rewrites the losers with the winning data' }, 'repair') : null);
+    row.el = h('div', {
+      class: `job job-${running ? 'running' : 'done'} job-kind-${j.kind || 'job'}`,
+      'data-job-id': j.id, 'data-kind': j.kind || '', 'data-state': j.state || '',
+      'data-repair': j.repair ? 'true' : 'false',
+    });
+    if (running) {
+      row.pct = h('span', { class: 'job-pct num' });
+      row.nums = h('span', { class: 'job-nums' });
+      row.note = h('div', { class: 'job-note' });
+      row.fill = h('div', { class: 'fill' });
+      row.bar = h('div', {
+        class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100,
+        'aria-label': `${jobName(j.kind, j.id, j.repair)} progress`,
+      }, row.fill);
+      let action;
+      if (j.kind === 'resync') {
+        action = h('span', { class: 'job-action muted', title: 'the resync runs whenever a replica has stale ranges' }, 'automatic');
+      } else {
+        const btn = h('button', {
+          type: 'button', class: 'job-cancel', 'data-action': 'cancel',
+          title: 'stop this scrub after its current step',
+          onclick: () => cancelJob(jobs, row.job, btn),
+        }, 'Cancel');
+        action = h('span', { class: 'job-action' }, btn);
+      }
+      row.el.append(
+        h('div', { class: 'job-line' }, stateTag('running'), name, row.pct, row.nums, action),
+        row.bar, row.note);
+      return row;
+    }
+
+    // A finished job: what it found.
+    const mm = Object.entries(j.mismatches || {}).filter(([, b]) => b > 0)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const unrec = Array.isArray(j.unrecoverable) ? j.unrecoverable : [];
+    const lost = mm.reduce((sum, [, b]) => sum + b, 0);
+    const level = j.state === 'failed' || unrec.length ? 'bad'
+      : j.state === 'completed' ? (mm.length && !(j.repair && j.bytes_repaired >= lost) ? 'warn' : 'ok') : j.state;
+    const result = h('span', { class: 'job-result' });
+    if (j.state === 'cancelled') {
+      result.append(h('span', { class: 'res muted' }, `stopped at ${fmtPct(pct(j.bytes_done, j.bytes_total))}`));
+    }
+    if (j.state === 'failed') {
+      result.append(h('span', { class: 'res res-bad', title: j.error || '' }, j.error || 'failed'));
+    }
+    if (mm.length) {
+      result.append(h('span', { class: 'res' }, h('span', { class: 'res-label' }, 'mismatches'),
+        mm.map(([c, b]) => h('span', {
+          class: 'mm', 'data-mismatch-child': c, 'data-bytes': b,
+          title: `replica ${c} lost the vote on ${fmtExact(b)} bytes`,
+        }, h('span', { class: 'mm-child' }, c), ' ', h('span', { class: 'num' }, fmtBytes(b))))));
+    } else if (j.state === 'completed') {
+      result.append(h('span', { class: 'res res-ok' }, 'no mismatches'));
+    } else {
+      result.append(h('span', { class: 'res muted' }, 'no mismatches so far'));
+    }
+    if (j.repair) {
+      result.append(h('span', {
+        class: `res${j.bytes_repaired > 0 ? ' res-ok' : ''}`, 'data-repaired': j.bytes_repaired,
+        title: `${fmtExact(j.bytes_repaired)} bytes rewritten with the winning data`,
+      }, h('span', { class: 'res-label' }, 'repaired'), h('span', { class: 'num' }, fmtBytes(j.bytes_repaired))));
+    } else if (mm.length) {
+      result.append(h('span', { class: 'res muted', 'data-repaired': 0 }, 'not repaired (scan only)'));
+    }
+    const unrecTitle = unrec.length
+      ? unrec.slice(0, 20).map((u) => fmtRange(u.offset, u.bytes)).join('\n') +
+        (unrec.length > 20 ? `\n\u2026 and ${unrec.length - 20} more` : '') +
+        '\nno majority of replicas agreed on these blocks: nothing was repaired there'
+      : 'every block had a majority';
+    result.append(h('span', {
+      class: `res${unrec.length ? ' res-bad' : ''}`, 'data-unrecoverable': unrec.length, title: unrecTitle,
+    }, h('span', { class: 'res-label' }, 'unrecoverable'), h('span', { class: 'num' }, String(unrec.length))));
+
+    const started = Date.parse(j.started || '');
+    const at = Number.isFinite(started) ? Math.min(started - skewMs, Date.now()) : NaN;
+    const when = h('div', { class: 'job-when' },
+      Number.isFinite(at) ? ['started ', agoEl(at)] : null,
+      h('span', { class: 'job-scanned', title: `${fmtExact(j.bytes_done)} of ${fmtExact(j.bytes_total)} bytes` },
+        `${Number.isFinite(at) ? ' \u00b7 ' : ''}${fmtBytes(j.bytes_done)} scanned`));
+    row.el.dataset.level = level;
+    row.el.append(h('div', { class: 'job-line' }, stateTag(j.state, level), h('div', { class: 'job-id' }, name, when), result));
+    return row;
+  }
+
+  function updateJobRow(jobs, row, j) {
+    row.job = j;
+    const el = row.el;
+    el.dataset.bytesDone = Number.isFinite(j.bytes_done) ? String(j.bytes_done) : '';
+    el.dataset.bytesTotal = Number.isFinite(j.bytes_total) ? String(j.bytes_total) : '';
+    const p = pct(j.bytes_done, j.bytes_total);
+    el.dataset.progress = p.toFixed(1);
+    if (!row.bar) return;
+    row.bar.dataset.progress = p.toFixed(1);
+    row.bar.setAttribute('aria-valuenow', p.toFixed(1));
+    row.fill.style.width = `${p}%`;
+    row.pct.textContent = fmtPct(p);
+    const rate = j.rate_bytes_per_sec;
+    const eta = j.eta_seconds;
+    const parts = [];
+    if (j.kind === 'resync') {
+      const left = Math.max(0, (j.bytes_total || 0) - (j.bytes_done || 0));
+      parts.push(`${fmtBytes(left)} stale left`);
+    } else {
+      parts.push(`${fmtBytes(j.bytes_done)} of ${fmtBytes(j.bytes_total)}`);
+    }
+    parts.push(rate > 0 ? fmtRate(rate) : 'starting');
+    if (Number.isFinite(eta) && eta >= 0) parts.push(`${fmtDuration(eta)} left`);
+    row.nums.textContent = parts.join(' \u00b7 ');
+    row.nums.title = `${fmtExact(j.bytes_done)} of ${fmtExact(j.bytes_total)} bytes` +
+      (rate > 0 ? `, ${fmtExact(Math.round(rate))} bytes/s` : '');
+    if (j.kind === 'resync') {
+      const view = state.volumes.get(jobs.vol);
+      const v = view && view.volume;
+      const stale = v ? (v.children || []).filter((c) => c.stale_bytes > 0) : [];
+      row.note.textContent = stale.length
+        ? `copying back writes that ${stale.map((c) => `${c.name} (${fmtBytes(c.stale_bytes)})`).join(', ')} missed`
+        : 'copying back writes that replicas missed';
+      row.note.hidden = false;
+    } else {
+      row.note.hidden = true;
+    }
+  }
+
+  let jobsPolling = false;
+  let jobsAgain = false;
+  let jobsTimer = null;
+  let jobsSoonTimer = null;
+
+  async function pollJobs() {
+    if (jobsPolling) { jobsAgain = true; return; }
+    jobsPolling = true;
+    clearTimeout(jobsTimer);
+    try {
+      await Promise.all([...state.volumes.values()].map(async (view) => {
+        const jobs = view.jobs;
+        try {
+          const res = await api(jobsPath(view.name, 'jobs'));
+          const list = await res.json();
+          if (view.jobs !== jobs) return; // rebuilt meanwhile
+          jobs.el.hidden = false;
+          jobs.el.dataset.stale = 'no';
+          renderJobs(jobs, Array.isArray(list) ? list : []);
+        } catch (e) {
+          // A server without jobs: no section. Otherwise keep what was
+          // shown, dimmed.
+          if (e instanceof HttpError && (e.status === 404 || e.status === 405)) jobs.el.hidden = true;
+          else jobs.el.dataset.stale = 'yes';
+        }
+      }));
+    } finally {
+      jobsPolling = false;
+      const again = jobsAgain;
+      jobsAgain = false;
+      jobsTimer = setTimeout(pollJobs, again ? 0 : POLL_MS);
+    }
+  }
+
+  // On a JOB_* event or after a button: soon, once for a burst.
+  function pollJobsSoon() {
+    if (jobsSoonTimer) return;
+    jobsSoonTimer = setTimeout(() => { jobsSoonTimer = null; pollJobs(); }, 150);
   }
 
   // ------------------------------------------------------------------ chart
@@ -758,6 +1138,7 @@
   function renderVolumes(vols, now, dt) {
     const seen = new Set();
     let badTotal = 0;
+    let staleTotal = 0;
     let childTotal = 0;
     let failing = 0;
     for (const v of vols) {
@@ -765,6 +1146,7 @@
       seen.add(v.name);
       const r = updateVolume(v, now, dt);
       badTotal += r.bad;
+      staleTotal += r.stale;
       childTotal += r.children;
       if (r.failing) failing++;
     }
@@ -788,7 +1170,8 @@
       h('span', null, `${childTotal} replica${childTotal === 1 ? '' : 's'}`));
     if (badTotal) sum.append(h('span', { class: 'sum-bad' }, `${badTotal} bad replica${badTotal === 1 ? '' : 's'}`));
     if (failing) sum.append(h('span', { class: 'sum-bad' }, `${failing} volume${failing === 1 ? '' : 's'} with quorum failures`));
-    if (!badTotal && !failing && seen.size) sum.append(h('span', { class: 'sum-ok' }, 'all replicas agree'));
+    if (staleTotal) sum.append(h('span', { class: 'sum-stale' }, `${staleTotal} replica${staleTotal === 1 ? '' : 's'} resyncing`));
+    if (!badTotal && !failing && !staleTotal && seen.size) sum.append(h('span', { class: 'sum-ok' }, 'all replicas agree'));
     document.body.dataset.alert = badTotal || failing ? 'yes' : 'no';
     updateAgos();
     document.title = badTotal || failing
@@ -806,7 +1189,63 @@
   function eventRange(ev) {
     const d = ev.data || {};
     if (ev.event === 'BLKVERIFY_MISMATCH') return [d['request-offset'], d['request-bytes']];
+    if (JOB_EVENTS.has(ev.event)) return [undefined, undefined];
     return [d.offset, d.bytes];
+  }
+
+  // "+49 similar": identical error reports the server folded into this one.
+  function similarEl(n) {
+    return h('span', {
+      class: 'similar', 'data-suppressed': n,
+      title: `${fmtExact(n)} more identical error report${n === 1 ? '' : 's'} within a second, folded into this one`,
+    }, ` +${fmtCount(n)} similar`);
+  }
+
+  function jobName(kind, id, repair) {
+    return `${kind || 'job'} #${id}${repair ? ' + repair' : ''}`;
+  }
+
+  function pct(done, total) {
+    if (!(total > 0) || !Number.isFinite(done)) return 0;
+    return Math.max(0, Math.min(100, (done / total) * 100));
+  }
+
+  function fmtPct(p) {
+    return p > 0 && p < 1 ? `${p.toFixed(1)}%` : `${Math.floor(p)}%`;
+  }
+
+  // {"c": 4096} -> "c lost 4 KiB" (sorted by child name).
+  function mismatchText(mm) {
+    const list = Object.entries(mm || {}).filter(([, b]) => b > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return list.map(([c, b]) => `${c} lost ${fmtBytes(b)}`).join(', ');
+  }
+
+  // The range and detail cells of a JOB_* event: [range text, detail, class].
+  function jobEventText(ev) {
+    const d = ev.data || {};
+    const name = jobName(d.kind, d.job, d.repair);
+    switch (ev.event) {
+      case 'JOB_STARTED':
+        return [`${fmtBytes(d.bytes_total)} to scan`, `${name} started`, 'info'];
+      case 'JOB_PROGRESS':
+        return [`${fmtBytes(d.bytes_done)} of ${fmtBytes(d.bytes_total)}`,
+          `${name}: ${fmtPct(pct(d.bytes_done, d.bytes_total))}`, 'info'];
+      default: {
+        const parts = [];
+        const lost = mismatchText(d.mismatches);
+        if (lost) parts.push(lost);
+        if (d.bytes_repaired > 0) parts.push(`${fmtBytes(d.bytes_repaired)} repaired`);
+        const unrec = Array.isArray(d.unrecoverable) ? d.unrecoverable.length : 0;
+        if (unrec) parts.push(`${unrec} unrecoverable range${unrec === 1 ? '' : 's'}`);
+        const st = d.state || 'completed';
+        let cls = 'good';
+        if (st === 'failed' || unrec) cls = 'err';
+        else if (lost) cls = d.bytes_repaired > 0 && d.bytes_repaired >= Object.values(d.mismatches || {}).reduce((a, b) => a + b, 0) ? 'good' : 'warn';
+        else if (st !== 'completed') cls = 'muted';
+        const result = parts.length ? parts.join(', ') : st === 'completed' ? 'all replicas agree' : '';
+        return [`${fmtBytes(d.bytes_scanned)} scanned`, `${d.kind || 'job'} #${d.job} ${st}${result ? `: ${result}` : ''}`, cls];
+      }
+    }
   }
 
   function eventRow(rec) {
@@ -817,9 +1256,15 @@
     const [, kind, label] = EVENT_TYPES.find(([n]) => n === ev.event) || [ev.event, 'other', ev.event];
     let detail;
     let detailClass = '';
+    let rangeText = fmtRange(off, len);
     switch (ev.event) {
       case 'QUORUM_REPORT_BAD':
         if (d.error) { detail = d.error; detailClass = 'err'; } else { detail = 'lost the vote'; detailClass = 'warn'; }
+        break;
+      case 'JOB_STARTED':
+      case 'JOB_PROGRESS':
+      case 'JOB_COMPLETED':
+        [rangeText, detail, detailClass] = jobEventText(ev);
         break;
       case 'QUORUM_FAILURE': detail = 'below vote threshold'; detailClass = 'err'; break;
       case 'QUORUM_REWRITE': detail = 'repaired'; detailClass = 'good'; break;
@@ -836,14 +1281,17 @@
       'data-offset': Number.isFinite(off) ? off : null,
       'data-bytes': Number.isFinite(len) ? len : null,
       'data-source': source,
+      'data-job': JOB_EVENTS.has(ev.event) ? d.job : null,
+      'data-suppressed': d.suppressed > 0 ? d.suppressed : null,
       title: `#${ev.id} ${ev.event}\n${fmtFullTime(at)}\n${JSON.stringify(d)}`,
     },
     h('td', { class: 'c-time', title: `${fmtFullTime(Date.parse(ev.timestamp))} (server: ${ev.timestamp})` }, fmtTime(Date.parse(ev.timestamp))),
     h('td', { class: 'c-type' }, h('span', { class: `tag tag-${kind}`, title: ev.event }, label)),
     h('td', { class: 'c-where' }, ev.volume, child ? h('span', { class: 'sep' }, ' / ') : '', child ? h('strong', { class: 'child-name' }, child) : ''),
     h('td', { class: 'c-range', title: exactRange(off, len) },
-      d.type ? h('span', { class: 'op' }, `${d.type} `) : '', fmtRange(off, len)),
-    h('td', { class: `c-detail ${detailClass}`, title: detail }, detail));
+      d.type ? h('span', { class: 'op' }, `${d.type} `) : '', rangeText),
+    h('td', { class: `c-detail ${detailClass}`, title: detail }, detail,
+      d.suppressed > 0 ? similarEl(d.suppressed) : null));
     if (ev.event === 'QUORUM_REPORT_BAD' && !d.error) tr.dataset.lost = 'true';
     return tr;
   }
@@ -874,9 +1322,16 @@
 
   function flushEvents() {
     flushTimer = null;
-    const batch = pending.slice(-FEED_MAX);
+    const batch = pending.slice(-FEED_MAX).filter((r) => !r.superseded);
     pending = [];
     const body = $('events-body');
+    // The progress rows these events replace.
+    for (const r of batch) {
+      if (r.ev.event !== 'JOB_PROGRESS' && r.ev.event !== 'JOB_COMPLETED') continue;
+      for (const row of body.querySelectorAll(`tr[data-event="JOB_PROGRESS"][data-job="${Number(r.ev.data && r.ev.data.job)}"]`)) {
+        if (row.dataset.volume === r.ev.volume) row.remove();
+      }
+    }
     const rows = [];
     for (let i = batch.length - 1; i >= 0; i--) {
       if (state.hidden.has(batch[i].ev.event)) continue;
@@ -888,7 +1343,10 @@
     while (body.rows.length > FEED_MAX) body.deleteRow(body.rows.length - 1);
     updateFeedMeta();
     // Show the marks now rather than at the next poll.
-    if (batch.some((r) => r.ev.event !== 'QUORUM_REWRITE')) refresh();
+    if (batch.some((r) => r.ev.event !== 'QUORUM_REWRITE' && !JOB_EVENTS.has(r.ev.event))) refresh();
+    // And the jobs; a finished scrub with repair changed the counters too.
+    if (batch.some((r) => JOB_EVENTS.has(r.ev.event))) pollJobsSoon();
+    if (batch.some((r) => r.ev.event === 'JOB_COMPLETED')) poll();
   }
 
   function updateFeedMeta() {
@@ -901,23 +1359,24 @@
     const counts = new Map();
     for (const r of state.events) counts.set(r.ev.event, (counts.get(r.ev.event) || 0) + 1);
     for (const btn of $('event-filters').children) {
-      const n = counts.get(btn.dataset.type) || 0;
+      const n = btn.dataset.type.split(' ').reduce((sum, t) => sum + (counts.get(t) || 0), 0);
       btn.querySelector('.n').textContent = n ? fmtCount(n) : '';
     }
   }
 
   function buildFilters() {
     const box = $('event-filters');
-    for (const [name, kind, label] of EVENT_TYPES) {
+    for (const [label, kind, names] of FILTERS) {
       const btn = h('button', {
-        type: 'button', class: `filter tag-${kind}`, 'data-type': name, 'aria-pressed': 'true',
-        title: `show or hide ${name} (the count is of the last ${KEEP_EVENTS} events)`,
+        type: 'button', class: `filter tag-${kind}`, 'data-type': names.join(' '), 'aria-pressed': 'true',
+        title: `show or hide ${names.join(', ')} (the count is of the last ${KEEP_EVENTS} events)`,
         onclick: () => {
-          if (state.hidden.has(name)) state.hidden.delete(name); else state.hidden.add(name);
-          btn.setAttribute('aria-pressed', state.hidden.has(name) ? 'false' : 'true');
+          const hide = !state.hidden.has(names[0]);
+          for (const n of names) { if (hide) state.hidden.add(n); else state.hidden.delete(n); }
+          btn.setAttribute('aria-pressed', hide ? 'false' : 'true');
           renderFeed();
         },
-      }, label.replace('_', ' ').toLowerCase(), h('span', { class: 'n' }));
+      }, label, h('span', { class: 'n' }));
       box.append(btn);
     }
   }
@@ -1019,6 +1478,7 @@
     $('auth').addEventListener('submit', onToken);
     buildFilters();
     poll();
+    pollJobs();
     streamLoop();
     setInterval(refresh, 5000);
   }

@@ -13,9 +13,11 @@
 // file and reads that range through the API. The page, loaded before the
 // event existed, must show it from the stream: a QUORUM_REPORT_BAD row for
 // the child with its range, the child's corrupted_bytes counter above 0, and
-// the bad-replica sign (badge and banner). Every wait is bounded; all
-// traffic goes to the loopback server. Exit 0 on success, 1 with the list
-// of what was missing.
+// the bad-replica sign (badge and banner). Then it clicks the volume's
+// "Scrub + repair" button and waits until the Jobs section lists that scrub
+// as completed with the child's mismatch bytes above 0. Every wait is
+// bounded; all traffic goes to the loopback server. Exit 0 on success, 1
+// with the list of what was missing.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -34,6 +36,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 const WAIT_MS = 15000;
+const SCRUB_WAIT_MS = 20000;
 const TOTAL_MS = 80000; // under the 90 s the Rust e2e test allows
 const CORRUPT_OFFSET = 8192;
 const CORRUPT_BYTES = 4096;
@@ -243,6 +246,38 @@ async function main() {
       .map((r) => r.dataset.child), { volume, child });
   if (others.length) missing.push(`only ${child} is marked, but so are: ${others.join(', ')}`);
 
+  // 4. A scrub with repair, started from the page: the Jobs section lists
+  // it as completed, with the bytes the child lost.
+  const jobsSel = `${volumeSel} .jobs`;
+  const buttonSel = `${jobsSel} button[data-action="scrub-repair"]`;
+  const hasButton = await expect(page, `the volume ${volume} has a visible "Scrub + repair" button`,
+    (sel) => {
+      const b = document.querySelector(sel);
+      return !!b && !b.disabled && b.textContent.trim() === 'Scrub + repair' && b.checkVisibility();
+    }, buttonSel);
+  if (hasButton) {
+    const before = await page.evaluate((sel) =>
+      [...document.querySelectorAll(`${sel} [data-job-id][data-kind="scrub"]`)].map((r) => Number(r.dataset.jobId)),
+    jobsSel);
+    const maxBefore = before.length ? Math.max(...before) : 0;
+    await page.click(buttonSel, { timeout: WAIT_MS });
+    log(`clicked "Scrub + repair" (scrub rows before: ${before.length})`);
+    await expect(page, `a new scrub of ${volume} shows as completed with ${child}'s mismatch bytes above 0`,
+      ({ jobsSel, child, maxBefore }) => {
+        for (const row of document.querySelectorAll(`${jobsSel} [data-job-id][data-kind="scrub"][data-state="completed"]`)) {
+          if (Number(row.dataset.jobId) <= maxBefore || row.dataset.repair !== 'true') continue;
+          const mm = row.querySelector(`[data-mismatch-child="${CSS.escape(child)}"]`);
+          if (mm && Number(mm.dataset.bytes) > 0 && /[1-9]/.test(mm.textContent) && mm.checkVisibility()) return true;
+        }
+        return false;
+      }, { jobsSel, child, maxBefore }, SCRUB_WAIT_MS);
+    const shown = await page.evaluate((sel) => {
+      const row = document.querySelector(`${sel} [data-kind="scrub"][data-state="completed"]`);
+      return row ? row.innerText.replace(/\s+/g, ' ').trim() : '(none)';
+    }, jobsSel);
+    log(`the scrub row reads: ${shown}`);
+  }
+
   if (pageErrors.length) missing.push(`no script errors in the page, but: ${pageErrors.join(' | ')}`);
   if (offsite.length) missing.push(`no requests beyond ${origin}, but: ${offsite.join(', ')}`);
   return page;
@@ -271,5 +306,5 @@ if (missing.length) {
   console.error(`dashboard test: FAILED, missing:\n${missing.map((m) => `  - ${m}`).join('\n')}`);
   process.exit(1);
 }
-log('PASSED: the page showed the live event, the counter and the bad-replica sign');
+log('PASSED: the page showed the live event, the counter, the bad-replica sign and the scrub it started');
 process.exit(0);

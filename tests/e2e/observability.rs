@@ -780,18 +780,32 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
     );
 
     // The server recorded what the page showed: c lost the vote on exactly
-    // the 4 KiB the script overwrote, and only c.
+    // the 4 KiB the script overwrote, and only c, once on the script's read
+    // and once in the scrub + repair it started from the page, which
+    // repaired those 4 KiB.
     let events = server.all_events();
     let reports = named(&events, "QUORUM_REPORT_BAD");
     assert_eq!(
         reports.len(),
-        1,
-        "one QUORUM_REPORT_BAD after the script: {events:?}"
+        2,
+        "the read's and the scrub's reports: {events:?}"
     );
-    let ev = reports[0];
-    check_report(ev, "vm", "c", "read", None);
-    assert_eq!(data_u64(ev, "offset"), 8192, "offset of {ev}");
-    assert_eq!(data_u64(ev, "bytes"), 4096, "bytes of {ev}");
+    for ev in &reports {
+        check_report(ev, "vm", "c", "read", None);
+        assert_eq!(data_u64(ev, "offset"), 8192, "offset of {ev}");
+        assert_eq!(data_u64(ev, "bytes"), 4096, "bytes of {ev}");
+    }
+    let started = named(&events, "JOB_STARTED");
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0]["data"]["repair"], true);
+    let completed = named(&events, "JOB_COMPLETED");
+    assert_eq!(completed.len(), 1, "{events:?}");
+    assert_eq!(completed[0]["data"]["state"], "completed");
+    assert_eq!(
+        completed[0]["data"]["mismatches"],
+        serde_json::json!({ "c": 4096 })
+    );
+    assert_eq!(completed[0]["data"]["bytes_repaired"], 4096);
     let vol = server.get("/v1/volumes/vm");
     vol.expect_status(200);
     let v = vol.json();
@@ -799,6 +813,12 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == "c"))
         .unwrap_or_else(|| panic!("no child c in GET /v1/volumes/vm: {v}"));
-    assert_eq!(c["stats"]["bad_reports"], 1, "c's counters: {c}");
-    assert_eq!(c["stats"]["corrupted_bytes"], 4096, "c's counters: {c}");
+    assert_eq!(c["stats"]["bad_reports"], 2, "c's counters: {c}");
+    assert_eq!(c["stats"]["corrupted_bytes"], 8192, "c's counters: {c}");
+    assert_eq!(c["stats"]["repaired_bytes"], 4096, "c's counters: {c}");
+    assert_eq!(
+        server.read_file_at("c.img", 8192, 4096),
+        server.read_file_at("a.img", 8192, 4096),
+        "the scrub repaired c"
+    );
 }

@@ -27,18 +27,24 @@ pub fn remote_child(name: &str, server: &Server, volume: &str, options: &str) ->
     )
 }
 
+/// `n` block servers and the front's child tables for them, named r0, r1...
+pub fn block_servers(n: usize) -> (Vec<Server>, Vec<String>) {
+    let blocks: Vec<Server> = (0..n).map(|_| block_server("1MiB", "")).collect();
+    let children = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
+        .collect();
+    (blocks, children)
+}
+
 fn front(children: &[String]) -> Server {
     Sandbox::new().serve(&volume("vm", "1MiB", 2, "", children))
 }
 
 #[test]
 fn a_corrupt_block_server_is_outvoted_and_named() {
-    let blocks: Vec<Server> = (0..3).map(|_| block_server("1MiB", "")).collect();
-    let children: Vec<String> = blocks
-        .iter()
-        .enumerate()
-        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
-        .collect();
+    let (blocks, children) = block_servers(3);
     let front = front(&children);
     let data = pattern(7, 256 * 1024);
     front.write_volume("vm", 0, &data);
@@ -118,12 +124,7 @@ fn within<T>(limit: Duration, what: &str, f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn dead_and_hung_block_servers() {
-    let mut blocks: Vec<Server> = (0..3).map(|_| block_server("1MiB", "")).collect();
-    let children: Vec<String> = blocks
-        .iter()
-        .enumerate()
-        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
-        .collect();
+    let (mut blocks, children) = block_servers(3);
     let front = front(&children);
     let base = pattern(1, 64 * 1024);
     front.write_volume("vm", 0, &base);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::remote::{block_server, remote_child};
+use crate::remote::block_servers;
 use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
@@ -41,12 +41,7 @@ fn wait_for_resync(front: &Server) -> f64 {
 
 #[test]
 fn a_child_that_was_down_gets_only_what_it_missed() {
-    let mut blocks: Vec<Server> = (0..3).map(|_| block_server("1MiB", "")).collect();
-    let children: Vec<String> = blocks
-        .iter()
-        .enumerate()
-        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
-        .collect();
+    let (mut blocks, children) = block_servers(3);
     let front = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &children));
     front.write_volume("vm", 0, &pattern(1, 1 << 20));
 
@@ -76,12 +71,7 @@ fn a_child_that_was_down_gets_only_what_it_missed() {
 
 #[test]
 fn the_stale_map_survives_a_crash_of_the_front() {
-    let mut blocks: Vec<Server> = (0..3).map(|_| block_server("1MiB", "")).collect();
-    let children: Vec<String> = blocks
-        .iter()
-        .enumerate()
-        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
-        .collect();
+    let (mut blocks, children) = block_servers(3);
     let mut front = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &children));
     front.write_volume("vm", 0, &pattern(3, 1 << 20));
     blocks[0].kill();

@@ -151,11 +151,14 @@ impl Backend for FileBackend {
         let mut extents: Vec<Extent> = Vec::new();
         let mut push = |start: u64, stop: u64, zero: bool| {
             if stop > start {
-                extents.push(Extent {
-                    offset: start,
-                    length: stop - start,
-                    zero,
-                });
+                Extent::append(
+                    &mut extents,
+                    Extent {
+                        offset: start,
+                        length: stop - start,
+                        zero,
+                    },
+                );
             }
         };
         let mut at = offset;

@@ -597,15 +597,14 @@ impl Backend for S3Backend {
         for i in chunks {
             let start = i * self.chunk_size;
             let (from, to) = (start.max(offset), (start + self.chunk_size).min(end));
-            let zero = !present.contains(&i);
-            match extents.last_mut() {
-                Some(e) if e.zero == zero => e.length += to - from,
-                _ => extents.push(Extent {
+            Extent::append(
+                &mut extents,
+                Extent {
                     offset: from,
                     length: to - from,
-                    zero,
-                }),
-            }
+                    zero: !present.contains(&i),
+                },
+            );
         }
         Ok(extents)
     }

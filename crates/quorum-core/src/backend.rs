@@ -15,6 +15,22 @@ pub struct Extent {
     pub zero: bool,
 }
 
+impl Extent {
+    /// Appends `next` to a map being built in order, merging it into the
+    /// last extent when both are zero or both data and they touch.
+    pub fn append(map: &mut Vec<Extent>, next: Extent) {
+        if next.length == 0 {
+            return;
+        }
+        match map.last_mut() {
+            Some(last) if last.zero == next.zero && last.offset + last.length == next.offset => {
+                last.length += next.length;
+            }
+            _ => map.push(next),
+        }
+    }
+}
+
 /// Why one child failed one request.
 ///
 /// Errors stay typed so that the engine can vote on them (the most common

@@ -123,15 +123,14 @@ impl Backend for Mem {
         while at < end {
             let b = at as usize / B;
             let next = ((b as u64 + 1) * B as u64).min(end);
-            let z = zero[b];
-            match out.last_mut() {
-                Some(e) if e.zero == z => e.length += next - at,
-                _ => out.push(Extent {
+            Extent::append(
+                &mut out,
+                Extent {
                     offset: at,
                     length: next - at,
-                    zero: z,
-                }),
-            }
+                    zero: zero[b],
+                },
+            );
             at = next;
         }
         Ok(out)

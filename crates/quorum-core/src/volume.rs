@@ -1152,14 +1152,14 @@ fn merge_zero_maps(start: u64, end: u64, maps: &[Vec<Extent>]) -> Vec<Extent> {
     for w in cuts.windows(2) {
         let (a, b) = (w[0], w[1]);
         let zero = !maps.is_empty() && maps.iter().all(|m| zero_at(m, a));
-        match out.last_mut() {
-            Some(last) if last.zero == zero => last.length += b - a,
-            _ => out.push(Extent {
+        Extent::append(
+            &mut out,
+            Extent {
                 offset: a,
                 length: b - a,
                 zero,
-            }),
-        }
+            },
+        );
     }
     out
 }
