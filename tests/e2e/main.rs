@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod faults;
 mod lifecycle;
+mod membership;
 mod observability;
 mod per_block;
 mod qemu081;

@@ -87,6 +87,27 @@ pub enum Event {
         /// Number of bytes repaired.
         bytes: u64,
     },
+    /// A child joined the volume (it syncs before it votes).
+    ChildAdded {
+        /// The child's name.
+        child: String,
+        /// Its uri, without credentials.
+        uri: String,
+    },
+    /// A child left the volume.
+    ChildRemoved {
+        /// The child's name.
+        child: String,
+    },
+    /// A child's state changed (`syncing` or `stale` to `healthy`).
+    ChildStateChange {
+        /// The child's name.
+        child: String,
+        /// The state before.
+        from: &'static str,
+        /// The state now.
+        to: &'static str,
+    },
     /// A background job (a scrub) started.
     JobStarted {
         /// The job's id within the volume.
@@ -145,6 +166,9 @@ impl Event {
             Event::Failure { .. } => "QUORUM_FAILURE",
             Event::Rewrite { .. } => "QUORUM_REWRITE",
             Event::BlkverifyMismatch { .. } => "BLKVERIFY_MISMATCH",
+            Event::ChildAdded { .. } => "CHILD_ADDED",
+            Event::ChildRemoved { .. } => "CHILD_REMOVED",
+            Event::ChildStateChange { .. } => "CHILD_STATE_CHANGE",
             Event::JobStarted { .. } => "JOB_STARTED",
             Event::JobProgress { .. } => "JOB_PROGRESS",
             Event::JobCompleted { .. } => "JOB_COMPLETED",

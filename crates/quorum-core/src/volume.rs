@@ -101,6 +101,9 @@ pub enum ChildState {
     /// It missed writes that a resync has not copied yet; those ranges are
     /// not read from it.
     Stale,
+    /// It joined the volume and its copy is being made; what is not copied
+    /// yet is neither read from it nor counted in votes.
+    Syncing,
 }
 
 impl ChildState {
@@ -110,6 +113,7 @@ impl ChildState {
             ChildState::Healthy => "healthy",
             ChildState::Failed => "failed",
             ChildState::Stale => "stale",
+            ChildState::Syncing => "syncing",
         }
     }
 }
@@ -150,6 +154,7 @@ pub struct Volume {
     buffers: Arc<BufferPool>,
     closed: AtomicBool,
     stale: Mutex<StaleMaps>,
+    syncing: Mutex<HashSet<String>>,
     /// Whether any child has a stale range: lets requests skip the lock.
     any_stale: AtomicBool,
     sink: Arc<dyn EventSink>,
@@ -325,6 +330,7 @@ impl Volume {
             buffers,
             closed: AtomicBool::new(false),
             stale: Mutex::new(StaleMaps { sets, journal }),
+            syncing: Mutex::new(HashSet::new()),
             any_stale,
             sink,
         })
@@ -348,6 +354,11 @@ impl Volume {
     /// The children, in order.
     pub fn children(&self) -> Vec<ChildInfo> {
         let stale = self.stale_bytes();
+        let syncing = self
+            .syncing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         self.children
             .iter()
             .enumerate()
@@ -356,6 +367,8 @@ impl Volume {
                 backend: c.backend.kind(),
                 state: if c.state.load(Ordering::Relaxed) != HEALTHY {
                     ChildState::Failed
+                } else if stale[i] > 0 && syncing.contains(&c.name) {
+                    ChildState::Syncing
                 } else if stale[i] > 0 {
                     ChildState::Stale
                 } else {
@@ -364,6 +377,61 @@ impl Volume {
                 stale_bytes: stale[i],
             })
             .collect()
+    }
+
+    /// The children as [`ChildSpec`]s (their backends shared), to open a
+    /// volume with one child more or less.
+    pub fn child_specs(&self) -> Vec<ChildSpec> {
+        self.children
+            .iter()
+            .map(|c| ChildSpec {
+                name: c.name.clone(),
+                backend: c.backend.clone(),
+            })
+            .collect()
+    }
+
+    /// Marks `ranges` stale on child `child` (journaled): what a new child
+    /// must receive before it can be read.
+    pub fn mark_stale(&self, child: &str, ranges: &[Range<u64>]) {
+        let Some(i) = self.children.iter().position(|c| c.name == child) else {
+            return;
+        };
+        let mut maps = self.stale_maps();
+        let StaleMaps { sets, journal } = &mut *maps;
+        for r in ranges {
+            sets[i].insert(r.clone());
+            if let Some(j) = journal.as_mut() {
+                j.append('+', child, r);
+            }
+        }
+        self.any_stale
+            .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+    }
+
+    /// Says which children are syncing (joined and not yet copied): their
+    /// stale ranges show as `syncing` rather than `stale`.
+    pub fn set_syncing(&self, children: impl IntoIterator<Item = String>) {
+        *self.syncing.lock().unwrap_or_else(PoisonError::into_inner) =
+            children.into_iter().collect();
+    }
+
+    /// The children still marked as syncing.
+    pub fn syncing(&self) -> Vec<String> {
+        self.syncing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Ends the syncing of `child` (its copy is complete).
+    pub fn done_syncing(&self, child: &str) -> bool {
+        self.syncing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(child)
     }
 
     /// Bytes each child has stale, in child order.

@@ -17,10 +17,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use futures_util::{Stream, StreamExt, stream};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use quorum_core::{Op, Volume, VolumeError};
+use quorum_core::{Op, VolumeError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -34,6 +34,7 @@ use crate::dashboard;
 use crate::error::ApiError;
 use crate::events::EventLog;
 use crate::jobs::{CancelError, Jobs};
+use crate::membership::VolumeEntry;
 use crate::range;
 use crate::telemetry::Telemetry;
 
@@ -46,9 +47,7 @@ const MAX_EVENTS_PER_PAGE: usize = 10_000;
 /// What every handler shares.
 pub struct AppState {
     /// The volumes by name.
-    pub volumes: BTreeMap<String, VolumeEntry>,
-    /// Each volume's background jobs, by volume name.
-    pub jobs: BTreeMap<String, Arc<Jobs>>,
+    pub volumes: BTreeMap<String, Arc<VolumeEntry>>,
     /// The event log.
     pub events: Arc<EventLog>,
     /// The metrics.
@@ -63,25 +62,16 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// A served volume and what the API shows of its children.
-pub struct VolumeEntry {
-    /// The engine's volume.
-    pub volume: Arc<Volume>,
-    /// The children's uris, in child order, without secrets.
-    pub uris: Vec<String>,
-}
-
 impl AppState {
-    fn volume(&self, name: &str) -> Result<&VolumeEntry, ApiError> {
+    fn entry(&self, name: &str) -> Result<Arc<VolumeEntry>, ApiError> {
         self.volumes
             .get(name)
+            .cloned()
             .ok_or_else(|| ApiError::NoSuchVolume(name.to_owned()))
     }
 
-    fn jobs(&self, name: &str) -> Result<&Arc<Jobs>, ApiError> {
-        self.jobs
-            .get(name)
-            .ok_or_else(|| ApiError::NoSuchVolume(name.to_owned()))
+    fn jobs(&self, name: &str) -> Result<Arc<Jobs>, ApiError> {
+        Ok(self.entry(name)?.jobs())
     }
 }
 
@@ -99,6 +89,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/volumes/{vol}/flush", post(flush))
         .route("/v1/volumes/{vol}/block-status", get(block_status))
         .route("/v1/volumes/{vol}/scrub", post(start_scrub))
+        .route("/v1/volumes/{vol}/children", post(add_child))
+        .route("/v1/volumes/{vol}/children/{name}", delete(remove_child))
         .route("/v1/volumes/{vol}/jobs", get(list_jobs))
         .route(
             "/v1/volumes/{vol}/jobs/{id}",
@@ -199,12 +191,13 @@ async fn method_not_allowed(method: Method) -> ApiError {
 }
 
 fn volume_json(telemetry: &Telemetry, name: &str, entry: &VolumeEntry) -> serde_json::Value {
-    let v = &entry.volume;
+    let v = entry.volume();
+    let uris = entry.uris();
     let o = v.options();
     let children: Vec<_> = v
         .children()
         .into_iter()
-        .zip(&entry.uris)
+        .zip(&uris)
         .map(|(c, uri)| {
             json!({
                 "name": c.name,
@@ -241,15 +234,15 @@ async fn get_volume(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let entry = state.volume(&vol)?;
-    Ok(axum::Json(volume_json(&state.telemetry, &vol, entry)))
+    let entry = state.entry(&vol)?;
+    Ok(axum::Json(volume_json(&state.telemetry, &vol, &entry)))
 }
 
 async fn head_data(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
 ) -> Result<Response, ApiError> {
-    let size = state.volume(&vol)?.volume.size();
+    let size = state.entry(&vol)?.volume().size();
     Ok((
         StatusCode::OK,
         [
@@ -269,8 +262,8 @@ async fn read_data(
     VolumeName(vol): VolumeName,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let volume = state.volume(&vol)?.volume.clone();
-    let size = volume.size();
+    let entry = state.entry(&vol)?;
+    let size = entry.volume().size();
     let (status, offset, length) = match headers.get(header::RANGE) {
         Some(value) => {
             let value = value
@@ -284,12 +277,12 @@ async fn read_data(
     let body = if length <= READ_CHUNK as u64 {
         // One piece: no stream, no channel.
         let bytes = timed(&state, &vol, Op::Read, length, move || {
-            volume.read(offset, length as usize)
+            entry.run(|v| v.read(offset, length as usize))
         })
         .await?;
         Body::from(bytes)
     } else {
-        stream_read(volume, state.telemetry.clone(), offset, length).await?
+        stream_read(entry, state.telemetry.clone(), offset, length).await?
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -315,13 +308,16 @@ async fn read_data(
 /// chunk is awaited before the answer starts, so that a failure there gets
 /// its proper status; a failure later cuts the body short.
 async fn stream_read(
-    volume: Arc<Volume>,
+    entry: Arc<VolumeEntry>,
     telemetry: Arc<Telemetry>,
     offset: u64,
     length: u64,
 ) -> Result<Body, ApiError> {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, VolumeError>>(2);
     tokio::task::spawn_blocking(move || {
+        // The whole stream is one request: no membership change meanwhile.
+        let _gate = entry.gate_read();
+        let volume = entry.volume();
         let started = Instant::now();
         let mut sent = 0u64;
         let result = volume.read_chunks(offset, length, READ_CHUNK, |chunk| {
@@ -362,20 +358,18 @@ async fn write_data(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let volume = state.volume(&vol)?.volume.clone();
+    let entry = state.entry(&vol)?;
+    let size = entry.volume().size();
     let limit = state.max_request_bytes;
     if let Some(len) = content_length(&headers)? {
         if len > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        if q.offset
-            .checked_add(len)
-            .is_none_or(|end| end > volume.size())
-        {
+        if q.offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(VolumeError::OutOfRange {
                 offset: q.offset,
                 length: len,
-                size: volume.size(),
+                size,
             }
             .into());
         }
@@ -383,7 +377,7 @@ async fn write_data(
     let data = read_body(body, limit, state.body_timeout).await?;
     let bytes = data.len() as u64;
     timed(&state, &vol, Op::Write, bytes, move || {
-        volume.write(q.offset, data)
+        entry.run(|v| v.write(q.offset, data))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -442,9 +436,9 @@ async fn write_zeroes(
     VolumeName(vol): VolumeName,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let volume = state.volume(&vol)?.volume.clone();
+    let entry = state.entry(&vol)?;
     timed(&state, &vol, Op::WriteZeroes, q.length, move || {
-        volume.write_zeroes(q.offset, q.length)
+        entry.run(|v| v.write_zeroes(q.offset, q.length))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -454,8 +448,8 @@ async fn flush(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
 ) -> Result<StatusCode, ApiError> {
-    let volume = state.volume(&vol)?.volume.clone();
-    timed(&state, &vol, Op::Flush, 0, move || volume.flush()).await?;
+    let entry = state.entry(&vol)?;
+    timed(&state, &vol, Op::Flush, 0, move || entry.run(|v| v.flush())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -464,9 +458,9 @@ async fn block_status(
     VolumeName(vol): VolumeName,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let volume = state.volume(&vol)?.volume.clone();
+    let entry = state.entry(&vol)?;
     let extents = timed(&state, &vol, Op::BlockStatus, 0, move || {
-        volume.block_status(q.offset, q.length)
+        entry.run(|v| v.block_status(q.offset, q.length))
     })
     .await?;
     let list: Vec<_> = extents
@@ -474,6 +468,65 @@ async fn block_status(
         .map(|e| json!({ "offset": e.offset, "length": e.length, "zero": e.zero }))
         .collect();
     Ok(axum::Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddChildBody {
+    name: String,
+    uri: String,
+    #[serde(default)]
+    options: BTreeMap<String, serde_json::Value>,
+}
+
+/// Adds a child: `{"name", "uri", "options"}`; 201 and the child. It syncs
+/// before it votes.
+async fn add_child(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let entry = state.entry(&vol)?;
+    let request: AddChildBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("bad child: {e}")))?;
+    let mut options = BTreeMap::new();
+    for (key, value) in request.options {
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "option {key:?} must be a string, number or boolean"
+                )));
+            }
+        };
+        options.insert(key, text);
+    }
+    let (name, uri) = (request.name, request.uri);
+    let shown_uri = quorum_backends::redact_uri(&uri);
+    let child = blocking(move || entry.add_child(&name, &uri, options)).await??;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "name": child.name,
+            "uri": shown_uri,
+            "backend": child.backend,
+            "state": child.state.as_str(),
+            "stale_bytes": child.stale_bytes,
+        })),
+    )
+        .into_response())
+}
+
+/// Removes a child; 204.
+async fn remove_child(
+    State(state): State<Arc<AppState>>,
+    Path((vol, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let entry = state.entry(&vol)?;
+    blocking(move || entry.remove_child(&name)).await??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -537,12 +590,14 @@ fn parse_job_id(id: &str) -> Result<u64, ApiError> {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.telemetry.render(
-        state
-            .volumes
-            .iter()
-            .map(|(name, e)| (name.as_str(), &*e.volume)),
-    );
+    let volumes: Vec<(&str, Arc<quorum_core::Volume>)> = state
+        .volumes
+        .iter()
+        .map(|(name, e)| (name.as_str(), e.volume()))
+        .collect();
+    let text = state
+        .telemetry
+        .render(volumes.iter().map(|(name, v)| (*name, &**v)));
     (
         [(
             header::CONTENT_TYPE,

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The request conflicts with the volume's state.
     #[error("{0}")]
     Conflict(String),
+    /// Removing the child would leave fewer children than the threshold.
+    #[error("{0}")]
+    BelowThreshold(String),
     /// No route for that path.
     #[error("no such path: {0}")]
     NotFound(String),
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::NoSuchVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
             ApiError::NoSuchChild(_) => (StatusCode::NOT_FOUND, "no_such_child"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::BelowThreshold(_) => (StatusCode::CONFLICT, "below_threshold"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => {
@@ -93,6 +97,19 @@ impl From<VolumeError> for ApiError {
             VolumeError::Quorum(q) => ApiError::QuorumFailure(q.to_string()),
             VolumeError::BlkverifyMismatch { .. } => ApiError::BlkverifyMismatch(e.to_string()),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::membership::MembershipError> for ApiError {
+    fn from(e: crate::membership::MembershipError) -> Self {
+        use crate::membership::MembershipError as M;
+        match e {
+            M::Conflict(m) => ApiError::Conflict(m),
+            M::BelowThreshold(m) => ApiError::BelowThreshold(m),
+            M::NoSuchChild(_) => ApiError::NoSuchChild(e.to_string()),
+            M::BadChild(m) => ApiError::BadRequest(m),
+            M::Busy(_) => ApiError::QuorumFailure(e.to_string()),
         }
     }
 }

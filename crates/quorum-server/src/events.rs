@@ -323,6 +323,11 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, suppressed: u64
             "request-offset": request_offset,
             "request-bytes": request_bytes,
         }),
+        Event::ChildAdded { child, uri } => json!({ "node-name": child, "uri": uri }),
+        Event::ChildRemoved { child } => json!({ "node-name": child }),
+        Event::ChildStateChange { child, from, to } => {
+            json!({ "node-name": child, "from": from, "to": to })
+        }
         Event::JobStarted {
             id,
             kind,

@@ -128,7 +128,7 @@ impl Jobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let resync = Resync::start(volume.clone(), telemetry.clone(), resync_rate)?;
+        let resync = Resync::start(volume.clone(), telemetry.clone(), sink.clone(), resync_rate)?;
         let jobs = Arc::new(Jobs {
             volume,
             sink,

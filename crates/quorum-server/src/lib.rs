@@ -22,6 +22,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod membership;
 pub mod range;
 pub mod resync;
 pub mod server;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use quorum_core::{ResyncStep, Volume};
+use quorum_core::{Event, EventSink, ResyncStep, Volume};
 
 use crate::telemetry::Telemetry;
 
@@ -44,6 +44,7 @@ impl Resync {
     pub fn start(
         volume: Arc<Volume>,
         telemetry: Arc<Telemetry>,
+        sink: Arc<dyn EventSink>,
         rate: u64,
     ) -> std::io::Result<Resync> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -51,7 +52,7 @@ impl Resync {
         let (flag, p) = (stop.clone(), progress.clone());
         let handle = thread::Builder::new()
             .name(format!("resync-{}", volume.name()))
-            .spawn(move || run(&volume, &telemetry, rate.max(4096), &flag, &p))?;
+            .spawn(move || run(&volume, &telemetry, &*sink, rate.max(4096), &flag, &p))?;
         Ok(Resync {
             stop,
             progress,
@@ -88,7 +89,14 @@ impl Resync {
     }
 }
 
-fn run(volume: &Volume, telemetry: &Telemetry, rate: u64, stop: &AtomicBool, progress: &Progress) {
+fn run(
+    volume: &Volume,
+    telemetry: &Telemetry,
+    sink: &dyn EventSink,
+    rate: u64,
+    stop: &AtomicBool,
+    progress: &Progress,
+) {
     let mut backoff = IDLE_POLL;
     let mut failures = 0u32;
     // Where to look next: past each range tried, so that a range that cannot
@@ -110,6 +118,26 @@ fn run(volume: &Volume, telemetry: &Telemetry, rate: u64, stop: &AtomicBool, pro
                     .get_or_insert((started, before));
                 telemetry.job_bytes(volume.name(), "resync", bytes);
                 tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
+                let done = volume
+                    .children()
+                    .iter()
+                    .any(|c| c.name == child && c.stale_bytes == 0);
+                if done {
+                    let from = if volume.done_syncing(&child) {
+                        "syncing"
+                    } else {
+                        "stale"
+                    };
+                    tracing::info!(volume = volume.name(), %child, from, "child is healthy again");
+                    sink.emit(
+                        volume.name(),
+                        Event::ChildStateChange {
+                            child,
+                            from,
+                            to: "healthy",
+                        },
+                    );
+                }
                 // The rate limit: this step's bytes at `rate`, less its time.
                 Duration::from_secs_f64(bytes as f64 / rate as f64)
                     .saturating_sub(started.elapsed())

@@ -17,10 +17,10 @@ use quorum_backends::ChildSource;
 use quorum_core::{ChildSpec, EventSink, Volume};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, VolumeEntry};
-use crate::config::{Config, VolumeConfig};
+use crate::api::{self, AppState};
+use crate::config::{ChildConfig, Config, VolumeConfig};
 use crate::events::EventLog;
-use crate::jobs::Jobs;
+use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -28,7 +28,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long each volume's workers get to stop.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Opens the volumes of `config` with their events going to `sink`.
+/// Opens the volumes of `config` with their events going to `sink`, and
+/// starts their jobs.
 ///
 /// # Errors
 /// The first volume or child that cannot be opened, as one line naming
@@ -36,11 +37,12 @@ const STOP_DEADLINE: Duration = Duration::from_secs(10);
 pub fn open_volumes(
     config: &Config,
     sink: &Arc<dyn EventSink>,
-) -> anyhow::Result<BTreeMap<String, VolumeEntry>> {
+    telemetry: &Arc<Telemetry>,
+) -> anyhow::Result<BTreeMap<String, Arc<VolumeEntry>>> {
     let mut volumes = BTreeMap::new();
     for vc in &config.volumes {
-        let entry = open_volume(config, vc, sink)?;
-        volumes.insert(vc.options.name.clone(), entry);
+        let entry = open_volume(config, vc, sink, telemetry)?;
+        volumes.insert(vc.options.name.clone(), Arc::new(entry));
     }
     Ok(volumes)
 }
@@ -49,10 +51,40 @@ fn open_volume(
     config: &Config,
     vc: &VolumeConfig,
     sink: &Arc<dyn EventSink>,
+    telemetry: &Arc<Telemetry>,
 ) -> anyhow::Result<VolumeEntry> {
     let name = &vc.options.name;
-    let mut specs = Vec::with_capacity(vc.children.len());
-    for child in &vc.children {
+    let saved_at = membership::saved_path(&config.data_dir, name);
+    let saved = membership::load(&saved_at)
+        .with_context(|| format!("volume {name:?}: cannot read {}", saved_at.display()))?;
+    let (children, syncing) = match saved {
+        Some(saved) => {
+            tracing::info!(volume = %name, file = %saved_at.display(), "children from the saved membership");
+            let children = saved
+                .children
+                .into_iter()
+                .map(|c| {
+                    // Fault rules live in the config only.
+                    let faults = vc
+                        .children
+                        .iter()
+                        .find(|k| k.name == c.name)
+                        .map(|k| k.faults.clone())
+                        .unwrap_or_default();
+                    ChildConfig {
+                        name: c.name,
+                        uri: c.uri,
+                        options: c.options,
+                        faults,
+                    }
+                })
+                .collect();
+            (children, saved.syncing)
+        }
+        None => (vc.children.clone(), Vec::new()),
+    };
+    let mut specs = Vec::with_capacity(children.len());
+    for child in &children {
         let backend = quorum_backends::open(ChildSource {
             uri: &child.uri,
             options: &child.options,
@@ -69,15 +101,24 @@ fn open_volume(
     let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
     let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))
         .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
-    tracing::info!(volume = %name, size = volume.size(), children = vc.children.len(), "volume opened");
-    Ok(VolumeEntry {
-        volume: Arc::new(volume),
-        uris: vc
-            .children
-            .iter()
-            .map(|c| quorum_backends::redact_uri(&c.uri))
-            .collect(),
-    })
+    volume.set_syncing(syncing);
+    for child in &children {
+        telemetry.add_child(name, &child.name);
+    }
+    telemetry.set_size(name, volume.size());
+    tracing::info!(volume = %name, size = volume.size(), children = children.len(), "volume opened");
+    let rebuild = Rebuild {
+        options: vc.options.clone(),
+        journal,
+        data_dir: config.data_dir.clone(),
+        base_dir: config.base_dir.clone(),
+        scrub_rate: config.scrub_rate,
+        resync_rate: config.resync_rate,
+        sink: sink.clone(),
+        telemetry: telemetry.clone(),
+    };
+    VolumeEntry::start(volume, children, rebuild)
+        .with_context(|| format!("volume {name:?}: cannot start its background jobs"))
 }
 
 /// Serves `config` until SIGTERM or Ctrl-C. `listen` overrides the config's
@@ -107,21 +148,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         telemetry: telemetry.clone(),
         log: events.clone(),
     });
-    let volumes = open_volumes(&config, &sink)?;
-    let mut jobs = BTreeMap::new();
-    for (name, entry) in &volumes {
-        telemetry.set_size(name, entry.volume.size());
-        let started = Jobs::start(
-            entry.volume.clone(),
-            sink.clone(),
-            telemetry.clone(),
-            &config.data_dir,
-            config.scrub_rate,
-            config.resync_rate,
-        )
-        .with_context(|| format!("volume {name:?}: cannot start its background jobs"))?;
-        jobs.insert(name.clone(), started);
-    }
+    let volumes = open_volumes(&config, &sink, &telemetry)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,7 +157,6 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         .context("cannot start the async runtime")?;
     let state = Arc::new(AppState {
         volumes,
-        jobs,
         events,
         telemetry,
         token: config.token.clone(),
@@ -139,8 +165,8 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         shutdown: CancellationToken::new(),
     });
     let served = runtime.block_on(serve(config.listen, state.clone()));
-    for jobs in state.jobs.values() {
-        jobs.stop();
+    for entry in state.volumes.values() {
+        entry.stop();
     }
     served?;
     runtime.block_on(close_volumes(&state));
@@ -206,7 +232,7 @@ async fn wait_for_signal() {
 /// Flushes every volume, then stops its workers.
 async fn close_volumes(state: &AppState) {
     for (name, entry) in &state.volumes {
-        let volume = entry.volume.clone();
+        let volume = entry.volume();
         let result = tokio::task::spawn_blocking(move || {
             let flushed = volume.flush();
             let stuck = volume.close(STOP_DEADLINE);

@@ -14,8 +14,8 @@
 //! engine's event sink, which forwards each event to the event log too.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{
@@ -48,7 +48,10 @@ const REPORT_TYPES: [&str; 3] = ["read", "write", "flush"];
 /// The kinds of background job, for `quorum_job_bytes_total`.
 pub const JOB_KINDS: [&str; 2] = ["scrub", "resync"];
 /// The event names, for `quorum_events_total`.
-const EVENT_NAMES: [&str; 7] = [
+const EVENT_NAMES: [&str; 10] = [
+    "CHILD_ADDED",
+    "CHILD_REMOVED",
+    "CHILD_STATE_CHANGE",
     "QUORUM_REPORT_BAD",
     "QUORUM_FAILURE",
     "QUORUM_REWRITE",
@@ -83,7 +86,7 @@ struct VolumeMetrics {
     /// Bytes scanned by scrubs and copied by resyncs.
     job_bytes: [Counter; 2],
     events: Vec<Counter>,
-    children: BTreeMap<String, ChildMetrics>,
+    children: RwLock<BTreeMap<String, ChildMetrics>>,
     counts: VolumeCounts,
 }
 
@@ -181,48 +184,63 @@ impl Telemetry {
             .collect();
         let children = children
             .iter()
-            .map(|&child| {
-                let vc = [("volume", volume), ("child", child)];
-                let metrics = ChildMetrics {
-                    errors: OPS
-                        .iter()
-                        .map(|op| {
-                            self.counter(
-                                "quorum_child_errors_total",
-                                &[("volume", volume), ("child", child), ("op", op.as_str())],
-                            )
-                        })
-                        .collect(),
-                    bad_reports: REPORT_TYPES
-                        .iter()
-                        .map(|t| {
-                            self.counter(
-                                "quorum_bad_reports_total",
-                                &[("volume", volume), ("child", child), ("type", t)],
-                            )
-                        })
-                        .collect(),
-                    corrupted: self.counter("quorum_corrupted_bytes_total", &vc),
-                    repaired: self.counter("quorum_repaired_bytes_total", &vc),
-                    healthy: self
-                        .recorder
-                        .register_gauge(&key("quorum_child_healthy", &vc), &METADATA),
-                    stale: self
-                        .recorder
-                        .register_gauge(&key("quorum_stale_bytes", &vc), &METADATA),
-                    counts: ChildCounts::default(),
-                };
-                metrics.healthy.set(1.0);
-                (child.to_owned(), metrics)
-            })
+            .map(|&child| (child.to_owned(), self.register_child(volume, child)))
             .collect();
         VolumeMetrics {
             ops,
             job_bytes,
             events,
-            children,
+            children: RwLock::new(children),
             counts: VolumeCounts::default(),
         }
+    }
+
+    fn register_child(&self, volume: &str, child: &str) -> ChildMetrics {
+        let vc = [("volume", volume), ("child", child)];
+        let metrics = ChildMetrics {
+            errors: OPS
+                .iter()
+                .map(|op| {
+                    self.counter(
+                        "quorum_child_errors_total",
+                        &[("volume", volume), ("child", child), ("op", op.as_str())],
+                    )
+                })
+                .collect(),
+            bad_reports: REPORT_TYPES
+                .iter()
+                .map(|t| {
+                    self.counter(
+                        "quorum_bad_reports_total",
+                        &[("volume", volume), ("child", child), ("type", t)],
+                    )
+                })
+                .collect(),
+            corrupted: self.counter("quorum_corrupted_bytes_total", &vc),
+            repaired: self.counter("quorum_repaired_bytes_total", &vc),
+            healthy: self
+                .recorder
+                .register_gauge(&key("quorum_child_healthy", &vc), &METADATA),
+            stale: self
+                .recorder
+                .register_gauge(&key("quorum_stale_bytes", &vc), &METADATA),
+            counts: ChildCounts::default(),
+        };
+        metrics.healthy.set(1.0);
+        metrics
+    }
+
+    /// Registers the series of a child that joined `volume` at run time.
+    pub fn add_child(&self, volume: &str, child: &str) {
+        let Some(v) = self.volumes.get(volume) else {
+            return;
+        };
+        let metrics = self.register_child(volume, child);
+        v.children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(child.to_owned())
+            .or_insert(metrics);
     }
 
     /// Sets a volume's size, known once its children are open.
@@ -279,7 +297,8 @@ impl Telemetry {
                 error,
                 ..
             } => {
-                let Some(c) = v.children.get(child) else {
+                let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
+                let Some(c) = children.get(child) else {
                     return;
                 };
                 if let Some(t) = REPORT_TYPES.iter().position(|t| *t == op.event_type()) {
@@ -301,12 +320,20 @@ impl Telemetry {
                 v.counts.failures.fetch_add(1, Ordering::Relaxed);
             }
             Event::Rewrite { child, bytes, .. } => {
-                if let Some(c) = v.children.get(child) {
+                if let Some(c) = v
+                    .children
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(child)
+                {
                     c.repaired.increment(*bytes);
                     c.counts.repaired_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
             }
             Event::BlkverifyMismatch { .. }
+            | Event::ChildAdded { .. }
+            | Event::ChildRemoved { .. }
+            | Event::ChildStateChange { .. }
             | Event::JobStarted { .. }
             | Event::JobProgress { .. }
             | Event::JobCompleted { .. } => {}
@@ -319,8 +346,9 @@ impl Telemetry {
             let Some(v) = self.volumes.get(name) else {
                 continue;
             };
+            let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
             for child in volume.children() {
-                if let Some(c) = v.children.get(&child.name) {
+                if let Some(c) = children.get(&child.name) {
                     c.healthy
                         .set(if child.state == quorum_core::ChildState::Healthy {
                             1.0
@@ -353,7 +381,11 @@ impl Telemetry {
 
     /// A child's counters for the API: `{errors, bad_reports, corrupted_bytes, repaired_bytes}`.
     pub fn child_stats(&self, volume: &str, child: &str) -> Value {
-        let Some(c) = self.volumes.get(volume).and_then(|v| v.children.get(child)) else {
+        let Some(v) = self.volumes.get(volume) else {
+            return json!({});
+        };
+        let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(c) = children.get(child) else {
             return json!({});
         };
         let c = &c.counts;

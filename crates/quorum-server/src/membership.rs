@@ -1,0 +1,408 @@
+//! Children joining and leaving a volume at run time.
+//!
+//! A [`VolumeEntry`] serves one volume. Its engine volume is immutable, so a
+//! membership change builds a new one over the same backends plus or minus
+//! one child and swaps it in. Every engine call holds the entry's gate for
+//! reading ([`VolumeEntry::run`]); a change holds it for writing, so it
+//! happens between requests, never during one: overlapping requests stay
+//! ordered and no request sees two memberships. The jobs (resync and
+//! scrubs) are stopped at a checkpoint and started again on the new volume.
+//!
+//! A new child is not trusted: the volume's data extents (block status) are
+//! marked stale on it and its zero extents are zeroed, so it receives every
+//! new write but is neither read nor counted in votes until the resync has
+//! copied the voted data onto it; it shows as `syncing` until then.
+//!
+//! QEMU's constraints hold: no child is added in blkverify mode, no removal
+//! leaves fewer children than `vote_threshold`, names are unique.
+//!
+//! The membership survives restarts: `data_dir/membership/<volume>.json`
+//! holds the children (name, uri, options; it may hold secrets, so it is
+//! written with mode 0600) in their stable order and the syncing ones; when
+//! it exists it replaces the config file's children.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use quorum_backends::ChildSource;
+use quorum_core::{ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ChildConfig;
+use crate::jobs::Jobs;
+use crate::telemetry::Telemetry;
+
+/// How long a membership change waits for the requests in flight.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a membership change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// A duplicate name, or an add in blkverify mode.
+    #[error("{0}")]
+    Conflict(String),
+    /// The removal would leave fewer children than the threshold.
+    #[error("{0}")]
+    BelowThreshold(String),
+    /// No child of that name.
+    #[error("no child named {0:?}")]
+    NoSuchChild(String),
+    /// The new child cannot be opened or used.
+    #[error("{0}")]
+    BadChild(String),
+    /// Requests in flight did not end in time.
+    #[error("the volume stayed busy for {0:?}; try again")]
+    Busy(Duration),
+}
+
+/// The saved membership of a volume.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    /// The children, in order.
+    pub children: Vec<SavedChild>,
+    /// The children still syncing.
+    #[serde(default)]
+    pub syncing: Vec<String>,
+}
+
+/// One saved child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedChild {
+    /// Its name.
+    pub name: String,
+    /// Its uri.
+    pub uri: String,
+    /// Its backend options.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Where a volume's membership is saved.
+pub fn saved_path(data_dir: &Path, volume: &str) -> PathBuf {
+    data_dir.join("membership").join(format!("{volume}.json"))
+}
+
+/// Reads a saved membership, if there is one.
+pub fn load(path: &Path) -> std::io::Result<Option<Saved>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a volume needs to be rebuilt.
+pub struct Rebuild {
+    /// The volume's options.
+    pub options: VolumeOptions,
+    /// The stale-map journal.
+    pub journal: PathBuf,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+    /// Where relative child paths start.
+    pub base_dir: PathBuf,
+    /// Scrub rate limit.
+    pub scrub_rate: u64,
+    /// Resync rate limit.
+    pub resync_rate: u64,
+    /// The event sink.
+    pub sink: Arc<dyn EventSink>,
+    /// The metrics.
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// A served volume: the current engine volume, its jobs, its children's
+/// config, and the gate that keeps membership changes between requests.
+pub struct VolumeEntry {
+    current: RwLock<Arc<Volume>>,
+    gate: RwLock<()>,
+    jobs: Mutex<Arc<Jobs>>,
+    children: Mutex<Vec<ChildConfig>>,
+    rebuild: Rebuild,
+}
+
+impl VolumeEntry {
+    /// Serves `volume`, whose children are `children`, and starts its jobs.
+    pub fn start(
+        volume: Volume,
+        children: Vec<ChildConfig>,
+        rebuild: Rebuild,
+    ) -> std::io::Result<VolumeEntry> {
+        let volume = Arc::new(volume);
+        let jobs = Jobs::start(
+            volume.clone(),
+            rebuild.sink.clone(),
+            rebuild.telemetry.clone(),
+            &rebuild.data_dir,
+            rebuild.scrub_rate,
+            rebuild.resync_rate,
+        )?;
+        Ok(VolumeEntry {
+            current: RwLock::new(volume),
+            gate: RwLock::new(()),
+            jobs: Mutex::new(jobs),
+            children: Mutex::new(children),
+            rebuild,
+        })
+    }
+
+    /// The current engine volume.
+    pub fn volume(&self) -> Arc<Volume> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The volume's jobs.
+    pub fn jobs(&self) -> Arc<Jobs> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The children's uris, in order, without credentials.
+    pub fn uris(&self) -> Vec<String> {
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|c| quorum_backends::redact_uri(&c.uri))
+            .collect()
+    }
+
+    /// Runs an engine call on the current volume, with no membership change
+    /// meanwhile. Call it on a blocking thread.
+    pub fn run<T>(&self, f: impl FnOnce(&Volume) -> T) -> T {
+        let _gate = self.gate_read();
+        f(&self.volume())
+    }
+
+    /// Holds off membership changes while the guard lives.
+    pub fn gate_read(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gate_write(&self) -> Result<RwLockWriteGuard<'_, ()>, MembershipError> {
+        let start = Instant::now();
+        loop {
+            match self.gate.try_write() {
+                Ok(g) => return Ok(g),
+                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(TryLockError::WouldBlock) if start.elapsed() < DRAIN_WAIT => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => return Err(MembershipError::Busy(DRAIN_WAIT)),
+            }
+        }
+    }
+
+    /// Stops the jobs at a checkpoint.
+    pub fn stop(&self) {
+        self.jobs().stop();
+    }
+
+    /// Adds a child; it syncs before it votes. Call it on a blocking thread.
+    pub fn add_child(
+        &self,
+        name: &str,
+        uri: &str,
+        options: BTreeMap<String, String>,
+    ) -> Result<ChildInfo, MembershipError> {
+        let old = self.volume();
+        if old.options().blkverify {
+            return Err(MembershipError::Conflict(
+                "a child cannot be added in blkverify mode".into(),
+            ));
+        }
+        if name.is_empty() {
+            return Err(MembershipError::BadChild("a child needs a name".into()));
+        }
+        if old.children().iter().any(|c| c.name == name) {
+            return Err(MembershipError::Conflict(format!(
+                "a child named {name:?} exists"
+            )));
+        }
+        let backend = quorum_backends::open(ChildSource {
+            uri,
+            options: &options,
+            base_dir: &self.rebuild.base_dir,
+            size: Some(old.size()),
+            faults: &[],
+        })
+        .map_err(|e| MembershipError::BadChild(format!("child {name:?}: {e}")))?;
+        let _gate = self.gate_write()?;
+        let old = self.volume();
+        let map = old
+            .block_status(0, old.size())
+            .map_err(|e| MembershipError::BadChild(format!("cannot map the volume's data: {e}")))?;
+        for zero in map.iter().filter(|e| e.zero) {
+            backend
+                .write_zeroes(zero.offset, zero.length)
+                .map_err(|e| {
+                    MembershipError::BadChild(format!("child {name:?}: cannot zero it: {e}"))
+                })?;
+        }
+        let mut specs = old.child_specs();
+        specs.push(ChildSpec {
+            name: name.to_owned(),
+            backend,
+        });
+        let mut syncing = old.syncing();
+        syncing.push(name.to_owned());
+        let data: Vec<_> = map
+            .iter()
+            .filter(|e| !e.zero)
+            .map(|e| e.offset..e.offset + e.length)
+            .collect();
+        let config = ChildConfig {
+            name: name.to_owned(),
+            uri: uri.to_owned(),
+            options,
+            faults: Vec::new(),
+        };
+        self.swap(
+            specs,
+            syncing,
+            |children| children.push(config),
+            |v| v.mark_stale(name, &data),
+        )?;
+        self.rebuild.telemetry.add_child(old.name(), name);
+        self.rebuild.sink.emit(
+            old.name(),
+            Event::ChildAdded {
+                child: name.to_owned(),
+                uri: quorum_backends::redact_uri(uri),
+            },
+        );
+        tracing::info!(volume = old.name(), child = name, "child added; syncing");
+        self.volume()
+            .children()
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| MembershipError::NoSuchChild(name.to_owned()))
+    }
+
+    /// Removes a child. Call it on a blocking thread.
+    pub fn remove_child(&self, name: &str) -> Result<(), MembershipError> {
+        let _gate = self.gate_write()?;
+        let old = self.volume();
+        if !old.children().iter().any(|c| c.name == name) {
+            return Err(MembershipError::NoSuchChild(name.to_owned()));
+        }
+        let left = old.children().len() - 1;
+        if left < old.options().vote_threshold {
+            return Err(MembershipError::BelowThreshold(format!(
+                "removing {name:?} would leave {left} children, fewer than vote_threshold {}",
+                old.options().vote_threshold
+            )));
+        }
+        let specs: Vec<ChildSpec> = old
+            .child_specs()
+            .into_iter()
+            .filter(|c| c.name != name)
+            .collect();
+        let syncing: Vec<String> = old.syncing().into_iter().filter(|c| c != name).collect();
+        self.swap(
+            specs,
+            syncing,
+            |children| children.retain(|c| c.name != name),
+            |_| {},
+        )?;
+        self.rebuild.sink.emit(
+            old.name(),
+            Event::ChildRemoved {
+                child: name.to_owned(),
+            },
+        );
+        tracing::info!(volume = old.name(), child = name, "child removed");
+        Ok(())
+    }
+
+    /// With the gate held: stops the jobs, opens the new volume, prepares
+    /// it, swaps it in, saves the membership, starts the jobs again.
+    fn swap(
+        &self,
+        specs: Vec<ChildSpec>,
+        syncing: Vec<String>,
+        edit: impl FnOnce(&mut Vec<ChildConfig>),
+        prepare: impl FnOnce(&Volume),
+    ) -> Result<(), MembershipError> {
+        let r = &self.rebuild;
+        let jobs = self.jobs();
+        jobs.stop();
+        let opened =
+            Volume::open_journaled(r.options.clone(), specs, r.sink.clone(), Some(&r.journal));
+        let volume = match opened {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                self.restart_jobs(self.volume());
+                return Err(MembershipError::BadChild(e.to_string()));
+            }
+        };
+        prepare(&volume);
+        volume.set_syncing(syncing.clone());
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = volume.clone();
+        let saved = {
+            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+            edit(&mut children);
+            Saved {
+                children: children
+                    .iter()
+                    .map(|c| SavedChild {
+                        name: c.name.clone(),
+                        uri: c.uri.clone(),
+                        options: c.options.clone(),
+                    })
+                    .collect(),
+                syncing,
+            }
+        };
+        if let Err(e) = save(&saved_path(&r.data_dir, volume.name()), &saved) {
+            tracing::error!(volume = volume.name(), error = %e, "cannot save the membership");
+        }
+        self.restart_jobs(volume);
+        Ok(())
+    }
+
+    fn restart_jobs(&self, volume: Arc<Volume>) {
+        let r = &self.rebuild;
+        match Jobs::start(
+            volume,
+            r.sink.clone(),
+            r.telemetry.clone(),
+            &r.data_dir,
+            r.scrub_rate,
+            r.resync_rate,
+        ) {
+            Ok(jobs) => *self.jobs.lock().unwrap_or_else(PoisonError::into_inner) = jobs,
+            Err(e) => tracing::error!(error = %e, "cannot restart the volume's jobs"),
+        }
+    }
+}
+
+/// Writes a membership atomically, readable by the owner only (it may hold
+/// credentials).
+fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,156 @@
+//! Children added and removed at run time: a new child syncs before it
+//! votes, QEMU's constraints hold, and the membership survives a restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const DATA: &str = "/v1/volumes/vm/data";
+
+fn add(server: &Server, name: &str, uri: &str) -> Resp {
+    let body = json!({ "name": name, "uri": uri, "options": {} }).to_string();
+    server.send(
+        server
+            .request(Method::POST, "/v1/volumes/vm/children")
+            .body(body),
+    )
+}
+
+fn remove(server: &Server, name: &str) -> Resp {
+    server.send(server.request(Method::DELETE, &format!("/v1/volumes/vm/children/{name}")))
+}
+
+fn children(server: &Server) -> Vec<Value> {
+    server.get("/v1/volumes/vm").json()["children"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_new_child_syncs_under_load_without_serving_reads() {
+    let sandbox = Sandbox::new();
+    // The new child's file holds garbage: had any read been voted with it,
+    // it would have lost and been reported.
+    sandbox.fill_file("d.img", 0xee, 2 * MIB);
+    let config = format!("resync_rate = \"1MiB\"\n{}", abc_volume("2MiB", ""));
+    let server = Arc::new(sandbox.serve(&config));
+    server.write_volume("vm", 0, &pattern(1, MIB as usize + 12_345));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (server, stop, writes) = (server.clone(), stop.clone(), writes.clone());
+        thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && i < 5_000 {
+                let offset = (i * 7 * 4096 + 100) % (2 * MIB - 8192);
+                server
+                    .put(&format!("{DATA}?offset={offset}"), pattern(100 + i, 5000))
+                    .expect_status(204);
+                let back = server.read_volume("vm", offset, 5000);
+                assert_bytes_eq(&back, &pattern(100 + i, 5000), "a read during the sync");
+                writes.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    let r = add(&server, "d", "d.img");
+    r.expect_status(201);
+    assert_eq!(r.json()["state"], "syncing", "{}", r.json());
+    let d = &children(&server)[3];
+    assert_eq!(d["name"], "d");
+    assert!(d["stale_bytes"].as_u64().unwrap_or(0) > 0, "{d}");
+    wait_until("d to be synced", || {
+        children(&server)[3]["state"] == "healthy"
+    });
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("the load");
+    assert!(writes.load(Ordering::Relaxed) > 10);
+
+    let events = server.all_events();
+    assert!(
+        reports_for(&events, "d").is_empty(),
+        "d was read while syncing: {events:?}"
+    );
+    assert_eq!(named(&events, "CHILD_ADDED").len(), 1);
+    let changed = named(&events, "CHILD_STATE_CHANGE");
+    assert!(
+        changed.iter().any(|e| e["data"]["node-name"] == "d"
+            && e["data"]["from"] == "syncing"
+            && e["data"]["to"] == "healthy"),
+        "{events:?}"
+    );
+    let a = server.read_file("a.img");
+    for f in ["b.img", "c.img", "d.img"] {
+        assert!(
+            server.read_file(f) == a,
+            "{f} differs from a.img after the sync"
+        );
+    }
+}
+
+#[test]
+fn removal_stops_at_the_threshold_and_membership_survives_a_restart() {
+    let sandbox = Sandbox::new();
+    let mut server = sandbox.serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(2, 64 * 1024));
+    add(&server, "a", "x.img").expect_error(409, "conflict");
+    remove(&server, "nobody").expect_error(404, "no_such_child");
+    add(&server, "d", "d.img").expect_status(201);
+    wait_until("d to be synced", || {
+        children(&server)[3]["state"] == "healthy"
+    });
+    remove(&server, "b").expect_status(204);
+    remove(&server, "a").expect_status(204);
+    let names: Vec<Value> = children(&server)
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("c"), json!("d")]);
+    let r = remove(&server, "c");
+    r.expect_error(409, "below_threshold");
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, 64 * 1024),
+        &pattern(2, 64 * 1024),
+        "read from c and d",
+    );
+    assert_eq!(named(&server.all_events(), "CHILD_REMOVED").len(), 2);
+
+    server.stop();
+    server.restart();
+    let names: Vec<Value> = children(&server)
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![json!("c"), json!("d")],
+        "the membership came back from data_dir"
+    );
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, 64 * 1024),
+        &pattern(2, 64 * 1024),
+        "read after the restart",
+    );
+}
+
+#[test]
+fn no_child_is_added_in_blkverify_mode() {
+    let server = Sandbox::new().serve(&volume(
+        "vm",
+        "1MiB",
+        2,
+        "blkverify = true",
+        &[child("a"), child("b")],
+    ));
+    add(&server, "c", "c.img").expect_error(409, "conflict");
+    remove(&server, "a").expect_error(409, "below_threshold");
+}
