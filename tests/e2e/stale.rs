@@ -67,6 +67,19 @@ fn a_child_that_was_down_gets_only_what_it_missed() {
         "children differ after the resync"
     );
     assert_eq!(child_json(&front, 0)["state"], "healthy");
+    let state = |s: &str| {
+        front.metric(&format!(
+            r#"quorum_child_state{{volume="vm",child="r0",state="{s}"}}"#
+        ))
+    };
+    assert_eq!(
+        (state("healthy"), state("stale"), state("failed")),
+        (1.0, 0.0, 0.0)
+    );
+    assert_eq!(
+        front.metric(r#"quorum_stale_bytes{volume="vm",child="r0"}"#),
+        0.0
+    );
 }
 
 #[test]

@@ -45,6 +45,8 @@ const OPS: [Op; 5] = [
 ];
 /// The `type` values of `QUORUM_REPORT_BAD`.
 const REPORT_TYPES: [&str; 3] = ["read", "write", "flush"];
+/// The states of a child, for `quorum_child_state`.
+const CHILD_STATES: [&str; 4] = ["healthy", "syncing", "stale", "failed"];
 /// The kinds of background job, for `quorum_job_bytes_total`.
 pub const JOB_KINDS: [&str; 2] = ["scrub", "resync"];
 /// The event names, for `quorum_events_total`.
@@ -104,6 +106,8 @@ struct ChildMetrics {
     repaired: Counter,
     healthy: Gauge,
     stale: Gauge,
+    /// One gauge per state, 1 for the current one.
+    states: Vec<Gauge>,
     counts: ChildCounts,
 }
 
@@ -224,8 +228,21 @@ impl Telemetry {
             stale: self
                 .recorder
                 .register_gauge(&key("quorum_stale_bytes", &vc), &METADATA),
+            states: CHILD_STATES
+                .iter()
+                .map(|state| {
+                    self.recorder.register_gauge(
+                        &key(
+                            "quorum_child_state",
+                            &[("volume", volume), ("child", child), ("state", state)],
+                        ),
+                        &METADATA,
+                    )
+                })
+                .collect(),
             counts: ChildCounts::default(),
         };
+        metrics.states[0].set(1.0);
         metrics.healthy.set(1.0);
         metrics
     }
@@ -356,6 +373,13 @@ impl Telemetry {
                             0.0
                         });
                     c.stale.set(child.stale_bytes as f64);
+                    for (gauge, state) in c.states.iter().zip(CHILD_STATES) {
+                        gauge.set(if child.state.as_str() == state {
+                            1.0
+                        } else {
+                            0.0
+                        });
+                    }
                 }
             }
         }
@@ -467,6 +491,13 @@ fn describe(r: &PrometheusRecorder) {
         KeyName::from("quorum_volume_size_bytes"),
         Some(Unit::Bytes),
         SharedString::from("The volume's size."),
+    );
+    r.describe_gauge(
+        KeyName::from("quorum_child_state"),
+        None,
+        SharedString::from(
+            "1 for the child's current state (healthy, syncing, stale, failed), else 0.",
+        ),
     );
     r.describe_gauge(
         KeyName::from("quorum_stale_bytes"),
