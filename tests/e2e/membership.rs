@@ -69,8 +69,11 @@ fn a_new_child_syncs_under_load_without_serving_reads() {
     assert_eq!(d["name"], "d");
     assert!(d["stale_bytes"].as_u64().unwrap_or(0) > 0, "{d}");
     wait_until("d to be synced", || {
-        children(&server)[3]["state"] == "healthy"
+        named(&server.all_events(), "CHILD_STATE_CHANGE")
+            .iter()
+            .any(|e| e["data"]["node-name"] == "d")
     });
+    assert_eq!(children(&server)[3]["state"], "healthy");
     stop.store(true, Ordering::Relaxed);
     load.join().expect("the load");
     assert!(writes.load(Ordering::Relaxed) > 10);

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// blkverify found the children different.
     #[error("{0}")]
     BlkverifyMismatch(String),
+    /// The volume stayed busy too long for a membership change.
+    #[error("{0}")]
+    Busy(String),
     /// The body did not arrive in time.
     #[error("the request body did not arrive in time")]
     Timeout,
@@ -82,6 +85,7 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "blkverify_mismatch")
             }
             ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -109,7 +113,7 @@ impl From<crate::membership::MembershipError> for ApiError {
             M::BelowThreshold(m) => ApiError::BelowThreshold(m),
             M::NoSuchChild(_) => ApiError::NoSuchChild(e.to_string()),
             M::BadChild(m) => ApiError::BadRequest(m),
-            M::Busy(_) => ApiError::QuorumFailure(e.to_string()),
+            M::Busy(_) => ApiError::Busy(e.to_string()),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use quorum_core::{Event, EventSink, ResyncStep, Volume};
+use quorum_core::{ChildState, Event, EventSink, ResyncStep, Volume};
 
 use crate::telemetry::Telemetry;
 
@@ -102,7 +102,9 @@ fn run(
     // Where to look next: past each range tried, so that a range that cannot
     // be copied yet does not hold up the others.
     let mut from = 0;
+    let mut behind = lagging(volume);
     while !stop.load(Ordering::Acquire) {
+        behind = announce_caught_up(volume, sink, behind);
         let started = Instant::now();
         let pause = match volume.resync_step(STEP, from) {
             ResyncStep::Copied { child, range, next } => {
@@ -118,26 +120,6 @@ fn run(
                     .get_or_insert((started, before));
                 telemetry.job_bytes(volume.name(), "resync", bytes);
                 tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
-                let done = volume
-                    .children()
-                    .iter()
-                    .any(|c| c.name == child && c.stale_bytes == 0);
-                if done {
-                    let from = if volume.done_syncing(&child) {
-                        "syncing"
-                    } else {
-                        "stale"
-                    };
-                    tracing::info!(volume = volume.name(), %child, from, "child is healthy again");
-                    sink.emit(
-                        volume.name(),
-                        Event::ChildStateChange {
-                            child,
-                            from,
-                            to: "healthy",
-                        },
-                    );
-                }
                 // The rate limit: this step's bytes at `rate`, less its time.
                 Duration::from_secs_f64(bytes as f64 / rate as f64)
                     .saturating_sub(started.elapsed())
@@ -170,6 +152,46 @@ fn run(
         };
         sleep_unless(&[stop], pause);
     }
+}
+
+/// The children that are syncing or stale, with that state.
+fn lagging(volume: &Volume) -> Vec<(String, ChildState)> {
+    volume
+        .children()
+        .into_iter()
+        .filter(|c| matches!(c.state, ChildState::Syncing | ChildState::Stale) || c.stale_bytes > 0)
+        .map(|c| (c.name, c.state))
+        .collect()
+}
+
+/// Emits `CHILD_STATE_CHANGE` for each child of `before` that has nothing
+/// stale any more (copied by the resync, or rewritten by clients), and
+/// returns the children still behind.
+fn announce_caught_up(
+    volume: &Volume,
+    sink: &dyn EventSink,
+    before: Vec<(String, ChildState)>,
+) -> Vec<(String, ChildState)> {
+    let now = volume.children();
+    for (child, state) in before {
+        if now.iter().any(|c| c.name == child && c.stale_bytes == 0) {
+            let from = if volume.done_syncing(&child) {
+                "syncing"
+            } else {
+                state.as_str()
+            };
+            tracing::info!(volume = volume.name(), %child, from, "child caught up");
+            sink.emit(
+                volume.name(),
+                Event::ChildStateChange {
+                    child,
+                    from,
+                    to: "healthy",
+                },
+            );
+        }
+    }
+    lagging(volume)
 }
 
 /// Sleeps for `d`, waking early when any of `flags` is set.
