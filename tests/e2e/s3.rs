@@ -220,6 +220,18 @@ pub fn s3_child(name: &str, weed: &Weed, prefix: &str) -> String {
     )
 }
 
+/// `n` stores and the child tables of a volume on them (`s0`, `s1`...)
+/// under `prefix`.
+fn stores(n: usize, prefix: &str) -> (Vec<Weed>, Vec<String>) {
+    let weeds: Vec<Weed> = (0..n).map(|_| Weed::start()).collect();
+    let children = weeds
+        .iter()
+        .enumerate()
+        .map(|(i, w)| s3_child(&format!("s{i}"), w, prefix))
+        .collect();
+    (weeds, children)
+}
+
 fn chunk_object(prefix: &str, index: u64) -> ObjectPath {
     ObjectPath::from(format!("{prefix}/chunks/{index:016x}"))
 }
@@ -242,12 +254,7 @@ fn assert_no_secret(server: &Server) {
 
 #[test]
 fn three_seaweedfs_replicas_round_trip() {
-    let weeds: Vec<Weed> = (0..3).map(|_| Weed::start()).collect();
-    let children: Vec<String> = weeds
-        .iter()
-        .enumerate()
-        .map(|(i, w)| s3_child(&format!("s{i}"), w, "vm"))
-        .collect();
+    let (weeds, children) = stores(3, "vm");
     let server = Sandbox::new().serve(&volume("vm", "2MiB", 2, "", &children));
     // Unaligned, across chunk boundaries, partly overwriting itself.
     let a = pattern(1, 200_000);
@@ -300,12 +307,7 @@ fn three_seaweedfs_replicas_round_trip() {
 
 #[test]
 fn a_chunk_overwritten_behind_quorums_back_is_outvoted_and_repaired() {
-    let weeds: Vec<Weed> = (0..3).map(|_| Weed::start()).collect();
-    let children: Vec<String> = weeds
-        .iter()
-        .enumerate()
-        .map(|(i, w)| s3_child(&format!("s{i}"), w, "vm"))
-        .collect();
+    let (weeds, children) = stores(3, "vm");
     let server = Sandbox::new().serve(&volume(
         "vm",
         "1MiB",
@@ -373,12 +375,7 @@ fn write_load(server: &Server, duration: Duration, limit: Duration) -> u64 {
 
 #[test]
 fn dead_and_hung_stores_become_child_errors_within_seconds() {
-    let mut weeds: Vec<Weed> = (0..3).map(|_| Weed::start()).collect();
-    let children: Vec<String> = weeds
-        .iter()
-        .enumerate()
-        .map(|(i, w)| s3_child(&format!("s{i}"), w, "vm"))
-        .collect();
+    let (mut weeds, children) = stores(3, "vm");
     let server = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &children));
     let limit = Duration::from_secs(8);
     assert!(write_load(&server, Duration::from_millis(500), limit) > 0);

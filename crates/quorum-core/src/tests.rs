@@ -153,15 +153,19 @@ fn options(threshold: usize) -> VolumeOptions {
     }
 }
 
-fn setup_with(opts: VolumeOptions, mems: Vec<Arc<Mem>>) -> Setup {
-    let sink = Arc::new(RecordingSink::default());
-    let children = mems
-        .iter()
+/// The children of a volume over `mems`.
+fn specs(mems: &[Arc<Mem>]) -> Vec<ChildSpec> {
+    mems.iter()
         .map(|m| ChildSpec {
             name: m.name.clone(),
             backend: m.clone(),
         })
-        .collect();
+        .collect()
+}
+
+fn setup_with(opts: VolumeOptions, mems: Vec<Arc<Mem>>) -> Setup {
+    let sink = Arc::new(RecordingSink::default());
+    let children = specs(&mems);
     let volume = Volume::open(opts, children, sink.clone()).expect("open");
     Setup { volume, mems, sink }
 }
@@ -447,13 +451,7 @@ fn blkverify_reports_the_first_differing_byte_and_keeps_going() {
 #[test]
 fn open_refuses_what_qemu_refuses() {
     let open = |opts: VolumeOptions, mems: Vec<Arc<Mem>>| {
-        let children = mems
-            .iter()
-            .map(|m| ChildSpec {
-                name: m.name.clone(),
-                backend: m.clone(),
-            })
-            .collect();
+        let children = specs(&mems);
         Volume::open(opts, children, Arc::new(NullSink)).map(drop)
     };
     let three = || vec![Mem::new("a", B), Mem::new("b", B), Mem::new("c", B)];
@@ -731,13 +729,7 @@ fn missed_writes_are_stale_never_read_and_resynced() {
         .map(|n| Mem::new(n, 16 * B))
         .collect();
     let open = |mems: &[Arc<Mem>]| {
-        let children = mems
-            .iter()
-            .map(|m| ChildSpec {
-                name: m.name.clone(),
-                backend: m.clone(),
-            })
-            .collect();
+        let children = specs(mems);
         Volume::open_journaled(
             options(2),
             children,
@@ -769,13 +761,7 @@ fn missed_writes_are_stale_never_read_and_resynced() {
     drop(volume);
 
     // The map survives a restart (the journal), and fifo skips child a there.
-    let children = mems
-        .iter()
-        .map(|m| ChildSpec {
-            name: m.name.clone(),
-            backend: m.clone(),
-        })
-        .collect();
+    let children = specs(&mems);
     let fifo =
         Volume::open_journaled(opts, children, Arc::new(NullSink), Some(&journal)).expect("reopen");
     assert_eq!(fifo.stale_bytes(), vec![missed, 0, 0]);
