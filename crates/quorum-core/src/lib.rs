@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod breaker;
 mod buffer;
 mod error;
 mod event;

@@ -22,6 +22,9 @@ struct Mem {
     fail_reads: AtomicBool,
     fail_writes: AtomicBool,
     fail_flush: AtomicBool,
+    /// Time out every write, counting the attempts.
+    hang_writes: AtomicBool,
+    write_attempts: AtomicU64,
     jitter: bool,
     seed: AtomicU64,
 }
@@ -35,6 +38,8 @@ impl Mem {
             fail_reads: AtomicBool::new(false),
             fail_writes: AtomicBool::new(false),
             fail_flush: AtomicBool::new(false),
+            hang_writes: AtomicBool::new(false),
+            write_attempts: AtomicU64::new(0),
             jitter: false,
             seed: AtomicU64::new(1),
         })
@@ -85,6 +90,10 @@ impl Backend for Mem {
         Ok(())
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        self.write_attempts.fetch_add(1, Ordering::SeqCst);
+        if self.hang_writes.load(Ordering::SeqCst) {
+            return Err(BackendError::Timeout(Duration::from_secs(2)));
+        }
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(BackendError::from_errno(28));
         }
@@ -842,4 +851,30 @@ fn scrub_reports_repairs_and_refuses_to_guess() {
     assert_eq!(&s.mems[0].snapshot()[7 * B..7 * B + 8], &[1; 8]);
     assert_eq!(&s.mems[1].snapshot()[7 * B..7 * B + 8], &[2; 8]);
     assert_eq!(s.mems[2].snapshot(), data);
+}
+
+#[test]
+fn a_child_that_timed_out_is_not_tried_again_until_its_backoff_passed() {
+    let s = setup(options(2), 3, 4 * B);
+    s.mems[2].hang_writes.store(true, Ordering::SeqCst);
+    s.volume
+        .write(0, Bytes::from(vec![1; 10]))
+        .expect("write at threshold");
+    assert_eq!(s.mems[2].write_attempts.load(Ordering::SeqCst), 1);
+    // Refused at once: no second wait for the hung child.
+    s.volume
+        .write(100, Bytes::from(vec![2; 10]))
+        .expect("write at threshold");
+    assert_eq!(s.mems[2].write_attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        s.volume.stale_bytes(),
+        vec![0, 0, 20],
+        "both writes are stale on c"
+    );
+    // After the back-off, the next request tries it again.
+    s.mems[2].hang_writes.store(false, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(600));
+    s.volume.write(0, Bytes::from(vec![3; 200])).expect("write");
+    assert_eq!(s.mems[2].write_attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backend::{Backend, BackendError, Extent};
+use crate::breaker::Breaker;
 use crate::buffer::BufferPool;
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
@@ -136,6 +137,7 @@ struct Child {
     backend: Arc<dyn Backend>,
     workers: Workers,
     state: AtomicU8,
+    breaker: Breaker,
 }
 
 const HEALTHY: u8 = 0;
@@ -320,6 +322,7 @@ impl Volume {
                 backend: c.backend,
                 workers,
                 state: AtomicU8::new(HEALTHY),
+                breaker: Breaker::default(),
             });
         }
         Ok(Volume {
@@ -882,20 +885,34 @@ impl Volume {
         let mut answers: Vec<Option<Result<Reply, BackendError>>> =
             (0..order.len()).map(|_| None).collect();
         let closed = self.closed.load(Ordering::Acquire);
-        let mut jobs = jobs.into_iter().enumerate();
-        let inline = jobs.next();
-        for (job, (child, request)) in jobs {
+        // Children whose breaker is open are answered at once, untried.
+        let mut refused = vec![false; order.len()];
+        let mut tried = Vec::with_capacity(order.len());
+        for (job, (child, request)) in jobs.into_iter().enumerate() {
+            match self.children[child].breaker.refuse() {
+                Some(refusal) => {
+                    answers[job] = Some(Err(refusal));
+                    refused[job] = true;
+                }
+                None => tried.push((job, child, request)),
+            }
+        }
+        let mut tried = tried.into_iter();
+        let inline = tried.next();
+        let mut pending = 0;
+        for (job, child, request) in tried {
             self.children[child].workers.submit(job, request, &tx);
+            pending += 1;
         }
         drop(tx);
-        if let Some((job, (child, request))) = inline {
+        if let Some((job, child, request)) = inline {
             answers[job] = Some(if closed {
                 Err(BackendError::Unavailable("the volume is closed".into()))
             } else {
                 worker::run(&*self.children[child].backend, &self.buffers, request)
             });
         }
-        for _ in 1..order.len() {
+        for _ in 0..pending {
             match rx.recv() {
                 Ok((job, result)) => answers[job] = Some(result),
                 Err(_) => break,
@@ -904,7 +921,8 @@ impl Volume {
         order
             .into_iter()
             .zip(answers)
-            .map(|(child, answer)| {
+            .zip(refused)
+            .map(|((child, answer), refused)| {
                 let result = answer.unwrap_or_else(|| {
                     Err(BackendError::Unavailable(
                         "the child's worker stopped without answering".into(),
@@ -912,6 +930,9 @@ impl Volume {
                 });
                 let state = if result.is_ok() { HEALTHY } else { FAILED };
                 self.children[child].state.store(state, Ordering::Relaxed);
+                if !refused {
+                    self.children[child].breaker.record(&result);
+                }
                 (child, result)
             })
             .collect()
