@@ -485,10 +485,12 @@ fn store_error(e: object_store::Error) -> BackendError {
         text.push_str("...");
     }
     let lower = text.to_ascii_lowercase();
-    if lower.contains("timed out") || lower.contains("timeout") {
+    // Every retry error names its "retry_timeout", so look for the failure
+    // itself: a request that timed out, or one that could not be sent.
+    if lower.contains("timed out") || lower.contains("operation timed") {
         BackendError::Unavailable(format!("the store did not answer in time: {text}"))
     } else if lower.contains("error sending request") || lower.contains("connect") {
-        BackendError::Unavailable(text)
+        BackendError::Unavailable(format!("the store cannot be reached: {text}"))
     } else if lower.contains("403") || lower.contains("accessdenied") || lower.contains("signature")
     {
         BackendError::Refused(text)
@@ -636,6 +638,22 @@ mod tests {
         );
         assert_eq!(plain_md5("\"abc-2\""), None);
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    #[test]
+    fn store_errors_say_what_failed() {
+        let unreachable = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing GET http://minio1:9000/q in 104ms, after 1 retries, max_retries: 1, retry_timeout: 3s - HTTP error: error sending request".into(),
+        };
+        let e = store_error(unreachable).to_string();
+        assert!(e.contains("cannot be reached"), "{e}");
+        let hung = object_store::Error::Generic {
+            store: "S3",
+            source: "Error after 1 retries in 4s, max_retries: 1, retry_timeout: 3s, source: operation timed out".into(),
+        };
+        let e = store_error(hung).to_string();
+        assert!(e.contains("did not answer in time"), "{e}");
     }
 
     #[test]
