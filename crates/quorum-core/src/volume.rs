@@ -400,12 +400,28 @@ impl Volume {
         let Some(i) = self.children.iter().position(|c| c.name == child) else {
             return;
         };
+        self.edit_stale(ranges.iter().map(|r| (i, true, r.clone())));
+    }
+
+    /// Marks (`true`) or clears (`false`) ranges of children's stale maps,
+    /// journaling each change that changes something.
+    fn edit_stale(&self, edits: impl IntoIterator<Item = (usize, bool, Range<u64>)>) {
         let mut maps = self.stale_maps();
         let StaleMaps { sets, journal } = &mut *maps;
-        for r in ranges {
-            sets[i].insert(r.clone());
+        for (i, stale, range) in edits {
+            if stale {
+                sets[i].insert(range.clone());
+            } else if sets[i].overlaps(range.clone()) {
+                sets[i].remove(range.clone());
+            } else {
+                continue;
+            }
             if let Some(j) = journal.as_mut() {
-                j.append('+', child, r);
+                j.append(
+                    if stale { '+' } else { '-' },
+                    &self.children[i].name,
+                    &range,
+                );
             }
         }
         self.any_stale
@@ -467,26 +483,12 @@ impl Volume {
         if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
             return;
         }
-        let mut maps = self.stale_maps();
-        let StaleMaps { sets, journal } = &mut *maps;
-        for (i, &missed) in failed.iter().enumerate() {
-            if missed {
-                sets[i].insert(range.clone());
-            } else if sets[i].overlaps(range.clone()) {
-                sets[i].remove(range.clone());
-            } else {
-                continue;
-            }
-            if let Some(j) = journal.as_mut() {
-                j.append(
-                    if missed { '+' } else { '-' },
-                    &self.children[i].name,
-                    &range,
-                );
-            }
-        }
-        self.any_stale
-            .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+        self.edit_stale(
+            failed
+                .iter()
+                .enumerate()
+                .map(|(i, &missed)| (i, missed, range.clone())),
+        );
     }
 
     /// Reads `offset..offset+length` through the vote, whatever the read
@@ -670,15 +672,7 @@ impl Volume {
             .pop()
         {
             Some((_, Ok(_))) => {
-                let mut maps = self.stale_maps();
-                let StaleMaps { sets, journal } = &mut *maps;
-                sets[child].remove(range.clone());
-                if let Some(j) = journal.as_mut() {
-                    j.append('-', &self.children[child].name, &range);
-                }
-                self.any_stale
-                    .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
-                drop(maps);
+                self.edit_stale([(child, false, range)]);
                 reports.rewrite(&self.children[child].name, offset, length as u64);
                 Ok(())
             }
