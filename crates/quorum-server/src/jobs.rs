@@ -25,7 +25,7 @@ use quorum_core::{Event, EventSink, Scrubbed, Volume};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::resync::{Resync, sleep_unless};
+use crate::resync::{Resync, pace, sleep_unless};
 use crate::telemetry::Telemetry;
 
 /// Bytes one scrub step reads (and holds against overlapping writes).
@@ -260,11 +260,7 @@ impl Jobs {
                     },
                 );
             }
-            let budget = Duration::from_secs_f64(n as f64 / self.rate as f64);
-            sleep_unless(
-                &[&self.stopping, &job.cancel],
-                budget.saturating_sub(started.elapsed()),
-            );
+            sleep_unless(&[&self.stopping, &job.cancel], pace(n, self.rate, started));
         }
         self.finish(job, JobState::Completed, None);
     }

@@ -120,9 +120,7 @@ fn run(
                     .get_or_insert((started, before));
                 telemetry.job_bytes(volume.name(), "resync", bytes);
                 tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
-                // The rate limit: this step's bytes at `rate`, less its time.
-                Duration::from_secs_f64(bytes as f64 / rate as f64)
-                    .saturating_sub(started.elapsed())
+                pace(bytes, rate, started)
             }
             ResyncStep::Idle => {
                 from = 0;
@@ -192,6 +190,12 @@ fn announce_caught_up(
         }
     }
     lagging(volume)
+}
+
+/// The rate limit: how long to pause after a step of `bytes` begun at
+/// `started`, so that steps go at `rate` bytes a second at most.
+pub(crate) fn pace(bytes: u64, rate: u64, started: Instant) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / rate as f64).saturating_sub(started.elapsed())
 }
 
 /// Sleeps for `d`, waking early when any of `flags` is set.
