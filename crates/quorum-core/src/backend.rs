@@ -145,4 +145,13 @@ pub trait Backend: Send + Sync + fmt::Display {
     fn max_in_flight(&self) -> usize {
         4
     }
+
+    /// The unit this child stores in (an S3 chunk): a write that covers
+    /// only part of a unit reads the rest of it first, so it fails while
+    /// that unit is unreadable. Repair and resync write whole units where
+    /// they can, so that a broken unit is rebuilt from the vote rather than
+    /// patched. The default, 1, means any range can be written on its own.
+    fn write_unit(&self) -> u64 {
+        1
+    }
 }
