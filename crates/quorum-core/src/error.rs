@@ -99,6 +99,12 @@ pub enum VolumeError {
     /// Too few children succeeded, or no version won the vote.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
+    /// The stale-map journal could not record which children missed a
+    /// write, or could not be synced by a flush. The write may have landed
+    /// on some children; the children that missed it are not read there
+    /// until the server restarts.
+    #[error("the stale-map journal cannot be written: {0}")]
+    Journal(#[source] std::io::Error),
     /// blkverify found the two children different.
     #[error(
         "blkverify: the children differ at byte {offset} (read of {request_bytes} bytes at {request_offset})"

@@ -61,6 +61,12 @@ impl RangeLock {
         self.acquire(start, end, true)
     }
 
+    /// How many requests wait for a range.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.state().waiting
+    }
+
     fn acquire(&self, start: u64, end: u64, exclusive: bool) -> RangeGuard<'_> {
         let mut state = self.state();
         let me = Entry {

@@ -7,12 +7,18 @@
 //! child) until a resync has copied the voted data onto it, or a later write
 //! has succeeded on it. The maps survive a crash: every change is appended
 //! to a journal (one JSON line per mark or clear) before the request that
-//! caused it is answered, and the journal is replayed and compacted when the
-//! volume opens.
+//! caused it is answered, and a volume flush syncs the journal, so a crash
+//! of the process loses no record and a power loss none from before the
+//! last flush. A mark that cannot be appended fails the write that needed
+//! it. A clear is appended only once the child's data that allows it has
+//! been flushed, so after a power loss a child never looks fresh where its
+//! data is not. The journal is replayed and compacted when the volume opens
+//! and compacted again whenever it has grown well past the live state.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -109,17 +115,119 @@ impl RangeSet {
         self.ranges.iter().map(|(s, e)| e - s).sum()
     }
 
+    /// How many disjoint ranges the set holds.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
 }
 
-/// The journal of the stale maps of one volume.
+/// Where a journal's bytes live: a file ([`FileStore`]), or in the crash
+/// simulation a disk that loses what was not synced.
+///
+/// # Contract
+/// `append` may keep the bytes in a volatile cache; `sync` makes every
+/// byte appended before it durable; `replace` swaps the whole content for
+/// `bytes` atomically and durably (a crash leaves the old content or the
+/// new, never a mix).
+pub trait JournalStore: Send {
+    /// The whole content (empty when there is none).
+    fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Adds `bytes` at the end.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes every appended byte durable.
+    fn sync(&mut self) -> io::Result<()>;
+    /// Replaces the content with `bytes`, atomically and durably.
+    fn replace(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// A journal in a file: appended with `write`, synced with `fdatasync`,
+/// replaced by writing a temporary file, syncing it, renaming it over the
+/// journal and syncing the directory. The file is opened for each append
+/// and sync (they come only when a stale map changes, and on flushes), so
+/// that they always reach the file at the path, even after another volume
+/// over the same journal replaced it.
 #[derive(Debug)]
-pub(crate) struct Journal {
+pub struct FileStore {
     path: PathBuf,
-    file: File,
+}
+
+impl FileStore {
+    /// The journal at `path` (created on the first append or replace).
+    pub fn new(path: &Path) -> FileStore {
+        FileStore {
+            path: path.to_owned(),
+        }
+    }
+
+    fn file(&self) -> io::Result<File> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)
+    }
+}
+
+impl JournalStore for FileStore {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        match fs::read(&self.path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file()?.write_all(bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file()?.sync_data()
+    }
+
+    fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut out = File::create(&tmp)?;
+            out.write_all(bytes)?;
+            out.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// The journal of the stale maps of one volume: one JSON line per mark
+/// (`+`) or clear (`-`) of a child's range, replayed in order.
+///
+/// It is compacted (rewritten from the live maps) when it opens and
+/// whenever the lines appended since the last compaction outnumber the
+/// live ranges by [`COMPACT_SLACK`], so its size stays bounded by the live
+/// state, not by the number of requests served.
+pub(crate) struct Journal {
+    store: Box<dyn JournalStore>,
+    children: Vec<String>,
+    /// Lines appended since the last compaction.
+    appended: usize,
+}
+
+/// Lines a journal may gain beyond twice its live ranges before it is
+/// compacted.
+pub(crate) const COMPACT_SLACK: usize = 1024;
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("children", &self.children)
+            .field("appended", &self.appended)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One journal line.
@@ -132,69 +240,87 @@ struct Entry {
 }
 
 impl Journal {
-    /// Replays the journal at `path` (missing means empty) into one set per
-    /// child name, rewrites it compacted, and opens it for appending. A torn
-    /// last line is skipped.
-    pub(crate) fn open(path: &Path, children: &[String]) -> io::Result<(Journal, Vec<RangeSet>)> {
+    /// Replays the journal in `store` (empty means nothing is stale) into
+    /// one set per child name, and rewrites it compacted. A torn or
+    /// unreadable line is skipped.
+    pub(crate) fn open(
+        mut store: Box<dyn JournalStore>,
+        children: &[String],
+    ) -> io::Result<(Journal, Vec<RangeSet>)> {
         let mut sets = vec![RangeSet::default(); children.len()];
-        match File::open(path) {
-            Ok(file) => {
-                for line in BufReader::new(file).lines() {
-                    let line = line?;
-                    let Ok(Entry {
-                        op,
-                        child,
-                        start,
-                        end,
-                    }) = serde_json::from_str::<Entry>(&line)
-                    else {
-                        tracing::warn!(file = %path.display(), "skipping an unreadable stale-map line");
-                        continue;
-                    };
-                    let Some(i) = children.iter().position(|c| *c == child) else {
-                        continue;
-                    };
-                    match op {
-                        '+' => sets[i].insert(start..end),
-                        _ => sets[i].remove(start..end),
-                    }
-                }
+        let bytes = store.read_all()?;
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(Entry {
+                op,
+                child,
+                start,
+                end,
+            }) = serde_json::from_slice::<Entry>(line)
+            else {
+                tracing::warn!("skipping an unreadable stale-map line");
+                continue;
+            };
+            let Some(i) = children.iter().position(|c| *c == child) else {
+                continue;
+            };
+            match op {
+                '+' => sets[i].insert(start..end),
+                _ => sets[i].remove(start..end),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
         }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("tmp");
-        {
-            let mut out = io::BufWriter::new(File::create(&tmp)?);
-            for (child, set) in children.iter().zip(&sets) {
-                for (s, e) in &set.ranges {
-                    writeln!(out, "{}", line('+', child, *s, *e))?;
-                }
-            }
-            out.into_inner()
-                .map_err(io::IntoInnerError::into_error)?
-                .sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        let file = OpenOptions::new().append(true).open(path)?;
-        Ok((
-            Journal {
-                path: path.to_owned(),
-                file,
-            },
-            sets,
-        ))
+        let mut journal = Journal {
+            store,
+            children: children.to_vec(),
+            appended: 0,
+        };
+        journal.compact(&sets)?;
+        Ok((journal, sets))
     }
 
-    /// Appends a mark (`+`) or clear (`-`) of `range` on `child`.
-    pub(crate) fn append(&mut self, op: char, child: &str, range: &Range<u64>) {
-        let text = format!("{}\n", line(op, child, range.start, range.end));
-        if let Err(e) = self.file.write_all(text.as_bytes()) {
-            tracing::error!(file = %self.path.display(), error = %e, "cannot record a stale range");
+    /// Appends a mark (`+`) or clear (`-`) of `range` on child `child`.
+    /// The line may sit in a volatile cache until [`Journal::sync`].
+    pub(crate) fn append(&mut self, op: char, child: usize, range: &Range<u64>) -> io::Result<()> {
+        let mut text = line(op, &self.children[child], range.start, range.end);
+        text.push('\n');
+        self.store.append(text.as_bytes())?;
+        self.appended += 1;
+        Ok(())
+    }
+
+    /// Makes every line appended so far durable.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        self.store.sync()
+    }
+
+    /// Compacts the journal from `sets` (the live maps) when the lines
+    /// appended since the last compaction outnumber twice the live ranges
+    /// by [`COMPACT_SLACK`].
+    pub(crate) fn compact_if_grown(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+        let live: usize = sets.iter().map(RangeSet::len).sum();
+        if self.appended > 2 * live + COMPACT_SLACK {
+            self.compact(sets)?;
         }
+        Ok(())
+    }
+
+    /// Rewrites the journal as the marks of `sets`, durably.
+    fn compact(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+        let mut out = String::new();
+        for (child, set) in self.children.iter().zip(sets) {
+            for (s, e) in &set.ranges {
+                out.push_str(&line('+', child, *s, *e));
+                out.push('\n');
+            }
+        }
+        self.store.replace(out.as_bytes())?;
+        self.appended = 0;
+        Ok(())
+    }
+
+    /// Lines appended since the last compaction.
+    #[cfg(test)]
+    pub(crate) fn appended(&self) -> usize {
+        self.appended
     }
 }
 
@@ -240,18 +366,54 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stale/vm.jsonl");
         let names = vec!["a".to_string(), "b \"quoted\"".to_string()];
-        let (mut j, sets) = Journal::open(&path, &names).expect("open");
+        let (mut j, sets) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
         assert!(sets.iter().all(RangeSet::is_empty));
-        j.append('+', "a", &(0..100));
-        j.append('+', "b \"quoted\"", &(50..60));
-        j.append('-', "a", &(10..20));
+        j.append('+', 0, &(0..100)).expect("append");
+        j.append('+', 1, &(50..60)).expect("append");
+        j.append('-', 0, &(10..20)).expect("append");
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&path).expect("file");
         f.write_all(b"{\"op\":\"+\",\"chi").expect("torn");
-        let (_, sets) = Journal::open(&path, &names).expect("reopen");
+        let (_, sets) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
         assert_eq!(sets[0].within(0..1000), vec![0..10, 20..100]);
         assert_eq!(sets[1].within(0..1000), vec![50..60]);
         let lines = fs::read_to_string(&path).expect("read").lines().count();
         assert_eq!(lines, 3, "compacted");
+    }
+
+    #[test]
+    fn the_journal_stays_bounded_while_it_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vm.jsonl");
+        let names = vec!["a".to_string()];
+        let (mut j, mut sets) =
+            Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
+        let mut most = 0;
+        for i in 0..20_000u64 {
+            let range = (i % 7) * 4096..(i % 7 + 1) * 4096;
+            let op = if i % 2 == 0 { '+' } else { '-' };
+            if op == '+' {
+                sets[0].insert(range.clone());
+            } else {
+                sets[0].remove(range.clone());
+            }
+            j.append(op, 0, &range).expect("append");
+            j.compact_if_grown(&sets).expect("compact");
+            if i % 499 == 0 {
+                most = most.max(fs::read_to_string(&path).expect("read").lines().count());
+            }
+            most = most.max(j.appended());
+        }
+        assert!(
+            most <= 2 * 7 + COMPACT_SLACK + 2,
+            "the journal grew to {most} lines"
+        );
+        assert!(j.appended() <= 2 * 7 + COMPACT_SLACK + 1);
+        drop(j);
+        let (_, replayed) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        assert_eq!(
+            replayed, sets,
+            "the compacted journal replays to the live maps"
+        );
     }
 }

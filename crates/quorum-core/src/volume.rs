@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,9 +17,9 @@ use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
-use crate::stale::{Journal, RangeSet};
+use crate::stale::{FileStore, Journal, JournalStore, RangeSet};
 use crate::vote::{self, VoteError};
-use crate::worker::{self, Reply, Request, Workers};
+use crate::worker::{Reply, Request, Ticket, Workers};
 
 /// How reads pick their answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +55,15 @@ pub struct VolumeOptions {
     /// Two children that must be identical; any difference fails the read
     /// and names the first differing byte.
     pub blkverify: bool,
+    /// How long a request waits for one child: past it, the child counts as
+    /// failed for that request (and goes stale for a write) and the request
+    /// completes with the others' answers.
+    pub child_timeout: Duration,
+}
+
+impl VolumeOptions {
+    /// The default `child_timeout`.
+    pub const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 impl VolumeOptions {
@@ -154,7 +163,6 @@ pub struct Volume {
     children: Vec<Child>,
     ranges: RangeLock,
     buffers: Arc<BufferPool>,
-    closed: AtomicBool,
     stale: Mutex<StaleMaps>,
     syncing: Mutex<HashSet<String>>,
     /// Whether any child has a stale range: lets requests skip the lock.
@@ -257,13 +265,30 @@ impl Volume {
     }
 
     /// Like [`Volume::open`], with the children's stale maps kept in the
-    /// journal at `journal` (replayed now, appended to on every change), so
-    /// that they survive a crash.
+    /// journal file at `journal` (replayed now, appended to on every change),
+    /// so that they survive a crash.
     pub fn open_journaled(
         options: VolumeOptions,
         children: Vec<ChildSpec>,
         sink: Arc<dyn EventSink>,
         journal: Option<&Path>,
+    ) -> Result<Volume, OpenError> {
+        let store = journal.map(|path| {
+            (
+                Box::new(FileStore::new(path)) as Box<dyn JournalStore>,
+                path.to_owned(),
+            )
+        });
+        Volume::open_with_store(options, children, sink, store)
+    }
+
+    /// Like [`Volume::open_journaled`], with the journal in `store` (named
+    /// `path` in errors).
+    pub fn open_with_store(
+        options: VolumeOptions,
+        children: Vec<ChildSpec>,
+        sink: Arc<dyn EventSink>,
+        store: Option<(Box<dyn JournalStore>, PathBuf)>,
     ) -> Result<Volume, OpenError> {
         options.validate(children.len())?;
         let mut names = HashSet::new();
@@ -295,13 +320,10 @@ impl Volume {
         }
         let size = size.map_or(0, |(s, _)| s);
         let names: Vec<String> = children.iter().map(|c| c.name.clone()).collect();
-        let (journal, sets) = match journal {
-            Some(path) => {
-                let (j, sets) =
-                    Journal::open(path, &names).map_err(|source| OpenError::Journal {
-                        path: path.to_owned(),
-                        source,
-                    })?;
+        let (journal, sets) = match store {
+            Some((store, path)) => {
+                let (j, sets) = Journal::open(store, &names)
+                    .map_err(|source| OpenError::Journal { path, source })?;
                 (Some(j), sets)
             }
             None => (None, vec![RangeSet::default(); names.len()]),
@@ -331,7 +353,6 @@ impl Volume {
             children: started,
             ranges: RangeLock::default(),
             buffers,
-            closed: AtomicBool::new(false),
             stale: Mutex::new(StaleMaps { sets, journal }),
             syncing: Mutex::new(HashSet::new()),
             any_stale,
@@ -396,36 +417,63 @@ impl Volume {
 
     /// Marks `ranges` stale on child `child` (journaled): what a new child
     /// must receive before it can be read.
-    pub fn mark_stale(&self, child: &str, ranges: &[Range<u64>]) {
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] when the marks cannot be journaled (they
+    /// hold in memory all the same).
+    pub fn mark_stale(&self, child: &str, ranges: &[Range<u64>]) -> Result<(), VolumeError> {
         let Some(i) = self.children.iter().position(|c| c.name == child) else {
-            return;
+            return Ok(());
         };
-        self.edit_stale(ranges.iter().map(|r| (i, true, r.clone())));
+        self.edit_stale(ranges.iter().map(|r| (i, true, r.clone())))
     }
 
     /// Marks (`true`) or clears (`false`) ranges of children's stale maps,
-    /// journaling each change that changes something.
-    fn edit_stale(&self, edits: impl IntoIterator<Item = (usize, bool, Range<u64>)>) {
+    /// journaling each change that changes something. A mark holds in
+    /// memory even when it cannot be journaled (the child is not read
+    /// there either way); a clear holds only once journaled.
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] for the first change that could not be
+    /// journaled; the others are still made.
+    fn edit_stale(
+        &self,
+        edits: impl IntoIterator<Item = (usize, bool, Range<u64>)>,
+    ) -> Result<(), VolumeError> {
         let mut maps = self.stale_maps();
         let StaleMaps { sets, journal } = &mut *maps;
+        let mut failed = None;
         for (i, stale, range) in edits {
             if stale {
                 sets[i].insert(range.clone());
-            } else if sets[i].overlaps(range.clone()) {
-                sets[i].remove(range.clone());
-            } else {
+            } else if !sets[i].overlaps(range.clone()) {
                 continue;
             }
-            if let Some(j) = journal.as_mut() {
-                j.append(
-                    if stale { '+' } else { '-' },
-                    &self.children[i].name,
-                    &range,
-                );
+            let journaled = match journal.as_mut() {
+                Some(j) => j.append(if stale { '+' } else { '-' }, i, &range),
+                None => Ok(()),
+            };
+            match journaled {
+                Ok(()) if !stale => sets[i].remove(range),
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::error!(volume = %self.options.name, child = %self.children[i].name, %error, "cannot journal a stale range");
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(j) = journal.as_mut() {
+            if let Err(error) = j.compact_if_grown(sets) {
+                tracing::error!(volume = %self.options.name, %error, "cannot compact the stale-map journal");
+                failed.get_or_insert(error);
             }
         }
         self.any_stale
             .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+        match failed {
+            None => Ok(()),
+            Some(source) => Err(VolumeError::Journal(source)),
+        }
     }
 
     /// Says which children are syncing (joined and not yet copied): their
@@ -478,17 +526,46 @@ impl Volume {
     }
 
     /// After a write that met its threshold: the children that failed it
-    /// missed `range`; those that took it hold it again.
-    fn note_write(&self, range: Range<u64>, failed: &[bool]) {
+    /// missed `range`; those that took it hold it again once their copy is
+    /// flushed, so they are flushed before their stale marks are cleared (a
+    /// clear must not outlive a power loss that the data did not).
+    fn note_write(&self, range: Range<u64>, failed: &[bool]) -> Result<(), VolumeError> {
         if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
-            return;
+            return Ok(());
         }
+        let refreshed: Vec<usize> = {
+            let maps = self.stale_maps();
+            (0..failed.len())
+                .filter(|&i| !failed[i] && maps.sets[i].overlaps(range.clone()))
+                .collect()
+        };
+        let flushed = self.flush_children(&refreshed);
         self.edit_stale(
             failed
                 .iter()
                 .enumerate()
+                .filter(|&(i, &missed)| missed || flushed.contains(&i))
                 .map(|(i, &missed)| (i, missed, range.clone())),
-        );
+        )
+    }
+
+    /// Flushes `children` in parallel; returns those that flushed.
+    fn flush_children(&self, children: &[usize]) -> Vec<usize> {
+        if children.is_empty() {
+            return Vec::new();
+        }
+        let jobs = children.iter().map(|&i| (i, Request::Flush)).collect();
+        let mut reports = self.reports();
+        self.dispatch(jobs)
+            .into_iter()
+            .filter_map(|(i, result)| match result {
+                Ok(_) => Some(i),
+                Err(error) => {
+                    self.report_failed(&mut reports, Op::Flush, i, 0, 0, &error);
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Reads `offset..offset+length` through the vote, whatever the read
@@ -573,18 +650,22 @@ impl Volume {
         };
         let name = self.children[child].name.clone();
         let range = first.start..first.end.min(first.start + max.max(1));
-        let _guard = self.ranges.exclusive(range.start, range.end);
+        // A child that stores in units gets whole units, so that a unit it
+        // cannot read is rebuilt rather than patched.
+        let window = self.widen(child, range.clone());
+        let _guard = self.ranges.exclusive(window.start, window.end);
         // A write may have refreshed part of it while we waited.
-        let Some(range) = self.stale_maps().sets[child]
-            .within(range.clone())
-            .into_iter()
-            .next()
-        else {
+        let stale = self.stale_maps().sets[child].within(window.clone());
+        let (Some(first), Some(last)) = (stale.first(), stale.last()) else {
             return ResyncStep::Copied {
                 child: name,
                 range: range.start..range.start,
                 next: range.end,
             };
+        };
+        let range = {
+            let w = self.widen(child, first.start..last.end);
+            w.start.max(window.start)..w.end.min(window.end)
         };
         let mut reports = self.reports();
         match self.copy_stale(child, range.clone(), &mut reports) {
@@ -628,8 +709,21 @@ impl Volume {
         }
     }
 
-    /// Reads `range` from every child but `child` through the vote, writes it
-    /// onto `child`, and clears it from `child`'s stale map.
+    /// `range` grown to whole write units of `child`, within the volume.
+    fn widen(&self, child: usize, range: Range<u64>) -> Range<u64> {
+        let unit = self.children[child].backend.write_unit().max(1);
+        let start = range.start - range.start % unit;
+        let end = range.end.div_ceil(unit).saturating_mul(unit).min(self.size);
+        start..end
+    }
+
+    /// Puts the voted data of `range` onto `child` and clears it from
+    /// `child`'s stale map, by a caller that holds `range` exclusively.
+    /// Where every other child says the range is zero, `child` is zeroed
+    /// (unless it reads zero already) rather than copied, so that a new
+    /// child of a sparse volume costs no reads. Elsewhere the data is read
+    /// and voted from the other children, and from `child` itself where it
+    /// is not stale; it is written, flushed, and only then cleared.
     fn copy_stale(
         &self,
         child: usize,
@@ -637,8 +731,46 @@ impl Volume {
         reports: &mut Reports<'_>,
     ) -> Result<(), VolumeError> {
         let (offset, length) = (range.start, (range.end - range.start) as usize);
+        let all_zero = |map: &[Extent]| map.iter().all(|e| e.zero);
+        if self.children.len() > 1
+            && self
+                .zero_map(range.clone(), Some(child), reports)
+                .is_ok_and(|m| all_zero(&m))
+        {
+            let own = self
+                .dispatch(vec![(
+                    child,
+                    Request::BlockStatus {
+                        offset,
+                        length: length as u64,
+                    },
+                )])
+                .pop();
+            let done = match own {
+                Some((_, Ok(Reply::Extents(m)))) if all_zero(&m) => Some((child, Ok(Reply::Done))),
+                _ => self
+                    .dispatch(vec![(
+                        child,
+                        Request::WriteZeroes {
+                            offset,
+                            length: length as u64,
+                        },
+                    )])
+                    .pop(),
+            };
+            return self.settle_copy(child, range, done, reports);
+        }
+        let own_fresh = {
+            let maps = self.stale_maps();
+            maps.sets[child]
+                .within(range.clone())
+                .iter()
+                .map(|r| r.end - r.start)
+                .sum::<u64>()
+                < length as u64
+        };
         let others: Vec<(usize, Request)> = (0..self.children.len())
-            .filter(|&i| i != child)
+            .filter(|&i| i != child || own_fresh)
             .map(|i| (i, Request::Read { offset, length }))
             .collect();
         let mut copies: Vec<Option<Vec<u8>>> = (0..self.children.len()).map(|_| None).collect();
@@ -650,8 +782,10 @@ impl Volume {
             }
         }
         let mut excluded = self.stale_within(range.clone());
-        if let Some(own) = excluded.get_mut(child) {
-            own.clear();
+        if !own_fresh {
+            if let Some(own) = excluded.get_mut(child) {
+                own.clear();
+            }
         }
         let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
         let outcome = vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded)
@@ -667,21 +801,45 @@ impl Volume {
                 })
             })?;
         let data = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
-        match self
+        for copy in copies.into_iter().flatten() {
+            self.buffers.give(copy);
+        }
+        let written = self
             .dispatch(vec![(child, Request::Write { offset, data })])
-            .pop()
-        {
-            Some((_, Ok(_))) => {
-                self.edit_stale([(child, false, range)]);
-                reports.rewrite(&self.children[child].name, offset, length as u64);
+            .pop();
+        self.settle_copy(child, range, written, reports)
+    }
+
+    /// After `child` took a resync copy of `range` (`done`): flushes it, then
+    /// clears `range` from its stale map.
+    fn settle_copy(
+        &self,
+        child: usize,
+        range: Range<u64>,
+        done: Option<(usize, Result<Reply, BackendError>)>,
+        reports: &mut Reports<'_>,
+    ) -> Result<(), VolumeError> {
+        let (offset, bytes) = (range.start, range.end - range.start);
+        let (op, result) = match done {
+            Some((_, Ok(_))) => match self.dispatch(vec![(child, Request::Flush)]).pop() {
+                Some((_, result)) => (Op::Flush, result),
+                None => return Ok(()),
+            },
+            Some((_, Err(error))) => (Op::Write, Err(error)),
+            None => return Ok(()),
+        };
+        match result {
+            Ok(_) => {
+                self.edit_stale([(child, false, range)])?;
+                reports.rewrite(&self.children[child].name, offset, bytes);
                 Ok(())
             }
-            Some((_, Err(error))) => {
-                self.report_failed(reports, Op::Write, child, offset, length as u64, &error);
+            Err(error) => {
+                self.report_failed(reports, op, child, offset, bytes, &error);
                 Err(VolumeError::Quorum(QuorumError {
-                    op: Op::Write,
+                    op,
                     offset,
-                    bytes: length as u64,
+                    bytes,
                     succeeded: 0,
                     threshold: 1,
                     failures: vec![ChildFailure {
@@ -691,7 +849,6 @@ impl Volume {
                     no_majority: None,
                 }))
             }
-            None => Ok(()),
         }
     }
 
@@ -712,9 +869,11 @@ impl Volume {
     }
 
     /// Reads `length` bytes at `offset` in pieces of at most `chunk` bytes
-    /// and hands each to `each`, in order, until it returns `false`. Memory
-    /// stays bounded by the chunk size whatever the length, and the reports
-    /// of all the pieces are coalesced as for one request; they are emitted
+    /// and hands each to `each`, in order, until it returns `false`. The
+    /// whole range is one read: it is held against overlapping writes from
+    /// the first piece to the last, so it sees each of them whole or not at
+    /// all, while memory stays bounded by the chunk size. The reports of
+    /// all the pieces are coalesced as for one request; they are emitted
     /// before the last piece is handed over.
     ///
     /// # Errors
@@ -729,10 +888,11 @@ impl Volume {
     ) -> Result<(), VolumeError> {
         let end = self.check_range(offset, length)?;
         let mut reports = self.reports();
+        let _guard = self.ranges.shared(offset, end);
         let mut at = offset;
         while at < end {
             let n = (end - at).min(chunk.max(1) as u64) as usize;
-            let piece = self.read_locked(at, n, &mut reports)?;
+            let piece = self.read_unlocked(at, n, &mut reports)?;
             if at + n as u64 == end {
                 // The reports are out before the caller has the last byte.
                 reports.emit();
@@ -752,6 +912,16 @@ impl Volume {
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
         let _guard = self.ranges.shared(offset, offset + length as u64);
+        self.read_unlocked(offset, length, reports)
+    }
+
+    /// A read as the read pattern says, by a caller that holds the range.
+    fn read_unlocked(
+        &self,
+        offset: u64,
+        length: usize,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
         match self.options.read_pattern {
             ReadPattern::Quorum => self.read_quorum(offset, length, reports),
             ReadPattern::Fifo => self.read_fifo(offset, length, reports),
@@ -774,8 +944,7 @@ impl Volume {
         let results = self.on_all(&Request::Write { offset, data });
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(Op::Write, offset, length, results, &mut self.reports())?;
-        self.note_write(offset..end, &failed);
-        Ok(())
+        self.note_write(offset..end, &failed)
     }
 
     /// Makes `length` bytes at `offset` read as zero on every child.
@@ -797,23 +966,30 @@ impl Volume {
             results,
             &mut self.reports(),
         )?;
-        self.note_write(offset..end, &failed);
-        Ok(())
+        self.note_write(offset..end, &failed)
     }
 
-    /// Flushes every child in parallel.
+    /// Flushes every child in parallel, then syncs the stale-map journal:
+    /// once this returns, every write acknowledged before it began is on
+    /// `vote_threshold` children and the record of who missed it survives a
+    /// power loss.
     ///
     /// # Errors
     /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
-    /// flushed.
+    /// flushed; [`VolumeError::Journal`] when the journal cannot be synced.
     pub fn flush(&self) -> Result<(), VolumeError> {
         let results = self.on_all(&Request::Flush);
-        self.require_quorum(Op::Flush, 0, 0, results, &mut self.reports())
-            .map(drop)
+        self.require_quorum(Op::Flush, 0, 0, results, &mut self.reports())?;
+        if let Some(journal) = self.stale_maps().journal.as_mut() {
+            journal.sync().map_err(VolumeError::Journal)?;
+        }
+        Ok(())
     }
 
     /// Which parts of `offset..offset+length` read as zero: zero only where
-    /// every child says so. A child that fails counts as data there.
+    /// every child says so. A child that fails, is not tried (its breaker is
+    /// open) or is stale over a part counts as data there: the write it
+    /// missed may be zero nowhere else.
     ///
     /// # Errors
     /// [`VolumeError::OutOfRange`] outside the volume; [`VolumeError::Quorum`]
@@ -824,35 +1000,64 @@ impl Volume {
             return Ok(Vec::new());
         }
         let _guard = self.ranges.shared(offset, end);
-        let results = self.on_all(&Request::BlockStatus { offset, length });
-        let replies = self.require_quorum(
-            Op::BlockStatus,
+        self.zero_map(offset..end, None, &mut self.reports())
+    }
+
+    /// The zero map of `range` from every child but `except`, by a caller
+    /// that holds the range (see [`Volume::block_status`]).
+    fn zero_map(
+        &self,
+        range: Range<u64>,
+        except: Option<usize>,
+        reports: &mut Reports<'_>,
+    ) -> Result<Vec<Extent>, VolumeError> {
+        let (offset, length) = (range.start, range.end - range.start);
+        let request = Request::BlockStatus { offset, length };
+        let jobs = (0..self.children.len())
+            .filter(|&i| Some(i) != except)
+            .map(|i| (i, request.clone()))
+            .collect();
+        let answers = self.dispatch(jobs);
+        let asked: Vec<usize> = answers.iter().map(|(i, _)| *i).collect();
+        let results = answers.into_iter().map(|(_, r)| r).collect();
+        let replies =
+            self.require_quorum_of(&asked, Op::BlockStatus, offset, length, results, reports)?;
+        let stale = self.stale_within(range.clone());
+        let data = Extent {
             offset,
             length,
-            results,
-            &mut self.reports(),
-        )?;
-        let maps: Vec<Vec<Extent>> = replies
-            .into_iter()
-            .filter_map(|r| match r {
-                Some(Reply::Extents(e)) => Some(e),
-                _ => None,
+            zero: false,
+        };
+        let maps: Vec<Vec<Extent>> = asked
+            .iter()
+            .zip(replies)
+            .map(|(&i, reply)| match reply {
+                Some(Reply::Extents(map)) => match stale.get(i) {
+                    Some(ranges) if !ranges.is_empty() => with_data(map, ranges),
+                    _ => map,
+                },
+                _ => vec![data],
             })
             .collect();
-        Ok(merge_zero_maps(offset, end, &maps))
+        Ok(merge_zero_maps(offset, range.end, &maps))
     }
 
     /// Stops every child's workers after the work already queued, waiting
     /// `timeout` at most. Returns the names of children whose workers did
     /// not stop in time (stuck in their backend).
     pub fn close(&self, timeout: Duration) -> Vec<String> {
-        self.closed.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
         self.children
             .iter()
             .filter(|c| c.workers.stop(deadline) > 0)
             .map(|c| c.name.clone())
             .collect()
+    }
+
+    /// How many requests wait for a range held by another.
+    #[cfg(test)]
+    pub(crate) fn waiting_for_ranges(&self) -> usize {
+        self.ranges.waiting()
     }
 
     fn check_range(&self, offset: u64, length: u64) -> Result<u64, VolumeError> {
@@ -871,52 +1076,74 @@ impl Volume {
     }
 
     /// Sends one request per listed child and waits for all their answers,
-    /// returned in the order of `jobs`.
+    /// returned in the order of `jobs`, for `child_timeout` at most: a child
+    /// that has not answered by then fails with [`BackendError::Timeout`].
+    /// A child whose breaker is open, or which still has a request abandoned
+    /// at an earlier deadline, is not tried (so a late write of it can never
+    /// land after a newer one).
     fn dispatch(&self, jobs: Vec<(usize, Request)>) -> Vec<(usize, Result<Reply, BackendError>)> {
         let (tx, rx) = crossbeam_channel::bounded(jobs.len());
         let order: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
         // Answers by job, not by child: a child may get several jobs.
         let mut answers: Vec<Option<Result<Reply, BackendError>>> =
             (0..order.len()).map(|_| None).collect();
-        let closed = self.closed.load(Ordering::Acquire);
-        // Children whose breaker is open are answered at once, untried.
-        let mut refused = vec![false; order.len()];
-        let mut tried = Vec::with_capacity(order.len());
+        let mut tried = vec![false; order.len()];
+        let mut tickets: Vec<Option<Arc<Ticket>>> = (0..order.len()).map(|_| None).collect();
+        let mut pending = 0;
         for (job, (child, request)) in jobs.into_iter().enumerate() {
-            match self.children[child].breaker.refuse() {
-                Some(refusal) => {
-                    answers[job] = Some(Err(refusal));
-                    refused[job] = true;
+            let c = &self.children[child];
+            let refusal = c.breaker.refuse().or_else(|| {
+                let late = c.workers.abandoned();
+                (late > 0).then(|| {
+                    BackendError::Unavailable(format!(
+                        "not tried: {late} of its requests passed child_timeout and have not returned"
+                    ))
+                })
+            });
+            match refusal {
+                Some(refusal) => answers[job] = Some(Err(refusal)),
+                None => {
+                    let ticket = Arc::new(Ticket::default());
+                    c.workers.submit(job, request, &tx, ticket.clone());
+                    tickets[job] = Some(ticket);
+                    tried[job] = true;
+                    pending += 1;
                 }
-                None => tried.push((job, child, request)),
             }
         }
-        let mut tried = tried.into_iter();
-        let inline = tried.next();
-        let mut pending = 0;
-        for (job, child, request) in tried {
-            self.children[child].workers.submit(job, request, &tx);
-            pending += 1;
-        }
         drop(tx);
-        if let Some((job, child, request)) = inline {
-            answers[job] = Some(if closed {
-                Err(BackendError::Unavailable("the volume is closed".into()))
-            } else {
-                worker::run(&*self.children[child].backend, &self.buffers, request)
-            });
-        }
-        for _ in 0..pending {
-            match rx.recv() {
-                Ok((job, result)) => answers[job] = Some(result),
+        let deadline = Instant::now() + self.options.child_timeout;
+        while pending > 0 {
+            match rx.recv_deadline(deadline) {
+                Ok((job, result)) => {
+                    answers[job] = Some(result);
+                    pending -= 1;
+                }
                 Err(_) => break,
+            }
+        }
+        for (job, ticket) in tickets.iter().enumerate() {
+            let Some(ticket) = ticket else { continue };
+            if answers[job].is_some() {
+                continue;
+            }
+            if self.children[order[job]].workers.abandon(ticket) {
+                answers[job] = Some(Err(BackendError::Timeout(self.options.child_timeout)));
+                continue;
+            }
+            // Answered as it was abandoned: the answer is on its way.
+            while answers[job].is_none() {
+                match rx.recv() {
+                    Ok((j, result)) => answers[j] = Some(result),
+                    Err(_) => break,
+                }
             }
         }
         order
             .into_iter()
             .zip(answers)
-            .zip(refused)
-            .map(|((child, answer), refused)| {
+            .zip(tried)
+            .map(|((child, answer), tried)| {
                 let result = answer.unwrap_or_else(|| {
                     Err(BackendError::Unavailable(
                         "the child's worker stopped without answering".into(),
@@ -924,7 +1151,7 @@ impl Volume {
                 });
                 let state = if result.is_ok() { HEALTHY } else { FAILED };
                 self.children[child].state.store(state, Ordering::Relaxed);
-                if !refused {
+                if tried {
                     self.children[child].breaker.record(&result);
                 }
                 (child, result)
@@ -950,9 +1177,24 @@ impl Volume {
         results: Outcomes,
         reports: &mut Reports<'_>,
     ) -> Result<Vec<Option<Reply>>, VolumeError> {
+        let all: Vec<usize> = (0..results.len()).collect();
+        self.require_quorum_of(&all, op, offset, bytes, results, reports)
+    }
+
+    /// [`Volume::require_quorum`] for the children `asked` (in the order of
+    /// `results`).
+    fn require_quorum_of(
+        &self,
+        asked: &[usize],
+        op: Op,
+        offset: u64,
+        bytes: u64,
+        results: Outcomes,
+        reports: &mut Reports<'_>,
+    ) -> Result<Vec<Option<Reply>>, VolumeError> {
         let mut replies = Vec::with_capacity(results.len());
         let mut failures = Vec::new();
-        for (i, result) in results.into_iter().enumerate() {
+        for (&i, result) in asked.iter().zip(results) {
             match result {
                 Ok(reply) => replies.push(Some(reply)),
                 Err(error) => {
@@ -1212,6 +1454,52 @@ impl Volume {
             })
             .collect()
     }
+}
+
+/// `map` with `ranges` (in order) said to be data.
+fn with_data(map: Vec<Extent>, ranges: &[Range<u64>]) -> Vec<Extent> {
+    let mut out = Vec::with_capacity(map.len() + 2 * ranges.len());
+    for e in map {
+        let end = e.offset + e.length;
+        if !e.zero {
+            Extent::append(&mut out, e);
+            continue;
+        }
+        let mut at = e.offset;
+        for r in ranges.iter().filter(|r| r.start < end && r.end > e.offset) {
+            let (s, t) = (r.start.max(at), r.end.min(end));
+            if s > at {
+                Extent::append(
+                    &mut out,
+                    Extent {
+                        offset: at,
+                        length: s - at,
+                        zero: true,
+                    },
+                );
+            }
+            Extent::append(
+                &mut out,
+                Extent {
+                    offset: s,
+                    length: t - s,
+                    zero: false,
+                },
+            );
+            at = t;
+        }
+        if at < end {
+            Extent::append(
+                &mut out,
+                Extent {
+                    offset: at,
+                    length: end - at,
+                    zero: true,
+                },
+            );
+        }
+    }
+    out
 }
 
 /// Merges the children's zero maps of `start..end`: a byte is zero only where

@@ -5,11 +5,17 @@
 //! A volume request fans out by sending one job to each child's channel and
 //! waits for the replies on a channel of its own, so the children work in
 //! parallel, a child can have several requests in flight, and no thread is
-//! spawned per request. The caller runs the first child's part itself
-//! ([`run`]) while the others work: one thread hand-off fewer per request,
-//! which is most of the cost of a small read from the page cache.
+//! spawned per request.
+//!
+//! Every job carries a [`Ticket`]. A caller that waits longer than the
+//! volume's `child_timeout` abandons the jobs still out: a job abandoned
+//! before it started never runs, and one abandoned while running is counted
+//! ([`Workers::abandoned`]) until its backend call returns, so that the
+//! volume sends nothing more to that child meanwhile: a late write can never
+//! land after a newer one.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -41,11 +47,30 @@ pub(crate) enum Reply {
 /// A child's answer, tagged with the index of its job in the request.
 pub(crate) type Answer = (usize, Result<Reply, BackendError>);
 
+/// Who settles a job: its worker (started, then answered) or its caller
+/// (abandoned at the deadline). Each transition happens once.
+#[derive(Debug, Default)]
+pub(crate) struct Ticket(AtomicU8);
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ANSWERED: u8 = 2;
+const ABANDONED: u8 = 3;
+
+impl Ticket {
+    fn advance(&self, from: u8, to: u8) -> bool {
+        self.0
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
 enum Message {
     Job {
         job: usize,
         request: Request,
         reply: Sender<Answer>,
+        ticket: Arc<Ticket>,
     },
     Stop,
 }
@@ -55,6 +80,8 @@ pub(crate) struct Workers {
     queue: Sender<Message>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     exited: Receiver<()>,
+    /// Jobs abandoned by their caller whose backend call has not returned.
+    abandoned: Arc<AtomicUsize>,
 }
 
 impl Workers {
@@ -67,18 +94,20 @@ impl Workers {
         let (queue, jobs) = crossbeam_channel::unbounded::<Message>();
         let (exit_tx, exited) = crossbeam_channel::unbounded();
         let count = backend.max_in_flight().max(1);
+        let abandoned = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let (jobs, backend, exit_tx, buffers) = (
+            let (jobs, backend, exit_tx, buffers, lost) = (
                 jobs.clone(),
                 backend.clone(),
                 exit_tx.clone(),
                 buffers.clone(),
+                abandoned.clone(),
             );
             let handle = thread::Builder::new()
                 .name(format!("child-{name}-{i}"))
                 .spawn(move || {
-                    serve(&*backend, &buffers, &jobs);
+                    serve(&*backend, &buffers, &jobs, &lost);
                     let _ = exit_tx.send(());
                 });
             match handle {
@@ -95,16 +124,24 @@ impl Workers {
             queue,
             threads: Mutex::new(threads),
             exited,
+            abandoned,
         })
     }
 
     /// Queues `request` for this child; the answer arrives on `reply`,
-    /// tagged with `job`.
-    pub(crate) fn submit(&self, job: usize, request: Request, reply: &Sender<Answer>) {
+    /// tagged with `job`, unless `ticket` is abandoned first.
+    pub(crate) fn submit(
+        &self,
+        job: usize,
+        request: Request,
+        reply: &Sender<Answer>,
+        ticket: Arc<Ticket>,
+    ) {
         let message = Message::Job {
             job,
             request,
             reply: reply.clone(),
+            ticket,
         };
         if let Err(crossbeam_channel::SendError(Message::Job { reply, .. })) =
             self.queue.send(message)
@@ -116,6 +153,23 @@ impl Workers {
                 )),
             ));
         }
+    }
+
+    /// Gives up on a submitted job whose answer has not arrived. Returns
+    /// `false` when the worker answered meanwhile: the answer is on its way.
+    pub(crate) fn abandon(&self, ticket: &Ticket) -> bool {
+        self.abandoned.fetch_add(1, Ordering::AcqRel);
+        if ticket.advance(QUEUED, ABANDONED) || ticket.advance(RUNNING, ABANDONED) {
+            return true;
+        }
+        self.abandoned.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    /// How many abandoned jobs of this child are still in its backend or
+    /// its queue.
+    pub(crate) fn abandoned(&self) -> usize {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     /// Stops the threads once their queued work is done, waiting until
@@ -148,20 +202,38 @@ impl Workers {
     }
 }
 
-fn serve(backend: &dyn Backend, buffers: &BufferPool, jobs: &Receiver<Message>) {
+fn serve(
+    backend: &dyn Backend,
+    buffers: &BufferPool,
+    jobs: &Receiver<Message>,
+    abandoned: &AtomicUsize,
+) {
     while let Ok(Message::Job {
         job,
         request,
         reply,
+        ticket,
     }) = jobs.recv()
     {
-        let _ = reply.send((job, run(backend, buffers, request)));
+        if !ticket.advance(QUEUED, RUNNING) {
+            abandoned.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let result = run(backend, buffers, request);
+        if ticket.advance(RUNNING, ANSWERED) {
+            let _ = reply.send((job, result));
+        } else {
+            if let Ok(Reply::Data(buf)) = result {
+                buffers.give(buf);
+            }
+            abandoned.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
 /// Runs one request on a child, on the calling thread; a panic in the
 /// backend becomes an error of that child.
-pub(crate) fn run(
+fn run(
     backend: &dyn Backend,
     buffers: &BufferPool,
     request: Request,

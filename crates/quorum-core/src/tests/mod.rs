@@ -1,7 +1,7 @@
 //! Engine tests over in-memory children.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ struct Mem {
     /// Time out every write, counting the attempts.
     hang_writes: AtomicBool,
     write_attempts: AtomicU64,
+    /// While set, writes block (a hung replica) until it is cleared.
+    stall_writes: (Mutex<bool>, Condvar),
     jitter: bool,
     seed: AtomicU64,
 }
@@ -40,6 +42,7 @@ impl Mem {
             fail_flush: AtomicBool::new(false),
             hang_writes: AtomicBool::new(false),
             write_attempts: AtomicU64::new(0),
+            stall_writes: (Mutex::new(false), Condvar::new()),
             jitter: false,
             seed: AtomicU64::new(1),
         })
@@ -56,6 +59,11 @@ impl Mem {
             let s = self.seed.fetch_add(0x9e37_79b9, Ordering::Relaxed);
             thread::sleep(Duration::from_micros(s % 97));
         }
+    }
+
+    fn stall(&self, on: bool) {
+        *self.stall_writes.0.lock().expect("stall") = on;
+        self.stall_writes.1.notify_all();
     }
 
     fn poke(&self, offset: usize, bytes: &[u8]) {
@@ -94,6 +102,11 @@ impl Backend for Mem {
         if self.hang_writes.load(Ordering::SeqCst) {
             return Err(BackendError::Timeout(Duration::from_secs(2)));
         }
+        let mut stalled = self.stall_writes.0.lock().expect("stall");
+        while *stalled {
+            stalled = self.stall_writes.1.wait(stalled).expect("stall");
+        }
+        drop(stalled);
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(BackendError::from_errno(28));
         }
@@ -125,6 +138,9 @@ impl Backend for Mem {
         Ok(())
     }
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable("down".into()));
+        }
         let zero = self.zero.lock().expect("zero");
         let mut out: Vec<Extent> = Vec::new();
         let mut at = offset;
@@ -159,6 +175,7 @@ fn options(threshold: usize) -> VolumeOptions {
         read_pattern: ReadPattern::Quorum,
         rewrite_corrupted: false,
         blkverify: false,
+        child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
     }
 }
 
@@ -183,6 +200,8 @@ fn setup(opts: VolumeOptions, n: usize, size: usize) -> Setup {
     let names = ["a", "b", "c", "d", "e"];
     setup_with(opts, (0..n).map(|i| Mem::new(names[i], size)).collect())
 }
+
+mod promises;
 
 fn bad_reads(events: &[Event]) -> Vec<(String, u64, u64, bool)> {
     events
