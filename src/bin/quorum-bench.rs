@@ -91,6 +91,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         rewrite_corrupted: false,
         blkverify: false,
+        child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
     };
     let volume = Arc::new(Volume::open(options, children, Arc::new(NullSink))?);
     let size = args.size.as_u64();

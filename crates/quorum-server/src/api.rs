@@ -282,7 +282,17 @@ async fn read_data(
         .await?;
         Body::from(bytes)
     } else {
-        stream_read(entry, state.telemetry.clone(), offset, length).await?
+        let span = state.max_request_bytes.max(READ_CHUNK as u64);
+        let send_timeout = state.body_timeout;
+        stream_read(
+            entry,
+            state.telemetry.clone(),
+            offset,
+            length,
+            span,
+            send_timeout,
+        )
+        .await?
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -304,32 +314,52 @@ async fn read_data(
 }
 
 /// Reads `offset..offset+length` as a streamed body, one chunk at a time
-/// through a channel of two chunks, so memory stays bounded. The first
-/// chunk is awaited before the answer starts, so that a failure there gets
-/// its proper status; a failure later cuts the body short.
+/// through a channel of two chunks, so memory stays bounded. Each `span`
+/// bytes (`max_request_bytes`) are one atomic read (SPEC 8.1): held against
+/// overlapping writes, and against membership changes, until the last of
+/// their chunks is handed to the connection. A client that takes no chunk
+/// for `send_timeout` is cut off, so a stalled reader cannot hold writers
+/// back for longer. The first chunk is awaited before the answer starts, so
+/// that a failure there gets its proper status; a failure later cuts the
+/// body short.
 async fn stream_read(
     entry: Arc<VolumeEntry>,
     telemetry: Arc<Telemetry>,
     offset: u64,
     length: u64,
+    span: u64,
+    send_timeout: Duration,
 ) -> Result<Body, ApiError> {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, VolumeError>>(2);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        // The whole stream is one request: no membership change meanwhile.
-        let _gate = entry.gate_read();
-        let volume = entry.volume();
         let started = Instant::now();
         let mut sent = 0u64;
-        let result = volume.read_chunks(offset, length, READ_CHUNK, |chunk| {
-            sent += chunk.len() as u64;
-            if sent == length {
-                // Counted before the client can have the last byte.
-                telemetry.request(volume.name(), Op::Read, sent, started.elapsed());
-            }
-            tx.blocking_send(Ok(chunk)).is_ok()
-        });
+        let mut stalled = false;
+        let mut result = Ok(());
+        let name = entry.volume().name().to_owned();
+        while sent < length && !stalled && result.is_ok() {
+            let at = offset + sent;
+            let n = span.min(length - sent);
+            result = entry.run(|volume| {
+                volume.read_chunks(at, n, READ_CHUNK, |chunk| {
+                    sent += chunk.len() as u64;
+                    if sent == length {
+                        // Counted before the client can have the last byte.
+                        telemetry.request(&name, Op::Read, sent, started.elapsed());
+                    }
+                    let delivered =
+                        runtime.block_on(tokio::time::timeout(send_timeout, tx.send(Ok(chunk))));
+                    stalled = !matches!(delivered, Ok(Ok(())));
+                    !stalled
+                })
+            });
+        }
         if sent < length {
-            telemetry.request(volume.name(), Op::Read, sent, started.elapsed());
+            telemetry.request(&name, Op::Read, sent, started.elapsed());
+        }
+        if stalled {
+            tracing::warn!(volume = %name, sent, length, "a streamed read was cut off: the client took no data for {send_timeout:?}");
         }
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));

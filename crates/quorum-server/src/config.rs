@@ -118,6 +118,7 @@ struct RawVolume {
     rewrite_corrupted: bool,
     #[serde(default)]
     blkverify: bool,
+    child_timeout: Option<String>,
     #[serde(default)]
     child: Vec<toml::Table>,
 }
@@ -172,17 +173,8 @@ impl Config {
         if max_events == 0 {
             return Err(ConfigError("max_events must be at least 1".into()));
         }
-        let body_timeout = match raw.body_timeout.as_deref() {
-            None => DEFAULT_BODY_TIMEOUT,
-            Some(text) => humantime::parse_duration(text)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "body_timeout {text:?} is not a duration like \"30s\""
-                    ))
-                })?,
-        };
+        let body_timeout =
+            duration("body_timeout", raw.body_timeout.as_deref())?.unwrap_or(DEFAULT_BODY_TIMEOUT);
         let mut volumes = Vec::with_capacity(raw.volume.len());
         let mut names = HashSet::new();
         for (i, table) in raw.volume.into_iter().enumerate() {
@@ -219,6 +211,17 @@ impl Config {
     }
 }
 
+/// The duration in `key` (like "30s"), when given; zero is refused.
+fn duration(key: &str, text: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    text.map(|text| {
+        humantime::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError(format!("{key} {text:?} is not a duration like \"30s\"")))
+    })
+    .transpose()
+}
+
 fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, ConfigError> {
     let label = match table.get("name").and_then(toml::Value::as_str) {
         Some(name) => format!("volume {name:?}"),
@@ -244,6 +247,9 @@ fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, Config
         },
         rewrite_corrupted: raw.rewrite_corrupted,
         blkverify: raw.blkverify,
+        child_timeout: duration("child_timeout", raw.child_timeout.as_deref())
+            .map_err(|e| ConfigError(format!("{label}: {}", e.0)))?
+            .unwrap_or(VolumeOptions::DEFAULT_CHILD_TIMEOUT),
     };
     options
         .validate(children.len())

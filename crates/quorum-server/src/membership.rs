@@ -8,10 +8,16 @@
 //! ordered and no request sees two memberships. The jobs (resync and
 //! scrubs) are stopped at a checkpoint and started again on the new volume.
 //!
-//! A new child is not trusted: the volume's data extents (block status) are
-//! marked stale on it and its zero extents are zeroed, so it receives every
-//! new write but is neither read nor counted in votes until the resync has
-//! copied the voted data onto it; it shows as `syncing` until then.
+//! A new child is not trusted: the whole volume is marked stale on it, so it
+//! receives every new write but is neither read nor counted in votes, and
+//! counts as data in block status, until the resync has made its copy (in
+//! the background, without holding client I/O: where every other child
+//! reads zero it is zeroed unless it reads zero already, elsewhere the voted
+//! data is copied); it shows as `syncing` until then.
+//!
+//! A change waits for the requests in flight for [`DRAIN_WAIT`] at most; a
+//! change that waits holds off new requests (the gate is a fair lock), so a
+//! steady load cannot starve it.
 //!
 //! QEMU's constraints hold: no child is added in blkverify mode, no removal
 //! leaves fewer children than `vote_threshold`, names are unique.
@@ -24,11 +30,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
+use parking_lot::{RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard};
 use quorum_backends::ChildSource;
-use quorum_core::{ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeOptions};
+use quorum_core::{ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ChildConfig;
@@ -120,7 +127,7 @@ pub struct Rebuild {
 /// config, and the gate that keeps membership changes between requests.
 pub struct VolumeEntry {
     current: RwLock<Arc<Volume>>,
-    gate: RwLock<()>,
+    gate: FairLock<()>,
     jobs: Mutex<Arc<Jobs>>,
     children: Mutex<Vec<ChildConfig>>,
     rebuild: Rebuild,
@@ -144,7 +151,7 @@ impl VolumeEntry {
         )?;
         Ok(VolumeEntry {
             current: RwLock::new(volume),
-            gate: RwLock::new(()),
+            gate: FairLock::new(()),
             jobs: Mutex::new(jobs),
             children: Mutex::new(children),
             rebuild,
@@ -186,21 +193,14 @@ impl VolumeEntry {
 
     /// Holds off membership changes while the guard lives.
     pub fn gate_read(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(PoisonError::into_inner)
+        self.gate.read()
     }
 
+    /// Waits for the requests in flight, holding off new ones meanwhile.
     fn gate_write(&self) -> Result<RwLockWriteGuard<'_, ()>, MembershipError> {
-        let start = Instant::now();
-        loop {
-            match self.gate.try_write() {
-                Ok(g) => return Ok(g),
-                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
-                Err(TryLockError::WouldBlock) if start.elapsed() < DRAIN_WAIT => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(TryLockError::WouldBlock) => return Err(MembershipError::Busy(DRAIN_WAIT)),
-            }
-        }
+        self.gate
+            .try_write_for(DRAIN_WAIT)
+            .ok_or(MembershipError::Busy(DRAIN_WAIT))
     }
 
     /// Stops the jobs at a checkpoint.
@@ -239,15 +239,10 @@ impl VolumeEntry {
         .map_err(|e| MembershipError::BadChild(format!("child {name:?}: {e}")))?;
         let _gate = self.gate_write()?;
         let old = self.volume();
-        let map = old
-            .block_status(0, old.size())
-            .map_err(|e| MembershipError::BadChild(format!("cannot map the volume's data: {e}")))?;
-        for zero in map.iter().filter(|e| e.zero) {
-            backend
-                .write_zeroes(zero.offset, zero.length)
-                .map_err(|e| {
-                    MembershipError::BadChild(format!("child {name:?}: cannot zero it: {e}"))
-                })?;
+        if old.children().iter().any(|c| c.name == name) {
+            return Err(MembershipError::Conflict(format!(
+                "a child named {name:?} exists"
+            )));
         }
         let mut specs = old.child_specs();
         specs.push(ChildSpec {
@@ -256,11 +251,7 @@ impl VolumeEntry {
         });
         let mut syncing = old.syncing();
         syncing.push(name.to_owned());
-        let data: Vec<_> = map
-            .iter()
-            .filter(|e| !e.zero)
-            .map(|e| e.offset..e.offset + e.length)
-            .collect();
+        let everything = [0..old.size()];
         let config = ChildConfig {
             name: name.to_owned(),
             uri: uri.to_owned(),
@@ -271,7 +262,7 @@ impl VolumeEntry {
             specs,
             syncing,
             |children| children.push(config),
-            |v| v.mark_stale(name, &data),
+            |v| v.mark_stale(name, &everything),
         )?;
         self.rebuild.telemetry.add_child(old.name(), name);
         self.rebuild.sink.emit(
@@ -313,7 +304,7 @@ impl VolumeEntry {
             specs,
             syncing,
             |children| children.retain(|c| c.name != name),
-            |_| {},
+            |_| Ok(()),
         )?;
         self.rebuild.sink.emit(
             old.name(),
@@ -332,7 +323,7 @@ impl VolumeEntry {
         specs: Vec<ChildSpec>,
         syncing: Vec<String>,
         edit: impl FnOnce(&mut Vec<ChildConfig>),
-        prepare: impl FnOnce(&Volume),
+        prepare: impl FnOnce(&Volume) -> Result<(), VolumeError>,
     ) -> Result<(), MembershipError> {
         let r = &self.rebuild;
         let jobs = self.jobs();
@@ -346,7 +337,11 @@ impl VolumeEntry {
                 return Err(MembershipError::BadChild(e.to_string()));
             }
         };
-        prepare(&volume);
+        if let Err(e) = prepare(&volume) {
+            volume.close(Duration::ZERO);
+            self.restart_jobs(self.volume());
+            return Err(MembershipError::BadChild(e.to_string()));
+        }
         volume.set_syncing(syncing.clone());
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = volume.clone();
         let saved = {
