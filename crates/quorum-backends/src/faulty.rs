@@ -293,6 +293,10 @@ impl Backend for Faulty {
     fn max_in_flight(&self) -> usize {
         self.inner.max_in_flight()
     }
+
+    fn write_unit(&self) -> u64 {
+        self.inner.write_unit()
+    }
 }
 
 #[cfg(test)]
