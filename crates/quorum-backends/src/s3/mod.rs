@@ -11,6 +11,14 @@
 //! under a per-chunk lock, so two writes to different bytes of one chunk do
 //! not lose each other's bytes.
 //!
+//! # Conditional writes
+//! Every chunk write names the version it replaces (`If-Match`, or
+//! `If-None-Match: *` for an absent chunk; a DELETE `If-Match` too), so that
+//! a write the client gave up on cannot land later and undo newer ones; see
+//! [`chunks`] for why and for what this leaves open. The store must honour both headers (AWS S3,
+//! MinIO, Cloudflare R2 and SeaweedFS do); the `aws_conditional_put`
+//! option cannot turn them off.
+//!
 //! # Speed and bounds
 //! A request that spans several chunks fetches or stores them in parallel
 //! (up to [`CHUNKS_IN_FLIGHT`]), and the child serves [`IN_FLIGHT`] requests
@@ -18,7 +26,7 @@
 //! hold a whole volume behind one dead replica, so retries and timeouts are
 //! bounded (see [`S3Backend::open`]), and every call is cut off after
 //! `op_timeout`: a dead or hung replica becomes a child error within
-//! seconds.
+//! seconds. Failures are told apart by their types (see [`errors`]).
 //!
 //! # Integrity on the wire
 //! Every PUT carries an `x-amz-checksum-sha256` that the server checks, and
@@ -27,7 +35,10 @@
 //! multipart, ETags). A chunk of the wrong size or checksum is an I/O error
 //! of this child, which a rewrite repairs.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod chunks;
+mod errors;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ops::Range;
@@ -38,17 +49,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytesize::ByteSize;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use md5::{Digest, Md5};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum, S3ConditionalPut};
+use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
 };
 use quorum_core::{Backend, BackendError, Extent};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 
+use self::chunks::{Piece, md5_hex, plain_md5};
+use self::errors::{Failure, store_error};
 use crate::OpenError;
 
 /// The chunk size of a new volume unless the `chunk_size` option says
@@ -69,6 +83,20 @@ const VERSION: u32 = 1;
 /// object_store config key (`aws_endpoint`, `aws_region`, ...).
 const OWN_OPTIONS: [&str; 4] = ["chunk_size", "op_timeout", "max_retries", "retry_timeout"];
 
+/// The HTTP client settings that the client of conditional DELETEs copies
+/// from the store's configuration (options and environment).
+const CLIENT_KEYS: [ClientConfigKey; 9] = [
+    ClientConfigKey::AllowHttp,
+    ClientConfigKey::AllowInvalidCertificates,
+    ClientConfigKey::NoSystemCertificates,
+    ClientConfigKey::ConnectTimeout,
+    ClientConfigKey::Timeout,
+    ClientConfigKey::ProxyUrl,
+    ClientConfigKey::ProxyCaCertificate,
+    ClientConfigKey::ProxyExcludes,
+    ClientConfigKey::PoolIdleTimeout,
+];
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Meta {
     format: String,
@@ -80,6 +108,9 @@ struct Meta {
 /// A child in an S3-compatible object store.
 pub struct S3Backend {
     store: Arc<AmazonS3>,
+    /// object_store's HTTP client, for the requests it has no method for (a
+    /// conditional DELETE).
+    http: HttpClient,
     runtime: Runtime,
     bucket: String,
     prefix: String,
@@ -117,7 +148,7 @@ impl S3Backend {
             .with_connect_timeout(Duration::from_secs(1));
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
-            .with_client_options(client)
+            .with_client_options(client.clone())
             .with_retry(settings.retry.clone())
             .with_checksum_algorithm(Checksum::SHA256);
         for (key, value) in options {
@@ -129,8 +160,29 @@ impl S3Backend {
                     option: key.clone(),
                     backend: "s3",
                 })?;
+            if config_key == AmazonS3ConfigKey::ConditionalPut {
+                return Err(OpenError::BadOption {
+                    option: key.clone(),
+                    problem: "an s3 child always writes chunks conditionally (If-Match), so that a late write cannot undo a newer one; remove the option".into(),
+                });
+            }
             builder = builder.with_config(config_key, value);
         }
+        // Set last, over any AWS_CONDITIONAL_PUT in the environment.
+        builder = builder.with_conditional_put(S3ConditionalPut::ETagMatch);
+        // The client of conditional DELETEs: configured as the store's.
+        let mut http_options = client;
+        for key in CLIENT_KEYS {
+            if let Some(value) = builder.get_config_value(&AmazonS3ConfigKey::Client(key)) {
+                http_options = http_options.with_config(key, value);
+            }
+        }
+        let http = ReqwestConnector {}
+            .connect(&http_options)
+            .map_err(|e| OpenError::Remote {
+                uri: uri.to_owned(),
+                problem: format!("cannot configure the HTTP client: {e}"),
+            })?;
         let store = builder.build().map_err(|e| OpenError::Remote {
             uri: uri.to_owned(),
             problem: format!("cannot configure the object store: {e}"),
@@ -146,6 +198,7 @@ impl S3Backend {
             })?;
         let mut backend = S3Backend {
             store: Arc::new(store),
+            http,
             runtime,
             bucket,
             prefix,
@@ -220,6 +273,11 @@ impl S3Backend {
         }
     }
 
+    /// The lock that serializes writes of chunk `index` within this process.
+    fn stripe(&self, index: u64) -> &Mutex<()> {
+        &self.stripes[(index % STRIPES as u64) as usize]
+    }
+
     fn chunk_path(&self, index: u64) -> Path {
         self.path(&format!("chunks/{index:016x}"))
     }
@@ -251,7 +309,9 @@ impl S3Backend {
                 let prefix = Path::from(self.prefix.as_str());
                 match self.store.list_with_delimiter(Some(&prefix)).await {
                     Ok(_) => Ok(None),
-                    Err(e) if e.to_string().contains("NoSuchBucket") => {
+                    // Listing a prefix of a bucket that exists never
+                    // answers 404.
+                    Err(e) if Failure::of(&e) == Failure::NotFound => {
                         Err(BackendError::Refused(format!(
                             "the bucket {:?} does not exist; create it first",
                             self.bucket
@@ -291,98 +351,6 @@ impl S3Backend {
             )))),
             _ => Ok(()),
         }
-    }
-
-    /// The bytes of chunk `index`, checked, or `None` when it is absent.
-    async fn get_chunk(&self, index: u64) -> Result<Option<Bytes>, BackendError> {
-        let path = self.chunk_path(index);
-        let result = match self.store.get(&path).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_error(e)),
-        };
-        let etag = result.meta.e_tag.clone();
-        let bytes = result.bytes().await.map_err(store_error)?;
-        if bytes.len() != self.chunk_len(index) {
-            return Err(BackendError::Io(io::Error::other(format!(
-                "{path} holds {} bytes, a chunk there has {}",
-                bytes.len(),
-                self.chunk_len(index)
-            ))));
-        }
-        if let Some(etag) = etag.as_deref().and_then(plain_md5) {
-            let got = md5_hex(&bytes);
-            if etag != got {
-                return Err(BackendError::Io(io::Error::other(format!(
-                    "{path}: the bytes read back (MD5 {got}) are not the object's (ETag {etag})"
-                ))));
-            }
-        }
-        Ok(Some(bytes))
-    }
-
-    /// Stores chunk `index`, or deletes it when it is all zeros.
-    async fn put_chunk(&self, index: u64, data: Bytes) -> Result<(), BackendError> {
-        if data.iter().all(|&b| b == 0) {
-            self.delete_chunk(index).await
-        } else {
-            self.put_object(self.chunk_path(index), data).await
-        }
-    }
-
-    async fn delete_chunk(&self, index: u64) -> Result<(), BackendError> {
-        match self.store.delete(&self.chunk_path(index)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(store_error(e)),
-        }
-    }
-
-    /// Writes `data` over `offset..` of chunk `index` (relative to the chunk),
-    /// reading and rewriting the chunk when `data` covers only part of it.
-    async fn patch_chunk(
-        &self,
-        index: u64,
-        within: usize,
-        data: &[u8],
-    ) -> Result<(), BackendError> {
-        let len = self.chunk_len(index);
-        if within == 0 && data.len() == len {
-            return self.put_chunk(index, Bytes::copy_from_slice(data)).await;
-        }
-        let _lock = self.stripes[(index % STRIPES as u64) as usize].lock().await;
-        let mut chunk = match self.get_chunk(index).await? {
-            Some(bytes) => bytes.to_vec(),
-            None if data.iter().all(|&b| b == 0) => return Ok(()),
-            None => vec![0u8; len],
-        };
-        chunk[within..within + data.len()].copy_from_slice(data);
-        self.put_chunk(index, Bytes::from(chunk)).await
-    }
-
-    /// The chunks that exist in `range`.
-    async fn present(&self, range: Range<u64>) -> Result<BTreeSet<u64>, BackendError> {
-        let dir = self.path("chunks");
-        let from = self.chunk_path(range.start);
-        let mut present = BTreeSet::new();
-        let mut listing = self.store.list_with_offset(Some(&dir), &from);
-        // The offset is exclusive: check the first chunk on its own.
-        if self.store.head(&from).await.is_ok() {
-            present.insert(range.start);
-        }
-        while let Some(meta) = listing.try_next().await.map_err(store_error)? {
-            let Some(index) = meta
-                .location
-                .filename()
-                .and_then(|name| u64::from_str_radix(name, 16).ok())
-            else {
-                continue;
-            };
-            if index >= range.end {
-                break;
-            }
-            present.insert(index);
-        }
-        Ok(present)
     }
 }
 
@@ -451,54 +419,6 @@ fn parse_uri(uri: &str) -> Result<(String, String), OpenError> {
     Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
 }
 
-fn md5_hex(data: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Md5::digest(data)
-        .iter()
-        .fold(String::with_capacity(32), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-}
-
-/// The MD5 in an ETag, when it is a plain one (not a multipart upload's).
-fn plain_md5(etag: &str) -> Option<String> {
-    let e = etag.trim_matches('"');
-    (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then(|| e.to_ascii_lowercase())
-}
-
-/// Maps an object_store error to a child error: the store timed out or
-/// could not be reached, or it failed the request. The message is one line
-/// (stores answer with XML bodies) of bounded length.
-fn store_error(e: object_store::Error) -> BackendError {
-    let mut text = e
-        .to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if text.len() > 400 {
-        let cut = (0..=400)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    let lower = text.to_ascii_lowercase();
-    // Every retry error names its "retry_timeout", so look for the failure
-    // itself: a request that timed out, or one that could not be sent.
-    if lower.contains("timed out") || lower.contains("operation timed") {
-        BackendError::Unavailable(format!("the store did not answer in time: {text}"))
-    } else if lower.contains("error sending request") || lower.contains("connect") {
-        BackendError::Unavailable(format!("the store cannot be reached: {text}"))
-    } else if lower.contains("403") || lower.contains("accessdenied") || lower.contains("signature")
-    {
-        BackendError::Refused(text)
-    } else {
-        BackendError::Io(io::Error::other(text))
-    }
-}
-
 impl fmt::Display for S3Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "s3({}/{})", self.bucket, self.prefix)
@@ -519,7 +439,7 @@ impl Backend for S3Backend {
         let chunks = self.chunks(offset, buf.len() as u64);
         let fetched: Vec<(u64, Option<Bytes>)> = self.call(
             stream::iter(chunks)
-                .map(|i| async move { self.get_chunk(i).await.map(|c| (i, c)) })
+                .map(|i| async move { self.get_chunk(i).await.map(|(_, c)| (i, c)) })
                 .buffer_unordered(CHUNKS_IN_FLIGHT)
                 .try_collect(),
         )?;
@@ -547,7 +467,7 @@ impl Backend for S3Backend {
                     let start = i * self.chunk_size;
                     let (from, to) = (start.max(offset), (start + self.chunk_size).min(end));
                     let piece = &buf[(from - offset) as usize..(to - offset) as usize];
-                    self.patch_chunk(i, (from - start) as usize, piece)
+                    self.write_chunk(i, (from - start) as usize, Piece::Data(piece), None)
                 })
                 .buffer_unordered(CHUNKS_IN_FLIGHT)
                 .try_collect::<Vec<()>>(),
@@ -555,26 +475,31 @@ impl Backend for S3Backend {
         .map(drop)
     }
 
+    /// Lists the chunks of the range once: a whole chunk that is absent or
+    /// already empty needs no request, and one that holds data is replaced
+    /// by an empty object over the version the listing showed.
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
         BackendError::check_range(offset, length, self.size)?;
         let end = offset + length;
-        let zeros = vec![0u8; self.chunk_size as usize];
-        let zeros = &zeros;
-        self.call(
-            stream::iter(self.chunks(offset, length))
-                .map(|i| async move {
+        let chunks = self.chunks(offset, length);
+        self.call(async {
+            let listed = self.listed(chunks.clone()).await?;
+            stream::iter(chunks)
+                .filter_map(|i| {
                     let start = i * self.chunk_size;
                     let (from, to) = (start.max(offset), (start + self.chunk_size).min(end));
-                    if from == start && (to - from) as usize == self.chunk_len(i) {
-                        self.delete_chunk(i).await
-                    } else {
-                        self.patch_chunk(i, (from - start) as usize, &zeros[..(to - from) as usize])
-                            .await
-                    }
+                    let within = (from - start) as usize;
+                    let piece = Piece::Zeros((to - from) as usize);
+                    let whole = within == 0 && piece.len() == self.chunk_len(i);
+                    let seen = listed.get(&i).cloned();
+                    let needed = !whole || seen.is_some();
+                    let write = async move { self.write_chunk(i, within, piece, seen).await };
+                    std::future::ready(needed.then_some(write))
                 })
                 .buffer_unordered(CHUNKS_IN_FLIGHT)
-                .try_collect::<Vec<()>>(),
-        )
+                .try_collect::<Vec<()>>()
+                .await
+        })
         .map(drop)
     }
 
@@ -593,7 +518,7 @@ impl Backend for S3Backend {
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
         BackendError::check_range(offset, length, self.size)?;
         let chunks = self.chunks(offset, length);
-        let present = self.call(self.present(chunks.clone()))?;
+        let listed = self.call(self.listed(chunks.clone()))?;
         let end = offset + length;
         let mut extents: Vec<Extent> = Vec::new();
         for i in chunks {
@@ -604,7 +529,7 @@ impl Backend for S3Backend {
                 Extent {
                     offset: from,
                     length: to - from,
-                    zero: !present.contains(&i),
+                    zero: !listed.contains_key(&i),
                 },
             );
         }
@@ -614,6 +539,12 @@ impl Backend for S3Backend {
     fn max_in_flight(&self) -> usize {
         IN_FLIGHT
     }
+
+    /// A chunk: a write of part of one reads the rest of it first, a write
+    /// of a whole one reads nothing but its version.
+    fn write_unit(&self) -> u64 {
+        self.chunk_size
+    }
 }
 
 #[cfg(test)]
@@ -621,7 +552,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uris_and_etags() {
+    fn uris() {
         assert_eq!(
             parse_uri("s3://b/p/q/").expect("uri"),
             ("b".into(), "p/q".into())
@@ -632,28 +563,6 @@ mod tests {
         );
         assert!(parse_uri("s3:///p").is_err());
         assert!(parse_uri("http://b/p").is_err());
-        assert_eq!(
-            plain_md5("\"D41D8CD98F00B204E9800998ECF8427E\"").as_deref(),
-            Some("d41d8cd98f00b204e9800998ecf8427e")
-        );
-        assert_eq!(plain_md5("\"abc-2\""), None);
-        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
-    }
-
-    #[test]
-    fn store_errors_say_what_failed() {
-        let unreachable = object_store::Error::Generic {
-            store: "S3",
-            source: "Error performing GET http://minio1:9000/q in 104ms, after 1 retries, max_retries: 1, retry_timeout: 3s - HTTP error: error sending request".into(),
-        };
-        let e = store_error(unreachable).to_string();
-        assert!(e.contains("cannot be reached"), "{e}");
-        let hung = object_store::Error::Generic {
-            store: "S3",
-            source: "Error after 1 retries in 4s, max_retries: 1, retry_timeout: 3s, source: operation timed out".into(),
-        };
-        let e = store_error(hung).to_string();
-        assert!(e.contains("did not answer in time"), "{e}");
     }
 
     #[test]
@@ -663,5 +572,10 @@ mod tests {
         assert!(settings(&opts("chunk_size", "1MiB")).is_ok());
         assert!(settings(&opts("op_timeout", "soon")).is_err());
         assert!(settings(&opts("max_retries", "-1")).is_err());
+        let off = S3Backend::open("s3://b/p", &opts("aws_conditional_put", "disabled"), None);
+        assert!(
+            matches!(&off, Err(OpenError::BadOption { option, .. }) if option == "aws_conditional_put"),
+            "conditional writes cannot be turned off"
+        );
     }
 }
