@@ -18,6 +18,7 @@ mod reliability;
 mod remote;
 mod restart;
 mod s3;
+mod s3_races;
 mod scrub;
 mod stale;
 mod startup;

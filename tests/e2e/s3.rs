@@ -17,8 +17,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 use crate::util::*;
 
 const BUCKET: &str = "blocks";
-const ACCESS_KEY: &str = "quorum-test-access";
-const SECRET_KEY: &str = "quorum-test-s3cr3t-never-shown";
+pub const ACCESS_KEY: &str = "quorum-test-access";
+pub const SECRET_KEY: &str = "quorum-test-s3cr3t-never-shown";
 const DATA: &str = "/v1/volumes/vm/data";
 const CHUNK: u64 = 64 * 1024;
 
@@ -159,13 +159,13 @@ impl Weed {
         fs::read_to_string(self.dir.path().join("weed.out.log")).unwrap_or_default()
     }
 
-    fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[3])
     }
 
     /// An S3 client of this instance, for tampering and checking behind
     /// quorum's back.
-    fn client(&self) -> AmazonS3 {
+    pub fn client(&self) -> AmazonS3 {
         AmazonS3Builder::new()
             .with_endpoint(self.endpoint())
             .with_allow_http(true)

@@ -634,20 +634,39 @@ impl Volume {
     /// copied: the blocks before it are, and it stays stale until a write
     /// covers it.
     pub fn resync_step(&self, max: u64, from: u64) -> ResyncStep {
-        let picked = {
+        // Every child with a stale range at the first stale offset from
+        // `from`, so that one whose copy keeps failing does not hold up the
+        // others stale at the same place.
+        let picked: Vec<(usize, Range<u64>)> = {
             let maps = self.stale_maps();
             let next = |from: u64| {
-                maps.sets
+                let firsts: Vec<(usize, Range<u64>)> = maps
+                    .sets
                     .iter()
                     .enumerate()
                     .filter_map(|(i, s)| s.first_from(from).map(|r| (i, r)))
-                    .min_by_key(|(_, r)| r.start)
+                    .collect();
+                let start = firsts.iter().map(|(_, r)| r.start).min();
+                firsts
+                    .into_iter()
+                    .filter(|(_, r)| Some(r.start) == start)
+                    .collect::<Vec<_>>()
             };
-            next(from).or_else(|| next(0))
+            let here = next(from);
+            if here.is_empty() { next(0) } else { here }
         };
-        let Some((child, first)) = picked else {
-            return ResyncStep::Idle;
-        };
+        let mut last = ResyncStep::Idle;
+        for (child, first) in picked {
+            last = self.resync_range(child, first, max);
+            if matches!(last, ResyncStep::Copied { .. }) {
+                break;
+            }
+        }
+        last
+    }
+
+    /// One [`Volume::resync_step`] on `child`'s stale range `first`.
+    fn resync_range(&self, child: usize, first: Range<u64>, max: u64) -> ResyncStep {
         let name = self.children[child].name.clone();
         let range = first.start..first.end.min(first.start + max.max(1));
         // A child that stores in units gets whole units, so that a unit it

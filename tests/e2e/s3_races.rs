@@ -1,0 +1,584 @@
+//! Races of S3 children against their store, through a loopback proxy that
+//! holds back or fails chosen requests on their way to a real SeaweedFS.
+//!
+//! The proxy ([`Proxy`]) speaks just enough HTTP/1.1 to see where one
+//! request ends (Content-Length or chunked bodies) and where its answer
+//! ends, so it can hold a whole request back after the client has given up
+//! on it and send it on later, the way a slow network or a store that
+//! queues requests lands a write late.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use quorum_core::Backend;
+
+use crate::s3::{ACCESS_KEY, SECRET_KEY, Weed, s3_child};
+use crate::util::*;
+
+const CHUNK: u64 = 64 * KIB;
+/// The longest the proxy holds a request, should a test never release it.
+const MAX_HOLD: Duration = Duration::from_secs(60);
+/// An idle connection of the proxy is closed after this long.
+const IDLE: Duration = Duration::from_secs(30);
+/// Connections the proxy serves at once; more are refused.
+const MAX_CONNECTIONS: usize = 64;
+/// The longest request or answer head the proxy reads.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Which requests a rule applies to: `(method, target)`.
+type Matcher = fn(&str, &str) -> bool;
+
+/// A PUT of a chunk object.
+fn chunk_put(method: &str, target: &str) -> bool {
+    method == "PUT" && target.contains("/chunks/")
+}
+
+/// A request that got through the proxy, and the status it was answered.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    /// Hold the next request that matches.
+    hold: Option<Matcher>,
+    /// The held request: `(method, target)`, and whether it may go on.
+    held: Option<(String, String)>,
+    released: bool,
+    /// The held request's answer from the store, once it came.
+    late_answer: Option<u16>,
+    /// Answer 500 to every request that matches, without forwarding it.
+    fail: Option<Matcher>,
+    log: Vec<Exchange>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: AtomicBool,
+    connections: AtomicUsize,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A loopback HTTP proxy in front of one store (see the module docs).
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free port of 127.0.0.1 that forwards to `upstream`.
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let shared = Arc::new(Shared {
+            upstream,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+        });
+        let accept = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    if shared.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        shared.connections.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let shared = shared.clone();
+                    thread::spawn(move || {
+                        // A connection ends on EOF, an error or IDLE.
+                        let _ = serve(&shared, client);
+                        shared.connections.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            })
+        };
+        Proxy {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for an s3 child's `aws_endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Holds the next request that `matcher` accepts until [`Proxy::release`].
+    pub fn arm_hold(&self, matcher: Matcher) {
+        let mut s = self.shared.state();
+        s.hold = Some(matcher);
+        s.held = None;
+        s.released = false;
+        s.late_answer = None;
+    }
+
+    /// The request being held, once one is.
+    pub fn held(&self) -> Option<(String, String)> {
+        self.shared.state().held.clone()
+    }
+
+    /// Lets the held request go on to the store, and waits (bounded) for
+    /// the store's answer to it.
+    pub fn release(&self) -> u16 {
+        let deadline = Instant::now() + EFFECT_DEADLINE;
+        let mut s = self.shared.state();
+        assert!(s.held.is_some(), "no request is held");
+        s.released = true;
+        self.shared.changed.notify_all();
+        loop {
+            if let Some(status) = s.late_answer {
+                return status;
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("the store did not answer the released request in time");
+            s = self
+                .shared
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Answers 500 to every request that `matcher` accepts (none: `None`).
+    pub fn fail(&self, matcher: Option<Matcher>) {
+        self.shared.state().fail = matcher;
+    }
+
+    /// Every exchange so far, in the order the answers came.
+    pub fn log(&self) -> Vec<Exchange> {
+        self.shared.state().log.clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.state().released = true;
+        self.shared.changed.notify_all();
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// One HTTP message, whole: its head's first line and the raw bytes.
+struct Message {
+    first_line: String,
+    raw: Vec<u8>,
+}
+
+/// Relays one client connection, request by request.
+fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
+    client.set_read_timeout(Some(IDLE))?;
+    let mut from_client = BufReader::new(client.try_clone()?);
+    let mut to_client = client;
+    let upstream = TcpStream::connect(shared.upstream)?;
+    upstream.set_read_timeout(Some(IDLE))?;
+    let mut from_store = BufReader::new(upstream.try_clone()?);
+    let mut to_store = upstream;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let Some(request) = read_message(&mut from_client, None)? else {
+            break;
+        };
+        let mut words = request.first_line.split(' ');
+        let method = words.next().unwrap_or_default().to_owned();
+        let target = words.next().unwrap_or_default().to_owned();
+        let (fail, hold) = {
+            let mut s = shared.state();
+            let fail = s.fail.is_some_and(|m| m(&method, &target));
+            let hold = !fail && s.hold.is_some_and(|m| m(&method, &target));
+            if hold {
+                s.hold = None;
+                s.held = Some((method.clone(), target.clone()));
+            }
+            (fail, hold)
+        };
+        if fail {
+            to_client
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")?;
+            shared.state().log.push(Exchange {
+                method,
+                target,
+                status: 500,
+            });
+            continue;
+        }
+        if hold {
+            let deadline = Instant::now() + MAX_HOLD;
+            let mut s = shared.state();
+            while !s.released && Instant::now() < deadline {
+                s = shared
+                    .changed
+                    .wait_timeout(s, Duration::from_millis(100))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        to_store.write_all(&request.raw)?;
+        let answer = read_message(&mut from_store, Some(&method))?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the store closed the connection",
+            )
+        })?;
+        let status = answer
+            .first_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        {
+            let mut s = shared.state();
+            if hold {
+                s.late_answer = Some(status);
+                shared.changed.notify_all();
+            }
+            s.log.push(Exchange {
+                method,
+                target,
+                status,
+            });
+        }
+        // The client of a held request has usually gone: that ends this
+        // connection, after the store has answered.
+        if to_client.write_all(&answer.raw).is_err() {
+            break;
+        }
+    }
+    let _ = to_store.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// Reads one request (`method` is `None`) or one answer to a `method`
+/// request, whole; `None` on EOF before its first byte.
+fn read_message(r: &mut impl BufRead, method: Option<&str>) -> io::Result<Option<Message>> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut raw = Vec::new();
+    let mut first_line = String::new();
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return if raw.is_empty() {
+                Ok(None)
+            } else {
+                Err(bad("the head ended early"))
+            };
+        }
+        raw.extend_from_slice(&line);
+        if raw.len() > MAX_HEAD {
+            return Err(bad("the head is too long"));
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+        if first_line.is_empty() {
+            first_line = text;
+            continue;
+        }
+        if text.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = text.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.parse().map_err(|_| bad("a bad content-length"))?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    let status = method.map(|_| first_line.split(' ').nth(1).unwrap_or_default());
+    let no_body = method == Some("HEAD")
+        || status.is_some_and(|s| s.starts_with('1') || s == "204" || s == "304");
+    if no_body {
+    } else if chunked {
+        loop {
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line)?;
+            raw.extend_from_slice(&line);
+            let size = String::from_utf8_lossy(&line);
+            let size = size.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16).map_err(|_| bad("a bad chunk size"))?;
+            if size == 0 {
+                // Trailers, up to an empty line.
+                loop {
+                    let mut line = Vec::new();
+                    if r.read_until(b'\n', &mut line)? == 0 || line == b"\r\n" {
+                        raw.extend_from_slice(&line);
+                        break;
+                    }
+                    raw.extend_from_slice(&line);
+                }
+                break;
+            }
+            let start = raw.len();
+            raw.resize(start + size + 2, 0);
+            r.read_exact(&mut raw[start..])?;
+        }
+    } else if let Some(n) = length {
+        let start = raw.len();
+        raw.resize(start + n, 0);
+        r.read_exact(&mut raw[start..])?;
+    } else if method.is_some() {
+        // An answer without a length ends with the connection.
+        r.read_to_end(&mut raw)?;
+    }
+    Ok(Some(Message { first_line, raw }))
+}
+
+/// The `127.0.0.1:PORT` of an `http://` endpoint.
+fn socket_addr(endpoint: &str) -> SocketAddr {
+    endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a loopback endpoint")
+}
+
+/// The bytes of object `path` on `weed`, or `None` when it is absent.
+fn object(weed: &Weed, path: &str) -> Option<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = weed.client();
+    match rt.block_on(async {
+        client
+            .get(&ObjectPath::from(path))
+            .await?
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+    }) {
+        Ok(bytes) => Some(bytes),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("cannot read {path} from the store: {e}"),
+    }
+}
+
+fn child_json(server: &Server, name: &str) -> serde_json::Value {
+    let vol = server.get("/v1/volumes/vm").json();
+    vol["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no child {name} in {vol}"))
+}
+
+/// Defect: a PUT that the s3 child gave up on (its client timed out) but
+/// that reached the store later restored the chunk as it was, undoing a
+/// newer acknowledged write on that child without a stale mark.
+///
+/// Two file children and an s3 child behind the proxy, threshold 2: write
+/// A; hold the next chunk PUT and write B (the s3 child times out, the
+/// volume acknowledges B and marks the child stale); write C over the same
+/// bytes, which reaches the s3 child; then let B's PUT land. The chunk must
+/// still hold C (the store refuses B's PUT: its If-Match names the chunk as
+/// it was before C), or the child must be stale there.
+#[test]
+fn a_put_that_lands_late_does_not_undo_a_newer_write() {
+    let weed = Weed::start();
+    let proxy = Proxy::start(socket_addr(&weed.endpoint()));
+    let s3 = s3_child("s", &weed, "vm").replace(&weed.endpoint(), &proxy.endpoint());
+    let server = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &[child("a"), child("b"), s3]));
+    // Part of chunk 1, so every write reads, patches and PUTs the chunk.
+    let offset = CHUNK + 3 * BLOCK;
+    let len = 2 * BLOCK as usize;
+    let path = format!("vm/chunks/{:016x}", 1);
+    let within = (offset - CHUNK) as usize..(offset - CHUNK) as usize + len;
+
+    let a = vec![0xAA; len];
+    server.write_volume("vm", offset, &a);
+    proxy.arm_hold(chunk_put);
+    let b = vec![0xBB; len];
+    server.write_volume("vm", offset, &b);
+    let (method, target) = proxy.held().expect("the PUT of B is held");
+    assert!(
+        method == "PUT" && target.contains(&path),
+        "{method} {target}"
+    );
+    assert!(
+        child_json(&server, "s")["stale_bytes"].as_u64() > Some(0),
+        "B missed the s3 child, which is stale: {}",
+        child_json(&server, "s")
+    );
+    // Past the circuit breaker's first back-off (500 ms), so that C is
+    // tried on the s3 child.
+    thread::sleep(Duration::from_millis(1200));
+    let c = vec![0xCC; len];
+    server.write_volume("vm", offset, &c);
+    wait_until("the s3 child to be fresh again", || {
+        child_json(&server, "s")["stale_bytes"] == 0
+    });
+    let before = object(&weed, &path).expect("chunk 1 exists");
+    assert_all_bytes(&before[within.clone()], 0xCC, "chunk 1 before B lands");
+
+    // B's PUT reaches the store now, long after its client gave up.
+    let late = proxy.release();
+    let after = object(&weed, &path).expect("chunk 1 exists");
+    let stale = child_json(&server, "s")["stale_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        after[within.clone()] == c[..] || stale > 0,
+        "the late PUT (answered {late}) undid C on the s3 child, which is not stale: \
+         the chunk holds {:#04x} at the written bytes",
+        after[within.start]
+    );
+    assert_eq!(late, 412, "the store refuses the late PUT's precondition");
+    assert_bytes_eq(
+        &server.read_volume("vm", offset, len as u64),
+        &c,
+        "the volume",
+    );
+}
+
+/// Opens an s3 child of `weed` under `prefix` directly, as the server
+/// does, with `endpoint` (the proxy) as its `aws_endpoint`.
+fn open_backend(endpoint: &str, prefix: &str) -> Arc<dyn Backend> {
+    let options: BTreeMap<String, String> = [
+        ("aws_endpoint", endpoint),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", ACCESS_KEY),
+        ("aws_secret_access_key", SECRET_KEY),
+        ("chunk_size", "64KiB"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    quorum_backends::open(quorum_backends::ChildSource {
+        uri: &format!("s3://blocks/{prefix}"),
+        options: &options,
+        base_dir: Path::new("."),
+        size: Some(MIB),
+        faults: &[],
+    })
+    .expect("open the s3 child")
+}
+
+/// Defect: block status took any failed HEAD of a chunk for "absent", so a
+/// store that failed the request made a chunk that holds an acknowledged
+/// write read as zero. Only a 404 means absent: with HEADs failing, block
+/// status still sees the data (it lists, and a listing that fails fails the
+/// call).
+#[test]
+fn block_status_never_reads_a_failed_request_as_zero() {
+    let weed = Weed::start();
+    let proxy = Proxy::start(socket_addr(&weed.endpoint()));
+    let backend = open_backend(&proxy.endpoint(), "status");
+    backend
+        .write_at(&[7u8; 100], CHUNK + 10)
+        .expect("write into chunk 1");
+
+    proxy.fail(Some(|method, _| method == "HEAD"));
+    let map = backend
+        .block_status(CHUNK, 2 * CHUNK)
+        .expect("block status without HEADs");
+    assert_eq!(
+        map.first().map(|e| (e.offset, e.length, e.zero)),
+        Some((CHUNK, CHUNK, false)),
+        "chunk 1 holds data: {map:?}"
+    );
+    proxy.fail(Some(|method, target| {
+        method == "GET" && target.contains("list-type=2")
+    }));
+    let failed = backend.block_status(CHUNK, 2 * CHUNK);
+    assert!(failed.is_err(), "a failed listing is an error: {failed:?}");
+    proxy.fail(None);
+    assert!(backend.block_status(0, MIB).is_ok());
+}
+
+/// A write that covers whole chunks never reads them: it overwrites a chunk
+/// whose stored bytes are not a chunk's (here, 100 bytes), which a partial
+/// write cannot (it must read the rest first). `write_unit` says so.
+#[test]
+fn whole_chunk_writes_overwrite_an_unreadable_chunk_without_reading_it() {
+    let weed = Weed::start();
+    let proxy = Proxy::start(socket_addr(&weed.endpoint()));
+    let backend = open_backend(&proxy.endpoint(), "unit");
+    assert_eq!(backend.write_unit(), CHUNK);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let path = format!("unit/chunks/{:016x}", 2);
+    rt.block_on(
+        weed.client()
+            .put(&ObjectPath::from(path.as_str()), vec![9u8; 100].into()),
+    )
+    .expect("break chunk 2");
+    let mut buf = vec![0u8; 10];
+    assert!(
+        backend.read_at(&mut buf, 2 * CHUNK).is_err(),
+        "chunk 2 is broken"
+    );
+    assert!(
+        backend.write_at(&[1u8; 10], 2 * CHUNK + 5).is_err(),
+        "a partial write must read the broken chunk first"
+    );
+
+    let seen = proxy.log().len();
+    let data = pattern(5, 2 * CHUNK as usize);
+    backend
+        .write_at(&data, 2 * CHUNK)
+        .expect("overwrite chunks 2 and 3 whole");
+    let reads: Vec<Exchange> = proxy.log()[seen..]
+        .iter()
+        .filter(|e| e.method == "GET")
+        .cloned()
+        .collect();
+    assert!(reads.is_empty(), "a whole-chunk write read: {reads:?}");
+    let mut back = vec![0u8; data.len()];
+    backend.read_at(&mut back, 2 * CHUNK).expect("read back");
+    assert_bytes_eq(&back, &data, "chunks 2 and 3");
+
+    // Zeroing whole chunks deletes them, again without reading them.
+    let seen = proxy.log().len();
+    backend
+        .write_zeroes(2 * CHUNK, 2 * CHUNK)
+        .expect("zero chunks 2 and 3");
+    assert!(object(&weed, &path).is_none(), "chunk 2 is deleted");
+    let log = proxy.log();
+    let deletes = log[seen..]
+        .iter()
+        .filter(|e| e.method == "DELETE" && (200..300).contains(&e.status))
+        .count();
+    assert_eq!(deletes, 2, "{:?}", &log[seen..]);
+    assert!(
+        log[seen..]
+            .iter()
+            .all(|e| !(e.method == "GET" && e.target.contains("/chunks/"))),
+        "{:?}",
+        &log[seen..]
+    );
+}
