@@ -400,7 +400,8 @@ fn child_json(server: &Server, name: &str) -> serde_json::Value {
 ///
 /// Two file children and an s3 child behind the proxy, threshold 2: write
 /// A; hold the next chunk PUT and write B (the s3 child times out, the
-/// volume acknowledges B and marks the child stale); write C over the same
+/// volume acknowledges B and marks the child stale, or, before the fix, an
+/// object_store retry of the PUT got through); write C over the same
 /// bytes, which reaches the s3 child; then let B's PUT land. The chunk must
 /// still hold C (the store refuses B's PUT: its If-Match names the chunk as
 /// it was before C), or the child must be stale there.
@@ -426,13 +427,11 @@ fn a_put_that_lands_late_does_not_undo_a_newer_write() {
         method == "PUT" && target.contains(&path),
         "{method} {target}"
     );
-    assert!(
-        child_json(&server, "s")["stale_bytes"].as_u64() > Some(0),
-        "B missed the s3 child, which is stale: {}",
-        child_json(&server, "s")
-    );
-    // Past the circuit breaker's first back-off (500 ms), so that C is
-    // tried on the s3 child.
+    // Either B failed on the s3 child, which is stale now, or a retry of
+    // the PUT got through (unconditional PUTs are retried after a
+    // timeout); the held PUT is on its way either way. Wait past the
+    // circuit breaker's first back-off (500 ms), so that C is tried on the
+    // s3 child.
     thread::sleep(Duration::from_millis(1200));
     let c = vec![0xCC; len];
     server.write_volume("vm", offset, &c);
