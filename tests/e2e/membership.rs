@@ -157,3 +157,56 @@ fn no_child_is_added_in_blkverify_mode() {
     add(&server, "c", "c.img").expect_error(409, "conflict");
     remove(&server, "a").expect_error(409, "below_threshold");
 }
+
+#[test]
+fn one_storage_under_two_names_is_refused() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.file("");
+    let server = sandbox.serve(&abc_volume("1MiB", ""));
+    // The same file as child a, spelled three other ways.
+    let absolute = format!("file://{}", dir.join("a.img").display());
+    let dotted = "./sub/../a.img".to_string();
+    std::fs::create_dir_all(dir.join("sub")).expect("sub dir");
+    std::os::unix::fs::symlink(dir.join("a.img"), dir.join("link.img")).expect("symlink");
+    for uri in [absolute.as_str(), dotted.as_str(), "link.img"] {
+        let message = add(&server, "twin", uri).expect_error(409, "conflict");
+        assert!(message.contains("\"a\""), "{uri}: {message}");
+    }
+    assert_eq!(children(&server).len(), 3, "nothing was added");
+    // In the config file too, it is refused at start.
+    let failed = Sandbox::new().start_expecting_failure(&volume(
+        "vm",
+        "1MiB",
+        2,
+        "",
+        &[
+            child("a"),
+            "  [[volume.child]]\n  name = \"b\"\n  uri = \"./a.img\"\n".to_string(),
+        ],
+    ));
+    assert!(failed.stderr.contains("same storage"), "{}", failed.stderr);
+}
+
+#[test]
+fn removing_the_only_fresh_copy_of_a_range_is_refused() {
+    // Threshold 1 of 2: b fails the write at 64 KiB, so only a holds it.
+    let b = child_with(
+        "b",
+        &fault(
+            "write",
+            &["offset = \"64KiB\"", "length = \"4KiB\"", "error = \"EIO\""],
+        ),
+    );
+    let server = Sandbox::new().serve(&volume("vm", "1MiB", 1, "", &[child("a"), b]));
+    server
+        .put(&format!("{DATA}?offset={}", 64 * 1024), pattern(5, 4096))
+        .expect_status(204);
+    let message = remove(&server, "a").expect_error(409, "last_copy");
+    assert!(message.contains("65536..69632"), "{message}");
+    assert_eq!(children(&server).len(), 2, "a is still there");
+    assert_bytes_eq(
+        &server.read_volume("vm", 64 * 1024, 4096),
+        &pattern(5, 4096),
+        "the write after the refused removal",
+    );
+}

@@ -297,6 +297,10 @@ impl Backend for Faulty {
     fn write_unit(&self) -> u64 {
         self.inner.write_unit()
     }
+
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,16 @@ impl fmt::Display for FileBackend {
 }
 
 impl Backend for FileBackend {
+    /// The file's device and inode: a hard link, a symlink or another
+    /// spelling of the same path is the same file.
+    fn identity(&self) -> String {
+        use std::os::unix::fs::MetadataExt;
+        match self.file.metadata() {
+            Ok(m) => format!("file:{}:{}", m.dev(), m.ino()),
+            Err(_) => self.to_string(),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "file"
     }

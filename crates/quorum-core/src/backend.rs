@@ -154,4 +154,11 @@ pub trait Backend: Send + Sync + fmt::Display {
     fn write_unit(&self) -> u64 {
         1
     }
+
+    /// What names the storage this child holds its copy in: two children
+    /// with the same identity are one copy with two votes, which a volume
+    /// refuses. The default is the child's display form.
+    fn identity(&self) -> String {
+        self.to_string()
+    }
 }

@@ -42,6 +42,17 @@ pub enum OpenError {
         /// The repeated name.
         child: String,
     },
+    /// Two children hold their copies in the same storage (one file under
+    /// two names, one object prefix): one copy would get two votes.
+    #[error(
+        "child {child:?} uses the same storage as child {other:?}: one copy cannot have two votes"
+    )]
+    SameStorage {
+        /// The later child.
+        child: String,
+        /// The earlier child with that storage.
+        other: String,
+    },
     /// A child could not tell its size.
     #[error("child {child:?}: cannot read its size: {source}")]
     Size {

@@ -299,6 +299,17 @@ impl Volume {
                 });
             }
         }
+        let mut stores: Vec<(String, &str)> = Vec::with_capacity(children.len());
+        for c in &children {
+            let id = c.backend.identity();
+            if let Some((_, other)) = stores.iter().find(|(s, _)| *s == id) {
+                return Err(OpenError::SameStorage {
+                    child: c.name.clone(),
+                    other: (*other).to_owned(),
+                });
+            }
+            stores.push((id, &c.name));
+        }
         let mut size = None;
         for c in &children {
             let s = c.backend.size().map_err(|source| OpenError::Size {
@@ -474,6 +485,34 @@ impl Volume {
             None => Ok(()),
             Some(source) => Err(VolumeError::Journal(source)),
         }
+    }
+
+    /// The first range where `child` holds the only fresh copy: every other
+    /// child is stale there and it is not. Removing `child` would leave that
+    /// range with no copy to read or resync from.
+    pub fn sole_copy(&self, child: &str) -> Option<Range<u64>> {
+        let i = self.children.iter().position(|c| c.name == child)?;
+        if self.children.len() < 2 || !self.any_stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let maps = self.stale_maps();
+        let others: Vec<&RangeSet> = (0..maps.sets.len())
+            .filter(|&j| j != i)
+            .map(|j| &maps.sets[j])
+            .collect();
+        let (first, rest) = others.split_first()?;
+        let mut common: Vec<Range<u64>> = first.within(0..self.size);
+        for set in rest {
+            common = common.into_iter().flat_map(|r| set.within(r)).collect();
+        }
+        common.into_iter().find_map(|r| {
+            let mut fresh = RangeSet::default();
+            fresh.insert(r.clone());
+            for stale in maps.sets[i].within(r.clone()) {
+                fresh.remove(stale);
+            }
+            fresh.first()
+        })
     }
 
     /// Says which children are syncing (joined and not yet copied): their

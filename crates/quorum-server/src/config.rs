@@ -227,8 +227,7 @@ fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, Config
         Some(name) => format!("volume {name:?}"),
         None => format!("volume #{}", index + 1),
     };
-    let raw: RawVolume = RawVolume::deserialize(toml::Value::Table(table))
-        .map_err(|e| ConfigError(format!("{label}: {}", one_line(e.message()))))?;
+    let raw: RawVolume = keyed(&label, table)?;
     if !valid_volume_name(&raw.name) {
         return Err(ConfigError(format!(
             "{label}: the name must be 1 to 64 of A-Z a-z 0-9 . _ - (and not . or ..)"
@@ -267,8 +266,7 @@ fn parse_child(volume: &str, index: usize, table: toml::Table) -> Result<ChildCo
         Some(name) => format!("{volume}, child {name:?}"),
         None => format!("{volume}, child {default_name:?}"),
     };
-    let raw: RawChild = RawChild::deserialize(toml::Value::Table(table))
-        .map_err(|e| ConfigError(format!("{label}: {}", one_line(e.message()))))?;
+    let raw: RawChild = keyed(&label, table)?;
     let mut options = BTreeMap::new();
     for (key, value) in raw.options {
         let text = match value {
@@ -317,6 +315,23 @@ fn toml_error(e: &toml::de::Error, text: &str) -> String {
         }
         None => message,
     }
+}
+
+/// Deserializes one table of the config; an error names the key at fault
+/// (`read_pattern: unknown variant ...`), not only what was wrong with it.
+fn keyed<T: serde::de::DeserializeOwned>(
+    label: &str,
+    table: toml::Table,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = one_line(e.inner().message());
+        if path.is_empty() || path == "." {
+            ConfigError(format!("{label}: {message}"))
+        } else {
+            ConfigError(format!("{label}: {path}: {message}"))
+        }
+    })
 }
 
 fn one_line(s: &str) -> String {
@@ -393,7 +408,7 @@ mod tests {
                     "vote_threshold = 2",
                     "vote_threshold = 2\nread_pattern = \"random\"",
                 ),
-                "random",
+                "read_pattern: unknown variant `random`",
             ),
             (
                 BASE.replace("name = \"b\"", "name = \"b\"\ncolour = 1"),

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// Removing the child would leave fewer children than the threshold.
     #[error("{0}")]
     BelowThreshold(String),
+    /// Removing the child would leave a range with no fresh copy.
+    #[error("{0}")]
+    LastCopy(String),
     /// No route for that path.
     #[error("no such path: {0}")]
     NotFound(String),
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::NoSuchChild(_) => (StatusCode::NOT_FOUND, "no_such_child"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::BelowThreshold(_) => (StatusCode::CONFLICT, "below_threshold"),
+            ApiError::LastCopy(_) => (StatusCode::CONFLICT, "last_copy"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => {
@@ -111,6 +115,7 @@ impl From<crate::membership::MembershipError> for ApiError {
         match e {
             M::Conflict(m) => ApiError::Conflict(m),
             M::BelowThreshold(m) => ApiError::BelowThreshold(m),
+            M::LastCopy(m) => ApiError::LastCopy(m),
             M::NoSuchChild(_) => ApiError::NoSuchChild(e.to_string()),
             M::BadChild(m) => ApiError::BadRequest(m),
             M::Busy(_) => ApiError::Busy(e.to_string()),

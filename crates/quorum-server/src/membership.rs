@@ -51,6 +51,9 @@ pub enum MembershipError {
     /// A duplicate name, or an add in blkverify mode.
     #[error("{0}")]
     Conflict(String),
+    /// The removal would leave a range with no fresh copy.
+    #[error("{0}")]
+    LastCopy(String),
     /// The removal would leave fewer children than the threshold.
     #[error("{0}")]
     BelowThreshold(String),
@@ -244,6 +247,17 @@ impl VolumeEntry {
                 "a child named {name:?} exists"
             )));
         }
+        let identity = backend.identity();
+        if let Some(same) = old
+            .child_specs()
+            .into_iter()
+            .find(|c| c.backend.identity() == identity)
+        {
+            return Err(MembershipError::Conflict(format!(
+                "child {:?} already uses that storage: one copy cannot have two votes",
+                same.name
+            )));
+        }
         let mut specs = old.child_specs();
         specs.push(ChildSpec {
             name: name.to_owned(),
@@ -251,7 +265,7 @@ impl VolumeEntry {
         });
         let mut syncing = old.syncing();
         syncing.push(name.to_owned());
-        let everything = [0..old.size()];
+        let everything = 0..old.size();
         let config = ChildConfig {
             name: name.to_owned(),
             uri: uri.to_owned(),
@@ -262,7 +276,7 @@ impl VolumeEntry {
             specs,
             syncing,
             |children| children.push(config),
-            |v| v.mark_stale(name, &everything),
+            |v| v.mark_stale(name, std::slice::from_ref(&everything)),
         )?;
         self.rebuild.telemetry.add_child(old.name(), name);
         self.rebuild.sink.emit(
@@ -286,6 +300,12 @@ impl VolumeEntry {
         let old = self.volume();
         if !old.children().iter().any(|c| c.name == name) {
             return Err(MembershipError::NoSuchChild(name.to_owned()));
+        }
+        if let Some(range) = old.sole_copy(name) {
+            return Err(MembershipError::LastCopy(format!(
+                "child {name:?} holds the only fresh copy of bytes {}..{} (the others missed writes there); wait for the resync",
+                range.start, range.end
+            )));
         }
         let left = old.children().len() - 1;
         if left < old.options().vote_threshold {

@@ -112,6 +112,8 @@ pub struct S3Backend {
     /// conditional DELETE).
     http: HttpClient,
     runtime: Runtime,
+    /// The endpoint the store answers at (empty for AWS's own).
+    endpoint: String,
     bucket: String,
     prefix: String,
     size: u64,
@@ -183,6 +185,9 @@ impl S3Backend {
                 uri: uri.to_owned(),
                 problem: format!("cannot configure the HTTP client: {e}"),
             })?;
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .unwrap_or_default();
         let store = builder.build().map_err(|e| OpenError::Remote {
             uri: uri.to_owned(),
             problem: format!("cannot configure the object store: {e}"),
@@ -200,6 +205,7 @@ impl S3Backend {
             store: Arc::new(store),
             http,
             runtime,
+            endpoint,
             bucket,
             prefix,
             size: 0,
@@ -426,6 +432,17 @@ impl fmt::Display for S3Backend {
 }
 
 impl Backend for S3Backend {
+    /// The endpoint, bucket and prefix: one store reached under two names
+    /// is one copy.
+    fn identity(&self) -> String {
+        format!(
+            "s3:{}/{}/{}",
+            self.endpoint.trim_end_matches('/'),
+            self.bucket,
+            self.prefix.trim_matches('/')
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "s3"
     }

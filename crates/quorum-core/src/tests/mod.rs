@@ -201,6 +201,7 @@ fn setup(opts: VolumeOptions, n: usize, size: usize) -> Setup {
     setup_with(opts, (0..n).map(|i| Mem::new(names[i], size)).collect())
 }
 
+mod crash;
 mod promises;
 
 fn bad_reads(events: &[Event]) -> Vec<(String, u64, u64, bool)> {

@@ -156,7 +156,10 @@ fn a_new_child_is_stale_everywhere_and_the_resync_zeroes_it_without_reads() {
         let mut zero = c.zero.lock().expect("zero");
         zero.iter_mut().for_each(|z| *z = false);
     }
-    s.volume.mark_stale("c", &[0..32 * B as u64]).expect("mark");
+    let all = 0..32 * B as u64;
+    s.volume
+        .mark_stale("c", std::slice::from_ref(&all))
+        .expect("mark");
     // Stale c counts as data: nothing is zero.
     let map = s.volume.block_status(0, 32 * B as u64).expect("status");
     assert!(map.iter().all(|e| !e.zero), "{map:?}");
