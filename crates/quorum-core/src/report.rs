@@ -5,6 +5,8 @@
 //! streams chunk by chunk is one request, so a child that is bad from end to
 //! end gives one report, not one per chunk.
 
+use std::collections::HashMap;
+
 use crate::event::{Event, EventSink, Op};
 
 /// The pending reports of one request.
@@ -12,6 +14,10 @@ pub(crate) struct Reports<'a> {
     volume: &'a str,
     sink: &'a dyn EventSink,
     pending: Vec<Event>,
+    /// The index in `pending` of the last report and the last rewrite of
+    /// each child (`true` for rewrites), the only ones a new one can extend:
+    /// a request reports in increasing offsets, so coalescing stays linear.
+    last: HashMap<(bool, String), usize>,
 }
 
 impl<'a> Reports<'a> {
@@ -20,6 +26,7 @@ impl<'a> Reports<'a> {
             volume,
             sink,
             pending: Vec::new(),
+            last: HashMap::new(),
         }
     }
 
@@ -32,25 +39,22 @@ impl<'a> Reports<'a> {
         bytes: u64,
         error: Option<String>,
     ) {
-        let merged = self.pending.iter_mut().rev().any(|e| match e {
+        let last = self.last.get(&(false, child.to_owned())).copied();
+        let merged = last.and_then(|i| self.pending.get_mut(i)).is_some_and(|e| match e {
             Event::ReportBad {
                 op: o,
-                child: c,
                 offset: start,
                 bytes: len,
                 error: err,
-            } if *o == op
-                && c == child
-                && *err == error
-                && *start + *len == offset
-                && op != Op::Flush =>
-            {
+                ..
+            } if *o == op && *err == error && *start + *len == offset && op != Op::Flush => {
                 *len += bytes;
                 true
             }
             _ => false,
         });
         if !merged {
+            self.last.insert((false, child.to_owned()), self.pending.len());
             self.pending.push(Event::ReportBad {
                 op,
                 child: child.to_owned(),
@@ -63,18 +67,20 @@ impl<'a> Reports<'a> {
 
     /// A child's range was rewritten with the winning data.
     pub(crate) fn rewrite(&mut self, child: &str, offset: u64, bytes: u64) {
-        let merged = self.pending.iter_mut().rev().any(|e| match e {
+        let last = self.last.get(&(true, child.to_owned())).copied();
+        let merged = last.and_then(|i| self.pending.get_mut(i)).is_some_and(|e| match e {
             Event::Rewrite {
-                child: c,
                 offset: start,
                 bytes: len,
-            } if c == child && *start + *len == offset => {
+                ..
+            } if *start + *len == offset => {
                 *len += bytes;
                 true
             }
             _ => false,
         });
         if !merged {
+            self.last.insert((true, child.to_owned()), self.pending.len());
             self.pending.push(Event::Rewrite {
                 child: child.to_owned(),
                 offset,
@@ -90,9 +96,17 @@ impl<'a> Reports<'a> {
 
     /// Emits everything pending, in order.
     pub(crate) fn emit(&mut self) {
+        self.last.clear();
         for event in self.pending.drain(..) {
             self.sink.emit(self.volume, event);
         }
+    }
+
+    /// Drops what is pending, unsent: for an attempt whose findings are
+    /// made again, so that nothing is counted twice.
+    pub(crate) fn discard(&mut self) {
+        self.last.clear();
+        self.pending.clear();
     }
 }
 

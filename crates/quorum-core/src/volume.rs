@@ -633,6 +633,9 @@ impl Volume {
         match whole {
             Ok(_) => Ok(found),
             Err(VolumeError::Quorum(q)) if q.no_majority.is_some() => {
+                // The blocks are read again one by one: each finding is
+                // reported (and each unrecoverable block counted) there.
+                reports.discard();
                 // Find the blocks without a majority, one block at a time.
                 let mut found = Scrubbed::default();
                 let mut at = offset;

@@ -866,8 +866,24 @@ fn scrub_reports_repairs_and_refuses_to_guess() {
     // A block bad on two of three has no majority: listed, not "repaired".
     s.mems[0].poke(7 * B, &[1; 8]);
     s.mems[1].poke(7 * B, &[2; 8]);
+    s.sink.take();
     let found = s.volume.scrub(0, size as u64, true).expect("scrub");
     assert_eq!(found.unrecoverable, vec![7 * B as u64..8 * B as u64]);
+    let failures: Vec<Event> = s
+        .sink
+        .take()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Failure { .. }))
+        .collect();
+    assert_eq!(
+        failures,
+        vec![Event::Failure {
+            op: Op::Read,
+            offset: 7 * B as u64,
+            bytes: B as u64
+        }],
+        "the unrecoverable block is announced once"
+    );
     assert_eq!(&s.mems[0].snapshot()[7 * B..7 * B + 8], &[1; 8]);
     assert_eq!(&s.mems[1].snapshot()[7 * B..7 * B + 8], &[2; 8]);
     assert_eq!(s.mems[2].snapshot(), data);
