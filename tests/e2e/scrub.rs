@@ -11,7 +11,7 @@ use crate::util::*;
 
 const SIZE: u64 = 4 * MIB;
 
-fn scrub(server: &Server, repair: bool) -> u64 {
+pub fn scrub(server: &Server, repair: bool) -> u64 {
     let body = format!("{{\"repair\": {repair}}}");
     let r = server.send(
         server
@@ -33,7 +33,7 @@ fn job(server: &Server, id: u64) -> Value {
         .unwrap_or_else(|| panic!("no job {id} in {list}"))
 }
 
-fn wait_done(server: &Server, id: u64) -> Value {
+pub fn wait_done(server: &Server, id: u64) -> Value {
     let mut last = Value::Null;
     wait_until(&format!("scrub {id} to end"), || {
         last = job(server, id);
