@@ -40,21 +40,24 @@ impl<'a> Reports<'a> {
         error: Option<String>,
     ) {
         let last = self.last.get(&(false, child.to_owned())).copied();
-        let merged = last.and_then(|i| self.pending.get_mut(i)).is_some_and(|e| match e {
-            Event::ReportBad {
-                op: o,
-                offset: start,
-                bytes: len,
-                error: err,
-                ..
-            } if *o == op && *err == error && *start + *len == offset && op != Op::Flush => {
-                *len += bytes;
-                true
-            }
-            _ => false,
-        });
+        let merged = last
+            .and_then(|i| self.pending.get_mut(i))
+            .is_some_and(|e| match e {
+                Event::ReportBad {
+                    op: o,
+                    offset: start,
+                    bytes: len,
+                    error: err,
+                    ..
+                } if *o == op && *err == error && *start + *len == offset && op != Op::Flush => {
+                    *len += bytes;
+                    true
+                }
+                _ => false,
+            });
         if !merged {
-            self.last.insert((false, child.to_owned()), self.pending.len());
+            self.last
+                .insert((false, child.to_owned()), self.pending.len());
             self.pending.push(Event::ReportBad {
                 op,
                 child: child.to_owned(),
@@ -68,19 +71,22 @@ impl<'a> Reports<'a> {
     /// A child's range was rewritten with the winning data.
     pub(crate) fn rewrite(&mut self, child: &str, offset: u64, bytes: u64) {
         let last = self.last.get(&(true, child.to_owned())).copied();
-        let merged = last.and_then(|i| self.pending.get_mut(i)).is_some_and(|e| match e {
-            Event::Rewrite {
-                offset: start,
-                bytes: len,
-                ..
-            } if *start + *len == offset => {
-                *len += bytes;
-                true
-            }
-            _ => false,
-        });
+        let merged = last
+            .and_then(|i| self.pending.get_mut(i))
+            .is_some_and(|e| match e {
+                Event::Rewrite {
+                    offset: start,
+                    bytes: len,
+                    ..
+                } if *start + *len == offset => {
+                    *len += bytes;
+                    true
+                }
+                _ => false,
+            });
         if !merged {
-            self.last.insert((true, child.to_owned()), self.pending.len());
+            self.last
+                .insert((true, child.to_owned()), self.pending.len());
             self.pending.push(Event::Rewrite {
                 child: child.to_owned(),
                 offset,
