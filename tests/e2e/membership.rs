@@ -210,3 +210,23 @@ fn removing_the_only_fresh_copy_of_a_range_is_refused() {
         "the write after the refused removal",
     );
 }
+
+#[test]
+fn a_finished_sync_is_saved_at_once() {
+    // At 1 MiB/s the sync takes a second: long enough to see it saved as
+    // syncing first.
+    let config = format!("resync_rate = \"1MiB\"\n{}", abc_volume("1MiB", ""));
+    let server = Sandbox::new().serve(&config);
+    server.write_volume("vm", 0, &pattern(8, 300_000));
+    add(&server, "d", "d.img").expect_status(201);
+    let saved = || -> Value {
+        let text = std::fs::read(server.file("quorum-data/membership/vm.json"))
+            .expect("the saved membership");
+        serde_json::from_slice(&text).expect("JSON")
+    };
+    assert_eq!(saved()["syncing"], json!(["d"]), "{}", saved());
+    wait_until("d to sync and the membership to be saved", || {
+        saved()["syncing"] == json!([])
+    });
+    assert_eq!(saved()["children"].as_array().map(Vec::len), Some(4));
+}

@@ -25,7 +25,7 @@ use quorum_core::{Event, EventSink, Scrubbed, Volume};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::resync::{Resync, pace, sleep_unless};
+use crate::resync::{Resync, ResyncConfig, pace, sleep_unless};
 use crate::telemetry::Telemetry;
 
 /// Bytes one scrub step reads (and holds against overlapping writes).
@@ -108,14 +108,14 @@ pub struct Jobs {
 impl Jobs {
     /// Loads the saved jobs of `volume` from `data_dir`, resumes the running
     /// ones, and starts the resync worker. Jobs go at most `rate` bytes a
-    /// second, the resync at most `resync_rate`.
+    /// second, the resync as `resync` says.
     pub fn start(
         volume: Arc<Volume>,
         sink: Arc<dyn EventSink>,
         telemetry: Arc<Telemetry>,
         data_dir: &Path,
         rate: u64,
-        resync_rate: u64,
+        resync: ResyncConfig,
     ) -> std::io::Result<Arc<Jobs>> {
         let path = data_dir
             .join("jobs")
@@ -128,7 +128,7 @@ impl Jobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let resync = Resync::start(volume.clone(), telemetry.clone(), sink.clone(), resync_rate)?;
+        let resync = Resync::start(volume.clone(), telemetry.clone(), sink.clone(), resync)?;
         let jobs = Arc::new(Jobs {
             volume,
             sink,

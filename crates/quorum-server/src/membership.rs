@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ChildConfig;
 use crate::jobs::Jobs;
+use crate::resync::ResyncConfig;
 use crate::telemetry::Telemetry;
 
 /// How long a membership change waits for the requests in flight.
@@ -132,7 +133,9 @@ pub struct VolumeEntry {
     current: RwLock<Arc<Volume>>,
     gate: FairLock<()>,
     jobs: Mutex<Arc<Jobs>>,
-    children: Mutex<Vec<ChildConfig>>,
+    /// Shared with the resync's callback, which saves the membership when a
+    /// child has synced.
+    children: Arc<Mutex<Vec<ChildConfig>>>,
     rebuild: Rebuild,
 }
 
@@ -144,19 +147,20 @@ impl VolumeEntry {
         rebuild: Rebuild,
     ) -> std::io::Result<VolumeEntry> {
         let volume = Arc::new(volume);
+        let children = Arc::new(Mutex::new(children));
         let jobs = Jobs::start(
             volume.clone(),
             rebuild.sink.clone(),
             rebuild.telemetry.clone(),
             &rebuild.data_dir,
             rebuild.scrub_rate,
-            rebuild.resync_rate,
+            resync_config(&rebuild, &children),
         )?;
         Ok(VolumeEntry {
             current: RwLock::new(volume),
             gate: FairLock::new(()),
             jobs: Mutex::new(jobs),
-            children: Mutex::new(children),
+            children,
             rebuild,
         })
     }
@@ -362,26 +366,10 @@ impl VolumeEntry {
             self.restart_jobs(self.volume());
             return Err(MembershipError::BadChild(e.to_string()));
         }
-        volume.set_syncing(syncing.clone());
+        volume.set_syncing(syncing);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = volume.clone();
-        let saved = {
-            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-            edit(&mut children);
-            Saved {
-                children: children
-                    .iter()
-                    .map(|c| SavedChild {
-                        name: c.name.clone(),
-                        uri: c.uri.clone(),
-                        options: c.options.clone(),
-                    })
-                    .collect(),
-                syncing,
-            }
-        };
-        if let Err(e) = save(&saved_path(&r.data_dir, volume.name()), &saved) {
-            tracing::error!(volume = volume.name(), error = %e, "cannot save the membership");
-        }
+        edit(&mut self.children.lock().unwrap_or_else(PoisonError::into_inner));
+        save_membership(&r.data_dir, &volume, &self.children);
         self.restart_jobs(volume);
         Ok(())
     }
@@ -394,11 +382,41 @@ impl VolumeEntry {
             r.telemetry.clone(),
             &r.data_dir,
             r.scrub_rate,
-            r.resync_rate,
+            resync_config(r, &self.children),
         ) {
             Ok(jobs) => *self.jobs.lock().unwrap_or_else(PoisonError::into_inner) = jobs,
             Err(e) => tracing::error!(error = %e, "cannot restart the volume's jobs"),
         }
+    }
+}
+
+/// The resync of a volume, saving the membership whenever a child synced
+/// (so that a restart does not show it as syncing again).
+fn resync_config(r: &Rebuild, children: &Arc<Mutex<Vec<ChildConfig>>>) -> ResyncConfig {
+    let (data_dir, children) = (r.data_dir.clone(), children.clone());
+    ResyncConfig {
+        rate: r.resync_rate,
+        on_synced: Arc::new(move |volume: &Volume| save_membership(&data_dir, volume, &children)),
+    }
+}
+
+/// Saves `volume`'s membership: `children` in order and the syncing ones.
+fn save_membership(data_dir: &Path, volume: &Volume, children: &Mutex<Vec<ChildConfig>>) {
+    let saved = Saved {
+        children: children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|c| SavedChild {
+                name: c.name.clone(),
+                uri: c.uri.clone(),
+                options: c.options.clone(),
+            })
+            .collect(),
+        syncing: volume.syncing(),
+    };
+    if let Err(e) = save(&saved_path(data_dir, volume.name()), &saved) {
+        tracing::error!(volume = volume.name(), error = %e, "cannot save the membership");
     }
 }
 

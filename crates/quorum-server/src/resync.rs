@@ -32,6 +32,19 @@ struct Progress {
     spell: Mutex<Option<(Instant, u64)>>,
 }
 
+/// Called with the volume when a syncing child has caught up, so that the
+/// membership's list of syncing children can be saved.
+pub type OnSynced = Arc<dyn Fn(&Volume) + Send + Sync>;
+
+/// How a volume's resync runs.
+#[derive(Clone)]
+pub struct ResyncConfig {
+    /// Bytes a second it copies at most.
+    pub rate: u64,
+    /// Called when a syncing child caught up.
+    pub on_synced: OnSynced,
+}
+
 /// A running resync worker.
 pub struct Resync {
     stop: Arc<AtomicBool>,
@@ -40,19 +53,20 @@ pub struct Resync {
 }
 
 impl Resync {
-    /// Starts the worker of `volume`, copying at most `rate` bytes a second.
+    /// Starts the worker of `volume`, copying at most `config.rate` bytes a
+    /// second.
     pub fn start(
         volume: Arc<Volume>,
         telemetry: Arc<Telemetry>,
         sink: Arc<dyn EventSink>,
-        rate: u64,
+        config: ResyncConfig,
     ) -> std::io::Result<Resync> {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
         let (flag, p) = (stop.clone(), progress.clone());
         let handle = thread::Builder::new()
             .name(format!("resync-{}", volume.name()))
-            .spawn(move || run(&volume, &telemetry, &*sink, rate.max(4096), &flag, &p))?;
+            .spawn(move || run(&volume, &telemetry, &*sink, &config, &flag, &p))?;
         Ok(Resync {
             stop,
             progress,
@@ -93,10 +107,11 @@ fn run(
     volume: &Volume,
     telemetry: &Telemetry,
     sink: &dyn EventSink,
-    rate: u64,
+    config: &ResyncConfig,
     stop: &AtomicBool,
     progress: &Progress,
 ) {
+    let rate = config.rate.max(4096);
     let mut backoff = IDLE_POLL;
     let mut failures = 0u32;
     // Where to look next: past each range tried, so that a range that cannot
@@ -104,7 +119,7 @@ fn run(
     let mut from = 0;
     let mut behind = lagging(volume);
     while !stop.load(Ordering::Acquire) {
-        behind = announce_caught_up(volume, sink, behind);
+        behind = announce_caught_up(volume, sink, &config.on_synced, behind);
         let started = Instant::now();
         let pause = match volume.resync_step(STEP, from) {
             ResyncStep::Copied { child, range, next } => {
@@ -168,12 +183,14 @@ fn lagging(volume: &Volume) -> Vec<(String, ChildState)> {
 fn announce_caught_up(
     volume: &Volume,
     sink: &dyn EventSink,
+    on_synced: &OnSynced,
     before: Vec<(String, ChildState)>,
 ) -> Vec<(String, ChildState)> {
     let now = volume.children();
     for (child, state) in before {
         if now.iter().any(|c| c.name == child && c.stale_bytes == 0) {
             let from = if volume.done_syncing(&child) {
+                on_synced(volume);
                 "syncing"
             } else {
                 state.as_str()
