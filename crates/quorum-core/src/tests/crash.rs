@@ -23,6 +23,10 @@
 //!   failed write after it, and block status never calls such a block
 //!   zero (SPEC 8.2, 8.5).
 //!
+//! The default runs leave out what fails today (the `#[ignore]`d tests
+//! below say what and with which seed): children whose flush fails, short
+//! journal appends, and the stability of a block read after a crash.
+//!
 //! Several crashes happen per seed. A failing seed is printed with the
 //! operations that led to it; `QUORUM_CRASH_SEED=N` replays seed N alone
 //! (printing every operation), `QUORUM_CRASH_SEEDS=N` sets how many seeds
@@ -59,6 +63,18 @@ struct Shape {
     children: usize,
     threshold: usize,
 }
+
+/// Three children, threshold 2.
+const THREE: Shape = Shape {
+    children: 3,
+    threshold: 2,
+};
+
+/// Two children, threshold 1.
+const TWO: Shape = Shape {
+    children: 2,
+    threshold: 1,
+};
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -251,7 +267,8 @@ impl Run {
         self.journal.set_faults(on);
     }
 
-    fn run(mut self) -> Result<Stats, Failure> {
+    /// Runs the seed: its statistics and every operation's outcome.
+    fn run(mut self) -> Result<(Stats, Vec<String>), Failure> {
         let cycles = 1 + self.rng.below(3);
         for cycle in 0..cycles {
             let volume = self.open()?;
@@ -282,7 +299,7 @@ impl Run {
             self.crash();
             self.check_reopened()?;
         }
-        Ok(self.stats)
+        Ok((self.stats, self.log))
     }
 
     /// The power loss, applied to every disk and the journal.
@@ -317,6 +334,8 @@ impl Run {
             self.journal.durable_text()
         ));
         let first = self.verify(&volume, "after the crash", None)?;
+        self.log
+            .push(format!("-- read after the crash: {}", shown(&first)));
         let mut from = 0;
         for _ in 0..4 * BLOCKS {
             match volume.resync_step(4 * BLOCK as u64, from) {
@@ -332,6 +351,8 @@ impl Run {
         self.log
             .push(format!("-- resynced: stale {:?}", volume.stale_bytes()));
         let second = self.verify(&volume, "after the resync", Some(&first))?;
+        self.log
+            .push(format!("-- read after the resync: {}", shown(&second)));
         let stuck = volume.close(Duration::from_secs(10));
         assert!(stuck.is_empty(), "workers of {stuck:?} did not stop");
         drop(volume);
@@ -518,6 +539,14 @@ impl Run {
     }
 }
 
+fn shown(values: &[Option<Value>]) -> String {
+    values
+        .iter()
+        .map(|v| v.map_or("unreadable".to_string(), |v| v.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn outcome<T>(result: &Result<T, VolumeError>) -> String {
     match result {
         Ok(_) => "ok".into(),
@@ -525,7 +554,7 @@ fn outcome<T>(result: &Result<T, VolumeError>) -> String {
     }
 }
 
-fn run_seed(seed: u64, shape: Shape, broken: Broken) -> Result<Stats, Failure> {
+fn run_seed(seed: u64, shape: Shape, broken: Broken) -> Result<(Stats, Vec<String>), Failure> {
     Run::new(seed, shape, broken, Extra::default()).run()
 }
 
@@ -547,66 +576,68 @@ fn seeds() -> (Range<u64>, bool) {
     (0..count, false)
 }
 
-fn simulate(shape: Shape, extra: Extra) {
+/// Runs the seeds on `shapes`; panics with the first failing seed of each
+/// shape, its replay command and the operations that led to it.
+fn simulate(shapes: &[Shape], extra: Extra) {
     let (seeds, replay) = seeds();
-    let started = Instant::now();
-    let mut total = Stats::default();
-    for seed in seeds {
-        match Run::new(seed, shape, Broken::Nothing, extra).run() {
-            Ok(stats) => {
-                if replay {
-                    eprintln!("seed {seed} passed: {stats:?}");
+    let test = std::thread::current()
+        .name()
+        .map_or("crash".to_string(), |n| {
+            n.rsplit("::").next().unwrap_or(n).to_string()
+        });
+    let mut failures = Vec::new();
+    for &shape in shapes {
+        let started = Instant::now();
+        let mut total = Stats::default();
+        for seed in seeds.clone() {
+            match Run::new(seed, shape, Broken::Nothing, extra).run() {
+                Ok((stats, log)) => {
+                    if replay {
+                        eprintln!("seed {seed} passed: {stats:?}\n  {}", log.join("\n  "));
+                    }
+                    total.add(&stats);
                 }
-                total.add(&stats);
-            }
-            Err(f) => {
-                let shown = if replay {
-                    0
-                } else {
-                    f.log.len().saturating_sub(60)
-                };
-                panic!(
-                    "crash simulation ({shape}), seed {seed}: {}\n\
-                     replay: QUORUM_CRASH_SEED={seed} cargo test -p quorum-core --lib crash -- --nocapture\n\
-                     operations{}:\n  {}",
-                    f.message,
-                    if shown > 0 { " (the last 60)" } else { "" },
-                    f.log[shown..].join("\n  ")
-                );
+                Err(f) => {
+                    let shown = if replay {
+                        0
+                    } else {
+                        f.log.len().saturating_sub(60)
+                    };
+                    failures.push(format!(
+                        "crash simulation ({shape}), seed {seed}: {}\n\
+                         replay: QUORUM_CRASH_SEED={seed} cargo test -p quorum-core --lib {test} -- --include-ignored --nocapture\n\
+                         operations{}:\n  {}",
+                        f.message,
+                        if shown > 0 { " (the last 60)" } else { "" },
+                        f.log[shown..].join("\n  ")
+                    ));
+                    break;
+                }
             }
         }
+        eprintln!(
+            "crash simulation ({shape}): {} seeds in {:.1?}: {total:?}",
+            total.seeds,
+            started.elapsed()
+        );
+        assert!(
+            replay
+                || !failures.is_empty()
+                || total.exact_after_crash > 0 && total.loose_after_crash > 0,
+            "the simulation checked nothing: {total:?}"
+        );
     }
-    eprintln!(
-        "crash simulation ({shape}): {} seeds in {:.1?}: {total:?}",
-        total.seeds,
-        started.elapsed()
-    );
-    assert!(
-        replay || total.exact_after_crash > 0 && total.loose_after_crash > 0,
-        "the simulation checked nothing: {total:?}"
-    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
 fn crash_simulation_three_children_threshold_two() {
-    simulate(
-        Shape {
-            children: 3,
-            threshold: 2,
-        },
-        Extra::default(),
-    );
+    simulate(&[THREE], Extra::default());
 }
 
 #[test]
 fn crash_simulation_two_children_threshold_one() {
-    simulate(
-        Shape {
-            children: 2,
-            threshold: 1,
-        },
-        Extra::default(),
-    );
+    simulate(&[TWO], Extra::default());
 }
 
 /// What the engine does not promise yet: after a crash, children can hold
@@ -615,34 +646,24 @@ fn crash_simulation_two_children_threshold_one() {
 /// or DRBD's activity log would). A read picks one of them; a later read
 /// that cannot reach the child it came from returns another, so two reads
 /// with no write between return two values, which no single disk does
-/// (SPEC 8.2). This run fails today (seed 30 at 3 children, seed 13 at
+/// (SPEC 8.2). This run fails today (seed 21 at 3 children, seed 13 at
 /// 2); it checks that a block keeps the value first read after a crash.
 #[test]
 #[ignore = "fails today: unflushed writes that diverged before a crash are not reconciled"]
 fn crash_simulation_strict() {
-    for shape in [
-        Shape {
-            children: 3,
-            threshold: 2,
+    simulate(
+        &[THREE, TWO],
+        Extra {
+            strict: true,
+            ..Extra::default()
         },
-        Shape {
-            children: 2,
-            threshold: 1,
-        },
-    ] {
-        simulate(
-            shape,
-            Extra {
-                strict: true,
-                ..Extra::default()
-            },
-        );
-    }
+    );
 }
 
 /// Runs `broken` until a seed fails, and checks that the same seed passes
 /// on the sound setup: the defect, not the engine, is what was found.
 fn finds(shape: Shape, broken: Broken) -> (u64, String) {
+    let started = Instant::now();
     for seed in 0..SELF_TEST_SEEDS {
         if let Err(f) = run_seed(seed, shape, broken) {
             if let Err(sound) = run_seed(seed, shape, Broken::Nothing) {
@@ -651,11 +672,32 @@ fn finds(shape: Shape, broken: Broken) -> (u64, String) {
                     sound.message
                 );
             }
-            eprintln!("{broken:?} ({shape}) found by seed {seed}: {}", f.message);
+            eprintln!(
+                "{broken:?} ({shape}) found by seed {seed} in {:.1?}: {}",
+                started.elapsed(),
+                f.message
+            );
             return (seed, f.message);
         }
     }
     panic!("no seed in 0..{SELF_TEST_SEEDS} found {broken:?} ({shape})");
+}
+
+#[test]
+fn crash_simulation_replays_a_seed_exactly() {
+    let shape = Shape {
+        children: 3,
+        threshold: 2,
+    };
+    for seed in [3, 17] {
+        let (first, log) = run_seed(seed, shape, Broken::Nothing)
+            .unwrap_or_else(|f| panic!("seed {seed}: {}", f.message));
+        let (again, relog) = run_seed(seed, shape, Broken::Nothing)
+            .unwrap_or_else(|f| panic!("seed {seed}: {}", f.message));
+        assert_eq!(log, relog, "seed {seed} ran differently twice");
+        assert_eq!(format!("{first:?}"), format!("{again:?}"));
+        assert!(first.crashes > 0 && first.ops > 0, "seed {seed}: {first:?}");
+    }
 }
 
 #[test]
@@ -695,24 +737,13 @@ fn crash_simulation_finds_disks_whose_flush_lies() {
 #[test]
 #[ignore = "fails today: a child's failed flush is not recorded in the stale map"]
 fn crash_simulation_with_failing_flushes() {
-    for shape in [
-        Shape {
-            children: 3,
-            threshold: 2,
+    simulate(
+        &[THREE, TWO],
+        Extra {
+            failing_flushes: true,
+            ..Extra::default()
         },
-        Shape {
-            children: 2,
-            threshold: 1,
-        },
-    ] {
-        simulate(
-            shape,
-            Extra {
-                failing_flushes: true,
-                ..Extra::default()
-            },
-        );
-    }
+    );
 }
 
 /// SPEC 8.3 with a journal whose failed append leaves part of its line, as
@@ -727,22 +758,11 @@ fn crash_simulation_with_failing_flushes() {
 #[test]
 #[ignore = "fails today: a line appended after a short append is lost on replay"]
 fn crash_simulation_with_short_journal_appends() {
-    for shape in [
-        Shape {
-            children: 3,
-            threshold: 2,
+    simulate(
+        &[THREE, TWO],
+        Extra {
+            short_appends: true,
+            ..Extra::default()
         },
-        Shape {
-            children: 2,
-            threshold: 1,
-        },
-    ] {
-        simulate(
-            shape,
-            Extra {
-                short_appends: true,
-                ..Extra::default()
-            },
-        );
-    }
+    );
 }
