@@ -13,7 +13,7 @@ use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
 
-fn add(server: &Server, name: &str, uri: &str) -> Resp {
+pub fn add(server: &Server, name: &str, uri: &str) -> Resp {
     let body = json!({ "name": name, "uri": uri, "options": {} }).to_string();
     server.send(
         server
@@ -22,11 +22,11 @@ fn add(server: &Server, name: &str, uri: &str) -> Resp {
     )
 }
 
-fn remove(server: &Server, name: &str) -> Resp {
+pub fn remove(server: &Server, name: &str) -> Resp {
     server.send(server.request(Method::DELETE, &format!("/v1/volumes/vm/children/{name}")))
 }
 
-fn children(server: &Server) -> Vec<Value> {
+pub fn children(server: &Server) -> Vec<Value> {
     server.get("/v1/volumes/vm").json()["children"]
         .as_array()
         .cloned()

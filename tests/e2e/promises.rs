@@ -7,30 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::{Value, json};
-
+use crate::membership::{add, children, remove};
 use crate::remote::block_servers;
 use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
 const MIB: u64 = 1 << 20;
-
-fn children(server: &Server) -> Vec<Value> {
-    server.get("/v1/volumes/vm").json()["children"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn add(server: &Server, name: &str, uri: &str) -> Resp {
-    let body = json!({ "name": name, "uri": uri, "options": {} }).to_string();
-    server.send(
-        server
-            .request(Method::POST, "/v1/volumes/vm/children")
-            .body(body),
-    )
-}
 
 /// Whether block status calls any byte of `offset..offset+length` zero.
 fn any_zero(server: &Server, offset: u64, length: u64) -> bool {
@@ -170,8 +152,7 @@ fn membership_changes_do_not_starve_under_steady_load() {
         let started = Instant::now();
         let added = add(&server, &name, &format!("{name}.img"));
         assert_eq!(added.status, 201, "add under load: {}", added.preview());
-        let removed =
-            server.send(server.request(Method::DELETE, &format!("/v1/volumes/vm/children/{name}")));
+        let removed = remove(&server, &name);
         assert_eq!(
             removed.status,
             204,

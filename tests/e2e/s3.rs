@@ -205,7 +205,7 @@ impl Drop for Weed {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -232,7 +232,7 @@ fn stores(n: usize, prefix: &str) -> (Vec<Weed>, Vec<String>) {
     (weeds, children)
 }
 
-fn chunk_object(prefix: &str, index: u64) -> ObjectPath {
+pub fn chunk_object(prefix: &str, index: u64) -> ObjectPath {
     ObjectPath::from(format!("{prefix}/chunks/{index:016x}"))
 }
 

@@ -2,10 +2,9 @@
 //! quorum's back) is rebuilt whole from the vote, by the resync and by a
 //! scrub with repair, rather than patched forever (issue 11, defect 6).
 
-use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use crate::s3::{Weed, s3_child};
+use crate::s3::{Weed, chunk_object, runtime, s3_child};
 use crate::scrub::{scrub, wait_done};
 use crate::util::*;
 
@@ -13,30 +12,25 @@ const DATA: &str = "/v1/volumes/vm/data";
 /// The chunk size of `s3_child`.
 const CHUNK: u64 = 64 * 1024;
 
-fn chunk_object(index: u64) -> ObjectPath {
-    ObjectPath::from(format!("vm/chunks/{index:016x}"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
 /// Cuts chunk `index` of the store down to 100 bytes: every read of it fails.
 fn break_chunk(weed: &Weed, rt: &tokio::runtime::Runtime, index: u64) {
     rt.block_on(
         weed.client()
-            .put(&chunk_object(index), PutPayload::from(vec![7u8; 100])),
+            .put(&chunk_object("vm", index), PutPayload::from(vec![7u8; 100])),
     )
     .expect("cut the chunk short");
 }
 
 fn chunk_bytes(weed: &Weed, rt: &tokio::runtime::Runtime, index: u64) -> Vec<u8> {
-    rt.block_on(async { weed.client().get(&chunk_object(index)).await?.bytes().await })
-        .expect("read the chunk object")
-        .to_vec()
+    rt.block_on(async {
+        weed.client()
+            .get(&chunk_object("vm", index))
+            .await?
+            .bytes()
+            .await
+    })
+    .expect("read the chunk object")
+    .to_vec()
 }
 
 fn s_state(server: &Server) -> serde_json::Value {
