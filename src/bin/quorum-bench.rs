@@ -75,10 +75,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .map(|(i, path)| {
             let backend = FileBackend::open(path, None)
                 .with_context(|| format!("child {i}: {}", path.display()))?;
-            Ok(ChildSpec {
-                name: format!("children.{i}"),
-                backend: Arc::new(backend),
-            })
+            Ok(ChildSpec::new(format!("children.{i}"), Arc::new(backend)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let n = children.len();

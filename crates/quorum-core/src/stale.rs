@@ -100,6 +100,11 @@ impl RangeSet {
         self.ranges.iter().next().map(|(s, e)| *s..*e)
     }
 
+    /// The last range of the set.
+    pub fn last(&self) -> Option<Range<u64>> {
+        self.ranges.iter().next_back().map(|(s, e)| *s..*e)
+    }
+
     /// The first part of the set at or after `at`.
     pub fn first_from(&self, at: u64) -> Option<Range<u64>> {
         if let Some((s, e)) = self.ranges.range(..=at).next_back() {
@@ -191,7 +196,13 @@ impl JournalStore for FileStore {
 
     fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            // The new directory's own entry must survive a power loss too.
+            if let Some(parent) = dir.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         let tmp = self.path.with_extension("tmp");
         {
             let mut out = File::create(&tmp)?;
@@ -215,6 +226,12 @@ pub(crate) struct Journal {
     children: Vec<String>,
     /// Lines appended since the last compaction.
     appended: usize,
+    /// The last append failed and may have left part of a line: the next
+    /// one starts on a line of its own.
+    torn: bool,
+    /// An append or a compaction failed: the live maps hold a change the
+    /// journal may not, so the next catch-up or sync rewrites it whole.
+    behind: bool,
 }
 
 /// Lines a journal may gain beyond twice its live ranges before it is
@@ -272,6 +289,8 @@ impl Journal {
             store,
             children: children.to_vec(),
             appended: 0,
+            torn: false,
+            behind: false,
         };
         journal.compact(&sets)?;
         Ok((journal, sets))
@@ -280,24 +299,42 @@ impl Journal {
     /// Appends a mark (`+`) or clear (`-`) of `range` on child `child`.
     /// The line may sit in a volatile cache until [`Journal::sync`].
     pub(crate) fn append(&mut self, op: char, child: usize, range: &Range<u64>) -> io::Result<()> {
-        let mut text = line(op, &self.children[child], range.start, range.end);
+        let mut text = if self.torn {
+            String::from("\n")
+        } else {
+            String::new()
+        };
+        text.push_str(&line(op, &self.children[child], range.start, range.end));
         text.push('\n');
-        self.store.append(text.as_bytes())?;
+        if let Err(e) = self.store.append(text.as_bytes()) {
+            self.torn = true;
+            self.behind = true;
+            return Err(e);
+        }
+        self.torn = false;
         self.appended += 1;
         Ok(())
     }
 
-    /// Makes every line appended so far durable.
-    pub(crate) fn sync(&mut self) -> io::Result<()> {
-        self.store.sync()
+    /// Makes the journal say what `sets` (the live maps) say, durably:
+    /// a sync of what was appended, or a rewrite when an append or a
+    /// compaction failed since the last one.
+    pub(crate) fn sync(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+        if self.behind {
+            return self.compact(sets);
+        }
+        // After a failed sync the appended lines may be lost (the kernel
+        // may drop what it could not write): the next sync rewrites them.
+        self.store.sync().inspect_err(|_| self.behind = true)
     }
 
-    /// Compacts the journal from `sets` (the live maps) when the lines
-    /// appended since the last compaction outnumber twice the live ranges
-    /// by [`COMPACT_SLACK`].
-    pub(crate) fn compact_if_grown(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+    /// Compacts the journal from `sets` (the live maps) when an append or
+    /// a compaction failed before, or when the lines appended since the
+    /// last compaction outnumber twice the live ranges by
+    /// [`COMPACT_SLACK`].
+    pub(crate) fn catch_up(&mut self, sets: &[RangeSet]) -> io::Result<()> {
         let live: usize = sets.iter().map(RangeSet::len).sum();
-        if self.appended > 2 * live + COMPACT_SLACK {
+        if self.behind || self.appended > 2 * live + COMPACT_SLACK {
             self.compact(sets)?;
         }
         Ok(())
@@ -305,6 +342,7 @@ impl Journal {
 
     /// Rewrites the journal as the marks of `sets`, durably.
     fn compact(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+        self.behind = true;
         let mut out = String::new();
         for (child, set) in self.children.iter().zip(sets) {
             for (s, e) in &set.ranges {
@@ -314,6 +352,8 @@ impl Journal {
         }
         self.store.replace(out.as_bytes())?;
         self.appended = 0;
+        self.torn = false;
+        self.behind = false;
         Ok(())
     }
 
@@ -398,7 +438,7 @@ mod tests {
                 sets[0].remove(range.clone());
             }
             j.append(op, 0, &range).expect("append");
-            j.compact_if_grown(&sets).expect("compact");
+            j.catch_up(&sets).expect("compact");
             if i % 499 == 0 {
                 most = most.max(fs::read_to_string(&path).expect("read").lines().count());
             }

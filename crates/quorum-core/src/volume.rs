@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,21 @@ pub struct ChildSpec {
     pub name: String,
     /// Where its copy lives.
     pub backend: Arc<dyn Backend>,
+    /// Its calls abandoned past `child_timeout` that have not returned,
+    /// shared by every volume opened over this backend (a membership change
+    /// opens a new one), so that none sends it anything meanwhile.
+    late: Arc<AtomicUsize>,
+}
+
+impl ChildSpec {
+    /// A child named `name` over `backend`.
+    pub fn new(name: impl Into<String>, backend: Arc<dyn Backend>) -> ChildSpec {
+        ChildSpec {
+            name: name.into(),
+            backend,
+            late: Arc::default(),
+        }
+    }
 }
 
 /// What an operator sees of a child.
@@ -167,8 +182,19 @@ pub struct Volume {
     syncing: Mutex<HashSet<String>>,
     /// Whether any child has a stale range: lets requests skip the lock.
     any_stale: AtomicBool,
+    /// What each child took since its last good flush (coarsened, see
+    /// [`UNFLUSHED_GRAIN`]): where a child whose flush fails may have lost
+    /// data, so it is marked stale there.
+    unflushed: Mutex<Vec<RangeSet>>,
     sink: Arc<dyn EventSink>,
 }
+
+/// The unflushed ranges of a child are kept in whole vote blocks, and
+/// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
+/// may only say too much.
+const UNFLUSHED_GRAIN: u64 = vote::VOTE_BLOCK;
+/// See [`UNFLUSHED_GRAIN`].
+const UNFLUSHED_RANGES: usize = 1 << 16;
 
 /// What one [`Volume::resync_step`] did.
 #[derive(Debug)]
@@ -340,16 +366,16 @@ impl Volume {
             None => (None, vec![RangeSet::default(); names.len()]),
         };
         let any_stale = AtomicBool::new(sets.iter().any(|s| !s.is_empty()));
+        let n_children = names.len();
         let buffers = Arc::new(BufferPool::default());
         let mut started = Vec::with_capacity(children.len());
         for c in children {
             let workers =
-                Workers::spawn(&c.name, c.backend.clone(), buffers.clone()).map_err(|source| {
-                    OpenError::Spawn {
+                Workers::spawn(&c.name, c.backend.clone(), buffers.clone(), c.late.clone())
+                    .map_err(|source| OpenError::Spawn {
                         child: c.name.clone(),
                         source,
-                    }
-                })?;
+                    })?;
             started.push(Child {
                 name: c.name,
                 backend: c.backend,
@@ -367,6 +393,7 @@ impl Volume {
             stale: Mutex::new(StaleMaps { sets, journal }),
             syncing: Mutex::new(HashSet::new()),
             any_stale,
+            unflushed: Mutex::new(vec![RangeSet::default(); n_children]),
             sink,
         })
     }
@@ -422,12 +449,13 @@ impl Volume {
             .map(|c| ChildSpec {
                 name: c.name.clone(),
                 backend: c.backend.clone(),
+                late: c.workers.late(),
             })
             .collect()
     }
 
-    /// Marks `ranges` stale on child `child` (journaled): what a new child
-    /// must receive before it can be read.
+    /// Marks `ranges` stale on child `child`, durably (journaled and synced
+    /// on return): what a new child must receive before it can be read.
     ///
     /// # Errors
     /// [`VolumeError::Journal`] when the marks cannot be journaled (they
@@ -436,7 +464,8 @@ impl Volume {
         let Some(i) = self.children.iter().position(|c| c.name == child) else {
             return Ok(());
         };
-        self.edit_stale(ranges.iter().map(|r| (i, true, r.clone())))
+        self.edit_stale(ranges.iter().map(|r| (i, true, r.clone())))?;
+        self.sync_journal()
     }
 
     /// Marks (`true`) or clears (`false`) ranges of children's stale maps,
@@ -474,9 +503,10 @@ impl Volume {
             }
         }
         if let Some(j) = journal.as_mut() {
-            if let Err(error) = j.compact_if_grown(sets) {
+            // The records are in; a compaction that fails is tried again at
+            // the next change or flush (which fails if it still cannot).
+            if let Err(error) = j.catch_up(sets) {
                 tracing::error!(volume = %self.options.name, %error, "cannot compact the stale-map journal");
-                failed.get_or_insert(error);
             }
         }
         self.any_stale
@@ -569,6 +599,22 @@ impl Volume {
     /// flushed, so they are flushed before their stale marks are cleared (a
     /// clear must not outlive a power loss that the data did not).
     fn note_write(&self, range: Range<u64>, failed: &[bool]) -> Result<(), VolumeError> {
+        {
+            let grain = range.start - range.start % UNFLUSHED_GRAIN
+                ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
+            let mut unflushed = self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (set, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
+                set.insert(grain.clone());
+                if set.len() > UNFLUSHED_RANGES {
+                    if let (Some(first), Some(last)) = (set.first(), set.last()) {
+                        set.insert(first.start..last.end);
+                    }
+                }
+            }
+        }
         if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -724,11 +770,22 @@ impl Volume {
                 next: range.end,
             };
         };
-        let range = {
+        let whole = {
             let w = self.widen(child, first.start..last.end);
             w.start.max(window.start)..w.end.min(window.end)
         };
         let mut reports = self.reports();
+        let range = first.start..first.end.min(first.start + max.max(1));
+        // When the units cannot be rebuilt whole (a block without a majority
+        // where the child is fresh, a source down), the stale part alone is
+        // copied, as for a child that stores in bytes.
+        if whole != range && self.copy_stale(child, whole.clone(), &mut reports).is_ok() {
+            return ResyncStep::Copied {
+                child: name,
+                next: whole.end,
+                range: whole,
+            };
+        }
         match self.copy_stale(child, range.clone(), &mut reports) {
             Ok(()) => ResyncStep::Copied {
                 child: name,
@@ -1039,12 +1096,78 @@ impl Volume {
     /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
     /// flushed; [`VolumeError::Journal`] when the journal cannot be synced.
     pub fn flush(&self) -> Result<(), VolumeError> {
+        let covered: Vec<RangeSet> = std::mem::replace(
+            &mut *self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            vec![RangeSet::default(); self.children.len()],
+        );
         let results = self.on_all(&Request::Flush);
-        self.require_quorum(Op::Flush, 0, 0, results, &mut self.reports())?;
-        if let Some(journal) = self.stale_maps().journal.as_mut() {
-            journal.sync().map_err(VolumeError::Journal)?;
+        let failed: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].is_err())
+            .collect();
+        let mut reports = self.reports();
+        // A child whose flush failed may lose what it took since its last
+        // good flush: it is stale there until resynced.
+        let marked = self.edit_stale(failed.iter().flat_map(|&i| {
+            covered[i]
+                .within(0..self.size)
+                .into_iter()
+                .map(move |r| (i, true, r))
+        }));
+        self.require_quorum(Op::Flush, 0, 0, results, &mut reports)?;
+        marked?;
+        if let Some(range) = self.under_threshold() {
+            let (offset, bytes) = (range.start, range.end - range.start);
+            return Err(self.fail(
+                &mut reports,
+                Op::Flush,
+                offset,
+                bytes,
+                self.options.vote_threshold - 1,
+                Vec::new(),
+                None,
+            ));
         }
-        Ok(())
+        self.sync_journal()
+    }
+
+    /// Makes the stale maps durable as they are now (see
+    /// [`Volume::flush`]).
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] when the journal cannot be synced.
+    pub fn sync_journal(&self) -> Result<(), VolumeError> {
+        let mut maps = self.stale_maps();
+        let StaleMaps { sets, journal } = &mut *maps;
+        match journal.as_mut() {
+            Some(j) => j.sync(sets).map_err(VolumeError::Journal),
+            None => Ok(()),
+        }
+    }
+
+    /// The first range that is fresh on fewer than `vote_threshold`
+    /// children (left so by children whose flush failed): a flush cannot
+    /// promise what is there until the resync or a write has made enough
+    /// copies again.
+    fn under_threshold(&self) -> Option<Range<u64>> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let maps = self.stale_maps();
+        let mut cuts: Vec<u64> = maps
+            .sets
+            .iter()
+            .flat_map(|s| s.within(0..self.size))
+            .flat_map(|r| [r.start, r.end])
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.windows(2).map(|w| w[0]..w[1]).find(|r| {
+            let fresh = maps.sets.iter().filter(|s| !s.overlaps(r.clone())).count();
+            fresh < self.options.vote_threshold
+        })
     }
 
     /// Which parts of `offset..offset+length` read as zero: zero only where

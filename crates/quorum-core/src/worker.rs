@@ -85,16 +85,18 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts `backend.max_in_flight()` threads named after the child.
+    /// Starts `backend.max_in_flight()` threads named after the child;
+    /// `abandoned` counts its abandoned calls, and may be shared with the
+    /// workers of another volume over the same backend.
     pub(crate) fn spawn(
         name: &str,
         backend: Arc<dyn Backend>,
         buffers: Arc<BufferPool>,
+        abandoned: Arc<AtomicUsize>,
     ) -> std::io::Result<Workers> {
         let (queue, jobs) = crossbeam_channel::unbounded::<Message>();
         let (exit_tx, exited) = crossbeam_channel::unbounded();
         let count = backend.max_in_flight().max(1);
-        let abandoned = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let (jobs, backend, exit_tx, buffers, lost) = (
@@ -164,6 +166,11 @@ impl Workers {
         }
         self.abandoned.fetch_sub(1, Ordering::AcqRel);
         false
+    }
+
+    /// The shared count of abandoned jobs (see [`Workers::spawn`]).
+    pub(crate) fn late(&self) -> Arc<AtomicUsize> {
+        self.abandoned.clone()
     }
 
     /// How many abandoned jobs of this child are still in its backend or

@@ -317,9 +317,9 @@ async fn read_data(
 /// through a channel of two chunks, so memory stays bounded. Each `span`
 /// bytes (`max_request_bytes`) are one atomic read (SPEC 8.1): held against
 /// overlapping writes, and against membership changes, until the last of
-/// their chunks is handed to the connection. A client that takes no chunk
-/// for `send_timeout` is cut off, so a stalled reader cannot hold writers
-/// back for longer. The first chunk is awaited before the answer starts, so
+/// their chunks is handed to the connection. A client that has not taken a
+/// span within `send_timeout` is cut off, so a slow or stalled reader
+/// cannot hold writers back for longer. The first chunk is awaited before the answer starts, so
 /// that a failure there gets its proper status; a failure later cuts the
 /// body short.
 async fn stream_read(
@@ -341,6 +341,7 @@ async fn stream_read(
         while sent < length && !stalled && result.is_ok() {
             let at = offset + sent;
             let n = span.min(length - sent);
+            let deadline = tokio::time::Instant::now() + send_timeout;
             result = entry.run(|volume| {
                 volume.read_chunks(at, n, READ_CHUNK, |chunk| {
                     sent += chunk.len() as u64;
@@ -349,7 +350,7 @@ async fn stream_read(
                         telemetry.request(&name, Op::Read, sent, started.elapsed());
                     }
                     let delivered =
-                        runtime.block_on(tokio::time::timeout(send_timeout, tx.send(Ok(chunk))));
+                        runtime.block_on(tokio::time::timeout_at(deadline, tx.send(Ok(chunk))));
                     stalled = !matches!(delivered, Ok(Ok(())));
                     !stalled
                 })
@@ -359,7 +360,7 @@ async fn stream_read(
             telemetry.request(&name, Op::Read, sent, started.elapsed());
         }
         if stalled {
-            tracing::warn!(volume = %name, sent, length, "a streamed read was cut off: the client took no data for {send_timeout:?}");
+            tracing::warn!(volume = %name, sent, length, "a streamed read was cut off: the client did not take a span of {span} bytes within {send_timeout:?}");
         }
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));

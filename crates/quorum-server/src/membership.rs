@@ -263,10 +263,7 @@ impl VolumeEntry {
             )));
         }
         let mut specs = old.child_specs();
-        specs.push(ChildSpec {
-            name: name.to_owned(),
-            backend,
-        });
+        specs.push(ChildSpec::new(name.to_owned(), backend));
         let mut syncing = old.syncing();
         syncing.push(name.to_owned());
         let everything = 0..old.size();
@@ -437,5 +434,9 @@ fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
         .open(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }

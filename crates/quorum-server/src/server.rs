@@ -93,10 +93,7 @@ fn open_volume(
             faults: &child.faults,
         })
         .map_err(|e| anyhow!("volume {name:?}, child {:?}: {e}", child.name))?;
-        specs.push(ChildSpec {
-            name: child.name.clone(),
-            backend,
-        });
+        specs.push(ChildSpec::new(child.name.clone(), backend));
     }
     let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
     let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))

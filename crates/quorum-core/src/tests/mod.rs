@@ -182,10 +182,7 @@ fn options(threshold: usize) -> VolumeOptions {
 /// The children of a volume over `mems`.
 fn specs(mems: &[Arc<Mem>]) -> Vec<ChildSpec> {
     mems.iter()
-        .map(|m| ChildSpec {
-            name: m.name.clone(),
-            backend: m.clone(),
-        })
+        .map(|m| ChildSpec::new(m.name.clone(), m.clone()))
         .collect()
 }
 
