@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::stale::JournalStore;
 
-fn with_timeout(threshold: usize, timeout: Duration) -> VolumeOptions {
+pub(super) fn with_timeout(threshold: usize, timeout: Duration) -> VolumeOptions {
     VolumeOptions {
         child_timeout: timeout,
         ..options(threshold)
@@ -16,7 +16,7 @@ fn with_timeout(threshold: usize, timeout: Duration) -> VolumeOptions {
 }
 
 /// Waits (bounded) until `cond` holds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -98,7 +98,7 @@ fn a_hung_child_costs_child_timeout_and_its_late_write_never_lands_over_a_newer_
     assert_all(&c.snapshot()[..B], 2);
 }
 
-fn assert_all(bytes: &[u8], value: u8) {
+pub(super) fn assert_all(bytes: &[u8], value: u8) {
     if let Some(at) = bytes.iter().position(|&b| b != value) {
         panic!("byte {at} is {}, not {value}", bytes[at]);
     }

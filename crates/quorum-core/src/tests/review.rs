@@ -4,23 +4,9 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::promises::{assert_all, wait_for, with_timeout};
 use super::*;
 use crate::stale::JournalStore;
-
-fn with_timeout(threshold: usize, timeout: Duration) -> VolumeOptions {
-    VolumeOptions {
-        child_timeout: timeout,
-        ..options(threshold)
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// A journal store with a volatile cache: `append` is kept in `pending`
 /// until `sync`; `crash` loses what was not synced (a power loss). Appends
@@ -186,7 +172,7 @@ fn a_late_write_abandoned_by_the_old_volume_lands_after_a_newer_write_of_the_new
     new.write(0, Bytes::from(vec![2u8; B])).expect("W2");
     // The late W1 lands now, over W2.
     b.hold(None);
-    wait_until("the late W1", || b.mem.snapshot()[0] == 1);
+    wait_for("the late W1", || b.mem.snapshot()[0] == 1);
     let read = new.read(0, B).expect("read");
     assert!(
         new.stale_bytes()[0] > 0 || read[0] == 2,
@@ -350,10 +336,4 @@ fn the_resync_of_a_unit_with_a_no_majority_block_outside_the_stale_range_never_e
         0,
         "c's stale block 8 (a and b agree on it) was never copied; {rewritten} bytes of c where it was fresh were rewritten meanwhile"
     );
-}
-
-fn assert_all(bytes: &[u8], value: u8) {
-    if let Some(at) = bytes.iter().position(|&b| b != value) {
-        panic!("byte {at} is {}, not {value}", bytes[at]);
-    }
 }
