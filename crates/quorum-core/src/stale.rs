@@ -223,7 +223,7 @@ impl JournalStore for FileStore {
 /// state, not by the number of requests served.
 pub(crate) struct Journal {
     store: Box<dyn JournalStore>,
-    children: Vec<String>,
+    children: Vec<ChildKey>,
     /// Lines appended since the last compaction.
     appended: usize,
     /// The last append failed and may have left part of a line: the next
@@ -247,22 +247,40 @@ impl fmt::Debug for Journal {
     }
 }
 
-/// One journal line.
+/// How the journal knows a child: its name, and the identity of its
+/// storage ([`crate::Backend::identity`]), which stays with the storage
+/// when names change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChildKey {
+    /// The child's name.
+    pub(crate) name: String,
+    /// Its storage's identity.
+    pub(crate) id: String,
+}
+
+/// One journal line. `id` is absent in journals written before children
+/// had one; such lines are matched by name.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
     op: char,
     child: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    id: String,
     start: u64,
     end: u64,
 }
 
 impl Journal {
     /// Replays the journal in `store` (empty means nothing is stale) into
-    /// one set per child name, and rewrites it compacted. A torn or
-    /// unreadable line is skipped.
+    /// one set per child, and rewrites it compacted. A line belongs to the
+    /// child whose storage has its `id`; a mark also goes to the child that
+    /// now has its name, if that is another (a renamed or replaced child is
+    /// then resynced where it may be behind: a mark too many costs a copy, a
+    /// mark too few could serve old data). A torn or unreadable line is
+    /// skipped.
     pub(crate) fn open(
         mut store: Box<dyn JournalStore>,
-        children: &[String],
+        children: &[ChildKey],
     ) -> io::Result<(Journal, Vec<RangeSet>)> {
         let mut sets = vec![RangeSet::default(); children.len()];
         let bytes = store.read_all()?;
@@ -270,6 +288,7 @@ impl Journal {
             let Ok(Entry {
                 op,
                 child,
+                id,
                 start,
                 end,
             }) = serde_json::from_slice::<Entry>(line)
@@ -277,12 +296,23 @@ impl Journal {
                 tracing::warn!("skipping an unreadable stale-map line");
                 continue;
             };
-            let Some(i) = children.iter().position(|c| *c == child) else {
-                continue;
+            let by_name = children.iter().position(|c| c.name == child);
+            let by_id = if id.is_empty() {
+                by_name
+            } else {
+                children.iter().position(|c| c.id == id)
             };
             match op {
-                '+' => sets[i].insert(start..end),
-                _ => sets[i].remove(start..end),
+                '+' => {
+                    for i in [by_id, by_name].into_iter().flatten() {
+                        sets[i].insert(start..end);
+                    }
+                }
+                _ => {
+                    if let Some(i) = by_id {
+                        sets[i].remove(start..end);
+                    }
+                }
             }
         }
         let mut journal = Journal {
@@ -364,10 +394,11 @@ impl Journal {
     }
 }
 
-fn line(op: char, child: &str, start: u64, end: u64) -> String {
+fn line(op: char, child: &ChildKey, start: u64, end: u64) -> String {
     let entry = Entry {
         op,
-        child: child.to_owned(),
+        child: child.name.clone(),
+        id: child.id.clone(),
         start,
         end,
     };
@@ -401,11 +432,59 @@ mod tests {
         assert!(s.is_empty());
     }
 
+    fn keys(pairs: &[(&str, &str)]) -> Vec<ChildKey> {
+        pairs
+            .iter()
+            .map(|(name, id)| ChildKey {
+                name: (*name).to_owned(),
+                id: (*id).to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn marks_follow_the_storage_when_names_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vm.jsonl");
+        let (mut j, _) = Journal::open(
+            Box::new(FileStore::new(&path)),
+            &keys(&[("a", "file:1"), ("b", "file:2")]),
+        )
+        .expect("open");
+        j.append('+', 0, &(0..100)).expect("mark a");
+        j.append('+', 1, &(500..600)).expect("mark b");
+        j.append('-', 1, &(500..550)).expect("clear part of b");
+        drop(j);
+        // The operator swapped the two names in the config: the marks stay
+        // with the storage, and each name's old marks go along too (a mark
+        // too many costs a copy; a mark too few could serve old data).
+        let (_, sets) = Journal::open(
+            Box::new(FileStore::new(&path)),
+            &keys(&[("b", "file:1"), ("a", "file:2")]),
+        )
+        .expect("reopen");
+        // "b" now: the storage of a's marks, and b's old marks by name (the
+        // clear of 500..550 belonged to the other storage).
+        assert_eq!(sets[0].within(0..1000), vec![0..100, 500..600]);
+        // "a" now: b's storage with its clear, and a's old marks by name.
+        assert_eq!(sets[1].within(0..1000), vec![0..100, 550..600]);
+        // Lines written before children had ids are matched by name.
+        let legacy = dir.path().join("old.jsonl");
+        fs::write(
+            &legacy,
+            "{\"op\":\"+\",\"child\":\"a\",\"start\":0,\"end\":10}\n{\"op\":\"-\",\"child\":\"a\",\"start\":0,\"end\":5}\n",
+        )
+        .expect("legacy journal");
+        let (_, sets) = Journal::open(Box::new(FileStore::new(&legacy)), &keys(&[("a", "file:9")]))
+            .expect("legacy");
+        assert_eq!(sets[0].within(0..100), vec![5..10]);
+    }
+
     #[test]
     fn the_journal_replays_and_compacts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stale/vm.jsonl");
-        let names = vec!["a".to_string(), "b \"quoted\"".to_string()];
+        let names = keys(&[("a", "id-a"), ("b \"quoted\"", "id-b")]);
         let (mut j, sets) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
         assert!(sets.iter().all(RangeSet::is_empty));
         j.append('+', 0, &(0..100)).expect("append");
@@ -425,7 +504,7 @@ mod tests {
     fn the_journal_stays_bounded_while_it_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vm.jsonl");
-        let names = vec!["a".to_string()];
+        let names = keys(&[("a", "id-a")]);
         let (mut j, mut sets) =
             Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
         let mut most = 0;

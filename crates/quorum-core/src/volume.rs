@@ -17,7 +17,7 @@ use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
-use crate::stale::{FileStore, Journal, JournalStore, RangeSet};
+use crate::stale::{ChildKey, FileStore, Journal, JournalStore, RangeSet};
 use crate::vote::{self, VoteError};
 use crate::worker::{Reply, Request, Ticket, Workers};
 
@@ -356,7 +356,13 @@ impl Volume {
             }
         }
         let size = size.map_or(0, |(s, _)| s);
-        let names: Vec<String> = children.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<ChildKey> = children
+            .iter()
+            .map(|c| ChildKey {
+                name: c.name.clone(),
+                id: c.backend.identity(),
+            })
+            .collect();
         let (journal, sets) = match store {
             Some((store, path)) => {
                 let (j, sets) = Journal::open(store, &names)
