@@ -170,3 +170,52 @@ fn membership_changes_do_not_starve_under_steady_load() {
         t.join().expect("load thread");
     }
 }
+
+#[test]
+fn the_stale_journal_stays_bounded_while_the_server_runs() {
+    // c fails every write that touches its first 4 KiB. An 8 KiB write at
+    // 0 marks 0..8K stale on c; a 4 KiB write at 4K then lands on c and
+    // clears 4K..8K: two journal lines per pair of writes, for ever.
+    let config = volume(
+        "vm",
+        "1MiB",
+        2,
+        "",
+        &[
+            child("a"),
+            child("b"),
+            child_with(
+                "c",
+                &fault("write", &["length = \"4KiB\"", "error = \"EIO\""]),
+            ),
+        ],
+    );
+    let server = Sandbox::new().serve(&config);
+    let journal = server.file("quorum-data/stale/vm.jsonl");
+    let lines = || {
+        std::fs::read_to_string(&journal)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let mut most = 0;
+    for i in 0..1600u64 {
+        let (offset, len) = if i % 2 == 0 { (0, 8192) } else { (4096, 4096) };
+        server
+            .put(&format!("{DATA}?offset={offset}"), pattern(i, len))
+            .expect_status(204);
+        if i % 50 == 0 {
+            most = most.max(lines());
+        }
+    }
+    most = most.max(lines());
+    // 1,600 lines were appended; the live state is one range.
+    assert!(
+        most <= 1024 + 2 + 2,
+        "the journal grew to {most} lines for one live range"
+    );
+    let c = children(&server)
+        .into_iter()
+        .find(|c| c["name"] == "c")
+        .expect("child c");
+    assert_eq!(c["stale_bytes"], 4096, "{c}");
+}

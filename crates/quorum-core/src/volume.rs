@@ -491,6 +491,9 @@ impl Volume {
         let mut failed = None;
         for (i, stale, range) in edits {
             if stale {
+                if sets[i].within(range.clone()) == [range.clone()] {
+                    continue;
+                }
                 sets[i].insert(range.clone());
             } else if !sets[i].overlaps(range.clone()) {
                 continue;
