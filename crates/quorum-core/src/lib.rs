@@ -27,6 +27,7 @@ mod breaker;
 mod buffer;
 mod error;
 mod event;
+mod intent;
 mod ordering;
 mod report;
 pub mod stale;

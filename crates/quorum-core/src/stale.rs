@@ -247,6 +247,11 @@ impl fmt::Debug for Journal {
     }
 }
 
+/// The journal op that records a write-intent region dirty.
+const DIRTY: char = 'd';
+/// The journal op that records a write-intent region clean.
+const CLEAN: char = 'c';
+
 /// How the journal knows a child: its name, and the identity of its
 /// storage ([`crate::Backend::identity`]), which stays with the storage
 /// when names change.
@@ -281,8 +286,9 @@ impl Journal {
     pub(crate) fn open(
         mut store: Box<dyn JournalStore>,
         children: &[ChildKey],
-    ) -> io::Result<(Journal, Vec<RangeSet>)> {
+    ) -> io::Result<(Journal, Vec<RangeSet>, RangeSet)> {
         let mut sets = vec![RangeSet::default(); children.len()];
+        let mut dirty = RangeSet::default();
         let bytes = store.read_all()?;
         for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let Ok(Entry {
@@ -296,6 +302,17 @@ impl Journal {
                 tracing::warn!("skipping an unreadable stale-map line");
                 continue;
             };
+            match op {
+                DIRTY => {
+                    dirty.insert(start..end);
+                    continue;
+                }
+                CLEAN => {
+                    dirty.remove(start..end);
+                    continue;
+                }
+                _ => {}
+            }
             let by_name = children.iter().position(|c| c.name == child);
             let by_id = if id.is_empty() {
                 by_name
@@ -322,19 +339,23 @@ impl Journal {
             torn: false,
             behind: false,
         };
-        journal.compact(&sets)?;
-        Ok((journal, sets))
+        journal.compact(&sets, &dirty)?;
+        Ok((journal, sets, dirty))
     }
 
     /// Appends a mark (`+`) or clear (`-`) of `range` on child `child`.
     /// The line may sit in a volatile cache until [`Journal::sync`].
     pub(crate) fn append(&mut self, op: char, child: usize, range: &Range<u64>) -> io::Result<()> {
+        self.append_line(line(op, &self.children[child], range.start, range.end))
+    }
+
+    fn append_line(&mut self, entry: String) -> io::Result<()> {
         let mut text = if self.torn {
             String::from("\n")
         } else {
             String::new()
         };
-        text.push_str(&line(op, &self.children[child], range.start, range.end));
+        text.push_str(&entry);
         text.push('\n');
         if let Err(e) = self.store.append(text.as_bytes()) {
             self.torn = true;
@@ -346,12 +367,23 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes the journal say what `sets` (the live maps) say, durably:
-    /// a sync of what was appended, or a rewrite when an append or a
-    /// compaction failed since the last one.
-    pub(crate) fn sync(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+    /// Records the write-intent region `range` dirty (`true`) or clean.
+    /// The line may sit in a volatile cache until [`Journal::sync`].
+    pub(crate) fn append_intent(&mut self, dirty: bool, range: &Range<u64>) -> io::Result<()> {
+        let key = ChildKey {
+            name: String::new(),
+            id: String::new(),
+        };
+        let op = if dirty { DIRTY } else { CLEAN };
+        self.append_line(line(op, &key, range.start, range.end))
+    }
+
+    /// Makes the journal say what `sets` (the live maps) and `dirty` (the
+    /// write-intent regions) say, durably: a sync of what was appended, or
+    /// a rewrite when an append or a compaction failed since the last one.
+    pub(crate) fn sync(&mut self, sets: &[RangeSet], dirty: &RangeSet) -> io::Result<()> {
         if self.behind {
-            return self.compact(sets);
+            return self.compact(sets, dirty);
         }
         // After a failed sync the appended lines may be lost (the kernel
         // may drop what it could not write): the next sync rewrites them.
@@ -362,16 +394,17 @@ impl Journal {
     /// a compaction failed before, or when the lines appended since the
     /// last compaction outnumber twice the live ranges by
     /// [`COMPACT_SLACK`].
-    pub(crate) fn catch_up(&mut self, sets: &[RangeSet]) -> io::Result<()> {
-        let live: usize = sets.iter().map(RangeSet::len).sum();
+    pub(crate) fn catch_up(&mut self, sets: &[RangeSet], dirty: &RangeSet) -> io::Result<()> {
+        let live = sets.iter().map(RangeSet::len).sum::<usize>() + dirty.len();
         if self.behind || self.appended > 2 * live + COMPACT_SLACK {
-            self.compact(sets)?;
+            self.compact(sets, dirty)?;
         }
         Ok(())
     }
 
-    /// Rewrites the journal as the marks of `sets`, durably.
-    fn compact(&mut self, sets: &[RangeSet]) -> io::Result<()> {
+    /// Rewrites the journal as the marks of `sets` and the dirty regions
+    /// `dirty`, durably.
+    fn compact(&mut self, sets: &[RangeSet], dirty: &RangeSet) -> io::Result<()> {
         self.behind = true;
         let mut out = String::new();
         for (child, set) in self.children.iter().zip(sets) {
@@ -379,6 +412,14 @@ impl Journal {
                 out.push_str(&line('+', child, *s, *e));
                 out.push('\n');
             }
+        }
+        let intent = ChildKey {
+            name: String::new(),
+            id: String::new(),
+        };
+        for (s, e) in &dirty.ranges {
+            out.push_str(&line(DIRTY, &intent, *s, *e));
+            out.push('\n');
         }
         self.store.replace(out.as_bytes())?;
         self.appended = 0;
@@ -446,7 +487,7 @@ mod tests {
     fn marks_follow_the_storage_when_names_change() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vm.jsonl");
-        let (mut j, _) = Journal::open(
+        let (mut j, _, _) = Journal::open(
             Box::new(FileStore::new(&path)),
             &keys(&[("a", "file:1"), ("b", "file:2")]),
         )
@@ -458,7 +499,7 @@ mod tests {
         // The operator swapped the two names in the config: the marks stay
         // with the storage, and each name's old marks go along too (a mark
         // too many costs a copy; a mark too few could serve old data).
-        let (_, sets) = Journal::open(
+        let (_, sets, _) = Journal::open(
             Box::new(FileStore::new(&path)),
             &keys(&[("b", "file:1"), ("a", "file:2")]),
         )
@@ -475,8 +516,9 @@ mod tests {
             "{\"op\":\"+\",\"child\":\"a\",\"start\":0,\"end\":10}\n{\"op\":\"-\",\"child\":\"a\",\"start\":0,\"end\":5}\n",
         )
         .expect("legacy journal");
-        let (_, sets) = Journal::open(Box::new(FileStore::new(&legacy)), &keys(&[("a", "file:9")]))
-            .expect("legacy");
+        let (_, sets, _) =
+            Journal::open(Box::new(FileStore::new(&legacy)), &keys(&[("a", "file:9")]))
+                .expect("legacy");
         assert_eq!(sets[0].within(0..100), vec![5..10]);
     }
 
@@ -485,7 +527,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stale/vm.jsonl");
         let names = keys(&[("a", "id-a"), ("b \"quoted\"", "id-b")]);
-        let (mut j, sets) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
+        let (mut j, sets, _) =
+            Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
         assert!(sets.iter().all(RangeSet::is_empty));
         j.append('+', 0, &(0..100)).expect("append");
         j.append('+', 1, &(50..60)).expect("append");
@@ -493,7 +536,7 @@ mod tests {
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&path).expect("file");
         f.write_all(b"{\"op\":\"+\",\"chi").expect("torn");
-        let (_, sets) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        let (_, sets, _) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
         assert_eq!(sets[0].within(0..1000), vec![0..10, 20..100]);
         assert_eq!(sets[1].within(0..1000), vec![50..60]);
         let lines = fs::read_to_string(&path).expect("read").lines().count();
@@ -505,7 +548,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vm.jsonl");
         let names = keys(&[("a", "id-a")]);
-        let (mut j, mut sets) =
+        let (mut j, mut sets, _) =
             Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
         let mut most = 0;
         for i in 0..20_000u64 {
@@ -517,7 +560,7 @@ mod tests {
                 sets[0].remove(range.clone());
             }
             j.append(op, 0, &range).expect("append");
-            j.catch_up(&sets).expect("compact");
+            j.catch_up(&sets, &RangeSet::default()).expect("compact");
             if i % 499 == 0 {
                 most = most.max(fs::read_to_string(&path).expect("read").lines().count());
             }
@@ -529,7 +572,8 @@ mod tests {
         );
         assert!(j.appended() <= 2 * 7 + COMPACT_SLACK + 1);
         drop(j);
-        let (_, replayed) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        let (_, replayed, _) =
+            Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
         assert_eq!(
             replayed, sets,
             "the compacted journal replays to the live maps"

@@ -15,6 +15,7 @@ use crate::breaker::Breaker;
 use crate::buffer::BufferPool;
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
+use crate::intent::{Intent, Ticket as IntentTicket};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
 use crate::stale::{ChildKey, FileStore, Journal, JournalStore, RangeSet};
@@ -196,6 +197,23 @@ const UNFLUSHED_GRAIN: u64 = vote::VOTE_BLOCK;
 /// See [`UNFLUSHED_GRAIN`].
 const UNFLUSHED_RANGES: usize = 1 << 16;
 
+/// A client write registered with the write-intent log; ends it on drop.
+struct Intending<'a> {
+    volume: &'a Volume,
+    ticket: Option<IntentTicket>,
+}
+
+impl Drop for Intending<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.volume.stale_maps().intent.end(ticket);
+        }
+    }
+}
+
+/// How much of a dirty region one reconcile step scrubs.
+const RECONCILE_STEP: u64 = 1 << 20;
+
 /// What one [`Volume::resync_step`] did.
 #[derive(Debug)]
 pub enum ResyncStep {
@@ -232,9 +250,18 @@ pub struct Scrubbed {
     pub repaired: u64,
     /// Blocks where no version reached the threshold: not repaired.
     pub unrecoverable: Vec<Range<u64>>,
+    /// Children that could not be read, or (with repair) not repaired: the
+    /// range may still differ on them.
+    pub unreached: Vec<String>,
 }
 
 impl Scrubbed {
+    fn add_unreached(&mut self, child: &str) {
+        if !self.unreached.iter().any(|c| c == child) {
+            self.unreached.push(child.to_owned());
+        }
+    }
+
     fn add_lost(&mut self, child: &str, bytes: u64) {
         match self.lost.iter_mut().find(|(c, _)| c == child) {
             Some((_, b)) => *b += bytes,
@@ -249,6 +276,9 @@ impl Scrubbed {
         }
         self.repaired += other.repaired;
         self.unrecoverable.extend(other.unrecoverable);
+        for child in other.unreached {
+            self.add_unreached(&child);
+        }
     }
 }
 
@@ -256,6 +286,8 @@ impl Scrubbed {
 struct StaleMaps {
     sets: Vec<RangeSet>,
     journal: Option<Journal>,
+    /// The write-intent regions (kept only with a journal).
+    intent: Intent,
 }
 
 impl fmt::Debug for Volume {
@@ -309,12 +341,41 @@ impl Volume {
     }
 
     /// Like [`Volume::open_journaled`], with the journal in `store` (named
-    /// `path` in errors).
+    /// `path` in errors). When the journal holds write-intent regions (the
+    /// volume was not closed cleanly), the children are reconciled there
+    /// before this returns.
     pub fn open_with_store(
         options: VolumeOptions,
         children: Vec<ChildSpec>,
         sink: Arc<dyn EventSink>,
         store: Option<(Box<dyn JournalStore>, PathBuf)>,
+    ) -> Result<Volume, OpenError> {
+        Volume::open_inner(options, children, sink, store, true)
+    }
+
+    /// Opens the volume that replaces `self` (a membership change), over
+    /// the same journal at `journal`, once `self` serves no request: its
+    /// write-intent regions carry over unreconciled (nothing crashed; they
+    /// are reconciled if the new volume is not closed cleanly either).
+    pub fn succeed(
+        &self,
+        options: VolumeOptions,
+        children: Vec<ChildSpec>,
+        journal: &Path,
+    ) -> Result<Volume, OpenError> {
+        let store = (
+            Box::new(FileStore::new(journal)) as Box<dyn JournalStore>,
+            journal.to_owned(),
+        );
+        Volume::open_inner(options, children, self.sink.clone(), Some(store), false)
+    }
+
+    fn open_inner(
+        options: VolumeOptions,
+        children: Vec<ChildSpec>,
+        sink: Arc<dyn EventSink>,
+        store: Option<(Box<dyn JournalStore>, PathBuf)>,
+        reconcile: bool,
     ) -> Result<Volume, OpenError> {
         options.validate(children.len())?;
         let mut names = HashSet::new();
@@ -363,13 +424,17 @@ impl Volume {
                 id: c.backend.identity(),
             })
             .collect();
-        let (journal, sets) = match store {
+        let (journal, sets, dirty) = match store {
             Some((store, path)) => {
-                let (j, sets) = Journal::open(store, &names)
+                let (j, sets, dirty) = Journal::open(store, &names)
                     .map_err(|source| OpenError::Journal { path, source })?;
-                (Some(j), sets)
+                (Some(j), sets, dirty)
             }
-            None => (None, vec![RangeSet::default(); names.len()]),
+            None => (
+                None,
+                vec![RangeSet::default(); names.len()],
+                RangeSet::default(),
+            ),
         };
         let any_stale = AtomicBool::new(sets.iter().any(|s| !s.is_empty()));
         let n_children = names.len();
@@ -390,18 +455,27 @@ impl Volume {
                 breaker: Breaker::default(),
             });
         }
-        Ok(Volume {
+        let unclean = !dirty.is_empty();
+        let volume = Volume {
             options,
             size,
             children: started,
             ranges: RangeLock::default(),
             buffers,
-            stale: Mutex::new(StaleMaps { sets, journal }),
+            stale: Mutex::new(StaleMaps {
+                sets,
+                journal,
+                intent: Intent::with_dirty(dirty),
+            }),
             syncing: Mutex::new(HashSet::new()),
             any_stale,
             unflushed: Mutex::new(vec![RangeSet::default(); n_children]),
             sink,
-        })
+        };
+        if unclean && reconcile {
+            volume.reconcile();
+        }
+        Ok(volume)
     }
 
     /// The volume's settings.
@@ -487,7 +561,11 @@ impl Volume {
         edits: impl IntoIterator<Item = (usize, bool, Range<u64>)>,
     ) -> Result<(), VolumeError> {
         let mut maps = self.stale_maps();
-        let StaleMaps { sets, journal } = &mut *maps;
+        let StaleMaps {
+            sets,
+            journal,
+            intent,
+        } = &mut *maps;
         let mut failed = None;
         for (i, stale, range) in edits {
             if stale {
@@ -514,7 +592,7 @@ impl Volume {
         if let Some(j) = journal.as_mut() {
             // The records are in; a compaction that fails is tried again at
             // the next change or flush (which fails if it still cannot).
-            if let Err(error) = j.catch_up(sets) {
+            if let Err(error) = j.catch_up(sets, &intent.dirty) {
                 tracing::error!(volume = %self.options.name, %error, "cannot compact the stale-map journal");
             }
         }
@@ -1068,6 +1146,7 @@ impl Volume {
             return Ok(());
         }
         let _guard = self.ranges.exclusive(offset, end);
+        let _intent = self.intend(offset..end)?;
         let results = self.on_all(&Request::Write { offset, data });
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(Op::Write, offset, length, results, &mut self.reports())?;
@@ -1084,6 +1163,7 @@ impl Volume {
             return Ok(());
         }
         let _guard = self.ranges.exclusive(offset, end);
+        let _intent = self.intend(offset..end)?;
         let results = self.on_all(&Request::WriteZeroes { offset, length });
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(
@@ -1105,6 +1185,43 @@ impl Volume {
     /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
     /// flushed; [`VolumeError::Journal`] when the journal cannot be synced.
     pub fn flush(&self) -> Result<(), VolumeError> {
+        let covered = self.stale_maps().intent.flush_started();
+        let result = self.flush_children_and_journal();
+        let complete = matches!(result, Ok(true));
+        let clean = self.stale_maps().intent.flush_ended(covered, complete);
+        self.record_clean(&clean);
+        result.map(drop)
+    }
+
+    /// Flushes, and when every child flushed and no write is in flight,
+    /// records every write-intent region clean (synced), so that the next
+    /// open over the same journal has nothing to reconcile. For a volume
+    /// that is being closed or replaced (a membership change), after its
+    /// requests ended.
+    ///
+    /// # Errors
+    /// As [`Volume::flush`].
+    pub fn flush_and_settle(&self) -> Result<(), VolumeError> {
+        let covered = self.stale_maps().intent.flush_started();
+        let result = self.flush_children_and_journal();
+        let complete = matches!(result, Ok(true));
+        let clean = {
+            let mut maps = self.stale_maps();
+            let mut clean = maps.intent.flush_ended(covered, complete);
+            if complete {
+                clean.extend(maps.intent.settle());
+            }
+            clean
+        };
+        self.record_clean(&clean);
+        if complete && !clean.is_empty() {
+            self.sync_journal()?;
+        }
+        result.map(drop)
+    }
+
+    /// The work of [`Volume::flush`]; says whether every child flushed.
+    fn flush_children_and_journal(&self) -> Result<bool, VolumeError> {
         let covered: Vec<RangeSet> = std::mem::replace(
             &mut *self
                 .unflushed
@@ -1113,13 +1230,31 @@ impl Volume {
             vec![RangeSet::default(); self.children.len()],
         );
         let results = self.on_all(&Request::Flush);
-        let failed: Vec<usize> = (0..results.len())
-            .filter(|&i| results[i].is_err())
-            .collect();
+        let complete = results.iter().all(Result::is_ok);
+        // A child that answered its flush with an I/O error may have lost
+        // what it took since its last good flush (the kernel may drop what
+        // it could not write): it is stale there until resynced. A child
+        // that could not be reached keeps those ranges for its next flush.
+        let mut lost = Vec::new();
+        {
+            let mut unflushed = self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (i, result) in results.iter().enumerate() {
+                match result {
+                    Err(e) if e.is_repairable() => lost.push(i),
+                    Err(_) => {
+                        for r in covered[i].within(0..self.size) {
+                            unflushed[i].insert(r);
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
         let mut reports = self.reports();
-        // A child whose flush failed may lose what it took since its last
-        // good flush: it is stale there until resynced.
-        let marked = self.edit_stale(failed.iter().flat_map(|&i| {
+        let marked = self.edit_stale(lost.iter().flat_map(|&i| {
             covered[i]
                 .within(0..self.size)
                 .into_iter()
@@ -1139,7 +1274,159 @@ impl Volume {
                 None,
             ));
         }
-        self.sync_journal()
+        self.sync_journal()?;
+        Ok(complete)
+    }
+
+    /// Registers a client write of `range` with the write-intent log: when
+    /// its regions were not dirty yet, they are journaled dirty and synced
+    /// before the write goes out. The write ends when the guard drops.
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] when the regions cannot be recorded; the
+    /// write must not go out then.
+    fn intend(&self, range: Range<u64>) -> Result<Intending<'_>, VolumeError> {
+        let mut maps = self.stale_maps();
+        let StaleMaps {
+            sets,
+            journal,
+            intent,
+        } = &mut *maps;
+        let Some(j) = journal.as_mut() else {
+            return Ok(Intending {
+                volume: self,
+                ticket: None,
+            });
+        };
+        let regions = Intent::regions(&range, self.size);
+        let (ticket, fresh) = intent.begin(regions.clone());
+        if fresh {
+            let recorded = j
+                .append_intent(true, &regions)
+                .and_then(|()| j.sync(sets, &intent.dirty));
+            if let Err(error) = recorded {
+                intent.end(ticket);
+                tracing::error!(volume = %self.options.name, %error, "cannot record a write intent");
+                return Err(VolumeError::Journal(error));
+            }
+        }
+        Ok(Intending {
+            volume: self,
+            ticket: Some(ticket),
+        })
+    }
+
+    /// Journals `regions` clean (not synced: a clean record lost in a crash
+    /// only makes the next open reconcile them again).
+    fn record_clean(&self, regions: &[Range<u64>]) {
+        if regions.is_empty() {
+            return;
+        }
+        let mut maps = self.stale_maps();
+        if let Some(j) = maps.journal.as_mut() {
+            for r in regions {
+                if let Err(error) = j.append_intent(false, r) {
+                    tracing::warn!(volume = %self.options.name, %error, "cannot record a clean write-intent region");
+                }
+            }
+        }
+    }
+
+    /// Makes the children agree where writes may not have been flushed
+    /// everywhere before the volume was last closed (its dirty write-intent
+    /// regions): each region is scrubbed with repair (voted, the losers
+    /// rewritten), a child that cannot be read or repaired there is marked
+    /// stale, and once every child flushed the regions are recorded clean.
+    /// Runs when a volume opens after a crash, before it serves anything.
+    fn reconcile(&self) {
+        let regions = self.stale_maps().intent.dirty.within(0..self.size);
+        tracing::warn!(volume = %self.options.name, regions = regions.len(), "the volume was not closed cleanly: reconciling the children where writes were in flight");
+        let mut complete = true;
+        for region in &regions {
+            let mut at = region.start;
+            while at < region.end {
+                let n = (region.end - at).min(RECONCILE_STEP);
+                match self.scrub(at, n, true) {
+                    Ok(found) => {
+                        let mut unreached: Vec<usize> = found
+                            .unreached
+                            .iter()
+                            .filter_map(|c| self.children.iter().position(|x| x.name == *c))
+                            .collect();
+                        for block in &found.unrecoverable {
+                            unreached.extend(self.settle(block.clone()));
+                        }
+                        unreached.sort_unstable();
+                        unreached.dedup();
+                        let stale: Vec<(usize, bool, Range<u64>)> = unreached
+                            .into_iter()
+                            .map(|i| (i, true, at..at + n))
+                            .collect();
+                        if let Err(error) = self.edit_stale(stale) {
+                            tracing::error!(volume = %self.options.name, %error, "cannot mark the children a reconcile missed");
+                            complete = false;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(volume = %self.options.name, offset = at, bytes = n, %error, "cannot reconcile a region; it stays dirty");
+                        complete = false;
+                    }
+                }
+                at += n;
+            }
+        }
+        let flushed = self.on_all(&Request::Flush).iter().all(Result::is_ok);
+        if complete && flushed && self.sync_journal().is_ok() {
+            let cleaned = {
+                let mut maps = self.stale_maps();
+                for r in &regions {
+                    maps.intent.dirty.remove(r.clone());
+                }
+                regions
+            };
+            self.record_clean(&cleaned);
+            if let Err(error) = self.sync_journal() {
+                tracing::warn!(volume = %self.options.name, %error, "cannot sync the reconciled regions clean");
+            }
+        }
+    }
+
+    /// Makes the children agree on `block`, which has no majority after a
+    /// crash (each version is a write that was in flight): the version of
+    /// the most children wins, ties to the lowest-indexed child, as md's
+    /// resync after an unclean shutdown copies one disk's version. Returns
+    /// the children that could not be read or written (to be marked stale).
+    fn settle(&self, block: Range<u64>) -> Vec<usize> {
+        let (offset, length) = (block.start, (block.end - block.start) as usize);
+        let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(self.children.len());
+        let mut missed = Vec::new();
+        for (i, result) in self
+            .on_all(&Request::Read { offset, length })
+            .into_iter()
+            .enumerate()
+        {
+            match result {
+                Ok(Reply::Data(data)) => copies.push(Some(data)),
+                _ => {
+                    missed.push(i);
+                    copies.push(None);
+                }
+            }
+        }
+        let excluded = self.stale_within(block.clone());
+        let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
+        let Ok(outcome) = vote::vote_masked(offset, &views, 1, &excluded) else {
+            return missed;
+        };
+        let losers: Vec<usize> = outcome.losses.iter().map(|l| l.child).collect();
+        let answer = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
+        let repairs = losers
+            .into_iter()
+            .map(|i| (i, offset, answer.clone()))
+            .collect();
+        let (_, failed) = self.rewrite(repairs, &mut self.reports());
+        missed.extend(failed);
+        missed
     }
 
     /// Makes the stale maps durable as they are now (see
@@ -1149,9 +1436,13 @@ impl Volume {
     /// [`VolumeError::Journal`] when the journal cannot be synced.
     pub fn sync_journal(&self) -> Result<(), VolumeError> {
         let mut maps = self.stale_maps();
-        let StaleMaps { sets, journal } = &mut *maps;
+        let StaleMaps {
+            sets,
+            journal,
+            intent,
+        } = &mut *maps;
         match journal.as_mut() {
-            Some(j) => j.sync(sets).map_err(VolumeError::Journal),
+            Some(j) => j.sync(sets, &intent.dirty).map_err(VolumeError::Journal),
             None => Ok(()),
         }
     }
@@ -1562,9 +1853,20 @@ impl Volume {
                     repairs.push((*i, offset, answer.clone()));
                 }
             }
-            let repaired = self.rewrite(repairs, reports);
+            let tried: Vec<usize> = repairs.iter().map(|(c, _, _)| *c).collect();
+            let (repaired, unrepaired) = self.rewrite(repairs, reports);
             if let Some(t) = tally {
                 t.repaired += repaired;
+                for (i, _) in failures.iter().filter(|(i, _)| !tried.contains(i)) {
+                    t.add_unreached(&self.children[*i].name);
+                }
+                for i in unrepaired {
+                    t.add_unreached(&self.children[i].name);
+                }
+            }
+        } else if let Some(t) = tally {
+            for (i, _) in &failures {
+                t.add_unreached(&self.children[*i].name);
             }
         }
         Ok(answer)
@@ -1595,7 +1897,7 @@ impl Volume {
                             .filter(|(_, e): &&(usize, BackendError)| e.is_repairable())
                             .map(|(c, _)| (*c, offset, data.clone()))
                             .collect();
-                        self.rewrite(repairs, reports);
+                        let _ = self.rewrite(repairs, reports);
                     }
                     return Ok(data);
                 }
@@ -1611,12 +1913,17 @@ impl Volume {
     }
 
     /// Writes good data back over children's bad ranges, in parallel.
-    /// Returns the bytes repaired.
-    fn rewrite(&self, repairs: Vec<(usize, u64, Bytes)>, reports: &mut Reports<'_>) -> u64 {
+    /// Returns the bytes repaired and the children a repair failed on.
+    fn rewrite(
+        &self,
+        repairs: Vec<(usize, u64, Bytes)>,
+        reports: &mut Reports<'_>,
+    ) -> (u64, Vec<usize>) {
         if repairs.is_empty() {
-            return 0;
+            return (0, Vec::new());
         }
         let mut repaired = 0;
+        let mut failed = Vec::new();
         let spans: Vec<(u64, u64)> = repairs
             .iter()
             .map(|(_, o, d)| (*o, d.len() as u64))
@@ -1632,10 +1939,13 @@ impl Volume {
                     reports.rewrite(&self.children[child].name, offset, bytes);
                     repaired += bytes;
                 }
-                Err(error) => self.report_failed(reports, Op::Write, child, offset, bytes, &error),
+                Err(error) => {
+                    self.report_failed(reports, Op::Write, child, offset, bytes, &error);
+                    failed.push(child);
+                }
             }
         }
-        repaired
+        (repaired, failed)
     }
 
     fn named(&self, failures: Vec<(usize, BackendError)>) -> Vec<ChildFailure> {

@@ -349,8 +349,12 @@ impl VolumeEntry {
         let r = &self.rebuild;
         let jobs = self.jobs();
         jobs.stop();
-        let opened =
-            Volume::open_journaled(r.options.clone(), specs, r.sink.clone(), Some(&r.journal));
+        // No request runs now: settle the old volume's write intents, so
+        // that the new one has nothing to reconcile (if this fails, it does).
+        if let Err(e) = self.volume().flush_and_settle() {
+            tracing::warn!(volume = r.options.name, error = %e, "the flush before a membership change failed; the new volume reconciles the regions written lately");
+        }
+        let opened = self.volume().succeed(r.options.clone(), specs, &r.journal);
         let volume = match opened {
             Ok(v) => Arc::new(v),
             Err(e) => {

@@ -231,7 +231,8 @@ async fn close_volumes(state: &AppState) {
     for (name, entry) in &state.volumes {
         let volume = entry.volume();
         let result = tokio::task::spawn_blocking(move || {
-            let flushed = volume.flush();
+            // Settled: the next start has no write-intent region to reconcile.
+            let flushed = volume.flush_and_settle();
             let stuck = volume.close(STOP_DEADLINE);
             (flushed, stuck)
         })

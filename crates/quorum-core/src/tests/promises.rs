@@ -233,6 +233,10 @@ fn a_stale_mark_that_cannot_be_journaled_fails_the_write_and_a_flush_syncs_the_j
         Some((Box::new(store.clone()), PathBuf::from("test-journal"))),
     )
     .expect("open");
+    // A first write records the region's write intent.
+    volume
+        .write(0, Bytes::from(vec![9u8; B]))
+        .expect("a write while the journal works");
     mems[2].fail_writes.store(true, Ordering::SeqCst);
     store.state.lock().expect("store").fail = true;
     let err = volume
@@ -249,4 +253,77 @@ fn a_stale_mark_that_cannot_be_journaled_fails_the_write_and_a_flush_syncs_the_j
         syncs + 1,
         "the flush synced the journal"
     );
+}
+
+fn journaled(store: &TestStore) -> String {
+    String::from_utf8_lossy(&store.state.lock().expect("store").bytes).into_owned()
+}
+
+fn open_on(store: &TestStore, mems: &[Arc<Mem>], threshold: usize) -> Volume {
+    Volume::open_with_store(
+        options(threshold),
+        specs(mems),
+        Arc::new(NullSink),
+        Some((Box::new(store.clone()), PathBuf::from("test-journal"))),
+    )
+    .expect("open")
+}
+
+#[test]
+fn children_that_diverged_before_a_crash_agree_after_the_reopen() {
+    let mems: Vec<Arc<Mem>> = ["a", "b"].iter().map(|n| Mem::new(n, 16 * B)).collect();
+    let store = TestStore::default();
+    let volume = open_on(&store, &mems, 1);
+    volume
+        .write(3 * B as u64, Bytes::from(vec![1u8; B]))
+        .expect("write");
+    assert!(
+        journaled(&store).contains("\"op\":\"d\""),
+        "the write's region is recorded dirty before the write: {}",
+        journaled(&store)
+    );
+    // A crash with the write in b's cache only: the children differ, and
+    // nothing marks either stale.
+    drop(volume);
+    mems[1].poke(3 * B, &[2u8; B]);
+    let reopened = open_on(&store, &mems, 1);
+    assert_eq!(
+        mems[0].snapshot()[3 * B..4 * B],
+        mems[1].snapshot()[3 * B..4 * B],
+        "the reopen reconciled the children"
+    );
+    // Whichever child a read reaches, it returns the same value.
+    let first = reopened.read(3 * B as u64, B).expect("read")[0];
+    mems[0].fail_reads.store(true, Ordering::SeqCst);
+    assert_eq!(reopened.read(3 * B as u64, B).expect("read b")[0], first);
+    mems[0].fail_reads.store(false, Ordering::SeqCst);
+    // A settled close leaves nothing to reconcile.
+    reopened.flush_and_settle().expect("settle");
+    let text = journaled(&store);
+    let dirty = text.matches("\"op\":\"d\"").count();
+    let clean = text.matches("\"op\":\"c\"").count();
+    assert!(dirty <= clean, "dirty regions left after settling: {text}");
+}
+
+#[test]
+fn a_write_whose_intent_cannot_be_recorded_fails_and_writes_nothing() {
+    let mems: Vec<Arc<Mem>> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Mem::new(n, 16 * B))
+        .collect();
+    let store = TestStore::default();
+    let volume = open_on(&store, &mems, 2);
+    store.state.lock().expect("store").fail = true;
+    let err = volume
+        .write(0, Bytes::from(vec![5u8; B]))
+        .expect_err("no intent, no write");
+    assert!(matches!(err, VolumeError::Journal(_)), "{err}");
+    for m in &mems {
+        assert_eq!(
+            m.write_attempts.load(Ordering::SeqCst),
+            0,
+            "{} was written",
+            m.name
+        );
+    }
 }

@@ -1,0 +1,158 @@
+//! The write-intent log: the regions of a volume that may hold writes not
+//! yet flushed on every child, like md's write-intent bitmap or DRBD's
+//! activity log.
+//!
+//! After a power loss, children can hold different unflushed writes of one
+//! block with no stale mark to say so; a read would then pick one version,
+//! and a later read that cannot reach that child another, which no single
+//! disk does (SPEC 8.2). So before a client write lands in a region that is
+//! not dirty yet, the region is recorded dirty in the stale-map journal, and
+//! synced; a region is recorded clean again once two flushes in a row found
+//! it idle. When a volume opens with dirty regions (it was not shut down
+//! cleanly), they are reconciled before anything is served: voted, the
+//! losers rewritten and the children flushed (see `Volume::reconcile`).
+//!
+//! Regions are [`GRAIN`] bytes, so a write costs a journal sync only when
+//! it is the first in its region since the region was last cleaned.
+
+use std::ops::Range;
+
+use crate::stale::RangeSet;
+
+/// The size of an intent region.
+pub(crate) const GRAIN: u64 = 4 << 20;
+
+/// The intent state of one volume; kept beside the stale maps, under the
+/// same lock, and journaled with them.
+#[derive(Debug, Default)]
+pub(crate) struct Intent {
+    /// Regions that may hold unflushed writes (as journaled).
+    pub(crate) dirty: RangeSet,
+    /// Regions written since the last flush began.
+    current: RangeSet,
+    /// Regions written in the flush interval before that.
+    previous: RangeSet,
+    /// Client writes in flight, by ticket, with their regions.
+    in_flight: Vec<(u64, Range<u64>)>,
+    next_ticket: u64,
+}
+
+/// A write registered with [`Intent::begin`]; give it back to
+/// [`Intent::end`].
+#[derive(Debug)]
+pub(crate) struct Ticket(u64);
+
+impl Intent {
+    /// The state of a volume that opens with `dirty` regions.
+    pub(crate) fn with_dirty(dirty: RangeSet) -> Intent {
+        Intent {
+            dirty,
+            ..Intent::default()
+        }
+    }
+
+    /// The intent regions that cover `range` of a volume of `size` bytes.
+    pub(crate) fn regions(range: &Range<u64>, size: u64) -> Range<u64> {
+        let start = range.start - range.start % GRAIN;
+        let end = range.end.div_ceil(GRAIN).saturating_mul(GRAIN).min(size);
+        start..end
+    }
+
+    /// Registers a client write over `regions`. Returns its ticket and
+    /// whether the regions were not all dirty yet (then they are now, and
+    /// the caller journals and syncs them before the write goes out).
+    pub(crate) fn begin(&mut self, regions: Range<u64>) -> (Ticket, bool) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.in_flight.push((ticket, regions.clone()));
+        self.current.insert(regions.clone());
+        let fresh = self.dirty.within(regions.clone()) != [regions.clone()];
+        if fresh {
+            self.dirty.insert(regions);
+        }
+        (Ticket(ticket), fresh)
+    }
+
+    /// Ends a write registered by [`Intent::begin`].
+    pub(crate) fn end(&mut self, ticket: Ticket) {
+        self.in_flight.retain(|(t, _)| *t != ticket.0);
+    }
+
+    /// After a flush that reached every child: every dirty region with no
+    /// write in flight is clean. Returns them.
+    pub(crate) fn settle(&mut self) -> Vec<Range<u64>> {
+        let mut idle = self.dirty.clone();
+        for (_, r) in &self.in_flight {
+            idle.remove(r.clone());
+        }
+        let clean = idle.within(0..u64::MAX);
+        for r in &clean {
+            self.dirty.remove(r.clone());
+        }
+        self.previous = RangeSet::default();
+        clean
+    }
+
+    /// A flush begins: what was written until now is what it covers.
+    pub(crate) fn flush_started(&mut self) -> RangeSet {
+        std::mem::take(&mut self.current)
+    }
+
+    /// A flush that began with `covered` ended, on every child (`complete`)
+    /// or not. Returns the dirty regions to record clean: written in neither
+    /// this interval nor the one before, and with no write in flight.
+    pub(crate) fn flush_ended(&mut self, covered: RangeSet, complete: bool) -> Vec<Range<u64>> {
+        if !complete {
+            for r in covered.within(0..u64::MAX) {
+                self.previous.insert(r);
+            }
+            return Vec::new();
+        }
+        let mut idle = self.dirty.clone();
+        for busy in [&self.previous, &covered, &self.current] {
+            for r in busy.within(0..u64::MAX) {
+                idle.remove(r);
+            }
+        }
+        for (_, r) in &self.in_flight {
+            idle.remove(r.clone());
+        }
+        self.previous = covered;
+        let clean = idle.within(0..u64::MAX);
+        for r in &clean {
+            self.dirty.remove(r.clone());
+        }
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_is_cleaned_after_two_idle_flushes_and_never_while_written() {
+        let mut intent = Intent::default();
+        let r = Intent::regions(&(100..200), 100 * GRAIN);
+        assert_eq!(r, 0..GRAIN);
+        let (t, fresh) = intent.begin(r.clone());
+        assert!(fresh, "the first write dirties the region");
+        let (t2, fresh) = intent.begin(r.clone());
+        assert!(!fresh, "the second does not");
+        intent.end(t2);
+        // A flush while t is in flight cleans nothing.
+        let covered = intent.flush_started();
+        assert!(intent.flush_ended(covered, true).is_empty());
+        intent.end(t);
+        // The next flush: written in the interval before, still dirty.
+        let covered = intent.flush_started();
+        assert!(intent.flush_ended(covered, true).is_empty());
+        // A failed flush cleans nothing.
+        let covered = intent.flush_started();
+        assert!(intent.flush_ended(covered, false).is_empty());
+        // Idle since the flush before the last: clean.
+        let covered = intent.flush_started();
+        assert_eq!(intent.flush_ended(covered, true), vec![0..GRAIN]);
+        assert!(intent.dirty.is_empty());
+    }
+}
