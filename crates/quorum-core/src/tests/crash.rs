@@ -730,11 +730,11 @@ fn crash_simulation_finds_disks_whose_flush_lies() {
 /// seeds 31 and 131 pass. What still fails: when failed flushes (and a
 /// missed write) leave a block stale on every child, it is unreadable
 /// until written, though one child holds its last flushed value durably
-/// (seed 259 at 2 children: both stale over block 13, whose flushed value
-/// b still holds); serving the freshest durable copy there needs the stale
+/// (seeds 76 and 65 today: every child stale over a block whose flushed
+/// value one of them still holds); serving the freshest durable copy there needs the stale
 /// map to say why a range is stale.
 #[test]
-#[ignore = "fails today (seed 76 at 3 children, 259 at 2): a block that failed flushes left stale on every child is unreadable, not served from its freshest durable copy"]
+#[ignore = "fails today (seed 76 at 3 children, 65 at 2): a block that failed flushes left stale on every child is unreadable, not served from its freshest durable copy"]
 fn crash_simulation_with_failing_flushes() {
     simulate(
         &[THREE, TWO],
