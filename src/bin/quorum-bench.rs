@@ -90,7 +90,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         blkverify: false,
         child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
     };
-    let volume = Arc::new(Volume::open(options, children, Arc::new(NullSink))?);
+    // Journaled as the server's volumes are, so that the stale map and the
+    // write-intent log cost what they cost there.
+    let state = tempfile::tempdir()?;
+    let journal = state.path().join("bench.jsonl");
+    let volume = Arc::new(Volume::open_journaled(
+        options,
+        children,
+        Arc::new(NullSink),
+        Some(&journal),
+    )?);
     let size = args.size.as_u64();
     let step = args.step.map_or(size, |s| s.as_u64());
     let span = volume.size();
