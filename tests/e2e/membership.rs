@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -33,50 +32,100 @@ pub fn children(server: &Server) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The volume's last 16 KiB: the load below never writes there.
+const TAIL: u64 = 2 * MIB - 16 * KIB;
+
+/// A child added at run time is stale over the whole volume and `syncing`
+/// until the resync has copied it: no read comes from it and it casts no
+/// vote, even where its vote would decide the answer.
 #[test]
 fn a_new_child_syncs_under_load_without_serving_reads() {
     let sandbox = Sandbox::new();
-    // The new child's file holds garbage: had any read been voted with it,
-    // it would have lost and been reported.
+    let truth = pattern(2, 16 * KIB as usize);
+    let last = 2 * MIB - BLOCK;
+    let wrong = flipped(&truth[(last - TAIL) as usize..]);
+    // The new child's file holds garbage: had a read been voted with it, it
+    // would have lost and been reported. In the last block it holds the same
+    // wrong version as child a: had it voted there, a and d would tie 2:2
+    // with b and c, and the tie would go to a's (wrong) version.
     sandbox.fill_file("d.img", 0xee, 2 * MIB);
+    sandbox.write_file_at("d.img", last, &wrong);
     let config = format!("resync_rate = \"1MiB\"\n{}", abc_volume("2MiB", ""));
     let server = Arc::new(sandbox.serve(&config));
     server.write_volume("vm", 0, &pattern(1, MIB as usize + 12_345));
+    server.write_volume("vm", TAIL, &truth);
+    server.write_file_at("a.img", last, &wrong);
+    assert_bytes_eq(
+        &server.read_volume("vm", TAIL, 16 * KIB),
+        &truth,
+        "a is outvoted in the last block before d is added",
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let load = {
         let (server, stop, writes) = (server.clone(), stop.clone(), writes.clone());
+        let truth = truth.clone();
         thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) && i < 5_000 {
-                let offset = (i * 7 * 4096 + 100) % (2 * MIB - 8192);
+                // Block-aligned + 100, below TAIL (506 blocks, 7 is prime to 506).
+                let offset = (i * 7 * 4096 + 100) % (TAIL - 2 * BLOCK);
                 server
                     .put(&format!("{DATA}?offset={offset}"), pattern(100 + i, 5000))
                     .expect_status(204);
                 let back = server.read_volume("vm", offset, 5000);
                 assert_bytes_eq(&back, &pattern(100 + i, 5000), "a read during the sync");
+                let tail = server.read_volume("vm", TAIL, 16 * KIB);
+                assert_bytes_eq(&tail, &truth, "the tail during the sync");
                 writes.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
         })
     };
-    thread::sleep(Duration::from_millis(100));
+    wait_until("the load to run", || writes.load(Ordering::Relaxed) > 0);
     let r = add(&server, "d", "d.img");
     r.expect_status(201);
-    assert_eq!(r.json()["state"], "syncing", "{}", r.json());
-    let d = &children(&server)[3];
-    assert_eq!(d["name"], "d");
-    assert!(d["stale_bytes"].as_u64().unwrap_or(0) > 0, "{d}");
+    let added = r.json();
+    assert_eq!(added["state"], "syncing", "{added}");
+    assert_eq!(
+        added["stale_bytes"],
+        2 * MIB,
+        "stale over the volume: {added}"
+    );
+    assert_eq!(children(&server)[3]["name"], "d");
+
+    // Reads of the tail while d is syncing and still holds its own bytes
+    // there (checked after each read, so the read saw them too).
+    let mut proven = 0;
+    let deadline = std::time::Instant::now() + EFFECT_DEADLINE;
+    while proven < 5 && std::time::Instant::now() < deadline {
+        let tail = server.read_volume("vm", TAIL, 16 * KIB);
+        assert_bytes_eq(&tail, &truth, "a read of the tail while d is syncing");
+        let syncing = children(&server)[3]["state"] == "syncing";
+        if !syncing || server.read_file_at("d.img", last, BLOCK as usize) != wrong {
+            break;
+        }
+        proven += 1;
+    }
+    assert!(
+        proven >= 1,
+        "no read of the tail happened while d was syncing with its own bytes there"
+    );
+
     wait_until("d to be synced", || {
         named(&server.all_events(), "CHILD_STATE_CHANGE")
             .iter()
             .any(|e| e["data"]["node-name"] == "d")
     });
     assert_eq!(children(&server)[3]["state"], "healthy");
+    let at_sync = writes.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     load.join().expect("the load");
-    assert!(writes.load(Ordering::Relaxed) > 10);
+    assert!(
+        at_sync > 10,
+        "only {at_sync} rounds of load during the sync"
+    );
 
     let events = server.all_events();
     assert!(
@@ -91,13 +140,26 @@ fn a_new_child_syncs_under_load_without_serving_reads() {
             && e["data"]["to"] == "healthy"),
         "{events:?}"
     );
-    let a = server.read_file("a.img");
-    for f in ["b.img", "c.img", "d.img"] {
+    // The resync copied the voted data: d now agrees with b and c, also in
+    // the last block, where a still holds its wrong version.
+    let b = server.read_file("b.img");
+    for f in ["c.img", "d.img"] {
         assert!(
-            server.read_file(f) == a,
-            "{f} differs from a.img after the sync"
+            server.read_file(f) == b,
+            "{f} differs from b.img after the sync"
         );
     }
+    let a = server.read_file("a.img");
+    assert!(
+        a[..last as usize] == b[..last as usize],
+        "a.img differs from b.img"
+    );
+    assert_bytes_eq(&a[last as usize..], &wrong, "a's last block");
+    assert_bytes_eq(
+        &server.read_volume("vm", TAIL, 16 * KIB),
+        &truth,
+        "the tail after the sync",
+    );
 }
 
 #[test]
