@@ -118,66 +118,140 @@ impl Drop for RangeGuard<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{self, RecvTimeoutError};
     use std::thread;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    /// How long a request that should get its range may take to get it.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// Takes `start..end` on a thread; the receiver gets one message once it
+    /// holds the range, and the thread keeps it until `release` is dropped or
+    /// sent to.
+    fn take_on_thread(
+        lock: &Arc<RangeLock>,
+        start: u64,
+        end: u64,
+        exclusive: bool,
+    ) -> (mpsc::Receiver<()>, mpsc::Sender<()>, thread::JoinHandle<()>) {
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let lock = lock.clone();
+        let handle = thread::spawn(move || {
+            let _guard = if exclusive {
+                lock.exclusive(start, end)
+            } else {
+                lock.shared(start, end)
+            };
+            let _ = held_tx.send(());
+            let _ = release_rx.recv();
+        });
+        (held_rx, release_tx, handle)
+    }
+
+    /// Waits (bounded) until `n` requests wait for a range.
+    #[track_caller]
+    fn wait_for_waiters(lock: &RangeLock, n: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        while lock.waiting() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} requests wait, expected {n} within {DEADLINE:?}",
+                lock.waiting()
+            );
+            thread::yield_now();
+        }
+    }
+
+    #[track_caller]
+    fn held(rx: &mpsc::Receiver<()>, what: &str) {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => panic!("{what}: not granted within {DEADLINE:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("{what}: the thread died"),
+        }
+    }
+
+    #[track_caller]
+    fn not_held(rx: &mpsc::Receiver<()>, what: &str) {
+        assert!(
+            rx.try_recv().is_err(),
+            "{what}: granted while a conflicting request holds its range"
+        );
+    }
 
     #[test]
-    fn reads_share_writes_exclude() {
-        let lock = RangeLock::default();
+    fn reads_share_and_disjoint_writes_do_not_wait() {
+        let lock = Arc::new(RangeLock::default());
         let a = lock.shared(0, 10);
-        let _b = lock.shared(5, 15);
-        let _disjoint = lock.exclusive(15, 20);
+        // Each on its own thread, so that a bug fails the test instead of
+        // hanging it.
+        let (b, release_b, tb) = take_on_thread(&lock, 5, 15, false);
+        held(&b, "a read overlapping a read");
+        let (w, release_w, tw) = take_on_thread(&lock, 15, 20, true);
+        held(&w, "a write beside two reads");
+        let (w2, release_w2, tw2) = take_on_thread(&lock, 20, 30, true);
+        held(&w2, "a write beside a write");
+        assert_eq!(lock.waiting(), 0);
         drop(a);
+        for (release, t) in [(release_b, tb), (release_w, tw), (release_w2, tw2)] {
+            drop(release);
+            t.join().expect("a holder");
+        }
+    }
+
+    #[test]
+    fn overlapping_writes_exclude_each_other() {
+        let lock = Arc::new(RangeLock::default());
+        let first = lock.exclusive(0, 10);
+        let (second, release, t) = take_on_thread(&lock, 9, 20, true);
+        wait_for_waiters(&lock, 1);
+        not_held(&second, "a write overlapping a write by one byte");
+        drop(first);
+        held(&second, "the second write once the first is done");
+        // And the other way round: the first waits for the second now.
+        let (third, release_third, t3) = take_on_thread(&lock, 0, 10, true);
+        wait_for_waiters(&lock, 1);
+        not_held(&third, "a write overlapping a held write");
+        drop(release);
+        t.join().expect("the second write");
+        held(&third, "the third write");
+        drop(release_third);
+        t3.join().expect("the third write");
     }
 
     #[test]
     fn a_write_waits_for_an_overlapping_read() {
         let lock = Arc::new(RangeLock::default());
         let read = lock.shared(0, 100);
-        let done = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (lock, done) = (lock.clone(), done.clone());
-            thread::spawn(move || {
-                let _w = lock.exclusive(50, 60);
-                done.store(true, Ordering::SeqCst);
-            })
-        };
-        thread::sleep(Duration::from_millis(50));
-        assert!(
-            !done.load(Ordering::SeqCst),
-            "the write ran during the read"
-        );
+        let (write, release, t) = take_on_thread(&lock, 50, 60, true);
+        wait_for_waiters(&lock, 1);
+        not_held(&write, "the write during the read");
         drop(read);
-        writer.join().expect("writer");
-        assert!(done.load(Ordering::SeqCst));
+        held(&write, "the write after the read");
+        drop(release);
+        t.join().expect("writer");
     }
 
     #[test]
     fn a_later_read_queues_behind_a_waiting_write() {
         let lock = Arc::new(RangeLock::default());
         let first = lock.shared(0, 100);
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let writer = {
-            let (lock, order) = (lock.clone(), order.clone());
-            thread::spawn(move || {
-                let _w = lock.exclusive(0, 100);
-                order.lock().expect("order").push("write");
-            })
-        };
-        thread::sleep(Duration::from_millis(30));
-        let reader = {
-            let (lock, order) = (lock.clone(), order.clone());
-            thread::spawn(move || {
-                let _r = lock.shared(0, 100);
-                order.lock().expect("order").push("read");
-            })
-        };
-        thread::sleep(Duration::from_millis(30));
-        assert!(order.lock().expect("order").is_empty());
+        let (write, release_write, tw) = take_on_thread(&lock, 0, 100, true);
+        wait_for_waiters(&lock, 1);
+        // The read comes after the write: it overlaps only the first read
+        // (which it could share) but queues behind the waiting write.
+        let (read, release_read, tr) = take_on_thread(&lock, 0, 100, false);
+        wait_for_waiters(&lock, 2);
+        not_held(&write, "the write during the first read");
+        not_held(&read, "a read that arrived after a waiting write");
         drop(first);
-        writer.join().expect("writer");
-        reader.join().expect("reader");
-        assert_eq!(*order.lock().expect("order"), vec!["write", "read"]);
+        held(&write, "the write after the first read");
+        not_held(&read, "the later read while the write runs");
+        drop(release_write);
+        tw.join().expect("writer");
+        held(&read, "the later read after the write");
+        drop(release_read);
+        tr.join().expect("reader");
     }
 }
