@@ -201,6 +201,7 @@ fn setup(opts: VolumeOptions, n: usize, size: usize) -> Setup {
 mod crash;
 mod promises;
 mod review;
+mod review2;
 
 fn bad_reads(events: &[Event]) -> Vec<(String, u64, u64, bool)> {
     events
