@@ -11,18 +11,34 @@ use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
 
+/// An open SSE stream read on a thread.
+struct Sse {
+    /// One message once the answer's head arrived: the server subscribed
+    /// the stream to live events before it answered.
+    connected: mpsc::Receiver<()>,
+    /// The events, once `want` of them arrived or the stream ended.
+    events: mpsc::Receiver<Vec<serde_json::Value>>,
+}
+
+impl Sse {
+    /// Waits (bounded) until the stream is subscribed.
+    #[track_caller]
+    fn wait_connected(&self) {
+        self.connected
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the event stream answered within 10 s");
+    }
+}
+
 /// Reads SSE `data:` lines from `url` on a thread until `want` of them
-/// arrived or the deadline passed; returns them as JSON.
-fn collect_sse(
-    url: String,
-    headers: Vec<(&'static str, String)>,
-    want: usize,
-) -> mpsc::Receiver<Vec<serde_json::Value>> {
-    let (tx, rx) = mpsc::channel();
+/// arrived or the stream ended; returns them as JSON.
+fn collect_sse(url: String, headers: Vec<(&'static str, String)>, want: usize) -> Sse {
+    let (connected_tx, connected) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
     thread::spawn(move || {
         let client = Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(20))
             .build()
             .expect("client");
         let mut rb = client.get(&url);
@@ -38,6 +54,7 @@ fn collect_sse(
             .unwrap_or_default()
             .to_string();
         assert!(ctype.starts_with("text/event-stream"), "{ctype}");
+        let _ = connected_tx.send(());
         let mut got = Vec::new();
         for line in BufReader::new(resp).lines() {
             let Ok(line) = line else { break };
@@ -50,7 +67,7 @@ fn collect_sse(
         }
         let _ = tx.send(got);
     });
-    rx
+    Sse { connected, events }
 }
 
 #[test]
@@ -58,11 +75,13 @@ fn events_stream_live_and_replay_after_an_id() {
     let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
     server.write_volume("vm", 0, &vec![0x32; 64 * 1024]);
     let live = collect_sse(server.url("/v1/events/stream"), vec![], 1);
-    // Give the stream time to subscribe before the event happens.
-    thread::sleep(Duration::from_millis(300));
+    // No event exists yet: what arrives was sent live.
+    live.wait_connected();
+    assert!(server.all_events().is_empty());
     server.corrupt_file("b.img", 5000, 10);
     assert_all_bytes(&server.read_volume("vm", 0, 8192), 0x32, "the read");
     let got = live
+        .events
         .recv_timeout(Duration::from_secs(10))
         .expect("a live event within 10 s");
     assert_eq!(got.len(), 1, "{got:?}");
@@ -82,6 +101,7 @@ fn events_stream_live_and_replay_after_an_id() {
         1,
     );
     let got = replay
+        .events
         .recv_timeout(Duration::from_secs(10))
         .expect("the replayed event");
     check_report(&got[0], "vm", "c", "read", None);
@@ -89,6 +109,7 @@ fn events_stream_live_and_replay_after_an_id() {
     // The same through ?since=, filtered by volume.
     let other = collect_sse(server.url("/v1/events/stream?since=0&volume=vm"), vec![], 2);
     let got = other
+        .events
         .recv_timeout(Duration::from_secs(10))
         .expect("both events");
     assert_eq!(
@@ -100,8 +121,9 @@ fn events_stream_live_and_replay_after_an_id() {
 }
 
 /// SIGTERM during a slow write: the write completes and is acknowledged,
-/// its bytes are on every child, the open event stream does not hold the
-/// server up, and the exit status is 0.
+/// its bytes are on every child, the open event stream (which got the one
+/// event there is and waits for a second) is ended by the server instead
+/// of holding it up, and the exit status is 0.
 #[test]
 fn sigterm_finishes_in_flight_writes() {
     let slow = fault("write", &["latency = \"1500ms\""]);
@@ -113,7 +135,12 @@ fn sigterm_finishes_in_flight_writes() {
         &[child_with("a", &slow), child("b"), child("c")],
     );
     let mut server = Sandbox::new().serve(&config);
-    let _stream = collect_sse(server.url("/v1/events/stream"), vec![], 1);
+    // One event (c loses a vote), so the stream shows it is live.
+    server.corrupt_file("c.img", 100, 1);
+    server.read_volume("vm", 0, 4096);
+    assert_eq!(server.all_events().len(), 1);
+    let stream = collect_sse(server.url("/v1/events/stream?since=0"), vec![], 2);
+    stream.wait_connected();
     let url = server.url(&format!("{DATA}?offset=4096"));
     let writer = thread::spawn(move || {
         let client = Client::builder()
@@ -131,7 +158,17 @@ fn sigterm_finishes_in_flight_writes() {
             .as_u16();
         (status, started.elapsed())
     });
-    thread::sleep(Duration::from_millis(400));
+    // The write is in flight once the fast children have it; a's copy waits
+    // out its latency.
+    wait_until("the write to reach b and c", || {
+        ["b.img", "c.img"]
+            .iter()
+            .all(|f| server.read_file_at(f, 4096, 8192) == vec![0x77; 8192])
+    });
+    assert!(
+        stream.events.try_recv().is_err(),
+        "the event stream ended before the shutdown"
+    );
     let exit = server.stop();
     let (status, took) = writer.join().expect("writer");
     assert_eq!(status, 204, "the in-flight write must complete");
@@ -140,6 +177,12 @@ fn sigterm_finishes_in_flight_writes() {
         "the write was not slow: {took:?}"
     );
     assert!(exit.success(), "exit status {exit:?}");
+    let got = stream
+        .events
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the event stream ended with the server");
+    assert_eq!(got.len(), 1, "{got:?}");
+    check_report(&got[0], "vm", "c", "read", None);
     for f in ABC {
         assert_all_bytes(&server.read_file_at(f, 4096, 8192), 0x77, f);
     }
