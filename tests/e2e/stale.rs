@@ -8,9 +8,9 @@ use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
 
-/// Writes 4 KiB pieces at scattered offsets; returns the bytes written (the
-/// pieces do not overlap).
-fn scattered_writes(front: &Server, seed: u64, count: u64) -> u64 {
+/// Writes 4 KiB pieces at scattered offsets; returns the offsets written
+/// (the pieces do not overlap).
+fn scattered_writes(front: &Server, seed: u64, count: u64) -> BTreeSet<u64> {
     let mut offsets = BTreeSet::new();
     for i in 0..count {
         let offset = ((i * 7919 + seed * 104_729) % 200) * 4096;
@@ -23,7 +23,7 @@ fn scattered_writes(front: &Server, seed: u64, count: u64) -> u64 {
                 .expect_status(204);
         }
     }
-    offsets.len() as u64 * 4096
+    offsets
 }
 
 fn child_json(front: &Server, i: usize) -> serde_json::Value {
@@ -42,20 +42,61 @@ fn wait_for_resync(front: &Server) -> f64 {
 #[test]
 fn a_child_that_was_down_gets_only_what_it_missed() {
     let (mut blocks, children) = block_servers(3);
-    let front = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &children));
+    // A slow resync (4 KiB ranges at 128 KiB/s), so that reads meet r0 while
+    // it is back but still stale.
+    let config = format!(
+        "resync_rate = \"128KiB\"\n{}",
+        volume("vm", "1MiB", 2, "", &children)
+    );
+    let front = Sandbox::new().serve(&config);
     front.write_volume("vm", 0, &pattern(1, 1 << 20));
 
     blocks[0].kill();
-    let missed = scattered_writes(&front, 2, 40);
+    let offsets = scattered_writes(&front, 2, 40);
+    let missed = offsets.len() as u64 * 4096;
     let r0 = child_json(&front, 0);
     assert_eq!(r0["stale_bytes"], missed, "{r0}");
     assert_eq!(
         front.metric(r#"quorum_stale_bytes{volume="vm",child="r0"}"#),
         missed as f64
     );
-    // Reads never come from the stale ranges (r0 is down anyway, but its
-    // ranges stay out of the vote after it is back, until resynced).
+    // Reads never come from the stale ranges: once r0 is back, its ranges
+    // stay out of the vote until resynced. To make its vote decide, r2 is
+    // given r0's old version of a block for one read: had r0 voted, the old
+    // version would have its 2 votes and be returned; without r0, r1 and r2
+    // disagree and the read fails.
     blocks[0].restart();
+    wait_until("r0 to be reachable again (the resync started)", || {
+        child_json(&front, 0)["stale_bytes"].as_u64() < Some(missed)
+    });
+    let mut proven = 0;
+    for &off in offsets.iter().rev() {
+        let old = blocks[0].read_file_at("disk.img", off, 4096);
+        let new = blocks[1].read_file_at("disk.img", off, 4096);
+        assert!(old != new, "the write at {off} changed nothing");
+        blocks[2].write_file_at("disk.img", off, &old);
+        let r = front.get_range(DATA, &format!("bytes={off}-{}", off + 4095));
+        // r0 still held the old version after the read, so during it too.
+        let still_old = blocks[0].read_file_at("disk.img", off, 4096) == old;
+        blocks[2].write_file_at("disk.img", off, &new);
+        assert!(
+            r.body != old,
+            "a read at {off} returned r0's stale version ({} {})",
+            r.status,
+            r.request
+        );
+        if still_old {
+            r.expect_error(503, "quorum_failure");
+            proven += 1;
+            if proven == 5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        proven > 0,
+        "every range was resynced before a read could meet it stale"
+    );
     let copied = wait_for_resync(&front);
     assert_eq!(
         copied, missed as f64,
@@ -66,6 +107,13 @@ fn a_child_that_was_down_gets_only_what_it_missed() {
         disk(&blocks[0]) == disk(&blocks[1]) && disk(&blocks[1]) == disk(&blocks[2]),
         "children differ after the resync"
     );
+    // r0 was reported for the writes it missed, never as a loser of a vote.
+    let events = front.all_events();
+    let votes_lost: Vec<_> = reports_for(&events, "r0")
+        .into_iter()
+        .filter(|e| e["data"]["error"].is_null())
+        .collect();
+    assert!(votes_lost.is_empty(), "r0 voted: {votes_lost:?}");
     assert_eq!(child_json(&front, 0)["state"], "healthy");
     let state = |s: &str| {
         front.metric(&format!(
@@ -88,7 +136,7 @@ fn the_stale_map_survives_a_crash_of_the_front() {
     let mut front = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &children));
     front.write_volume("vm", 0, &pattern(3, 1 << 20));
     blocks[0].kill();
-    let missed = scattered_writes(&front, 4, 30);
+    let missed = scattered_writes(&front, 4, 30).len() as u64 * 4096;
     assert_eq!(child_json(&front, 0)["stale_bytes"], missed);
 
     // kill -9 between the missed writes and the resync.
