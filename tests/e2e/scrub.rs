@@ -144,6 +144,14 @@ fn a_block_bad_on_two_children_is_unrecoverable_and_left_alone() {
     );
 }
 
+/// A job's `bytes_done`; panics if it is missing or not a number.
+#[track_caller]
+fn bytes_done(job: &Value) -> u64 {
+    job["bytes_done"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a job without bytes_done: {job}"))
+}
+
 #[test]
 fn jobs_can_be_cancelled_and_resume_after_a_restart() {
     let config = format!("scrub_rate = \"1MiB\"\n{}", abc_volume("8MiB", ""));
@@ -154,7 +162,7 @@ fn jobs_can_be_cancelled_and_resume_after_a_restart() {
         .expect_status(204);
     let done = wait_done(&server, id);
     assert_eq!(done["state"], "cancelled", "{done}");
-    assert!(done["bytes_done"].as_u64().unwrap_or(0) < 8 * MIB);
+    assert!(bytes_done(&done) < 8 * MIB, "{done}");
     server
         .send(server.request(Method::DELETE, &format!("/v1/volumes/vm/jobs/{id}")))
         .expect_error(409, "conflict");
@@ -173,16 +181,14 @@ fn jobs_can_be_cancelled_and_resume_after_a_restart() {
 
     // A running scrub survives a restart and goes on from its checkpoint.
     let id = scrub(&server, false);
-    wait_until("some progress", || {
-        job(&server, id)["bytes_done"].as_u64().unwrap_or(0) >= 2 * MIB
-    });
+    wait_until("some progress", || bytes_done(&job(&server, id)) >= 2 * MIB);
     let exit = server.stop();
     assert!(exit.success());
     server.restart();
     let resumed = job(&server, id);
     assert_eq!(resumed["state"], "running", "{resumed}");
     assert!(
-        resumed["bytes_done"].as_u64().unwrap_or(0) >= 2 * MIB,
+        bytes_done(&resumed) >= 2 * MIB,
         "it started over: {resumed}"
     );
     let list = server.get("/v1/volumes/vm/jobs").json();
