@@ -469,8 +469,11 @@ fn start_up_refuses_a_missing_bucket_and_a_size_mismatch() {
     let sandbox = Sandbox::new();
     let wrong_bucket = s3_child("s0", &weed, "vm").replace("s3://blocks/", "s3://no-such-bucket/");
     let refused = sandbox.start_expecting_failure(&volume("vm", "1MiB", 1, "", &[wrong_bucket]));
-    let line = refused.stderr.trim();
-    assert!(line.contains("\"s0\"") && line.contains("bucket"), "{line}");
+    let line = refused.one_line();
+    assert!(
+        line.contains("\"vm\"") && line.contains("\"s0\"") && line.contains("bucket"),
+        "{line}"
+    );
     assert!(!line.contains(SECRET_KEY), "the secret leaked: {line}");
     // A prefix created at 1 MiB cannot be opened as 2 MiB.
     drop(Sandbox::new().serve(&volume(
@@ -487,11 +490,15 @@ fn start_up_refuses_a_missing_bucket_and_a_size_mismatch() {
         "",
         &[s3_child("s0", &weed, "sized")],
     ));
-    let line = refused.stderr.trim();
+    let line = refused.one_line();
     assert!(
-        line.contains("1048576") && line.contains("2097152"),
+        line.contains("\"vm\"")
+            && line.contains("\"s0\"")
+            && line.contains("1048576")
+            && line.contains("2097152"),
         "{line}"
     );
+    assert!(!line.contains(SECRET_KEY), "the secret leaked: {line}");
 }
 
 #[test]

@@ -434,6 +434,28 @@ pub struct StartFailure {
     pub command_line: String,
 }
 
+impl StartFailure {
+    /// Asserts the refusal of SPEC section 2: a non-zero exit and exactly
+    /// one line on stderr, which it returns.
+    #[track_caller]
+    pub fn one_line(&self) -> &str {
+        assert!(
+            !self.status.success(),
+            "`{}` exited with {}",
+            self.command_line,
+            self.status
+        );
+        let line = self.stderr.trim();
+        assert_eq!(
+            line.lines().count(),
+            1,
+            "`{}`: the refusal should be one line of stderr: {line:?}",
+            self.command_line
+        );
+        line
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Responses
 // ---------------------------------------------------------------------------
