@@ -1470,9 +1470,16 @@ fn secrets_never_leak() {
         ("block server stderr".into(), block.stderr()),
         (
             "events.jsonl".into(),
-            std::fs::read_to_string(front.file("quorum-data/events.jsonl")).unwrap_or_default(),
+            std::fs::read_to_string(front.file("quorum-data/events.jsonl"))
+                .expect("read the front's event log"),
         ),
     ];
+    // The event log is a place worth searching only if it holds the events.
+    assert!(
+        places[2].1.contains("QUORUM_REPORT_BAD") && places[2].1.contains("\"remote\""),
+        "the event log lacks the remote's reports:\n{}",
+        places[2].1
+    );
     for path in [
         "/v1/volumes",
         "/v1/volumes/vm",
@@ -1485,10 +1492,9 @@ fn secrets_never_leak() {
     }
     for dir in [front.file("logs"), block.file("logs")] {
         for entry in std::fs::read_dir(&dir).expect("list logs").flatten() {
-            places.push((
-                entry.path().display().to_string(),
-                std::fs::read_to_string(entry.path()).unwrap_or_default(),
-            ));
+            let text = std::fs::read_to_string(entry.path())
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", entry.path().display()));
+            places.push((entry.path().display().to_string(), text));
         }
     }
     for (place, text) in &places {
@@ -1531,6 +1537,7 @@ fn a_non_loopback_listen_without_a_token_warns() {
     let config = config.display().to_string();
     let args = ["--config", config.as_str(), "--listen", "192.0.2.1:8700"];
     let out = sandbox.run_expecting_failure(&args);
+    failed_to_bind(&out);
     assert!(
         out.stderr.contains("without a token"),
         "no warning for a non-loopback address without a token:\n{}",
@@ -1545,10 +1552,25 @@ fn a_non_loopback_listen_without_a_token_warns() {
     let config = config.display().to_string();
     let args = ["--config", config.as_str(), "--listen", "192.0.2.1:8700"];
     let out = sandbox.run_expecting_failure(&args);
+    // It got as far as the bind: the config (and its token) was accepted.
+    failed_to_bind(&out);
     assert!(
         !out.stderr.contains("without a token"),
         "a warning although a token is set:\n{}",
         out.stderr
     );
     assert!(!out.stderr.contains("guarded"), "the token is in the log");
+}
+
+/// Asserts that a run failed at the bind of 192.0.2.1:8700 (and not for
+/// another reason, such as a config error, which would come before the
+/// warning is due).
+#[track_caller]
+fn failed_to_bind(out: &StartFailure) {
+    assert!(!out.status.success(), "{}", out.command_line);
+    assert!(
+        out.stderr.contains("cannot listen on 192.0.2.1:8700"),
+        "the server did not fail at the bind:\n{}",
+        out.stderr
+    );
 }
