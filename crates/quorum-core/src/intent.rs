@@ -28,6 +28,9 @@ pub(crate) const GRAIN: u64 = 4 << 20;
 pub(crate) struct Intent {
     /// Regions that may hold unflushed writes (as journaled).
     pub(crate) dirty: RangeSet,
+    /// Dirty regions that a reconcile could not finish: never cleaned by a
+    /// flush, reconciled again later.
+    pub(crate) unreconciled: RangeSet,
     /// Regions written since the last flush began.
     current: RangeSet,
     /// Regions written in the flush interval before that.
@@ -41,6 +44,16 @@ pub(crate) struct Intent {
 /// [`Intent::end`].
 #[derive(Debug)]
 pub(crate) struct Ticket(u64);
+
+/// What a flush covers, taken when it begins ([`Intent::flush_started`]).
+#[derive(Debug)]
+pub(crate) struct FlushMark {
+    /// Regions written since the flush before began, and `racing`.
+    covered: RangeSet,
+    /// Regions of the writes in flight when the flush began: they may land
+    /// on a child after its flush.
+    racing: RangeSet,
+}
 
 impl Intent {
     /// The state of a volume that opens with `dirty` regions.
@@ -58,19 +71,31 @@ impl Intent {
         start..end
     }
 
-    /// Registers a client write over `regions`. Returns its ticket and
-    /// whether the regions were not all dirty yet (then they are now, and
-    /// the caller journals and syncs them before the write goes out).
-    pub(crate) fn begin(&mut self, regions: Range<u64>) -> (Ticket, bool) {
+    /// Registers a client write over `regions`. Returns its ticket and the
+    /// parts of `regions` that were not dirty yet: they are now, and the
+    /// caller journals and syncs them before the write goes out, or gives
+    /// them back with [`Intent::unrecorded`] when it cannot.
+    pub(crate) fn begin(&mut self, regions: Range<u64>) -> (Ticket, Vec<Range<u64>>) {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.in_flight.push((ticket, regions.clone()));
         self.current.insert(regions.clone());
-        let fresh = self.dirty.within(regions.clone()) != [regions.clone()];
-        if fresh {
-            self.dirty.insert(regions);
+        let mut fresh = RangeSet::default();
+        fresh.insert(regions.clone());
+        for r in self.dirty.within(regions.clone()) {
+            fresh.remove(r);
         }
+        let fresh = fresh.within(regions.clone());
+        self.dirty.insert(regions);
         (Ticket(ticket), fresh)
+    }
+
+    /// The `fresh` parts returned by [`Intent::begin`] could not be
+    /// journaled: they are not dirty (the next write there tries again).
+    pub(crate) fn unrecorded(&mut self, fresh: &[Range<u64>]) {
+        for r in fresh {
+            self.dirty.remove(r.clone());
+        }
     }
 
     /// Ends a write registered by [`Intent::begin`].
@@ -78,46 +103,60 @@ impl Intent {
         self.in_flight.retain(|(t, _)| *t != ticket.0);
     }
 
-    /// After a flush that reached every child: every dirty region with no
-    /// write in flight is clean. Returns them.
-    pub(crate) fn settle(&mut self) -> Vec<Range<u64>> {
-        let mut idle = self.dirty.clone();
+    /// A flush begins: it covers what was written until now, and the
+    /// writes in flight (which may land on a child after its flush).
+    pub(crate) fn flush_started(&mut self) -> FlushMark {
+        let mut covered = std::mem::take(&mut self.current);
+        let mut racing = RangeSet::default();
         for (_, r) in &self.in_flight {
-            idle.remove(r.clone());
+            covered.insert(r.clone());
+            racing.insert(r.clone());
         }
-        let clean = idle.within(0..u64::MAX);
-        for r in &clean {
-            self.dirty.remove(r.clone());
-        }
-        self.previous = RangeSet::default();
-        clean
+        FlushMark { covered, racing }
     }
 
-    /// A flush begins: what was written until now is what it covers.
-    pub(crate) fn flush_started(&mut self) -> RangeSet {
-        std::mem::take(&mut self.current)
-    }
-
-    /// A flush that began with `covered` ended, on every child (`complete`)
-    /// or not. Returns the dirty regions to record clean: written in neither
-    /// this interval nor the one before, and with no write in flight.
-    pub(crate) fn flush_ended(&mut self, covered: RangeSet, complete: bool) -> Vec<Range<u64>> {
+    /// A flush that began with `mark` ended, on every child (`complete`) or
+    /// not. Returns the dirty regions to record clean: written in neither
+    /// this interval nor the one before, with no write in flight, and not
+    /// waiting for a reconcile. With `settle` (no client write can start:
+    /// the volume is closing or being replaced), the regions the flush
+    /// covered are clean too, but for those of writes that were in flight.
+    pub(crate) fn flush_ended(
+        &mut self,
+        mark: FlushMark,
+        complete: bool,
+        settle: bool,
+    ) -> Vec<Range<u64>> {
         if !complete {
-            for r in covered.within(0..u64::MAX) {
+            for r in mark.covered.within(0..u64::MAX) {
                 self.previous.insert(r);
             }
             return Vec::new();
         }
         let mut idle = self.dirty.clone();
-        for busy in [&self.previous, &covered, &self.current] {
-            for r in busy.within(0..u64::MAX) {
+        let busy: Vec<&RangeSet> = if settle {
+            vec![&self.current, &self.unreconciled, &mark.racing]
+        } else {
+            vec![
+                &self.previous,
+                &mark.covered,
+                &self.current,
+                &self.unreconciled,
+            ]
+        };
+        for set in busy {
+            for r in set.within(0..u64::MAX) {
                 idle.remove(r);
             }
         }
         for (_, r) in &self.in_flight {
             idle.remove(r.clone());
         }
-        self.previous = covered;
+        self.previous = if settle {
+            RangeSet::default()
+        } else {
+            mark.covered
+        };
         let clean = idle.within(0..u64::MAX);
         for r in &clean {
             self.dirty.remove(r.clone());
@@ -136,23 +175,31 @@ mod tests {
         let r = Intent::regions(&(100..200), 100 * GRAIN);
         assert_eq!(r, 0..GRAIN);
         let (t, fresh) = intent.begin(r.clone());
-        assert!(fresh, "the first write dirties the region");
+        assert_eq!(fresh, vec![r.clone()], "the first write dirties the region");
         let (t2, fresh) = intent.begin(r.clone());
-        assert!(!fresh, "the second does not");
+        assert!(fresh.is_empty(), "the second does not");
         intent.end(t2);
         // A flush while t is in flight cleans nothing.
-        let covered = intent.flush_started();
-        assert!(intent.flush_ended(covered, true).is_empty());
+        let mark = intent.flush_started();
+        assert!(intent.flush_ended(mark, true, false).is_empty());
         intent.end(t);
-        // The next flush: written in the interval before, still dirty.
-        let covered = intent.flush_started();
-        assert!(intent.flush_ended(covered, true).is_empty());
+        // The next flush: t was in flight when the last began, still dirty.
+        let mark = intent.flush_started();
+        assert!(intent.flush_ended(mark, true, false).is_empty());
         // A failed flush cleans nothing.
-        let covered = intent.flush_started();
-        assert!(intent.flush_ended(covered, false).is_empty());
+        let mark = intent.flush_started();
+        assert!(intent.flush_ended(mark, false, false).is_empty());
         // Idle since the flush before the last: clean.
-        let covered = intent.flush_started();
-        assert_eq!(intent.flush_ended(covered, true), vec![0..GRAIN]);
+        let mark = intent.flush_started();
+        assert_eq!(intent.flush_ended(mark, true, false), vec![0..GRAIN]);
         assert!(intent.dirty.is_empty());
+        // A region a reconcile could not finish is never cleaned by a flush.
+        let (t, _) = intent.begin(r.clone());
+        intent.end(t);
+        intent.unreconciled.insert(r.clone());
+        for _ in 0..3 {
+            let mark = intent.flush_started();
+            assert!(intent.flush_ended(mark, true, true).is_empty());
+        }
     }
 }

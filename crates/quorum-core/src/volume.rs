@@ -15,7 +15,7 @@ use crate::breaker::Breaker;
 use crate::buffer::BufferPool;
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
-use crate::intent::{Intent, Ticket as IntentTicket};
+use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
 use crate::stale::{ChildKey, FileStore, Journal, JournalStore, RangeSet};
@@ -367,7 +367,23 @@ impl Volume {
             Box::new(FileStore::new(journal)) as Box<dyn JournalStore>,
             journal.to_owned(),
         );
-        Volume::open_inner(options, children, self.sink.clone(), Some(store), false)
+        let next = Volume::open_inner(options, children, self.sink.clone(), Some(store), false)?;
+        {
+            let old = self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut new = next
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (i, child) in next.children.iter().enumerate() {
+                if let Some(j) = self.children.iter().position(|c| c.name == child.name) {
+                    new[i] = old[j].clone();
+                }
+            }
+        }
+        Ok(next)
     }
 
     fn open_inner(
@@ -807,8 +823,11 @@ impl Volume {
     /// threshold, never from the stale child. A block where the others have
     /// no majority (left so by a write that failed its quorum) is not
     /// copied: the blocks before it are, and it stays stale until a write
-    /// covers it.
+    /// covers it. A write-intent region that a reconcile after a crash could
+    /// not finish is tried again first.
     pub fn resync_step(&self, max: u64, from: u64) -> ResyncStep {
+        // A region a reconcile after a crash could not finish is tried first.
+        self.reconcile_pending();
         // Every child with a stale range at the first stale offset from
         // `from`, so that one whose copy keeps failing does not hold up the
         // others stale at the same place.
@@ -1185,39 +1204,49 @@ impl Volume {
     /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
     /// flushed; [`VolumeError::Journal`] when the journal cannot be synced.
     pub fn flush(&self) -> Result<(), VolumeError> {
-        let covered = self.stale_maps().intent.flush_started();
+        let mark = self.stale_maps().intent.flush_started();
         let result = self.flush_children_and_journal();
-        let complete = matches!(result, Ok(true));
-        let clean = self.stale_maps().intent.flush_ended(covered, complete);
-        self.record_clean(&clean);
+        self.flush_ended(mark, matches!(result, Ok(true)), false);
         result.map(drop)
     }
 
-    /// Flushes, and when every child flushed and no write is in flight,
-    /// records every write-intent region clean (synced), so that the next
-    /// open over the same journal has nothing to reconcile. For a volume
-    /// that is being closed or replaced (a membership change), after its
-    /// requests ended.
+    /// Flushes, and when every child flushed, records every write-intent
+    /// region clean (synced) but those of writes that raced the flush, so
+    /// that the next open over the same journal has nothing to reconcile.
+    /// For a volume that is being closed or replaced (a membership change),
+    /// after its requests ended.
     ///
     /// # Errors
     /// As [`Volume::flush`].
     pub fn flush_and_settle(&self) -> Result<(), VolumeError> {
-        let covered = self.stale_maps().intent.flush_started();
+        let mark = self.stale_maps().intent.flush_started();
         let result = self.flush_children_and_journal();
-        let complete = matches!(result, Ok(true));
-        let clean = {
-            let mut maps = self.stale_maps();
-            let mut clean = maps.intent.flush_ended(covered, complete);
-            if complete {
-                clean.extend(maps.intent.settle());
-            }
-            clean
-        };
-        self.record_clean(&clean);
-        if complete && !clean.is_empty() {
+        if self.flush_ended(mark, matches!(result, Ok(true)), true) {
             self.sync_journal()?;
         }
         result.map(drop)
+    }
+
+    /// Journals clean the regions a flush that began with `mark` found idle
+    /// (see `Intent::flush_ended`), in the same critical section that takes
+    /// them out of the dirty set, so that no newer dirty record of theirs
+    /// can come before. Not synced: a clean record lost in a crash only
+    /// makes the next open reconcile the region again. Says whether any
+    /// region was cleaned.
+    fn flush_ended(&self, mark: FlushMark, complete: bool, settle: bool) -> bool {
+        let mut maps = self.stale_maps();
+        let StaleMaps {
+            journal, intent, ..
+        } = &mut *maps;
+        let clean = intent.flush_ended(mark, complete, settle);
+        if let Some(j) = journal.as_mut() {
+            for r in &clean {
+                if let Err(error) = j.append_intent(false, r) {
+                    tracing::warn!(volume = %self.options.name, %error, "cannot record a clean write-intent region");
+                }
+            }
+        }
+        !clean.is_empty()
     }
 
     /// The work of [`Volume::flush`]; says whether every child flushed.
@@ -1299,12 +1328,14 @@ impl Volume {
             });
         };
         let regions = Intent::regions(&range, self.size);
-        let (ticket, fresh) = intent.begin(regions.clone());
-        if fresh {
-            let recorded = j
-                .append_intent(true, &regions)
+        let (ticket, fresh) = intent.begin(regions);
+        if !fresh.is_empty() {
+            let recorded = fresh
+                .iter()
+                .try_for_each(|r| j.append_intent(true, r))
                 .and_then(|()| j.sync(sets, &intent.dirty));
             if let Err(error) = recorded {
+                intent.unrecorded(&fresh);
                 intent.end(ticket);
                 tracing::error!(volume = %self.options.name, %error, "cannot record a write intent");
                 return Err(VolumeError::Journal(error));
@@ -1316,22 +1347,6 @@ impl Volume {
         })
     }
 
-    /// Journals `regions` clean (not synced: a clean record lost in a crash
-    /// only makes the next open reconcile them again).
-    fn record_clean(&self, regions: &[Range<u64>]) {
-        if regions.is_empty() {
-            return;
-        }
-        let mut maps = self.stale_maps();
-        if let Some(j) = maps.journal.as_mut() {
-            for r in regions {
-                if let Err(error) = j.append_intent(false, r) {
-                    tracing::warn!(volume = %self.options.name, %error, "cannot record a clean write-intent region");
-                }
-            }
-        }
-    }
-
     /// Makes the children agree where writes may not have been flushed
     /// everywhere before the volume was last closed (its dirty write-intent
     /// regions): each region is scrubbed with repair (voted, the losers
@@ -1341,52 +1356,125 @@ impl Volume {
     fn reconcile(&self) {
         let regions = self.stale_maps().intent.dirty.within(0..self.size);
         tracing::warn!(volume = %self.options.name, regions = regions.len(), "the volume was not closed cleanly: reconciling the children where writes were in flight");
-        let mut complete = true;
-        for region in &regions {
+        self.reconcile_regions(regions);
+    }
+
+    /// Reconciles the first region a reconcile could not finish before, if
+    /// any (the resync calls it, so that it is tried again while the volume
+    /// serves). Says whether one was tried.
+    fn reconcile_pending(&self) -> bool {
+        let pending = self.stale_maps().intent.unreconciled.first();
+        match pending {
+            Some(region) => {
+                self.reconcile_regions(vec![region]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// See [`Volume::reconcile`]. A region that cannot be finished now (the
+    /// scrub fails, or marking the children it missed would leave a range
+    /// fresh on fewer than `vote_threshold` children) stays dirty and is
+    /// listed as unreconciled: no flush cleans it, and the resync tries it
+    /// again.
+    fn reconcile_regions(&self, regions: Vec<Range<u64>>) {
+        let mut done = Vec::new();
+        let mut left = Vec::new();
+        for region in regions {
+            let mut finished = true;
             let mut at = region.start;
             while at < region.end {
                 let n = (region.end - at).min(RECONCILE_STEP);
-                match self.scrub(at, n, true) {
-                    Ok(found) => {
-                        let mut unreached: Vec<usize> = found
-                            .unreached
-                            .iter()
-                            .filter_map(|c| self.children.iter().position(|x| x.name == *c))
-                            .collect();
-                        for block in &found.unrecoverable {
-                            unreached.extend(self.settle(block.clone()));
-                        }
-                        unreached.sort_unstable();
-                        unreached.dedup();
-                        let stale: Vec<(usize, bool, Range<u64>)> = unreached
-                            .into_iter()
-                            .map(|i| (i, true, at..at + n))
-                            .collect();
-                        if let Err(error) = self.edit_stale(stale) {
-                            tracing::error!(volume = %self.options.name, %error, "cannot mark the children a reconcile missed");
-                            complete = false;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(volume = %self.options.name, offset = at, bytes = n, %error, "cannot reconcile a region; it stays dirty");
-                        complete = false;
-                    }
-                }
+                finished &= self.reconcile_step(at..at + n);
                 at += n;
+            }
+            if finished {
+                done.push(region);
+            } else {
+                left.push(region);
             }
         }
         let flushed = self.on_all(&Request::Flush).iter().all(Result::is_ok);
-        if complete && flushed && self.sync_journal().is_ok() {
-            let cleaned = {
-                let mut maps = self.stale_maps();
-                for r in &regions {
-                    maps.intent.dirty.remove(r.clone());
+        if !flushed || self.sync_journal().is_err() {
+            left.append(&mut done);
+        }
+        {
+            let mut maps = self.stale_maps();
+            let StaleMaps {
+                journal, intent, ..
+            } = &mut *maps;
+            for r in &left {
+                intent.unreconciled.insert(r.clone());
+            }
+            for r in &done {
+                intent.unreconciled.remove(r.clone());
+                intent.dirty.remove(r.clone());
+                if let Some(j) = journal.as_mut() {
+                    if let Err(error) = j.append_intent(false, r) {
+                        tracing::warn!(volume = %self.options.name, %error, "cannot record a reconciled region clean");
+                    }
                 }
-                regions
-            };
-            self.record_clean(&cleaned);
+            }
+        }
+        if !left.is_empty() {
+            tracing::error!(volume = %self.options.name, regions = left.len(), "some regions could not be reconciled; they stay dirty and are tried again");
+        }
+        if !done.is_empty() {
             if let Err(error) = self.sync_journal() {
                 tracing::warn!(volume = %self.options.name, %error, "cannot sync the reconciled regions clean");
+            }
+        }
+    }
+
+    /// Reconciles `step` of a dirty region; says whether it is done.
+    fn reconcile_step(&self, step: Range<u64>) -> bool {
+        let (at, n) = (step.start, step.end - step.start);
+        let mut missed: Vec<usize> = if self.options.blkverify {
+            // Two children that must be equal: the tie rule settles them.
+            self.settle(step.clone())
+        } else {
+            match self.scrub(at, n, true) {
+                Ok(found) => {
+                    let mut missed: Vec<usize> = found
+                        .unreached
+                        .iter()
+                        .filter_map(|c| self.children.iter().position(|x| x.name == *c))
+                        .collect();
+                    for block in &found.unrecoverable {
+                        missed.extend(self.settle(block.clone()));
+                    }
+                    missed
+                }
+                Err(error) => {
+                    tracing::warn!(volume = %self.options.name, offset = at, bytes = n, %error, "cannot reconcile a region now");
+                    return false;
+                }
+            }
+        };
+        missed.sort_unstable();
+        missed.dedup();
+        if missed.is_empty() {
+            return true;
+        }
+        // The children it missed may differ there: stale, unless that would
+        // leave the step on fewer than vote_threshold fresh children (then
+        // it is tried again later rather than made unreadable).
+        let fresh = {
+            let maps = self.stale_maps();
+            (0..self.children.len())
+                .filter(|i| !missed.contains(i) && !maps.sets[*i].overlaps(step.clone()))
+                .count()
+        };
+        if fresh < self.options.vote_threshold {
+            return false;
+        }
+        let marks = missed.into_iter().map(|i| (i, true, step.clone()));
+        match self.edit_stale(marks) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(volume = %self.options.name, %error, "cannot mark the children a reconcile missed");
+                false
             }
         }
     }
@@ -1397,6 +1485,7 @@ impl Volume {
     /// resync after an unclean shutdown copies one disk's version. Returns
     /// the children that could not be read or written (to be marked stale).
     fn settle(&self, block: Range<u64>) -> Vec<usize> {
+        let _guard = self.ranges.exclusive(block.start, block.end);
         let (offset, length) = (block.start, (block.end - block.start) as usize);
         let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(self.children.len());
         let mut missed = Vec::new();

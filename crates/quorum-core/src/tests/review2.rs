@@ -1,6 +1,6 @@
 //! A second hostile review: the write-intent log (intent.rs, 73a3e99) and
 //! the flush-failure bookkeeping (`unflushed`, a07bbc2). Each test shows one
-//! finding; those that fail today are ignored with the finding's number.
+//! finding; each failed before its fix but the one still ignored.
 
 use std::io;
 use std::path::PathBuf;
@@ -223,7 +223,6 @@ fn reads_agree(volume: &Volume, mems: &[Arc<Mem>], offset: u64) {
 /// record and no sync, so after a power loss the region is not reconciled
 /// and the children keep different versions (SPEC 8.2).
 #[test]
-#[ignore = "finding 1: a failed intent record leaves the region dirty in memory only; the next write goes out unrecorded"]
 fn a_write_after_a_failed_intent_record_is_recorded_before_it_goes_out() {
     let mems: Vec<Arc<Mem>> = ["a", "b"].iter().map(|n| Mem::new(n, 16 * B)).collect();
     let store = Store::default();
@@ -252,7 +251,6 @@ fn a_write_after_a_failed_intent_record_is_recorded_before_it_goes_out() {
 
 /// Finding 1, second door: the same with a failed journal sync.
 #[test]
-#[ignore = "finding 1: a failed intent sync leaves the region dirty in memory only; the next write goes out unrecorded"]
 fn a_write_after_a_failed_intent_sync_is_recorded_before_it_goes_out() {
     let mems: Vec<Arc<Mem>> = ["a", "b"].iter().map(|n| Mem::new(n, 16 * B)).collect();
     let store = Store::default();
@@ -282,7 +280,6 @@ fn a_write_after_a_failed_intent_sync_is_recorded_before_it_goes_out() {
 /// another region) makes that durable. A power loss then leaves a and b
 /// different with nothing to reconcile.
 #[test]
-#[ignore = "finding 2: a write in flight during the flush's child flushes is not seen by flush_ended; its region is cleaned unflushed"]
 fn a_region_is_not_cleaned_while_a_write_there_raced_the_child_flushes() {
     let size = 2 * GRAIN as usize;
     let kids = [Hooked::new("a", size), Hooked::new("b", size)];
@@ -345,7 +342,7 @@ fn a_region_is_not_cleaned_while_a_write_there_raced_the_child_flushes() {
 /// sync, waits for that fsync, and so does every read while any child is
 /// stale (`stale_within`).
 #[test]
-#[ignore = "finding 3: the stale mutex is held across the journal fsync; a write to a dirty region waits for another region's sync"]
+#[ignore = "open (for the speed issue): the stale mutex is held across the journal fsync; a write to a dirty region waits for another region's sync (group commit)"]
 fn a_write_to_a_dirty_region_does_not_wait_for_another_regions_journal_sync() {
     let size = 2 * GRAIN as usize;
     let mems: Vec<Arc<Mem>> = ["a", "b"].iter().map(|n| Mem::new(n, size)).collect();
@@ -391,7 +388,6 @@ fn a_write_to_a_dirty_region_does_not_wait_for_another_regions_journal_sync() {
 /// nothing, and the flush is acknowledged with the write on fewer than
 /// vote_threshold children (SPEC 8.3).
 #[test]
-#[ignore = "finding 4: unflushed ranges are lost at a membership change; a child whose next flush fails with EIO is not marked stale"]
 fn a_childs_unflushed_ranges_survive_a_membership_change() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vm.jsonl");
@@ -434,7 +430,6 @@ fn a_childs_unflushed_ranges_survive_a_membership_change() {
 /// good, although every block but one was identical on both children and
 /// the child is healthy again.
 #[test]
-#[ignore = "finding 5: one transient write error during reconcile makes a 2-of-2 volume's 1 MiB unreadable and every flush fail for good"]
 fn a_transient_error_during_reconcile_does_not_break_a_two_of_two_volume_for_good() {
     let size = 1 << 20;
     let mems: Vec<Arc<Mem>> = ["a", "b"].iter().map(|n| Mem::new(n, size)).collect();
@@ -482,7 +477,6 @@ fn a_transient_error_during_reconcile_does_not_break_a_two_of_two_volume_for_goo
 /// majority by the crash (three versions in flight) then stays unreadable
 /// for good, although the tie rule would have settled it.
 #[test]
-#[ignore = "finding 6: a region the reconcile could not scrub is cleaned by the next flush without ever being reconciled"]
 fn a_region_the_reconcile_could_not_reach_is_reconciled_later() {
     let mems: Vec<Arc<Mem>> = ["a", "b", "c"]
         .iter()
@@ -519,7 +513,6 @@ fn a_region_the_reconcile_could_not_reach_is_reconciled_later() {
 /// different fails with a mismatch (not a no-majority), so the tie rule
 /// never runs; every read of the block fails until a write covers it.
 #[test]
-#[ignore = "finding 6: reconcile never settles a blkverify volume's torn block"]
 fn a_blkverify_volume_is_reconciled_after_a_crash() {
     let mems: Vec<Arc<Mem>> = ["a", "b"].iter().map(|n| Mem::new(n, 16 * B)).collect();
     let store = Store::default();
