@@ -342,10 +342,7 @@ fn unknown_paths_and_methods() {
         "/v2/volumes/vm/data",
         "/healthz/x",
     ] {
-        let r = server.get(path);
-        r.expect_status(404);
-        let v = r.json();
-        assert!(v["error"]["code"].is_string(), "{path}: {v}");
+        server.get(path).expect_error(404, "not_found");
     }
     for (method, path) in [
         ("DELETE", "/v1/volumes/vm/data"),
@@ -356,7 +353,7 @@ fn unknown_paths_and_methods() {
     ] {
         server
             .raw(method, path, &[], &[7u8; 512])
-            .expect_status(405);
+            .expect_error(405, "method_not_allowed");
         server.assert_unchanged(&snap, &format!("{method} {path}"));
     }
 }
