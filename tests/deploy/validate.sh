@@ -74,8 +74,9 @@ check "compose: docker-compose.yml against the Compose Specification" \
 
 compose_mounts() {
     # Bind mounts ("- ./X:/Y") and the build's Dockerfile must exist.
-    local status=0 src
+    local status=0 src found=0
     while read -r src; do
+        found=$((found + 1))
         if [[ -e "$deploy/$src" ]]; then
             echo "mount source deploy/$src exists"
         else
@@ -83,6 +84,10 @@ compose_mounts() {
             status=1
         fi
     done < <(grep -oE '^[[:space:]]*-[[:space:]]+"?\./[^:"]+' deploy/docker-compose.yml | sed -E 's/^[[:space:]]*-[[:space:]]+"?\.\///')
+    if [[ $found -eq 0 ]]; then
+        echo "no bind mount (- ./X:/Y) found in deploy/docker-compose.yml: nothing was checked"
+        status=1
+    fi
     local dockerfile
     dockerfile=$(sed -nE 's/^[[:space:]]*dockerfile:[[:space:]]*"?([^"#[:space:]]+).*/\1/p' deploy/docker-compose.yml | head -n1)
     if [[ -n "$dockerfile" && -f "$root/$dockerfile" ]]; then
@@ -195,8 +200,9 @@ check "prometheus: promtool test rules alerts.test.yml" \
 
 alerts_tested() {
     # Every alert in alerts.yml has a unit test.
-    local status=0 alert
+    local status=0 alert found=0
     while read -r alert; do
+        found=$((found + 1))
         if grep -qE "alertname:[[:space:]]*${alert}[[:space:]]*\$" deploy/prometheus/alerts.test.yml; then
             echo "$alert is tested"
         else
@@ -204,6 +210,10 @@ alerts_tested() {
             status=1
         fi
     done < <(sed -nE 's/^[[:space:]]*-?[[:space:]]*alert:[[:space:]]*([A-Za-z0-9_]+).*/\1/p' deploy/prometheus/alerts.yml)
+    if [[ $found -eq 0 ]]; then
+        echo "no alert found in deploy/prometheus/alerts.yml: nothing was checked"
+        status=1
+    fi
     return $status
 }
 check "prometheus: every alert has a unit test" alerts_tested
