@@ -318,9 +318,18 @@ fn a_killed_server_keeps_every_flushed_write() {
             thread::spawn(move || crash_writer(base, w, w * half, (w + 1) * half, until))
         })
         .collect();
-    thread::sleep(Duration::from_millis(1100));
+    // Kill mid-load: once the load has made progress, and again after the
+    // events are listed, so that writes are in flight at the kill.
+    let writes = || server.metric(r#"quorum_requests_total{volume="vm",op="write"}"#);
+    let flushes = || server.metric(r#"quorum_requests_total{volume="vm",op="flush"}"#);
+    wait_until("the load to write and flush", || {
+        writes() >= 200.0 && flushes() >= 20.0
+    });
     let before = server.all_events();
-    thread::sleep(Duration::from_millis(100));
+    let listed = writes();
+    wait_until("more writes after the listing", || {
+        writes() >= listed + 10.0
+    });
     server.kill();
     let logs: Vec<WriterLog> = writers
         .into_iter()
@@ -892,7 +901,8 @@ fn a_child_failing_everything_keeps_the_volume_serving_and_the_log_bounded() {
         assert_bytes_eq(&server.read_volume("vm", at, len), &data, "read back");
     }
     // One more of each after a quiet second: its report carries the count
-    // of the folded ones.
+    // of the folded ones. (This sleep is the fold window itself: the time
+    // that passes is the condition, there is no event to wait for.)
     thread::sleep(Duration::from_millis(1100));
     server.write_volume("vm", 0, b"last");
     assert_bytes_eq(&server.read_volume("vm", 0, 4), b"last", "the last read");
