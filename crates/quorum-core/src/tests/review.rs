@@ -66,29 +66,41 @@ impl JournalStore for PowerStore {
 
 /// A child over a [`Mem`] whose write of a block starting with byte
 /// `hold` blocks until released (one request stuck in the network while
-/// later ones go through, as an NFS or S3 call can), and that stores in
-/// units of `unit` bytes.
-struct Held {
-    mem: Arc<Mem>,
+/// later ones go through, as an NFS or S3 call can), that stores in units
+/// of `unit` bytes, and whose flush runs a hook first and can fail with an
+/// error of either kind.
+pub(super) struct Held {
+    pub(super) mem: Arc<Mem>,
     unit: u64,
     hold: Mutex<Option<u8>>,
     released: Condvar,
-    entered: AtomicBool,
+    pub(super) entered: AtomicBool,
+    on_flush: Mutex<Option<Hook>>,
+    /// 0: flushes work; 1: unreachable (not repairable); 2: EIO.
+    pub(super) flush_error: AtomicU64,
 }
 
+/// Runs when a [`Held`] child is flushed, before it answers.
+pub(super) type Hook = Box<dyn Fn() + Send + Sync>;
+
 impl Held {
-    fn new(mem: Arc<Mem>, unit: u64) -> Arc<Held> {
+    pub(super) fn new(mem: Arc<Mem>, unit: u64) -> Arc<Held> {
         Arc::new(Held {
             mem,
             unit,
             hold: Mutex::new(None),
             released: Condvar::new(),
             entered: AtomicBool::new(false),
+            on_flush: Mutex::new(None),
+            flush_error: AtomicU64::new(0),
         })
     }
-    fn hold(&self, value: Option<u8>) {
+    pub(super) fn hold(&self, value: Option<u8>) {
         *self.hold.lock().expect("hold") = value;
         self.released.notify_all();
+    }
+    pub(super) fn on_flush(&self, hook: Option<Hook>) {
+        *self.on_flush.lock().expect("hook") = hook;
     }
 }
 
@@ -121,7 +133,14 @@ impl Backend for Held {
         self.mem.write_zeroes(offset, length)
     }
     fn flush(&self) -> Result<(), BackendError> {
-        self.mem.flush()
+        if let Some(hook) = self.on_flush.lock().expect("hook").as_ref() {
+            hook();
+        }
+        match self.flush_error.load(Ordering::SeqCst) {
+            1 => Err(BackendError::Unavailable("unreachable".into())),
+            2 => Err(BackendError::from_errno(5)),
+            _ => self.mem.flush(),
+        }
     }
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
         self.mem.block_status(offset, length)

@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::promises::{assert_all, wait_for, with_timeout};
+use super::review::Held;
 use super::*;
 use crate::intent::GRAIN;
 use crate::stale::{JournalStore, RangeSet};
@@ -106,85 +107,12 @@ impl JournalStore for Store {
     }
 }
 
-type Hook = Box<dyn Fn() + Send + Sync>;
-
-/// A child over a [`Mem`] whose writes starting with byte `hold` block until
-/// released, whose flush runs a hook first, and whose flush can fail with
-/// an error of either kind.
-struct Hooked {
-    mem: Arc<Mem>,
-    hold: Mutex<Option<u8>>,
-    released: Condvar,
-    entered: AtomicBool,
-    on_flush: Mutex<Option<Hook>>,
-    /// 0: flushes work; 1: unreachable (not repairable); 2: EIO.
-    flush_error: AtomicU64,
+/// A [`Held`] child over a new [`Mem`] of `size` bytes.
+fn hooked(name: &str, size: usize) -> Arc<Held> {
+    Held::new(Mem::new(name, size), 1)
 }
 
-impl Hooked {
-    fn new(name: &str, size: usize) -> Arc<Hooked> {
-        Arc::new(Hooked {
-            mem: Mem::new(name, size),
-            hold: Mutex::new(None),
-            released: Condvar::new(),
-            entered: AtomicBool::new(false),
-            on_flush: Mutex::new(None),
-            flush_error: AtomicU64::new(0),
-        })
-    }
-    fn hold(&self, value: Option<u8>) {
-        *self.hold.lock().expect("hold") = value;
-        self.released.notify_all();
-    }
-    fn on_flush(&self, hook: Option<Hook>) {
-        *self.on_flush.lock().expect("hook") = hook;
-    }
-}
-
-impl std::fmt::Display for Hooked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "hooked({})", self.mem.name)
-    }
-}
-
-impl Backend for Hooked {
-    fn kind(&self) -> &'static str {
-        "hooked"
-    }
-    fn size(&self) -> Result<u64, BackendError> {
-        self.mem.size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
-        self.mem.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
-        let mut held = self.hold.lock().expect("hold");
-        while held.is_some() && held.as_ref() == buf.first() {
-            self.entered.store(true, Ordering::SeqCst);
-            held = self.released.wait(held).expect("hold");
-        }
-        drop(held);
-        self.mem.write_at(buf, offset)
-    }
-    fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
-        self.mem.write_zeroes(offset, length)
-    }
-    fn flush(&self) -> Result<(), BackendError> {
-        if let Some(hook) = self.on_flush.lock().expect("hook").as_ref() {
-            hook();
-        }
-        match self.flush_error.load(Ordering::SeqCst) {
-            1 => Err(BackendError::Unavailable("unreachable".into())),
-            2 => Err(BackendError::from_errno(5)),
-            _ => self.mem.flush(),
-        }
-    }
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
-        self.mem.block_status(offset, length)
-    }
-}
-
-fn hooked_specs(children: &[Arc<Hooked>]) -> Vec<ChildSpec> {
+fn hooked_specs(children: &[Arc<Held>]) -> Vec<ChildSpec> {
     children
         .iter()
         .map(|c| ChildSpec::new(c.mem.name.clone(), c.clone() as Arc<dyn Backend>))
@@ -282,7 +210,7 @@ fn a_write_after_a_failed_intent_sync_is_recorded_before_it_goes_out() {
 #[test]
 fn a_region_is_not_cleaned_while_a_write_there_raced_the_child_flushes() {
     let size = 2 * GRAIN as usize;
-    let kids = [Hooked::new("a", size), Hooked::new("b", size)];
+    let kids = [hooked("a", size), hooked("b", size)];
     let mems: Vec<Arc<Mem>> = kids.iter().map(|k| k.mem.clone()).collect();
     let store = Store::default();
     let volume = Arc::new(open_store(options(1), hooked_specs(&kids), &store));
@@ -392,9 +320,9 @@ fn a_childs_unflushed_ranges_survive_a_membership_change() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vm.jsonl");
     let kids = [
-        Hooked::new("a", 16 * B),
-        Hooked::new("b", 16 * B),
-        Hooked::new("c", 16 * B),
+        hooked("a", 16 * B),
+        hooked("b", 16 * B),
+        hooked("c", 16 * B),
     ];
     let old = Volume::open_journaled(
         options(2),
