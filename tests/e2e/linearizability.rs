@@ -48,24 +48,6 @@ fn now(start: Instant) -> Time {
     start.elapsed().as_nanos() as Time
 }
 
-/// A small deterministic generator (splitmix64) for the workload's choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 fn seed() -> u64 {
     std::env::var("QUORUM_LIN_SEED")
         .ok()
@@ -592,18 +574,6 @@ fn scrub_loop(shared: &Shared) -> usize {
 }
 
 /// A metric's value, 0 when the series is absent.
-fn metric_or_zero(server: &Server, series: &str) -> f64 {
-    let text = server.get("/metrics").text();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn blocks_are_linearizable_and_reads_atomic_under_faults() {
@@ -665,18 +635,15 @@ fn blocks_are_linearizable_and_reads_atomic_under_faults() {
             }
             m
         });
-    let a_write_errors = metric_or_zero(
-        &server,
-        r#"quorum_child_errors_total{volume="vm",child="a",op="write"}"#,
-    );
-    let a_repaired = metric_or_zero(
-        &server,
-        r#"quorum_repaired_bytes_total{volume="vm",child="a"}"#,
-    );
-    let c_repaired = metric_or_zero(
-        &server,
-        r#"quorum_repaired_bytes_total{volume="vm",child="c"}"#,
-    );
+    let a_write_errors = server
+        .metric_if_any(r#"quorum_child_errors_total{volume="vm",child="a",op="write"}"#)
+        .unwrap_or(0.0);
+    let a_repaired = server
+        .metric_if_any(r#"quorum_repaired_bytes_total{volume="vm",child="a"}"#)
+        .unwrap_or(0.0);
+    let c_repaired = server
+        .metric_if_any(r#"quorum_repaired_bytes_total{volume="vm",child="c"}"#)
+        .unwrap_or(0.0);
     let checked_at = Instant::now();
     let report = checker::check(&history);
     println!(

@@ -125,17 +125,36 @@ pub fn abc_volume(size: &str, options: &str) -> String {
 // Bytes
 // ---------------------------------------------------------------------------
 
-/// Deterministic pseudo-random bytes (splitmix64), different for each seed.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
+/// A small deterministic generator (splitmix64), for tests' choices.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Deterministic pseudo-random bytes (splitmix64), different for each seed.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next().to_le_bytes());
     }
     out.truncate(len);
     out
@@ -1009,16 +1028,22 @@ impl Server {
     /// the series is absent.
     #[track_caller]
     pub fn metric(&self, series: &str) -> f64 {
+        self.metric_if_any(series)
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    }
+
+    /// The value of one series of `/metrics`, or `None` when it is absent
+    /// (a counter nothing has counted yet).
+    #[track_caller]
+    pub fn metric_if_any(&self, series: &str) -> Option<f64> {
         let text = self.get("/metrics").expect_status(200).text();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Kills the server with SIGKILL, as a crash would.

@@ -677,6 +677,7 @@ fn check_atomic_reads(h: &History, by_id: &HashMap<u64, usize>, report: &mut Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::Rng;
 
     fn write(id: u64, first: u64, blocks: u64, inv: Time, resp: Time) -> Write {
         Write {
@@ -860,23 +861,6 @@ mod tests {
             reads: vec![read(0, 10, 20, &[1])],
         };
         expect(&h, Rule::Future);
-    }
-
-    /// splitmix64, for the random histories.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
     }
 
     /// Whether one register's history has a linearization, by search: take
