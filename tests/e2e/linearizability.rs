@@ -286,7 +286,7 @@ fn full_config() -> String {
         ));
     }
     format!(
-        "max_request_bytes = \"4MiB\"\n{}",
+        "max_request_bytes = \"4MiB\"\nchild_roots = [\".\"]\n{}",
         volume(
             "vm",
             "4MiB",
@@ -505,9 +505,7 @@ fn membership_loop(shared: &Shared) -> usize {
                     .body(body.clone()),
             )
         });
-        if added != 201 {
-            continue;
-        }
+        assert_eq!(added, 201, "adding {name} under load failed");
         changes += 1;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

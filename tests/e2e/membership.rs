@@ -50,7 +50,11 @@ fn a_new_child_syncs_under_load_without_serving_reads() {
     // with b and c, and the tie would go to a's (wrong) version.
     sandbox.fill_file("d.img", 0xee, 2 * MIB);
     sandbox.write_file_at("d.img", last, &wrong);
-    let config = format!("resync_rate = \"1MiB\"\n{}", abc_volume("2MiB", ""));
+    sandbox.mark_as_child_of("d.img", "vm");
+    let config = format!(
+        "resync_rate = \"1MiB\"\nchild_roots = [\".\"]\n{}",
+        abc_volume("2MiB", "")
+    );
     let server = Arc::new(sandbox.serve(&config));
     server.write_volume("vm", 0, &pattern(1, MIB as usize + 12_345));
     server.write_volume("vm", TAIL, &truth);
@@ -165,7 +169,8 @@ fn a_new_child_syncs_under_load_without_serving_reads() {
 #[test]
 fn removal_stops_at_the_threshold_and_membership_survives_a_restart() {
     let sandbox = Sandbox::new();
-    let mut server = sandbox.serve(&abc_volume("1MiB", ""));
+    let config = format!("child_roots = [\".\"]\n{}", abc_volume("1MiB", ""));
+    let mut server = sandbox.serve(&config);
     server.write_volume("vm", 0, &pattern(2, 64 * 1024));
     add(&server, "a", "x.img").expect_error(409, "conflict");
     remove(&server, "nobody").expect_error(404, "no_such_child");
@@ -224,16 +229,19 @@ fn no_child_is_added_in_blkverify_mode() {
 fn one_storage_under_two_names_is_refused() {
     let sandbox = Sandbox::new();
     let dir = sandbox.file("");
-    let server = sandbox.serve(&abc_volume("1MiB", ""));
-    // The same file as child a, spelled three other ways.
+    let config = format!("child_roots = [\".\"]\n{}", abc_volume("1MiB", ""));
+    let server = sandbox.serve(&config);
+    // The same file as child a, spelled two other ways; a symbolic link is
+    // not followed at run time at all.
     let absolute = format!("file://{}", dir.join("a.img").display());
     let dotted = "./sub/../a.img".to_string();
     std::fs::create_dir_all(dir.join("sub")).expect("sub dir");
     std::os::unix::fs::symlink(dir.join("a.img"), dir.join("link.img")).expect("symlink");
-    for uri in [absolute.as_str(), dotted.as_str(), "link.img"] {
+    for uri in [absolute.as_str(), dotted.as_str()] {
         let message = add(&server, "twin", uri).expect_error(409, "conflict");
         assert!(message.contains("\"a\""), "{uri}: {message}");
     }
+    add(&server, "twin", "link.img").expect_error(403, "forbidden");
     assert_eq!(children(&server).len(), 3, "nothing was added");
     // In the config file too, it is refused at start.
     let failed = Sandbox::new().start_expecting_failure(&volume(
@@ -277,7 +285,10 @@ fn removing_the_only_fresh_copy_of_a_range_is_refused() {
 fn a_finished_sync_is_saved_at_once() {
     // At 1 MiB/s the sync takes a second: long enough to see it saved as
     // syncing first.
-    let config = format!("resync_rate = \"1MiB\"\n{}", abc_volume("1MiB", ""));
+    let config = format!(
+        "resync_rate = \"1MiB\"\nchild_roots = [\".\"]\n{}",
+        abc_volume("1MiB", "")
+    );
     let server = Sandbox::new().serve(&config);
     server.write_volume("vm", 0, &pattern(8, 300_000));
     add(&server, "d", "d.img").expect_status(201);

@@ -91,7 +91,11 @@ fn block_status_never_calls_an_acknowledged_write_zero_and_a_new_child_gets_it()
         ),
     );
     let sandbox = Sandbox::new();
-    let server = sandbox.serve(&volume("vm", "1MiB", 1, "", &[remote[0].clone(), b]));
+    let config = format!(
+        "child_roots = [\".\"]\n{}",
+        volume("vm", "1MiB", 1, "", &[remote[0].clone(), b])
+    );
+    let server = sandbox.serve(&config);
     let data = pattern(42, 4096);
     server
         .put(&format!("{DATA}?offset={}", 256 * 1024), data.clone())
@@ -122,7 +126,8 @@ fn block_status_never_calls_an_acknowledged_write_zero_and_a_new_child_gets_it()
 
 #[test]
 fn membership_changes_do_not_starve_under_steady_load() {
-    let server = Arc::new(Sandbox::new().serve(&abc_volume("4MiB", "")));
+    let config = format!("child_roots = [\".\"]\n{}", abc_volume("4MiB", ""));
+    let server = Arc::new(Sandbox::new().serve(&config));
     server.write_volume("vm", 0, &pattern(1, 4 * MIB as usize));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));

@@ -268,6 +268,8 @@ fn the_http_backend_conforms() {
         base_dir: Path::new("."),
         size: Some(size),
         faults: &[],
+        mark: "test",
+        confine: None,
     })
     .expect("open the remote child");
     quorum_backends::conformance::run(&*backend);

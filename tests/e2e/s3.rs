@@ -521,6 +521,8 @@ fn the_s3_backend_conforms() {
         base_dir: Path::new("."),
         size: Some(quorum_backends::conformance::SIZE),
         faults: &[],
+        mark: "test",
+        confine: None,
     })
     .expect("open the s3 child");
     quorum_backends::conformance::run(&*backend);

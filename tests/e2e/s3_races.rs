@@ -481,6 +481,8 @@ fn open_backend(endpoint: &str, prefix: &str) -> Arc<dyn Backend> {
         base_dir: Path::new("."),
         size: Some(MIB),
         faults: &[],
+        mark: "test",
+        confine: None,
     })
     .expect("open the s3 child")
 }

@@ -239,6 +239,17 @@ impl Sandbox {
         path
     }
 
+    /// Marks the sandbox's file `name` as one quorum made for `volume` of
+    /// the server that serves this sandbox (as a child the config names is
+    /// marked), so that it may be added back at run time with what it holds.
+    pub fn mark_as_child_of(&self, name: &str, volume: &str) {
+        let data_dir = self.file("quorum-data");
+        fs::create_dir_all(&data_dir).expect("create the data dir");
+        let mark = quorum_backends::Confinement::mark(&data_dir, volume);
+        quorum_backends::FileBackend::open_marked(&self.file(name), None, &mark)
+            .expect("mark a child file");
+    }
+
     /// Creates (or truncates) a sparse file of `len` bytes.
     pub fn create_file(&self, name: &str, len: u64) {
         let f = File::create(self.file(name)).expect("create a child file");

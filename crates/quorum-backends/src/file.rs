@@ -71,6 +71,97 @@ impl FileBackend {
         })
     }
 
+    /// Opens a child the config file names (trusted) as [`FileBackend::open`]
+    /// does, and marks it as this volume's (`mark`), so that it can be added
+    /// back at run time after a removal. The mark is best effort: a
+    /// filesystem without user extended attributes, or a device node, keeps
+    /// none.
+    pub fn open_marked(
+        path: &Path,
+        size: Option<u64>,
+        mark: &str,
+    ) -> Result<FileBackend, OpenError> {
+        let backend = FileBackend::open(path, size)?;
+        if read_mark(&backend.file).as_deref() != Some(mark) {
+            let _ = set_mark(&backend.file, mark);
+        }
+        Ok(backend)
+    }
+
+    /// Opens a child added at run time at `path` (already confined to the
+    /// child roots, see [`crate::Confinement::file_path`]). A missing file is
+    /// created sparse with `size` and marked; an existing one is used only if
+    /// it is a regular file that is empty (it is then sized and marked) or
+    /// carries `mark`, and then only at the volume's size. The last component
+    /// is never followed as a symlink. No error says how large a file is.
+    pub fn open_confined(
+        path: &Path,
+        size: Option<u64>,
+        mark: &str,
+    ) -> Result<FileBackend, OpenError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let at = |source| OpenError::File {
+            path: path.to_owned(),
+            source,
+        };
+        let size = size.ok_or_else(|| OpenError::NoSize {
+            path: path.to_owned(),
+        })?;
+        let no_follow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(no_follow)
+            .open(path);
+        let file = match opened {
+            Ok(file) => {
+                let meta = file.metadata().map_err(at)?;
+                let ours = read_mark(&file).as_deref() == Some(mark);
+                if !meta.is_file() || (meta.len() != 0 && !ours) {
+                    return Err(OpenError::NotOurs {
+                        path: path.to_owned(),
+                    });
+                }
+                if meta.len() == 0 {
+                    set_mark(&file, mark).map_err(at)?;
+                    file.set_len(size).map_err(at)?;
+                } else if meta.len() != size {
+                    return Err(OpenError::WrongSize {
+                        path: path.to_owned(),
+                    });
+                }
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(no_follow)
+                    .open(path)
+                    .map_err(at)?;
+                let made = set_mark(&file, mark).and_then(|()| file.set_len(size));
+                if let Err(e) = made {
+                    let _ = std::fs::remove_file(path);
+                    return Err(at(e));
+                }
+                file
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+                return Err(OpenError::Forbidden(format!(
+                    "{} is a symbolic link",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(at(e)),
+        };
+        Ok(FileBackend {
+            path: path.to_owned(),
+            file,
+            size,
+        })
+    }
+
     fn check(&self, offset: u64, length: u64) -> Result<(), BackendError> {
         BackendError::check_range(offset, length, self.size)
     }
@@ -96,6 +187,24 @@ impl FileBackend {
             Err(e) => Err(BackendError::Io(e.into())),
         }
     }
+}
+
+/// The volume mark of `file`, if it has one.
+fn read_mark(file: &File) -> Option<String> {
+    let mut value = [0u8; 4096];
+    let n = rustix::fs::fgetxattr(file, crate::confine::MARK_ATTRIBUTE, &mut value[..]).ok()?;
+    String::from_utf8(value[..n].to_vec()).ok()
+}
+
+/// Marks `file` as the volume's whose mark is `mark`.
+fn set_mark(file: &File, mark: &str) -> io::Result<()> {
+    rustix::fs::fsetxattr(
+        file,
+        crate::confine::MARK_ATTRIBUTE,
+        mark.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(io::Error::from)
 }
 
 impl fmt::Display for FileBackend {

@@ -89,6 +89,7 @@ impl HttpBackend {
             .pool_max_idle_per_host(IN_FLIGHT)
             .tcp_nodelay(true)
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| OpenError::Remote {
                 uri: uri.to_owned(),

@@ -20,12 +20,14 @@ use std::sync::Arc;
 
 use quorum_core::Backend;
 
+pub mod confine;
 pub mod conformance;
 pub mod faulty;
 pub mod file;
 pub mod http;
 pub mod s3;
 
+pub use confine::Confinement;
 pub use faulty::{FaultRule, Faulty};
 pub use file::FileBackend;
 pub use http::HttpBackend;
@@ -45,6 +47,13 @@ pub struct ChildSource<'a> {
     pub size: Option<u64>,
     /// Fault rules; when not empty the child is wrapped in [`Faulty`].
     pub faults: &'a [FaultRule],
+    /// The mark of this volume's files ([`Confinement::mark`]): set on the
+    /// files quorum creates, required on existing ones a confined child
+    /// opens.
+    pub mark: &'a str,
+    /// The limits of a child added at run time; `None` for the config
+    /// file's children, which are trusted.
+    pub confine: Option<&'a Confinement>,
 }
 
 /// Why a child could not be opened.
@@ -105,6 +114,22 @@ pub enum OpenError {
         /// The file.
         path: PathBuf,
     },
+    /// A run-time child outside `child_roots` or `allowed_endpoints`, or
+    /// with an option that could send the server elsewhere.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A run-time child's existing file is not quorum's for this volume.
+    #[error("{} exists and was not created by quorum for this volume (only an empty file or one of this volume's own can be used)", path.display())]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A run-time child's existing file has another size than the volume.
+    #[error("{} is not of the volume's size", path.display())]
+    WrongSize {
+        /// The file.
+        path: PathBuf,
+    },
     /// The existing file's size differs from the volume's.
     #[error("{} has {actual} bytes but the volume has {expected}", path.display())]
     SizeMismatch {
@@ -142,12 +167,26 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
                 });
             }
             let path = source.base_dir.join(file_path(source.uri));
-            Arc::new(FileBackend::open(&path, source.size)?)
+            Arc::new(match source.confine {
+                Some(confine) => FileBackend::open_confined(
+                    &confine.file_path(&path)?,
+                    source.size,
+                    source.mark,
+                )?,
+                None => FileBackend::open_marked(&path, source.size, source.mark)?,
+            })
         }
         Some("http" | "https") => {
-            Arc::new(HttpBackend::open(source.uri, source.options, source.size)?)
+            if let Some(confine) = source.confine {
+                confine.endpoint(source.uri)?;
+            }
+            let opened = HttpBackend::open(source.uri, source.options, source.size);
+            Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
         }
-        Some("s3") => Arc::new(S3Backend::open(source.uri, source.options, source.size)?),
+        Some("s3") => {
+            let opened = S3Backend::open(source.uri, source.options, source.size, source.confine);
+            Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
+        }
         Some(other) => {
             return Err(OpenError::UnsupportedScheme {
                 scheme: other.to_owned(),
@@ -158,6 +197,22 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
         Ok(backend)
     } else {
         Ok(Arc::new(Faulty::new(backend, source.faults.to_vec())))
+    }
+}
+
+/// A remote's failure to open as a confined child's caller may see it: what
+/// failed, not what the remote answered (that goes to the server's log).
+fn quiet(e: OpenError, confine: Option<&Confinement>) -> OpenError {
+    match (e, confine) {
+        (OpenError::Remote { uri, problem }, Some(_)) => {
+            tracing::warn!(%uri, %problem, "a run-time child could not be opened");
+            OpenError::Remote {
+                uri,
+                problem: "it cannot be opened as a volume of this size (the server's log says why)"
+                    .into(),
+            }
+        }
+        (e, _) => e,
     }
 }
 
@@ -236,6 +291,8 @@ mod tests {
             base_dir: dir.path(),
             size: Some(8192),
             faults: &rules,
+            mark: "t",
+            confine: None,
         })
         .expect("open");
         assert!(dir.path().join("sub.img").exists());
@@ -248,6 +305,8 @@ mod tests {
             base_dir: dir.path(),
             size: Some(8192),
             faults: &[],
+            mark: "t",
+            confine: None,
         })
         .map(drop)
         .expect_err("no ftp backend");

@@ -19,17 +19,16 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures_util::{Stream, StreamExt, stream};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use quorum_core::{Op, VolumeError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::blocking;
+use crate::budget::{Budget, Reservation};
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::events::EventLog;
@@ -58,8 +57,13 @@ pub struct AppState {
     pub max_request_bytes: u64,
     /// A request body that takes longer than this to arrive gets 408.
     pub body_timeout: Duration,
+    /// The bytes requests may buffer at once, server-wide.
+    pub budget: Budget,
     /// Cancelled when the server shuts down, to end live streams.
     pub shutdown: CancellationToken,
+    /// Held by a child's addition, so that two additions never claim the
+    /// same storage at once.
+    pub adding: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -103,11 +107,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(transfer_codings))
         .with_state(state)
 }
 
-/// Requires `Authorization: Bearer TOKEN` when a token is configured,
-/// compared in constant time; `/healthz` and the dashboard's files are open.
+/// Requires `Authorization: Bearer TOKEN` when a token is configured: the
+/// scheme in any case (RFC 9110), the credentials exactly, compared in
+/// constant time. `/healthz` and the dashboard's files are open.
 async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
         let path = request.uri().path();
@@ -116,12 +122,35 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, credentials)| credentials);
             let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
             if !ok {
                 return ApiError::Unauthorized.into_response();
             }
         }
+    }
+    next.run(request).await
+}
+
+/// Answers 501 to a request body in a transfer coding other than plain
+/// `chunked` (RFC 9112 section 6.1): the server would otherwise store the
+/// coded bytes as if they were the data.
+async fn transfer_codings(request: Request, next: Next) -> Response {
+    let mut codings = request
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    let plain = codings.all(|c| c.eq_ignore_ascii_case(b"chunked"));
+    if !plain {
+        return ApiError::NotImplemented(
+            "only the chunked transfer coding is supported; send the bytes as they are".into(),
+        )
+        .into_response();
     }
     next.run(request).await
 }
@@ -274,26 +303,14 @@ async fn read_data(
         }
         None => (StatusCode::OK, 0, size),
     };
-    let body = if length <= READ_CHUNK as u64 {
-        // One piece: no stream, no channel.
-        let bytes = timed(&state, &vol, Op::Read, length, move || {
-            entry.run(|v| v.read(offset, length as usize))
-        })
-        .await?;
-        Body::from(bytes)
-    } else {
-        let span = state.max_request_bytes.max(READ_CHUNK as u64);
-        let send_timeout = state.body_timeout;
-        stream_read(
-            entry,
-            state.telemetry.clone(),
-            offset,
-            length,
-            span,
-            send_timeout,
-        )
-        .await?
+    // A Range read is atomic up to `max_request_bytes` (SPEC 8.1); a whole
+    // volume is a live copy, atomic per piece, in small pieces so that a
+    // slow reader holds little.
+    let span = match status {
+        StatusCode::PARTIAL_CONTENT => state.max_request_bytes.max(READ_CHUNK as u64),
+        _ => READ_CHUNK as u64,
     };
+    let body = stream_read(&state, entry, &vol, offset, length, span).await?;
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -313,73 +330,120 @@ async fn read_data(
     Ok(response)
 }
 
-/// Reads `offset..offset+length` as a streamed body, one chunk at a time
-/// through a channel of two chunks, so memory stays bounded. Each `span`
-/// bytes (`max_request_bytes`) are one atomic read (SPEC 8.1): held against
-/// overlapping writes, and against membership changes, until the last of
-/// their chunks is handed to the connection. A client that has not taken a
-/// span within `send_timeout` is cut off, so a slow or stalled reader
-/// cannot hold writers back for longer. The first chunk is awaited before the answer starts, so
-/// that a failure there gets its proper status; a failure later cuts the
-/// body short.
-async fn stream_read(
+/// What a streamed read has left to send.
+struct ReadState {
     entry: Arc<VolumeEntry>,
     telemetry: Arc<Telemetry>,
+    budget: Budget,
+    body_timeout: Duration,
+    volume: String,
+    started: Instant,
+    start: u64,
+    /// The next byte to read.
+    at: u64,
+    end: u64,
+    span: u64,
+    /// The span read last, not yet sent, and the budget it holds.
+    pending: Option<(Bytes, Reservation)>,
+}
+
+impl ReadState {
+    /// Reads the next span: budget first, then one atomic engine read on a
+    /// blocking thread that holds the membership gate only while it reads.
+    async fn read_span(&mut self) -> Result<(), ApiError> {
+        let n = self.span.min(self.end - self.at);
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
+        let reservation = self.budget.reserve(n, deadline).await?;
+        let (entry, at) = (self.entry.clone(), self.at);
+        let len = usize::try_from(n).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let bytes = blocking(move || entry.run(|v| v.read(at, len))).await??;
+        self.at += n;
+        if self.at == self.end {
+            // Counted before the client can have the last byte.
+            self.telemetry.request(
+                &self.volume,
+                Op::Read,
+                self.end - self.start,
+                self.started.elapsed(),
+            );
+        }
+        self.pending = Some((bytes, reservation));
+        Ok(())
+    }
+
+    /// The next piece of at most [`READ_CHUNK`] bytes to send, if any.
+    async fn next_piece(&mut self) -> Result<Option<Bytes>, ApiError> {
+        if self.pending.as_ref().is_none_or(|(b, _)| b.is_empty()) {
+            self.pending = None;
+            if self.at == self.end {
+                return Ok(None);
+            }
+            self.read_span().await?;
+        }
+        let Some((bytes, _)) = self.pending.as_mut() else {
+            return Ok(None);
+        };
+        Ok(Some(bytes.split_to(READ_CHUNK.min(bytes.len()))))
+    }
+}
+
+impl Drop for ReadState {
+    /// A read cut short (a failure, a client gone) counts what it read.
+    fn drop(&mut self) {
+        if self.at < self.end {
+            self.telemetry.request(
+                &self.volume,
+                Op::Read,
+                self.at - self.start,
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
+/// Reads `offset..offset+length` as a streamed body, `span` bytes at a
+/// time: each span is one atomic read (SPEC 8.1) into a buffer taken from
+/// the budget, sent in pieces; nothing (thread, gate, lock) is held while
+/// the client takes it, and a client that takes nothing for `body_timeout`
+/// is dropped by the connection's write timeout. The first span is read
+/// before the answer starts, so that a failure there gets its proper
+/// status; a failure later cuts the body short.
+async fn stream_read(
+    state: &AppState,
+    entry: Arc<VolumeEntry>,
+    volume: &str,
     offset: u64,
     length: u64,
     span: u64,
-    send_timeout: Duration,
 ) -> Result<Body, ApiError> {
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, VolumeError>>(2);
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut sent = 0u64;
-        let mut stalled = false;
-        let mut result = Ok(());
-        let name = entry.volume().name().to_owned();
-        while sent < length && !stalled && result.is_ok() {
-            let at = offset + sent;
-            let n = span.min(length - sent);
-            let deadline = tokio::time::Instant::now() + send_timeout;
-            result = entry.run(|volume| {
-                volume.read_chunks(at, n, READ_CHUNK, |chunk| {
-                    sent += chunk.len() as u64;
-                    if sent == length {
-                        // Counted before the client can have the last byte.
-                        telemetry.request(&name, Op::Read, sent, started.elapsed());
-                    }
-                    let delivered =
-                        runtime.block_on(tokio::time::timeout_at(deadline, tx.send(Ok(chunk))));
-                    stalled = !matches!(delivered, Ok(Ok(())));
-                    !stalled
-                })
-            });
-        }
-        if sent < length {
-            telemetry.request(&name, Op::Read, sent, started.elapsed());
-        }
-        if stalled {
-            tracing::warn!(volume = %name, sent, length, "a streamed read was cut off: the client did not take a span of {span} bytes within {send_timeout:?}");
-        }
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    let first = match rx.recv().await {
-        None => return Ok(Body::empty()),
-        Some(Err(e)) => return Err(e.into()),
-        Some(Ok(chunk)) => chunk,
+    let mut read = ReadState {
+        entry,
+        telemetry: state.telemetry.clone(),
+        budget: state.budget.clone(),
+        body_timeout: state.body_timeout,
+        volume: volume.to_owned(),
+        started: Instant::now(),
+        start: offset,
+        at: offset,
+        end: offset + length,
+        span,
+        pending: None,
     };
-    let rest = ReceiverStream::new(rx).map(|item| {
-        item.map_err(|e| {
+    if length == 0 {
+        return Ok(Body::empty());
+    }
+    let first = read.next_piece().await?;
+    if read.at == read.end && read.pending.as_ref().is_none_or(|(b, _)| b.is_empty()) {
+        return Ok(first.map_or_else(Body::empty, Body::from));
+    }
+    let rest = stream::try_unfold(read, |mut read| async move {
+        let piece = read.next_piece().await.map_err(|e| {
             tracing::error!(error = %e, "a streamed read failed after the answer started");
             std::io::Error::other(e.to_string())
-        })
+        })?;
+        Ok::<_, std::io::Error>(piece.map(|p| (p, read)))
     });
-    Ok(Body::from_stream(
-        stream::once(async move { Ok(first) }).chain(rest),
-    ))
+    Ok(Body::from_stream(stream::iter(first.map(Ok)).chain(rest)))
 }
 
 async fn write_data(
@@ -405,9 +469,10 @@ async fn write_data(
             .into());
         }
     }
-    let data = read_body(body, limit, state.body_timeout).await?;
+    let data = read_body(&state, body, content_length(&headers)?).await?;
     let bytes = data.len() as u64;
     timed(&state, &vol, Op::Write, bytes, move || {
+        let (data, _reservation) = data.into_parts();
         entry.run(|v| v.write(q.offset, data))
     })
     .await?;
@@ -447,19 +512,64 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Collects a request body of at most `limit` bytes within `timeout`.
-async fn read_body(body: Body, limit: u64, timeout: Duration) -> Result<Bytes, ApiError> {
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(ApiError::Timeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit })
-        }
-        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
-            "cannot read the request body: {e}"
-        ))),
+/// A request body and the budget it holds.
+struct Buffered {
+    data: Bytes,
+    reservation: Reservation,
+}
+
+impl Buffered {
+    fn len(&self) -> usize {
+        self.data.len()
     }
+
+    fn into_parts(self) -> (Bytes, Reservation) {
+        (self.data, self.reservation)
+    }
+}
+
+/// Collects a request body of at most `max_request_bytes` within
+/// `body_timeout`, into one buffer taken from the budget before it is
+/// filled: all of a declared `length` at once, or frame by frame for a
+/// chunked body.
+async fn read_body(
+    state: &AppState,
+    body: Body,
+    length: Option<u64>,
+) -> Result<Buffered, ApiError> {
+    let limit = state.max_request_bytes;
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
+    let mut reservation = state.budget.reserve(length.unwrap_or(0), deadline).await?;
+    let capacity = usize::try_from(length.unwrap_or(0).min(limit)).unwrap_or(0);
+    let mut data = bytes::BytesMut::with_capacity(capacity);
+    let mut body = body.into_data_stream();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.next()).await {
+            Err(_) => return Err(ApiError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "cannot read the request body: {e}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let len = (data.len() + frame.len()) as u64;
+        if len > limit || length.is_some_and(|declared| len > declared) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if length.is_none() {
+            state
+                .budget
+                .grow(&mut reservation, frame.len() as u64, deadline)
+                .await?;
+        }
+        data.extend_from_slice(&frame);
+    }
+    Ok(Buffered {
+        data: data.freeze(),
+        reservation,
+    })
 }
 
 async fn write_zeroes(
@@ -536,7 +646,14 @@ async fn add_child(
     }
     let (name, uri) = (request.name, request.uri);
     let shown_uri = quorum_backends::redact_uri(&uri);
-    let child = blocking(move || entry.add_child(&name, &uri, options)).await??;
+    let child = blocking(move || {
+        let _one = state
+            .adding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entry.add_child(&name, &uri, options, &state.volumes)
+    })
+    .await??;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
@@ -580,7 +697,9 @@ async fn start_scrub(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("bad scrub request: {e}")))?
     };
-    let job = jobs.start_scrub(request.repair);
+    let job = jobs
+        .start_scrub(request.repair)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response())
 }
 

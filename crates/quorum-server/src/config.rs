@@ -30,6 +30,12 @@ const DEFAULT_MAX_EVENTS: usize = 10_000;
 const DEFAULT_RESYNC_RATE: u64 = 64 << 20;
 /// How long a request body may take to arrive when the config does not say.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Request bytes buffered at once, server-wide, when the config does not say.
+const DEFAULT_MAX_BUFFERED_BYTES: u64 = 512 << 20;
+/// How long a request head may take to arrive when the config does not say.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once when the config does not say.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// A config error, as one line.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,17 @@ pub struct Config {
     pub max_events: usize,
     /// A request body that takes longer than this to arrive gets 408.
     pub body_timeout: Duration,
+    /// Request bytes (bodies and read buffers) held at once, server-wide.
+    pub max_buffered_bytes: u64,
+    /// A connection whose request head takes longer than this is closed.
+    pub header_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Directories under which run-time file children may live.
+    pub child_roots: Vec<PathBuf>,
+    /// Endpoints (S3 and remote quorum-servers) run-time children may use,
+    /// beyond those of the config's own children.
+    pub allowed_endpoints: Vec<String>,
     /// Bytes a second that resyncs copy at most, per volume.
     pub resync_rate: u64,
     /// Bytes a second that scrubs read at most, per job.
@@ -93,6 +110,13 @@ struct RawConfig {
     max_request_bytes: Option<ByteSize>,
     max_events: Option<usize>,
     body_timeout: Option<String>,
+    max_buffered_bytes: Option<ByteSize>,
+    header_timeout: Option<String>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    child_roots: Vec<PathBuf>,
+    #[serde(default)]
+    allowed_endpoints: Vec<String>,
     resync_rate: Option<ByteSize>,
     scrub_rate: Option<ByteSize>,
     auth: Option<RawAuth>,
@@ -175,6 +199,36 @@ impl Config {
         }
         let body_timeout =
             duration("body_timeout", raw.body_timeout.as_deref())?.unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let header_timeout = duration("header_timeout", raw.header_timeout.as_deref())?
+            .unwrap_or(DEFAULT_HEADER_TIMEOUT);
+        let max_request_bytes = raw
+            .max_request_bytes
+            .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.as_u64());
+        let max_buffered_bytes = raw
+            .max_buffered_bytes
+            .map_or(DEFAULT_MAX_BUFFERED_BYTES.max(max_request_bytes), |b| {
+                b.as_u64()
+            });
+        if max_buffered_bytes < max_request_bytes {
+            return Err(ConfigError(format!(
+                "max_buffered_bytes ({max_buffered_bytes}) is below max_request_bytes ({max_request_bytes}): the largest request could never be served"
+            )));
+        }
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError("max_connections must be at least 1".into()));
+        }
+        for endpoint in &raw.allowed_endpoints {
+            if quorum_backends::confine::origin(endpoint).is_none() {
+                return Err(ConfigError(format!(
+                    "allowed_endpoints: {endpoint:?} is not a URL like \"http://host:9000\""
+                )));
+            }
+        }
+        let token = raw.auth.and_then(|a| a.token).filter(|t| !t.is_empty());
+        if let Some(token) = &token {
+            check_token(token)?;
+        }
         let mut volumes = Vec::with_capacity(raw.volume.len());
         let mut names = HashSet::new();
         for (i, table) in raw.volume.into_iter().enumerate() {
@@ -193,18 +247,21 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
-            max_request_bytes: raw
-                .max_request_bytes
-                .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.as_u64()),
+            max_request_bytes,
             max_events,
             body_timeout,
+            max_buffered_bytes,
+            header_timeout,
+            max_connections,
+            child_roots: raw.child_roots.iter().map(|r| base_dir.join(r)).collect(),
+            allowed_endpoints: raw.allowed_endpoints,
             resync_rate: raw
                 .resync_rate
                 .map_or(DEFAULT_RESYNC_RATE, |b| b.as_u64().max(4096)),
             scrub_rate: raw
                 .scrub_rate
                 .map_or(DEFAULT_RESYNC_RATE, |b| b.as_u64().max(4096)),
-            token: raw.auth.and_then(|a| a.token).filter(|t| !t.is_empty()),
+            token,
             volumes,
             base_dir: base_dir.to_owned(),
         })
@@ -228,10 +285,8 @@ fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, Config
         None => format!("volume #{}", index + 1),
     };
     let raw: RawVolume = keyed(&label, table)?;
-    if !valid_volume_name(&raw.name) {
-        return Err(ConfigError(format!(
-            "{label}: the name must be 1 to 64 of A-Z a-z 0-9 . _ - (and not . or ..)"
-        )));
+    if !valid_name(&raw.name) {
+        return Err(ConfigError(format!("{label}: {NAME_RULE}")));
     }
     let mut children = Vec::with_capacity(raw.child.len());
     for (i, table) in raw.child.into_iter().enumerate() {
@@ -283,8 +338,8 @@ fn parse_child(volume: &str, index: usize, table: toml::Table) -> Result<ChildCo
         options.insert(key, text);
     }
     let name = raw.name.unwrap_or(default_name);
-    if name.is_empty() {
-        return Err(ConfigError(format!("{label}: the name is empty")));
+    if !valid_name(&name) {
+        return Err(ConfigError(format!("{label}: {NAME_RULE}")));
     }
     Ok(ChildConfig {
         name,
@@ -294,9 +349,25 @@ fn parse_child(volume: &str, index: usize, table: toml::Table) -> Result<ChildCo
     })
 }
 
-/// Whether `name` is a valid volume name: `[A-Za-z0-9._-]{1,64}`, and not
-/// `.` or `..`, so that it is safe in paths and URLs.
-pub fn valid_volume_name(name: &str) -> bool {
+/// The rule of volume and child names, as errors state it.
+pub const NAME_RULE: &str = "a name is 1 to 64 of A-Z a-z 0-9 . _ - (and not . or ..)";
+
+/// Checks a token: HTTP strips whitespace around a header's value, so a
+/// token with whitespace at either end, or with control characters, could
+/// never be matched exactly.
+pub fn check_token(token: &str) -> Result<(), ConfigError> {
+    let printable = token.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if !printable || token.trim() != token {
+        return Err(ConfigError(
+            "the token must be printable ASCII without spaces at either end".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `name` is a valid volume or child name: `[A-Za-z0-9._-]{1,64}`,
+/// and not `.` or `..`, so that it is safe in paths, URLs and metrics.
+pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -324,7 +395,7 @@ fn keyed<T: serde::de::DeserializeOwned>(
     table: toml::Table,
 ) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let path = e.path().to_string();
+        let path = one_line(&e.path().to_string());
         let message = one_line(e.inner().message());
         if path.is_empty() || path == "." {
             ConfigError(format!("{label}: {message}"))
@@ -430,6 +501,20 @@ mod tests {
                 "twice",
             ),
             ("listen = \"nowhere\"".to_string(), "nowhere"),
+            (
+                BASE.replace("name = \"b\"", &format!("name = \"{}\"", "b".repeat(65))),
+                "1 to 64",
+            ),
+            (
+                format!("max_request_bytes = \"1GiB\"\nmax_buffered_bytes = \"512MiB\"\n{BASE}"),
+                "max_buffered_bytes",
+            ),
+            (format!("[auth]\ntoken = \"t \"\n{BASE}"), "token"),
+            (format!("max_connections = 0\n{BASE}"), "max_connections"),
+            (
+                format!("allowed_endpoints = [\"nowhere\"]\n{BASE}"),
+                "allowed_endpoints",
+            ),
             ("[[volume]\n".to_string(), "line 1"),
         ];
         for (text, needle) in cases {
@@ -440,12 +525,12 @@ mod tests {
     }
 
     #[test]
-    fn volume_names_are_path_safe() {
-        for ok in ["vm1", "a.b-c_d", "X"] {
-            assert!(valid_volume_name(ok));
+    fn names_are_path_safe() {
+        for ok in ["vm1", "a.b-c_d", "X", "children.0"] {
+            assert!(valid_name(ok));
         }
         for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(65)] {
-            assert!(!valid_volume_name(bad), "{bad:?}");
+            assert!(!valid_name(bad), "{bad:?}");
         }
     }
 }

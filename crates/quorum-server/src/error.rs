@@ -15,6 +15,13 @@ pub enum ApiError {
     /// A token is configured and the request does not carry it.
     #[error("a valid bearer token is required (Authorization: Bearer TOKEN)")]
     Unauthorized,
+    /// A run-time child outside what the server's config allows.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A request the server does not implement (a transfer coding other
+    /// than chunked).
+    #[error("{0}")]
+    NotImplemented(String),
     /// No volume of that name.
     #[error("no volume named {0:?}")]
     NoSuchVolume(String),
@@ -73,6 +80,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             ApiError::NoSuchVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
             ApiError::NoSuchChild(_) => (StatusCode::NOT_FOUND, "no_such_child"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -118,6 +127,7 @@ impl From<crate::membership::MembershipError> for ApiError {
             M::LastCopy(m) => ApiError::LastCopy(m),
             M::NoSuchChild(_) => ApiError::NoSuchChild(e.to_string()),
             M::BadChild(m) => ApiError::BadRequest(m),
+            M::Forbidden(m) => ApiError::Forbidden(m),
             M::Busy(_) => ApiError::Busy(e.to_string()),
         }
     }

@@ -82,6 +82,46 @@ struct Job {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The most finished jobs kept (and saved) per volume; older ones are
+/// forgotten.
+const KEPT_FINISHED: usize = 100;
+
+/// A scrub is already running on the volume.
+#[derive(Debug, thiserror::Error)]
+#[error("scrub {0} is running on this volume; one scrub at a time")]
+pub struct ScrubRunning(pub u64);
+
+/// Adds a job to `jobs`, forgetting the oldest finished ones beyond
+/// [`KEPT_FINISHED`].
+fn add_to(jobs: &mut Vec<Arc<Job>>, record: Record) -> Arc<Job> {
+    let done = record.bytes_done;
+    let job = Arc::new(Job {
+        record: Mutex::new(record),
+        cancel: AtomicBool::new(false),
+        run: (Instant::now(), done),
+        thread: Mutex::new(None),
+    });
+    jobs.push(job.clone());
+    let finished = jobs
+        .iter()
+        .filter(|j| job_state(j) != JobState::Running)
+        .count();
+    let mut excess = finished.saturating_sub(KEPT_FINISHED);
+    jobs.retain(|j| {
+        let forget = excess > 0 && job_state(j) != JobState::Running;
+        excess -= usize::from(forget);
+        !forget
+    });
+    job
+}
+
+fn job_state(job: &Job) -> JobState {
+    job.record
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state
+}
+
 /// Why a job could not be cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -159,33 +199,37 @@ impl Jobs {
     }
 
     fn add(&self, record: Record) -> Arc<Job> {
-        let done = record.bytes_done;
-        let job = Arc::new(Job {
-            record: Mutex::new(record),
-            cancel: AtomicBool::new(false),
-            run: (Instant::now(), done),
-            thread: Mutex::new(None),
-        });
-        self.lock().push(job.clone());
-        job
+        let mut jobs = self.lock();
+        add_to(&mut jobs, record)
     }
 
     /// Starts a scrub of the whole volume; returns its JSON.
-    pub fn start_scrub(self: &Arc<Self>, repair: bool) -> Value {
-        let id = self.lock().iter().map(|j| job_id(j)).max().unwrap_or(0) + 1;
+    ///
+    /// # Errors
+    /// The scrub already running: one at a time per volume.
+    pub fn start_scrub(self: &Arc<Self>, repair: bool) -> Result<Value, ScrubRunning> {
         let total = self.volume.size();
-        let job = self.add(Record {
-            id,
-            repair,
-            state: JobState::Running,
-            bytes_done: 0,
-            bytes_total: total,
-            bytes_repaired: 0,
-            started: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            mismatches: Vec::new(),
-            unrecoverable: Vec::new(),
-            error: None,
-        });
+        let mut jobs = self.lock();
+        if let Some(running) = jobs.iter().find(|j| job_state(j) == JobState::Running) {
+            return Err(ScrubRunning(job_id(running)));
+        }
+        let id = jobs.iter().map(|j| job_id(j)).max().unwrap_or(0) + 1;
+        let job = add_to(
+            &mut jobs,
+            Record {
+                id,
+                repair,
+                state: JobState::Running,
+                bytes_done: 0,
+                bytes_total: total,
+                bytes_repaired: 0,
+                started: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                mismatches: Vec::new(),
+                unrecoverable: Vec::new(),
+                error: None,
+            },
+        );
+        drop(jobs);
         self.save();
         self.sink.emit(
             self.volume.name(),
@@ -198,7 +242,7 @@ impl Jobs {
         );
         let view = view(&job);
         self.spawn(job);
-        view
+        Ok(view)
     }
 
     fn spawn(self: &Arc<Self>, job: Arc<Job>) {

@@ -17,11 +17,13 @@ use std::path::PathBuf;
 
 pub mod api;
 pub mod bridge;
+pub mod budget;
 pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod listener;
 pub mod membership;
 pub mod range;
 pub mod resync;

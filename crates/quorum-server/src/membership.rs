@@ -34,11 +34,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use parking_lot::{RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard};
-use quorum_backends::ChildSource;
+use quorum_backends::{ChildSource, Confinement, OpenError};
 use quorum_core::{ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ChildConfig;
+use crate::config::{ChildConfig, NAME_RULE, valid_name};
 use crate::jobs::Jobs;
 use crate::resync::ResyncConfig;
 use crate::telemetry::Telemetry;
@@ -64,6 +64,9 @@ pub enum MembershipError {
     /// The new child cannot be opened or used.
     #[error("{0}")]
     BadChild(String),
+    /// The new child lies outside what the server allows.
+    #[error("{0}")]
+    Forbidden(String),
     /// Requests in flight did not end in time.
     #[error("the volume stayed busy for {0:?}; try again")]
     Busy(Duration),
@@ -125,6 +128,10 @@ pub struct Rebuild {
     pub sink: Arc<dyn EventSink>,
     /// The metrics.
     pub telemetry: Arc<Telemetry>,
+    /// What a child added at run time may reach.
+    pub confine: Arc<Confinement>,
+    /// The mark of this volume's files.
+    pub mark: String,
 }
 
 /// A served volume: the current engine volume, its jobs, its children's
@@ -215,12 +222,16 @@ impl VolumeEntry {
         self.jobs().stop();
     }
 
-    /// Adds a child; it syncs before it votes. Call it on a blocking thread.
+    /// Adds a child, confined to what the server allows; it syncs before
+    /// it votes. Its storage must not be any child's of `volumes` (every
+    /// volume of the server, this one included). Call it on a blocking
+    /// thread, one add at a time per server.
     pub fn add_child(
         &self,
         name: &str,
         uri: &str,
         options: BTreeMap<String, String>,
+        volumes: &BTreeMap<String, Arc<VolumeEntry>>,
     ) -> Result<ChildInfo, MembershipError> {
         let old = self.volume();
         if old.options().blkverify {
@@ -228,8 +239,10 @@ impl VolumeEntry {
                 "a child cannot be added in blkverify mode".into(),
             ));
         }
-        if name.is_empty() {
-            return Err(MembershipError::BadChild("a child needs a name".into()));
+        if !valid_name(name) {
+            return Err(MembershipError::BadChild(format!(
+                "bad child name: {NAME_RULE}"
+            )));
         }
         if old.children().iter().any(|c| c.name == name) {
             return Err(MembershipError::Conflict(format!(
@@ -242,8 +255,16 @@ impl VolumeEntry {
             base_dir: &self.rebuild.base_dir,
             size: Some(old.size()),
             faults: &[],
+            mark: &self.rebuild.mark,
+            confine: Some(&self.rebuild.confine),
         })
-        .map_err(|e| MembershipError::BadChild(format!("child {name:?}: {e}")))?;
+        .map_err(|e| match e {
+            OpenError::Forbidden(m) => MembershipError::Forbidden(format!("child {name:?}: {m}")),
+            e @ (OpenError::NotOurs { .. } | OpenError::WrongSize { .. }) => {
+                MembershipError::Conflict(format!("child {name:?}: {e}"))
+            }
+            e => MembershipError::BadChild(format!("child {name:?}: {e}")),
+        })?;
         let _gate = self.gate_write()?;
         let old = self.volume();
         if old.children().iter().any(|c| c.name == name) {
@@ -251,15 +272,9 @@ impl VolumeEntry {
                 "a child named {name:?} exists"
             )));
         }
-        let identity = backend.identity();
-        if let Some(same) = old
-            .child_specs()
-            .into_iter()
-            .find(|c| c.backend.identity() == identity)
-        {
+        if let Some((volume, child)) = claimed(volumes, &backend.identity()) {
             return Err(MembershipError::Conflict(format!(
-                "child {:?} already uses that storage: one copy cannot have two votes",
-                same.name
+                "volume {volume:?}, child {child:?} already uses that storage: one copy cannot have two votes"
             )));
         }
         let mut specs = old.child_specs();
@@ -389,6 +404,21 @@ impl VolumeEntry {
             Err(e) => tracing::error!(error = %e, "cannot restart the volume's jobs"),
         }
     }
+}
+
+/// The volume and child of `volumes` whose storage is `identity`, if any.
+pub fn claimed(
+    volumes: &BTreeMap<String, Arc<VolumeEntry>>,
+    identity: &str,
+) -> Option<(String, String)> {
+    volumes.iter().find_map(|(volume, entry)| {
+        entry
+            .volume()
+            .child_specs()
+            .into_iter()
+            .find(|c| c.backend.identity() == identity)
+            .map(|c| (volume.clone(), c.name))
+    })
 }
 
 /// The resync of a volume, saving the membership whenever a child synced

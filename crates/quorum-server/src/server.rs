@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use quorum_backends::ChildSource;
+use quorum_backends::{ChildSource, Confinement};
 use quorum_core::{ChildSpec, EventSink, Volume};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::budget::Budget;
 use crate::config::{ChildConfig, Config, VolumeConfig};
 use crate::events::EventLog;
+use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::telemetry::{Observer, Telemetry};
 
@@ -39,9 +41,25 @@ pub fn open_volumes(
     sink: &Arc<dyn EventSink>,
     telemetry: &Arc<Telemetry>,
 ) -> anyhow::Result<BTreeMap<String, Arc<VolumeEntry>>> {
-    let mut volumes = BTreeMap::new();
+    let mut confine = Confinement::new(&config.child_roots, &config.allowed_endpoints)
+        .map_err(anyhow::Error::msg)?;
+    for child in config.volumes.iter().flat_map(|v| &v.children) {
+        confine.allow_child(&child.uri, &child.options);
+    }
+    let confine = Arc::new(confine);
+    let mut volumes: BTreeMap<String, Arc<VolumeEntry>> = BTreeMap::new();
     for vc in &config.volumes {
-        let entry = open_volume(config, vc, sink, telemetry)?;
+        let entry = open_volume(config, vc, sink, telemetry, &confine)?;
+        let volume = entry.volume();
+        for child in volume.child_specs() {
+            if let Some((other, owner)) = membership::claimed(&volumes, &child.backend.identity()) {
+                return Err(anyhow!(
+                    "volume {:?}, child {:?}: it uses the same storage as volume {other:?}, child {owner:?}",
+                    vc.options.name,
+                    child.name
+                ));
+            }
+        }
         volumes.insert(vc.options.name.clone(), Arc::new(entry));
     }
     Ok(volumes)
@@ -52,6 +70,7 @@ fn open_volume(
     vc: &VolumeConfig,
     sink: &Arc<dyn EventSink>,
     telemetry: &Arc<Telemetry>,
+    confine: &Arc<Confinement>,
 ) -> anyhow::Result<VolumeEntry> {
     let name = &vc.options.name;
     let saved_at = membership::saved_path(&config.data_dir, name);
@@ -83,6 +102,7 @@ fn open_volume(
         }
         None => (vc.children.clone(), Vec::new()),
     };
+    let mark = Confinement::mark(&config.data_dir, name);
     let mut specs = Vec::with_capacity(children.len());
     for child in &children {
         let backend = quorum_backends::open(ChildSource {
@@ -91,6 +111,8 @@ fn open_volume(
             base_dir: &config.base_dir,
             size: vc.size,
             faults: &child.faults,
+            mark: &mark,
+            confine: None,
         })
         .map_err(|e| anyhow!("volume {name:?}, child {:?}: {e}", child.name))?;
         specs.push(ChildSpec::new(child.name.clone(), backend));
@@ -113,6 +135,8 @@ fn open_volume(
         resync_rate: config.resync_rate,
         sink: sink.clone(),
         telemetry: telemetry.clone(),
+        confine: confine.clone(),
+        mark,
     };
     VolumeEntry::start(volume, children, rebuild)
         .with_context(|| format!("volume {name:?}: cannot start its background jobs"))
@@ -126,6 +150,9 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     }
     if config.token.is_none() {
         config.token = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty());
+        if let Some(token) = &config.token {
+            crate::config::check_token(token).context("QUORUM_TOKEN")?;
+        }
     }
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without a token: anyone who can reach it can read and write the volumes");
@@ -159,9 +186,16 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         token: config.token.clone(),
         max_request_bytes: config.max_request_bytes,
         body_timeout: config.body_timeout,
+        budget: Budget::new(config.max_buffered_bytes),
         shutdown: CancellationToken::new(),
+        adding: std::sync::Mutex::new(()),
     });
-    let served = runtime.block_on(serve(config.listen, state.clone()));
+    let limits = Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        write_timeout: config.body_timeout,
+    };
+    let served = runtime.block_on(serve(config.listen, state.clone(), limits));
     for entry in state.volumes.values() {
         entry.stop();
     }
@@ -172,7 +206,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, state: Arc<AppState>) -> anyhow::Result<()> {
+async fn serve(addr: SocketAddr, state: Arc<AppState>, limits: Limits) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -183,17 +217,12 @@ async fn serve(addr: SocketAddr, state: Arc<AppState>) -> anyhow::Result<()> {
     tracing::info!(%bound, "listening");
     let shutdown = state.shutdown.clone();
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.cancel();
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(anyhow!("the HTTP server failed: {e}")),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow!("the HTTP server task failed: {e}")),
         Err(_) => {
             tracing::warn!(deadline = ?DRAIN_DEADLINE, "some requests did not finish in time; closing anyway");

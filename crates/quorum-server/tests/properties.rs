@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use quorum_server::config::{Config, valid_volume_name};
+use quorum_server::config::{Config, valid_name};
 use quorum_server::error::ApiError;
 use quorum_server::range::{self, ByteRange};
 
@@ -516,7 +516,7 @@ fn check_config(text: &str) {
             assert!(!c.body_timeout.is_zero());
             let mut names = std::collections::HashSet::new();
             for v in &c.volumes {
-                assert!(valid_volume_name(&v.options.name), "{:?}", v.options.name);
+                assert!(valid_name(&v.options.name), "{:?}", v.options.name);
                 assert!(names.insert(v.options.name.clone()), "a duplicate volume");
                 let t = v.options.vote_threshold;
                 assert!(

@@ -63,7 +63,7 @@ use tokio::sync::Mutex;
 
 use self::chunks::{Piece, md5_hex, plain_md5};
 use self::errors::{Failure, store_error};
-use crate::OpenError;
+use crate::{Confinement, OpenError};
 
 /// The chunk size of a new volume unless the `chunk_size` option says
 /// otherwise. See BENCHMARKS.md or the README for the measurement behind it.
@@ -82,6 +82,18 @@ const VERSION: u32 = 1;
 /// Options of an s3 child that are quorum's own; every other option is an
 /// object_store config key (`aws_endpoint`, `aws_region`, ...).
 const OWN_OPTIONS: [&str; 4] = ["chunk_size", "op_timeout", "max_retries", "retry_timeout"];
+
+/// The object_store keys a child added at run time may set: none of them
+/// can point the server at another host, a proxy or a metadata service.
+pub const RUN_TIME_KEYS: [AmazonS3ConfigKey; 7] = [
+    AmazonS3ConfigKey::Endpoint,
+    AmazonS3ConfigKey::Region,
+    AmazonS3ConfigKey::AccessKeyId,
+    AmazonS3ConfigKey::SecretAccessKey,
+    AmazonS3ConfigKey::Token,
+    AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp),
+    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+];
 
 /// The HTTP client settings that the client of conditional DELETEs copies
 /// from the store's configuration (options and environment).
@@ -138,10 +150,15 @@ impl S3Backend {
     /// request, `connect_timeout` 1s, `max_retries` 1, `retry_timeout` 3s,
     /// `op_timeout` 6s for a whole backend call, `chunk_size` 256KiB (for a
     /// new volume; an existing one keeps its own).
+    ///
+    /// A child added at run time (`confine`) may use only the options that
+    /// cannot send the server elsewhere ([`RUN_TIME_KEYS`] and quorum's own),
+    /// and only an allowed endpoint.
     pub fn open(
         uri: &str,
         options: &BTreeMap<String, String>,
         size: Option<u64>,
+        confine: Option<&Confinement>,
     ) -> Result<S3Backend, OpenError> {
         let (bucket, prefix) = parse_uri(uri)?;
         let settings = settings(options)?;
@@ -162,6 +179,11 @@ impl S3Backend {
                     option: key.clone(),
                     backend: "s3",
                 })?;
+            if confine.is_some() && !RUN_TIME_KEYS.contains(&config_key) {
+                return Err(OpenError::Forbidden(format!(
+                    "option {key:?} is not allowed for a child added at run time"
+                )));
+            }
             if config_key == AmazonS3ConfigKey::ConditionalPut {
                 return Err(OpenError::BadOption {
                     option: key.clone(),
@@ -188,6 +210,9 @@ impl S3Backend {
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .unwrap_or_default();
+        if let Some(confine) = confine {
+            confine.endpoint(&endpoint)?;
+        }
         let store = builder.build().map_err(|e| OpenError::Remote {
             uri: uri.to_owned(),
             problem: format!("cannot configure the object store: {e}"),
@@ -358,6 +383,16 @@ impl S3Backend {
             _ => Ok(()),
         }
     }
+}
+
+/// The endpoint an s3 child with `options` would use: its `aws_endpoint`
+/// (or an alias object_store knows), else the `AWS_*` environment's.
+pub fn endpoint(options: &BTreeMap<String, String>) -> Option<String> {
+    options
+        .iter()
+        .find(|(key, _)| AmazonS3ConfigKey::from_str(key).ok() == Some(AmazonS3ConfigKey::Endpoint))
+        .map(|(_, value)| value.clone())
+        .or_else(|| AmazonS3Builder::from_env().get_config_value(&AmazonS3ConfigKey::Endpoint))
 }
 
 fn settings(options: &BTreeMap<String, String>) -> Result<Settings, OpenError> {
@@ -589,7 +624,12 @@ mod tests {
         assert!(settings(&opts("chunk_size", "1MiB")).is_ok());
         assert!(settings(&opts("op_timeout", "soon")).is_err());
         assert!(settings(&opts("max_retries", "-1")).is_err());
-        let off = S3Backend::open("s3://b/p", &opts("aws_conditional_put", "disabled"), None);
+        let off = S3Backend::open(
+            "s3://b/p",
+            &opts("aws_conditional_put", "disabled"),
+            None,
+            None,
+        );
         assert!(
             matches!(&off, Err(OpenError::BadOption { option, .. }) if option == "aws_conditional_put"),
             "conditional writes cannot be turned off"
