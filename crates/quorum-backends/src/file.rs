@@ -118,8 +118,10 @@ impl FileBackend {
                 let meta = file.metadata().map_err(at)?;
                 let ours = read_mark(&file).as_deref() == Some(mark);
                 if !meta.is_file() || (meta.len() != 0 && !ours) {
+                    use std::os::unix::fs::MetadataExt;
                     return Err(OpenError::NotOurs {
                         path: path.to_owned(),
+                        identity: file_identity(meta.dev(), meta.ino()),
                     });
                 }
                 if meta.len() == 0 {
@@ -189,6 +191,11 @@ impl FileBackend {
     }
 }
 
+/// The identity of the file with this device and inode.
+fn file_identity(dev: u64, ino: u64) -> String {
+    format!("file:{dev}:{ino}")
+}
+
 /// The volume mark of `file`, if it has one.
 fn read_mark(file: &File) -> Option<String> {
     let mut value = [0u8; 4096];
@@ -219,7 +226,7 @@ impl Backend for FileBackend {
     fn identity(&self) -> String {
         use std::os::unix::fs::MetadataExt;
         match self.file.metadata() {
-            Ok(m) => format!("file:{}:{}", m.dev(), m.ino()),
+            Ok(m) => file_identity(m.dev(), m.ino()),
             Err(_) => self.to_string(),
         }
     }

@@ -123,6 +123,9 @@ pub enum OpenError {
     NotOurs {
         /// The file.
         path: PathBuf,
+        /// Its identity ([`quorum_core::Backend::identity`]), to name the
+        /// child that uses it, if one does.
+        identity: String,
     },
     /// A run-time child's existing file has another size than the volume.
     #[error("{} is not of the volume's size", path.display())]

@@ -260,6 +260,12 @@ impl VolumeEntry {
         })
         .map_err(|e| match e {
             OpenError::Forbidden(m) => MembershipError::Forbidden(format!("child {name:?}: {m}")),
+            OpenError::NotOurs { ref identity, .. } if claimed(volumes, identity).is_some() => {
+                let (volume, child) = claimed(volumes, identity).unwrap_or_default();
+                MembershipError::Conflict(format!(
+                    "volume {volume:?}, child {child:?} already uses that storage: one copy cannot have two votes"
+                ))
+            }
             e @ (OpenError::NotOurs { .. } | OpenError::WrongSize { .. }) => {
                 MembershipError::Conflict(format!("child {name:?}: {e}"))
             }

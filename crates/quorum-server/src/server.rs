@@ -62,6 +62,11 @@ pub fn open_volumes(
         }
         volumes.insert(vc.options.name.clone(), Arc::new(entry));
     }
+    // Said once every volume is open: a refusal stays the only line.
+    for (name, entry) in &volumes {
+        let volume = entry.volume();
+        tracing::info!(volume = %name, size = volume.size(), children = volume.children().len(), "volume opened");
+    }
     Ok(volumes)
 }
 
@@ -125,7 +130,6 @@ fn open_volume(
         telemetry.add_child(name, &child.name);
     }
     telemetry.set_size(name, volume.size());
-    tracing::info!(volume = %name, size = volume.size(), children = children.len(), "volume opened");
     let rebuild = Rebuild {
         options: vc.options.clone(),
         journal,
