@@ -31,6 +31,35 @@ pub struct Limits {
     pub write_timeout: Duration,
 }
 
+/// Raises the soft limit of open files toward the hard one, so that
+/// `max_connections` connections (plus the children's files and the
+/// server's own) fit; says so when they cannot.
+pub fn raise_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = max_connections as u64 + 1024;
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return;
+    }
+    let raised = limit.maximum.map_or(wanted, |max| max.min(wanted));
+    let set = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        },
+    );
+    let effective = if set.is_ok() { raised } else { current };
+    if effective < wanted {
+        tracing::warn!(
+            open_files = effective,
+            max_connections,
+            "the open-file limit is below max_connections plus 1024; new connections may be refused with EMFILE under load"
+        );
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then waits for
 /// the connections to finish their requests.
 pub async fn serve(

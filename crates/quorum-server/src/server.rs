@@ -161,6 +161,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without a token: anyone who can reach it can read and write the volumes");
     }
+    listener::raise_file_limit(config.max_connections);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let events = Arc::new(
