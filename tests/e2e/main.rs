@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod faults;
 mod lifecycle;
+mod limits;
 mod linearizability;
 mod membership;
 mod observability;
