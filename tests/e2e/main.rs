@@ -11,6 +11,7 @@ mod basic;
 mod confinement;
 mod faults;
 mod lifecycle;
+mod limits;
 mod linearizability;
 mod membership;
 mod observability;

@@ -1034,6 +1034,16 @@ impl Server {
         self.addr.port()
     }
 
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id of the running server, for `/proc/PID/...`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// The value of one series of `/metrics`, e.g.
     /// `quorum_child_errors_total{volume="vm",child="a",op="read"}`; panics if
     /// the series is absent.
