@@ -136,10 +136,7 @@ fn file_children_stay_under_child_roots_whatever_the_path_says() {
     std::fs::create_dir_all(&outside).expect("outside");
     std::os::unix::fs::symlink(&outside, roots.join("escape")).expect("dir symlink");
     std::os::unix::fs::symlink(outside.join("f.img"), roots.join("f.img")).expect("file symlink");
-    let config = format!(
-        "child_roots = [\"roots\"]\n{}",
-        abc_volume("1MiB", "")
-    );
+    let config = format!("child_roots = [\"roots\"]\n{}", abc_volume("1MiB", ""));
     let server = sandbox.serve(&config);
     let attempts = [
         format!("file://{}", outside.join("a.img").display()),
@@ -158,7 +155,10 @@ fn file_children_stay_under_child_roots_whatever_the_path_says() {
         .filter_map(Result::ok)
         .map(|e| e.file_name())
         .collect();
-    assert!(created.is_empty(), "files created outside the roots: {created:?}");
+    assert!(
+        created.is_empty(),
+        "files created outside the roots: {created:?}"
+    );
     assert!(!roots.join("missing-dir").exists());
     // Under the root it works, through the path or a file:// uri.
     add_to(&server, "vm", "d", "roots/d.img", json!({})).expect_status(201);
@@ -175,10 +175,7 @@ fn an_existing_file_is_used_only_if_empty_or_this_volumes_own_and_errors_tell_no
     sandbox.fill_file("roots/foreign.img", 0x5a, MIB);
     sandbox.fill_file("roots/odd.img", 0x5b, 1301);
     sandbox.create_file("roots/empty.img", 0);
-    let config = format!(
-        "child_roots = [\"roots\"]\n{}",
-        abc_volume("1MiB", "")
-    );
+    let config = format!("child_roots = [\"roots\"]\n{}", abc_volume("1MiB", ""));
     let server = sandbox.serve(&config);
     let before = server.snapshot(&["roots/foreign.img", "roots/odd.img"]);
     for (name, file) in [("f", "roots/foreign.img"), ("o", "roots/odd.img")] {
@@ -191,9 +188,11 @@ fn an_existing_file_is_used_only_if_empty_or_this_volumes_own_and_errors_tell_no
         }
     }
     // /etc/passwd: forbidden, and nothing about its size.
-    let passwd_size = std::fs::metadata("/etc/passwd").map(|m| m.len()).unwrap_or(0);
-    let message = add_to(&server, "vm", "p", "file:///etc/passwd", json!({}))
-        .expect_error(403, "forbidden");
+    let passwd_size = std::fs::metadata("/etc/passwd")
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let message =
+        add_to(&server, "vm", "p", "file:///etc/passwd", json!({})).expect_error(403, "forbidden");
     assert!(
         !message.contains(&passwd_size.to_string()),
         "the error tells /etc/passwd's size: {message}"
@@ -254,8 +253,7 @@ fn storage_of_another_volume_or_another_server_is_refused() {
         roots.display(),
         volume("v1", "1MiB", 1, "", &[child("mine")])
     ));
-    add_to(&other, "v1", "x", &p.display().to_string(), json!({}))
-        .expect_error(409, "conflict");
+    add_to(&other, "v1", "x", &p.display().to_string(), json!({})).expect_error(409, "conflict");
     assert_eq!(std::fs::read(&p).expect("read p"), before, "p was changed");
     assert_eq!(child_names(&server, "v2"), ["r"]);
     assert_eq!(child_names(&other, "v1"), ["mine"]);
@@ -281,7 +279,10 @@ fn storage_of_another_volume_or_another_server_is_refused() {
 fn remote_children_reach_only_allowed_endpoints_and_never_echo_them() {
     let spy = Spy::start(LEAKY_500, Duration::from_secs(60));
     let sandbox = Sandbox::new();
-    let mut server = sandbox.serve_with_env(&abc_volume("1MiB", ""), &[("QUORUM_TOKEN", "callers-token")]);
+    let mut server = sandbox.serve_with_env(
+        &abc_volume("1MiB", ""),
+        &[("QUORUM_TOKEN", "callers-token")],
+    );
     server.set_token(Some("callers-token"));
     let http = spy.url("/v1/volumes/x");
     add_to(&server, "vm", "h", &http, json!({})).expect_error(403, "forbidden");
@@ -292,8 +293,7 @@ fn remote_children_reach_only_allowed_endpoints_and_never_echo_them() {
         "aws_access_key_id": "k",
         "aws_secret_access_key": "s",
     });
-    add_to(&server, "vm", "s", "s3://bucket/vm", s3_options.clone())
-        .expect_error(403, "forbidden");
+    add_to(&server, "vm", "s", "s3://bucket/vm", s3_options.clone()).expect_error(403, "forbidden");
     assert_eq!(spy.connections(), 0, "a refused child was contacted");
     drop(server);
 
@@ -308,11 +308,20 @@ fn remote_children_reach_only_allowed_endpoints_and_never_echo_them() {
     let mut server = sandbox.serve_with_env(&config, &[("QUORUM_TOKEN", "callers-token")]);
     server.set_token(Some("callers-token"));
     let message = add_to(&server, "vm", "h", &http, json!({})).expect_error(400, "bad_request");
-    assert!(!message.contains(SECRET_BODY), "the remote's body is echoed: {message}");
+    assert!(
+        !message.contains(SECRET_BODY),
+        "the remote's body is echoed: {message}"
+    );
     let message = add_to(&server, "vm", "s", "s3://bucket/vm", s3_options.clone())
         .expect_error(400, "bad_request");
-    assert!(!message.contains(SECRET_BODY), "the remote's body is echoed: {message}");
-    assert!(spy.connections() > 0, "the allowed endpoint was never contacted");
+    assert!(
+        !message.contains(SECRET_BODY),
+        "the remote's body is echoed: {message}"
+    );
+    assert!(
+        spy.connections() > 0,
+        "the allowed endpoint was never contacted"
+    );
     let heads = spy.heads.lock().expect("heads").clone();
     assert!(!heads.is_empty());
     for head in &heads {
@@ -339,10 +348,20 @@ fn child_names_follow_the_volume_name_rule() {
     let sandbox = Sandbox::new();
     let config = format!("child_roots = [\".\"]\n{}", abc_volume("1MiB", ""));
     let server = sandbox.serve(&config);
-    for name in ["x".repeat(65), "a b".into(), "../x".into(), "é".into(), String::new()] {
+    for name in [
+        "x".repeat(65),
+        "a b".into(),
+        "../x".into(),
+        "é".into(),
+        String::new(),
+    ] {
         add_to(&server, "vm", &name, "n.img", json!({})).expect_error(400, "bad_request");
     }
     assert!(!server.file("n.img").exists());
     let metrics = server.get("/metrics").text();
-    assert!(metrics.len() < 64 * 1024, "metrics grew: {} bytes", metrics.len());
+    assert!(
+        metrics.len() < 64 * 1024,
+        "metrics grew: {} bytes",
+        metrics.len()
+    );
 }

@@ -102,6 +102,12 @@ fn add_to(jobs: &mut Vec<Arc<Job>>, record: Record) -> Arc<Job> {
         thread: Mutex::new(None),
     });
     jobs.push(job.clone());
+    prune(jobs);
+    job
+}
+
+/// Forgets the oldest finished jobs beyond [`KEPT_FINISHED`].
+fn prune(jobs: &mut Vec<Arc<Job>>) {
     let finished = jobs
         .iter()
         .filter(|j| job_state(j) != JobState::Running)
@@ -112,7 +118,6 @@ fn add_to(jobs: &mut Vec<Arc<Job>>, record: Record) -> Arc<Job> {
         excess -= usize::from(forget);
         !forget
     });
-    job
 }
 
 fn job_state(job: &Job) -> JobState {
@@ -310,6 +315,9 @@ impl Jobs {
     }
 
     fn finish(&self, job: &Job, state: JobState, error: Option<String>) {
+        // The list is held across the change, so that no one sees the job
+        // ended and the list not yet pruned.
+        let mut jobs = self.lock();
         let event = {
             let mut r = job.record.lock().unwrap_or_else(PoisonError::into_inner);
             r.state = state;
@@ -324,6 +332,8 @@ impl Jobs {
                 unrecoverable: r.unrecoverable.iter().map(|&(o, b)| o..o + b).collect(),
             }
         };
+        prune(&mut jobs);
+        drop(jobs);
         self.save();
         self.sink.emit(self.volume.name(), event);
     }
