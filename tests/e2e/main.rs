@@ -8,6 +8,7 @@ mod util;
 
 mod bad_input;
 mod basic;
+mod block_status;
 mod confinement;
 mod faults;
 mod lifecycle;

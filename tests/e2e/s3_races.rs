@@ -503,7 +503,7 @@ fn block_status_never_reads_a_failed_request_as_zero() {
 
     proxy.fail(Some(|method, _| method == "HEAD"));
     let map = backend
-        .block_status(CHUNK, 2 * CHUNK)
+        .block_status(CHUNK, 2 * CHUNK, 16)
         .expect("block status without HEADs");
     assert_eq!(
         map.first().map(|e| (e.offset, e.length, e.zero)),
@@ -513,10 +513,10 @@ fn block_status_never_reads_a_failed_request_as_zero() {
     proxy.fail(Some(|method, target| {
         method == "GET" && target.contains("list-type=2")
     }));
-    let failed = backend.block_status(CHUNK, 2 * CHUNK);
+    let failed = backend.block_status(CHUNK, 2 * CHUNK, 16);
     assert!(failed.is_err(), "a failed listing is an error: {failed:?}");
     proxy.fail(None);
-    assert!(backend.block_status(0, MIB).is_ok());
+    assert!(backend.block_status(0, MIB, 16).is_ok());
 }
 
 /// A write that covers whole chunks never reads them: it overwrites a chunk

@@ -274,6 +274,22 @@ impl Sandbox {
         f.set_len(len).expect("size a child file");
     }
 
+    /// Makes `name` a sparse file of `len` bytes that holds `data` bytes of
+    /// `byte` at the start of every `stride` bytes and holes between: with
+    /// `data` and `stride - data` multiples of the filesystem block, a file
+    /// of `2 * len / stride` extents.
+    pub fn striped_file(&self, name: &str, len: u64, stride: u64, data: u64, byte: u8) {
+        let f = File::create(self.file(name)).expect("create a child file");
+        f.set_len(len).expect("size a child file");
+        let block = vec![byte; data as usize];
+        let mut at = 0;
+        while at < len {
+            let n = data.min(len - at) as usize;
+            f.write_all_at(&block[..n], at).expect("write a child file");
+            at += stride;
+        }
+    }
+
     /// pwrite into a child file (created if missing).
     pub fn write_file_at(&self, name: &str, offset: u64, data: &[u8]) {
         let f = OpenOptions::new()

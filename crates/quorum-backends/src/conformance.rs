@@ -4,7 +4,7 @@
 
 use std::thread;
 
-use quorum_core::{Backend, BackendError};
+use quorum_core::{Backend, BackendError, Extent};
 
 /// The size of the child the suite expects: 4 MiB, all zeros.
 pub const SIZE: u64 = 4 << 20;
@@ -49,7 +49,7 @@ fn write_zeroes_reads_zero(b: &dyn Backend) {
 
 fn block_status_covers_the_range(b: &dyn Backend) {
     let (offset, length) = (12_345, SIZE - 20_000);
-    let map = b.block_status(offset, length).expect("status");
+    let map = b.block_status(offset, length, usize::MAX).expect("status");
     let mut at = offset;
     for e in &map {
         assert_eq!(e.offset, at, "extents must be contiguous: {map:?}");
@@ -65,9 +65,41 @@ fn block_status_covers_the_range(b: &dyn Backend) {
         at += e.length;
     }
     assert_eq!(at, offset + length);
+    block_status_is_paged(b, offset, length, &map);
     // Data that was written is never reported as zero.
-    let map = b.block_status(1 << 20, 100).expect("status");
+    let map = b.block_status(1 << 20, 100, usize::MAX).expect("status");
     assert!(map.iter().all(|e| !e.zero), "{map:?}");
+}
+
+/// Pages of `limit` extents, each asked for from where the one before
+/// ends, put end to end (unjoined) are the whole answer: a page cut short
+/// ends where its last extent really ends.
+fn block_status_is_paged(b: &dyn Backend, offset: u64, length: u64, whole: &[Extent]) {
+    let mut joined: Vec<Extent> = Vec::new();
+    for e in whole {
+        Extent::append(&mut joined, *e);
+    }
+    let end = offset + length;
+    for limit in [1, 2, 3] {
+        let mut pages: Vec<Extent> = Vec::new();
+        let mut at = offset;
+        while at < end {
+            let page = b.block_status(at, end - at, limit).expect("status");
+            assert!(
+                !page.is_empty() && page.len() <= limit,
+                "a page of {} extents for a limit of {limit}: {page:?}",
+                page.len()
+            );
+            assert_eq!(page[0].offset, at, "a page starts where it was asked");
+            at = page.last().map_or(end, Extent::end);
+            assert!(
+                at == end || page.len() == limit,
+                "a page cut short holds the limit: {page:?}"
+            );
+            pages.extend(page);
+        }
+        assert_eq!(pages, joined, "pages of {limit}");
+    }
 }
 
 fn out_of_range_is_refused(b: &dyn Backend) {

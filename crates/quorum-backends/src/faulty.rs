@@ -286,8 +286,13 @@ impl Backend for Faulty {
         self.inner.flush()
     }
 
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
-        self.inner.block_status(offset, length)
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
+        self.inner.block_status(offset, length, limit)
     }
 
     fn max_in_flight(&self) -> usize {

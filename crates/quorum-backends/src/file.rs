@@ -271,7 +271,14 @@ impl Backend for FileBackend {
         Ok(())
     }
 
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+    /// Two seeks an extent pair, stopping once `limit` extents are
+    /// finished (the one after them has begun).
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
         self.check(offset, length)?;
         let end = offset + length;
         let mut extents: Vec<Extent> = Vec::new();
@@ -286,18 +293,21 @@ impl Backend for FileBackend {
                     },
                 );
             }
+            extents.len() > limit
         };
         let mut at = offset;
         while at < end {
             let data = self.seek(SeekFrom::Data(at))?.unwrap_or(end).min(end);
-            push(at, data, true);
-            if data >= end {
+            if push(at, data, true) || data >= end {
                 break;
             }
             let hole = self.seek(SeekFrom::Hole(data))?.unwrap_or(end).min(end);
-            push(data, hole, false);
+            if push(data, hole, false) {
+                break;
+            }
             at = hole;
         }
+        extents.truncate(limit);
         Ok(extents)
     }
 }
@@ -353,7 +363,7 @@ mod tests {
         let (dir, b) = temp(1 << 20);
         b.write_at(&vec![7u8; 1 << 20], 0).expect("fill");
         b.write_zeroes(256 << 10, 256 << 10).expect("zeroes");
-        let map = b.block_status(0, 1 << 20).expect("status");
+        let map = b.block_status(0, 1 << 20, 100).expect("status");
         assert_eq!(
             map,
             vec![

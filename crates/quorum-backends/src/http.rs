@@ -1,6 +1,7 @@
 //! `http`: a child that is a volume on another quorum-server, reached
 //! through its HTTP API (SPEC section 4): reads with `Range`, writes with
-//! `PUT`, and write-zeroes, flush and block status through their endpoints.
+//! `PUT`, and write-zeroes, flush and block status through their endpoints
+//! (block status page by page, following `Quorum-Next-Offset`).
 //!
 //! The client keeps connections alive and allows several requests in
 //! flight; connect and request timeouts are bounded, so a dead or hung
@@ -31,6 +32,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests in flight per remote child.
 const IN_FLIGHT: usize = 16;
+/// The most extents asked of the remote in one page of block status (the
+/// server's default page): each answer stays a few MiB of JSON, and a
+/// longer list is followed page by page.
+const REMOTE_PAGE_MAX: usize = 1 << 16;
+/// The header of a block status page cut short: where the next one starts.
+const NEXT_OFFSET: &str = "quorum-next-offset";
 
 /// A child on a remote quorum-server volume.
 pub struct HttpBackend {
@@ -289,21 +296,71 @@ impl Backend for HttpBackend {
             .map(drop)
     }
 
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+    /// Follows the remote's pages (`Quorum-Next-Offset`) until `limit`
+    /// extents are finished or the range is covered. A server that does
+    /// not page answers the whole range at once, without the header.
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
         self.check(offset, length)?;
-        let url = format!("{}/block-status?offset={offset}&length={length}", self.base);
-        let response = self.send(self.client.get(url), StatusCode::OK)?;
-        let extents: Vec<RemoteExtent> = response.json().map_err(|e| {
-            BackendError::Refused(format!("{} sent a bad block status: {e}", self.base))
-        })?;
-        Ok(extents
-            .into_iter()
-            .map(|e| Extent {
-                offset: e.offset,
-                length: e.length,
-                zero: e.zero,
-            })
-            .collect())
+        let end = offset + length;
+        let mut extents: Vec<Extent> = Vec::new();
+        let mut at = offset;
+        while at < end && extents.len() <= limit {
+            // One more than needed, to see that the last one is finished.
+            let want = (limit - extents.len())
+                .saturating_add(1)
+                .min(REMOTE_PAGE_MAX);
+            let url = format!(
+                "{}/block-status?offset={at}&length={}&limit={want}",
+                self.base,
+                end - at
+            );
+            let response = self.send(self.client.get(url), StatusCode::OK)?;
+            let next = match response.headers().get(NEXT_OFFSET) {
+                None => None,
+                Some(value) => Some(
+                    value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            BackendError::Refused(format!(
+                                "{} sent a malformed {NEXT_OFFSET} header: {value:?}",
+                                self.base
+                            ))
+                        })?,
+                ),
+            };
+            let page: Vec<RemoteExtent> = response.json().map_err(|e| {
+                BackendError::Refused(format!("{} sent a bad block status: {e}", self.base))
+            })?;
+            for e in page {
+                Extent::append(
+                    &mut extents,
+                    Extent {
+                        offset: e.offset,
+                        length: e.length,
+                        zero: e.zero,
+                    },
+                );
+            }
+            let Some(next) = next else { break };
+            // The next page starts where this one ends, further on: else
+            // following it could go round forever.
+            if next <= at || next > end || extents.last().map(Extent::end) != Some(next) {
+                return Err(BackendError::Refused(format!(
+                    "{} sent a block status page of {at}..{end} that does not end at its {NEXT_OFFSET} {next}",
+                    self.base
+                )));
+            }
+            at = next;
+        }
+        extents.truncate(limit);
+        Ok(extents)
     }
 
     fn max_in_flight(&self) -> usize {

@@ -16,6 +16,11 @@ pub struct Extent {
 }
 
 impl Extent {
+    /// Where the run ends (exclusive).
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.length)
+    }
+
     /// Appends `next` to a map being built in order, merging it into the
     /// last extent when both are zero or both data and they touch.
     pub fn append(map: &mut Vec<Extent>, next: Extent) {
@@ -130,10 +135,22 @@ pub trait Backend: Send + Sync + fmt::Display {
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), BackendError>;
 
-    /// Which parts of `offset..offset+length` read as zero. The extents are
-    /// in order and cover the range exactly. The default says "data" for the
-    /// whole range, which is always correct.
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+    /// Which parts of `offset..offset+length` read as zero, in at most
+    /// `limit` extents (`limit` is at least 1).
+    ///
+    /// The extents are in order: the first starts at `offset` and each
+    /// starts where the one before ends. They cover the whole range or,
+    /// when that takes more than `limit` extents, a prefix of it that ends
+    /// where its last extent really ends (the caller asks again from
+    /// there), so that the work and the answer stay bounded by `limit`
+    /// whatever the number of extents of the child. The default says
+    /// "data" for the whole range, which is always correct.
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        _limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
         Ok(vec![Extent {
             offset,
             length,

@@ -8,6 +8,8 @@
 //! - [`Volume`] (`volume.rs`): drives the children of one disk. Every
 //!   request fans out to every child in parallel, through each child's
 //!   worker pool (`worker.rs`), and the caller waits for the answers.
+//! - Zero maps (`extents.rs`): block status, the children's extent lists
+//!   merged in one pass and in bounded pages.
 //! - The vote (`vote.rs`): a pure function from the children's copies and
 //!   the threshold to the answer and the losers, per 4 KiB block.
 //! - Ordering (`ordering.rs`): overlapping requests never run concurrently
@@ -27,6 +29,7 @@ mod breaker;
 mod buffer;
 mod error;
 mod event;
+mod extents;
 mod intent;
 mod ordering;
 mod report;

@@ -15,6 +15,7 @@ use crate::breaker::Breaker;
 use crate::buffer::BufferPool;
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
+use crate::extents::{ZeroMerge, child_page};
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
 use crate::ordering::RangeLock;
 use crate::report::Reports;
@@ -955,10 +956,12 @@ impl Volume {
         reports: &mut Reports<'_>,
     ) -> Result<(), VolumeError> {
         let (offset, length) = (range.start, (range.end - range.start) as usize);
-        let all_zero = |map: &[Extent]| map.iter().all(|e| e.zero);
+        // One extent is enough to tell: the range is zero when the first
+        // extent is zero and covers it.
+        let all_zero = |map: &[Extent]| matches!(map, [e] if e.zero && e.offset == offset && e.end() == range.end);
         if self.children.len() > 1
             && self
-                .zero_map(range.clone(), Some(child), reports)
+                .zero_map(range.clone(), Some(child), 1, reports)
                 .is_ok_and(|m| all_zero(&m))
         {
             let own = self
@@ -967,6 +970,7 @@ impl Volume {
                     Request::BlockStatus {
                         offset,
                         length: length as u64,
+                        limit: 1,
                     },
                 )])
                 .pop();
@@ -1559,60 +1563,107 @@ impl Volume {
         })
     }
 
-    /// Which parts of `offset..offset+length` read as zero: zero only where
-    /// every child says so. A child that fails, is not tried (its breaker is
-    /// open) or is stale over a part counts as data there: the write it
-    /// missed may be zero nowhere else.
+    /// Which parts of `offset..offset+length` read as zero, in at most
+    /// `limit` extents (a `limit` of 0 counts as 1): zero only where every
+    /// child says so. A child that fails, is not tried (its breaker is open)
+    /// or is stale over a part counts as data there: the write it missed
+    /// may be zero nowhere else.
+    ///
+    /// The extents are in order and contiguous from `offset`. When the range
+    /// takes more than `limit` extents, the answer covers a prefix of it
+    /// that ends where its last extent really ends: ask again from there,
+    /// and the pages put end to end are the whole answer. The work is
+    /// linear in the extents passed over, and memory is bounded by `limit`
+    /// and the children's pages (see the `extents` module), whatever the
+    /// number of extents of the volume.
     ///
     /// # Errors
     /// [`VolumeError::OutOfRange`] outside the volume; [`VolumeError::Quorum`]
     /// when fewer than `vote_threshold` children answered.
-    pub fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, VolumeError> {
+    pub fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, VolumeError> {
         let end = self.check_range(offset, length)?;
         if length == 0 {
             return Ok(Vec::new());
         }
         let _guard = self.ranges.shared(offset, end);
-        self.zero_map(offset..end, None, &mut self.reports())
+        self.zero_map(offset..end, None, limit, &mut self.reports())
     }
 
-    /// The zero map of `range` from every child but `except`, by a caller
-    /// that holds the range (see [`Volume::block_status`]).
+    /// The zero map of `range` from every child but `except`, in at most
+    /// `limit` extents, by a caller that holds the range (see
+    /// [`Volume::block_status`]). The children are asked in pages of
+    /// [`child_page`] extents, each from where the merge has used up its
+    /// last answer; a child that fails counts as data from there on, and the
+    /// request fails once fewer than `vote_threshold` of the children asked
+    /// have answered.
     fn zero_map(
         &self,
         range: Range<u64>,
         except: Option<usize>,
+        limit: usize,
         reports: &mut Reports<'_>,
     ) -> Result<Vec<Extent>, VolumeError> {
         let (offset, length) = (range.start, range.end - range.start);
-        let request = Request::BlockStatus { offset, length };
-        let jobs = (0..self.children.len())
+        let asked: Vec<usize> = (0..self.children.len())
             .filter(|&i| Some(i) != except)
-            .map(|i| (i, request.clone()))
             .collect();
-        let answers = self.dispatch(jobs);
-        let asked: Vec<usize> = answers.iter().map(|(i, _)| *i).collect();
-        let results = answers.into_iter().map(|(_, r)| r).collect();
-        let replies =
-            self.require_quorum_of(&asked, Op::BlockStatus, offset, length, results, reports)?;
-        let stale = self.stale_within(range.clone());
-        let data = Extent {
-            offset,
-            length,
-            zero: false,
-        };
-        let maps: Vec<Vec<Extent>> = asked
-            .iter()
-            .zip(replies)
-            .map(|(&i, reply)| match reply {
-                Some(Reply::Extents(map)) => match stale.get(i) {
-                    Some(ranges) if !ranges.is_empty() => with_data(map, ranges),
-                    _ => map,
-                },
-                _ => vec![data],
-            })
-            .collect();
-        Ok(merge_zero_maps(offset, range.end, &maps))
+        let page = child_page(limit);
+        let mut merge = ZeroMerge::new(range.clone(), asked.len(), limit);
+        let mut failures: Vec<ChildFailure> = Vec::new();
+        while !merge.is_done() {
+            let at = merge.at();
+            let request = Request::BlockStatus {
+                offset: at,
+                length: range.end - at,
+                limit: page,
+            };
+            let wanted = merge.wanted();
+            let jobs = wanted
+                .iter()
+                .map(|&k| (asked[k], request.clone()))
+                .collect();
+            for (&k, (i, result)) in wanted.iter().zip(self.dispatch(jobs)) {
+                match result {
+                    Ok(Reply::Extents(map)) => merge.feed(k, map, |r| self.stale_of(i, r)),
+                    Ok(_) => merge.all_data(k),
+                    Err(error) => {
+                        self.report_failed(reports, Op::BlockStatus, i, at, range.end - at, &error);
+                        failures.push(ChildFailure {
+                            child: self.children[i].name.clone(),
+                            error,
+                        });
+                        merge.all_data(k);
+                    }
+                }
+            }
+            let succeeded = asked.len() - failures.len();
+            if succeeded < self.options.vote_threshold {
+                return Err(self.fail(
+                    reports,
+                    Op::BlockStatus,
+                    offset,
+                    length,
+                    succeeded,
+                    failures,
+                    None,
+                ));
+            }
+            merge.advance();
+        }
+        Ok(merge.finish())
+    }
+
+    /// `child`'s stale ranges within `range`, in order.
+    fn stale_of(&self, child: usize, range: Range<u64>) -> Vec<Range<u64>> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.stale_maps().sets[child].within(range)
     }
 
     /// Stops every child's workers after the work already queued, waiting
@@ -2046,83 +2097,4 @@ impl Volume {
             })
             .collect()
     }
-}
-
-/// `map` with `ranges` (in order) said to be data.
-fn with_data(map: Vec<Extent>, ranges: &[Range<u64>]) -> Vec<Extent> {
-    let mut out = Vec::with_capacity(map.len() + 2 * ranges.len());
-    for e in map {
-        let end = e.offset + e.length;
-        if !e.zero {
-            Extent::append(&mut out, e);
-            continue;
-        }
-        let mut at = e.offset;
-        for r in ranges.iter().filter(|r| r.start < end && r.end > e.offset) {
-            let (s, t) = (r.start.max(at), r.end.min(end));
-            if s > at {
-                Extent::append(
-                    &mut out,
-                    Extent {
-                        offset: at,
-                        length: s - at,
-                        zero: true,
-                    },
-                );
-            }
-            Extent::append(
-                &mut out,
-                Extent {
-                    offset: s,
-                    length: t - s,
-                    zero: false,
-                },
-            );
-            at = t;
-        }
-        if at < end {
-            Extent::append(
-                &mut out,
-                Extent {
-                    offset: at,
-                    length: end - at,
-                    zero: true,
-                },
-            );
-        }
-    }
-    out
-}
-
-/// Merges the children's zero maps of `start..end`: a byte is zero only where
-/// every map says so.
-fn merge_zero_maps(start: u64, end: u64, maps: &[Vec<Extent>]) -> Vec<Extent> {
-    let mut cuts: Vec<u64> = maps
-        .iter()
-        .flatten()
-        .flat_map(|e| [e.offset, e.offset.saturating_add(e.length)])
-        .filter(|&x| x > start && x < end)
-        .collect();
-    cuts.push(start);
-    cuts.push(end);
-    cuts.sort_unstable();
-    cuts.dedup();
-    let zero_at = |map: &[Extent], at: u64| {
-        map.iter()
-            .any(|e| e.zero && e.offset <= at && at < e.offset + e.length)
-    };
-    let mut out: Vec<Extent> = Vec::new();
-    for w in cuts.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        let zero = !maps.is_empty() && maps.iter().all(|m| zero_at(m, a));
-        Extent::append(
-            &mut out,
-            Extent {
-                offset: a,
-                length: b - a,
-                zero,
-            },
-        );
-    }
-    out
 }

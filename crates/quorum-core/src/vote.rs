@@ -94,7 +94,8 @@ pub fn vote(offset: u64, copies: &[Option<&[u8]>], threshold: usize) -> Result<O
 }
 
 /// Like [`vote`], with parts of some copies left out: `excluded[i]` are the
-/// volume byte ranges of child `i` that must not vote (its stale ranges).
+/// volume byte ranges of child `i` that must not vote (its stale ranges),
+/// in order and disjoint.
 /// A block where a child is excluded is voted on by the others only, and the
 /// excluded child is not reported as a loser there.
 pub fn vote_masked(
@@ -139,11 +140,18 @@ fn vote_blocks(
     threshold: usize,
     excluded: &[Vec<Range<u64>>],
 ) -> Result<Outcome, VoteError> {
-    let left_out = |child: usize, block: &Range<usize>| {
+    // Per child, the first excluded range that a block may still meet:
+    // blocks come in order, so each list is walked once, not once a block.
+    let mut next_excluded = vec![0usize; excluded.len()];
+    let mut left_out = |child: usize, block: &Range<usize>| {
         let (s, e) = (offset + block.start as u64, offset + block.end as u64);
-        excluded
-            .get(child)
-            .is_some_and(|ranges| ranges.iter().any(|r| r.start < e && s < r.end))
+        let (Some(ranges), Some(at)) = (excluded.get(child), next_excluded.get_mut(child)) else {
+            return false;
+        };
+        while ranges.get(*at).is_some_and(|r| r.end <= s) {
+            *at += 1;
+        }
+        ranges.get(*at).is_some_and(|r| r.start < e)
     };
     let base = answered[0].0;
     let len = answered[0].1.len();
@@ -701,9 +709,15 @@ mod tests {
                     if !masked || rng.random_bool(0.5) {
                         return Vec::new();
                     }
-                    let at = offset + rng.random_range(0..len) as u64;
-                    let n = rng.random_range(1..=2 * VOTE_BLOCK);
-                    vec![at..at + n]
+                    // One to three ranges, in order and disjoint.
+                    let mut ranges = Vec::new();
+                    let mut at = offset + rng.random_range(0..len) as u64;
+                    for _ in 0..rng.random_range(1..=3) {
+                        let n = rng.random_range(1..=2 * VOTE_BLOCK);
+                        ranges.push(at..at + n);
+                        at += n + rng.random_range(1..=2 * VOTE_BLOCK);
+                    }
+                    ranges
                 })
                 .collect();
             let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();

@@ -29,11 +29,24 @@ use crate::buffer::BufferPool;
 /// What a child is asked to do.
 #[derive(Debug, Clone)]
 pub(crate) enum Request {
-    Read { offset: u64, length: usize },
-    Write { offset: u64, data: Bytes },
-    WriteZeroes { offset: u64, length: u64 },
+    Read {
+        offset: u64,
+        length: usize,
+    },
+    Write {
+        offset: u64,
+        data: Bytes,
+    },
+    WriteZeroes {
+        offset: u64,
+        length: u64,
+    },
     Flush,
-    BlockStatus { offset: u64, length: u64 },
+    BlockStatus {
+        offset: u64,
+        length: u64,
+        limit: usize,
+    },
 }
 
 /// What a child answered.
@@ -268,8 +281,12 @@ fn execute(
             backend.write_zeroes(offset, length).map(|()| Reply::Done)
         }
         Request::Flush => backend.flush().map(|()| Reply::Done),
-        Request::BlockStatus { offset, length } => {
-            backend.block_status(offset, length).map(Reply::Extents)
-        }
+        Request::BlockStatus {
+            offset,
+            length,
+            limit,
+        } => backend
+            .block_status(offset, length, limit.max(1))
+            .map(Reply::Extents),
     }
 }

@@ -13,15 +13,15 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures_util::{Stream, StreamExt, stream};
-use quorum_core::{Op, VolumeError};
-use serde::Deserialize;
+use quorum_core::{Extent, Op, VolumeError};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
@@ -42,6 +42,13 @@ use crate::telemetry::Telemetry;
 const READ_CHUNK: usize = 1 << 20;
 /// The most events one `GET /v1/events` returns.
 const MAX_EVENTS_PER_PAGE: usize = 10_000;
+/// The extents one block status answer holds unless `limit` says otherwise.
+const BLOCK_STATUS_LIMIT: usize = 1 << 16;
+/// The largest `limit` of block status.
+const MAX_BLOCK_STATUS_LIMIT: usize = 1 << 20;
+/// The header of a block status answer cut short: where the next page
+/// starts (the end of its last extent).
+const NEXT_OFFSET: HeaderName = HeaderName::from_static("quorum-next-offset");
 
 /// What every handler shares.
 pub struct AppState {
@@ -192,6 +199,13 @@ struct OffsetQuery {
 struct RangeQuery {
     offset: u64,
     length: u64,
+}
+
+#[derive(Deserialize)]
+struct BlockStatusQuery {
+    offset: u64,
+    length: u64,
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -594,21 +608,55 @@ async fn flush(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `[{offset, length, zero}]` for at most `limit` extents (default
+/// [`BLOCK_STATUS_LIMIT`], at most [`MAX_BLOCK_STATUS_LIMIT`]); an answer
+/// cut short covers a prefix of the range and says where the next page
+/// starts in `Quorum-Next-Offset`.
 async fn block_status(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
-    ApiQuery(q): ApiQuery<RangeQuery>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    ApiQuery(q): ApiQuery<BlockStatusQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(BLOCK_STATUS_LIMIT);
+    if limit == 0 || limit > MAX_BLOCK_STATUS_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_BLOCK_STATUS_LIMIT} extents, not {limit}"
+        )));
+    }
     let entry = state.entry(&vol)?;
     let extents = timed(&state, &vol, Op::BlockStatus, 0, move || {
-        entry.run(|v| v.block_status(q.offset, q.length))
+        entry.run(|v| v.block_status(q.offset, q.length, limit))
     })
     .await?;
-    let list: Vec<_> = extents
-        .iter()
-        .map(|e| json!({ "offset": e.offset, "length": e.length, "zero": e.zero }))
-        .collect();
-    Ok(axum::Json(json!(list)))
+    // The engine checked the range: the sum does not overflow.
+    let end = q.offset.saturating_add(q.length);
+    let next = extents.last().map(Extent::end).filter(|&next| next < end);
+    let list: Vec<ExtentJson> = extents.iter().map(ExtentJson::from).collect();
+    let mut response = axum::Json(list).into_response();
+    if let Some(next) = next {
+        response
+            .headers_mut()
+            .insert(NEXT_OFFSET, HeaderValue::from(next));
+    }
+    Ok(response)
+}
+
+/// One extent of a block status answer.
+#[derive(Serialize)]
+struct ExtentJson {
+    offset: u64,
+    length: u64,
+    zero: bool,
+}
+
+impl From<&Extent> for ExtentJson {
+    fn from(e: &Extent) -> Self {
+        ExtentJson {
+            offset: e.offset,
+            length: e.length,
+            zero: e.zero,
+        }
+    }
 }
 
 #[derive(Deserialize)]

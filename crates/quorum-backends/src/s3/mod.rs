@@ -567,7 +567,14 @@ impl Backend for S3Backend {
         })
     }
 
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+    /// One listing of the range's chunks; the extents are built from it in
+    /// one pass and cut once `limit` of them are finished.
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
         BackendError::check_range(offset, length, self.size)?;
         let chunks = self.chunks(offset, length);
         let listed = self.call(self.listed(chunks.clone()))?;
@@ -584,7 +591,11 @@ impl Backend for S3Backend {
                     zero: !listed.contains_key(&i),
                 },
             );
+            if extents.len() > limit {
+                break;
+            }
         }
+        extents.truncate(limit);
         Ok(extents)
     }
 

@@ -514,7 +514,7 @@ impl Run {
             _ => {
                 let r = self.blocks(BLOCKS);
                 let (offset, length) = bytes(&r);
-                let result = volume.block_status(offset, length);
+                let result = volume.block_status(offset, length, usize::MAX);
                 self.log
                     .push(format!("block status {r:?}: {}", outcome(&result)));
                 if let (Ok(map), false) = (result, crashing) {

@@ -117,7 +117,10 @@ fn block_status_counts_a_failed_or_stale_child_as_data() {
         .expect("write on a only");
     b.fail_writes.store(false, Ordering::SeqCst);
     a.fail_reads.store(true, Ordering::SeqCst);
-    let map = s.volume.block_status(0, 16 * B as u64).expect("status");
+    let map = s
+        .volume
+        .block_status(0, 16 * B as u64, 100)
+        .expect("status");
     let at = |o: u64| {
         map.iter()
             .find(|e| e.offset <= o && o < e.offset + e.length)
@@ -132,7 +135,10 @@ fn block_status_counts_a_failed_or_stale_child_as_data() {
     // is data.
     a.fail_reads.store(false, Ordering::SeqCst);
     let zero = || {
-        let map = s.volume.block_status(0, 16 * B as u64).expect("status");
+        let map = s
+            .volume
+            .block_status(0, 16 * B as u64, 100)
+            .expect("status");
         map.iter().filter(|e| e.zero).map(|e| e.length).sum::<u64>()
     };
     wait_for("a to be tried again", || zero() > 0);
@@ -161,7 +167,10 @@ fn a_new_child_is_stale_everywhere_and_the_resync_zeroes_it_without_reads() {
         .mark_stale("c", std::slice::from_ref(&all))
         .expect("mark");
     // Stale c counts as data: nothing is zero.
-    let map = s.volume.block_status(0, 32 * B as u64).expect("status");
+    let map = s
+        .volume
+        .block_status(0, 32 * B as u64, 100)
+        .expect("status");
     assert!(map.iter().all(|e| !e.zero), "{map:?}");
     let reads_before = s.mems[0].write_attempts.load(Ordering::SeqCst);
     let mut from = 0;

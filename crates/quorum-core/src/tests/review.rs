@@ -142,8 +142,13 @@ impl Backend for Held {
             _ => self.mem.flush(),
         }
     }
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
-        self.mem.block_status(offset, length)
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
+        self.mem.block_status(offset, length, limit)
     }
     fn write_unit(&self) -> u64 {
         self.unit

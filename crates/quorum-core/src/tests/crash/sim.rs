@@ -327,7 +327,12 @@ impl Backend for SimDisk {
         Ok(())
     }
 
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<Extent>, BackendError> {
+    fn block_status(
+        &self,
+        offset: u64,
+        length: u64,
+        limit: usize,
+    ) -> Result<Vec<Extent>, BackendError> {
         let mut s = self.state();
         if !s.fuse.call() {
             return Err(eio());
@@ -348,7 +353,11 @@ impl Backend for SimDisk {
                     zero: piece.iter().all(|&b| b == 0),
                 },
             );
+            if out.len() > limit {
+                break;
+            }
         }
+        out.truncate(limit);
         Ok(out)
     }
 
