@@ -5,11 +5,18 @@
 //! them. The events are QEMU's (`QUORUM_REPORT_BAD`, `QUORUM_FAILURE`) plus
 //! quorum's own (`QUORUM_REWRITE`, `BLKVERIFY_MISMATCH`).
 
-use std::fmt;
 use std::sync::Mutex;
 
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+
+use crate::child_state::ChildState;
+use crate::job::{JobKind, JobState};
+
 /// The kind of request, as metrics and events name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Op {
     /// A read.
     Read,
@@ -26,29 +33,56 @@ pub enum Op {
 impl Op {
     /// The metric label: `read`, `write`, `write_zeroes`, `flush`, `block_status`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Read => "read",
-            Op::Write => "write",
-            Op::WriteZeroes => "write_zeroes",
-            Op::Flush => "flush",
-            Op::BlockStatus => "block_status",
-        }
+        self.into()
     }
 
     /// The `type` field of QEMU's events, which knows only read, write and
     /// flush: write-zeroes is a write there, block status a read.
     pub fn event_type(self) -> &'static str {
         match self {
-            Op::Read | Op::BlockStatus => "read",
-            Op::Write | Op::WriteZeroes => "write",
-            Op::Flush => "flush",
+            Op::Read | Op::BlockStatus => Op::Read.as_str(),
+            Op::Write | Op::WriteZeroes => Op::Write.as_str(),
+            Op::Flush => Op::Flush.as_str(),
         }
     }
 }
 
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The kind of an [`Event`]; its one string form is the event's name on
+/// the wire (`QUORUM_REPORT_BAD`, ...).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    /// [`Event::ReportBad`].
+    #[strum(serialize = "QUORUM_REPORT_BAD")]
+    ReportBad,
+    /// [`Event::Failure`].
+    #[strum(serialize = "QUORUM_FAILURE")]
+    Failure,
+    /// [`Event::Rewrite`].
+    #[strum(serialize = "QUORUM_REWRITE")]
+    Rewrite,
+    /// [`Event::BlkverifyMismatch`].
+    BlkverifyMismatch,
+    /// [`Event::ChildAdded`].
+    ChildAdded,
+    /// [`Event::ChildRemoved`].
+    ChildRemoved,
+    /// [`Event::ChildStateChange`].
+    ChildStateChange,
+    /// [`Event::JobStarted`].
+    JobStarted,
+    /// [`Event::JobProgress`].
+    JobProgress,
+    /// [`Event::JobCompleted`].
+    JobCompleted,
+}
+
+impl EventKind {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -104,16 +138,16 @@ pub enum Event {
         /// The child's name.
         child: String,
         /// The state before.
-        from: &'static str,
+        from: ChildState,
         /// The state now.
-        to: &'static str,
+        to: ChildState,
     },
     /// A background job (a scrub) started.
     JobStarted {
         /// The job's id within the volume.
         id: u64,
-        /// `scrub`.
-        kind: &'static str,
+        /// What kind of job.
+        kind: JobKind,
         /// Whether it repairs what it finds.
         repair: bool,
         /// Bytes it will scan.
@@ -123,8 +157,8 @@ pub enum Event {
     JobProgress {
         /// The job's id.
         id: u64,
-        /// `scrub`.
-        kind: &'static str,
+        /// What kind of job.
+        kind: JobKind,
         /// Bytes scanned so far.
         bytes_done: u64,
         /// Bytes to scan in all.
@@ -134,10 +168,10 @@ pub enum Event {
     JobCompleted {
         /// The job's id.
         id: u64,
-        /// `scrub`.
-        kind: &'static str,
-        /// `completed`, `cancelled` or `failed`.
-        state: &'static str,
+        /// What kind of job.
+        kind: JobKind,
+        /// How it ended.
+        state: JobState,
         /// Bytes scanned.
         bytes_scanned: u64,
         /// Bytes repaired.
@@ -159,20 +193,25 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::ReportBad { .. } => EventKind::ReportBad,
+            Event::Failure { .. } => EventKind::Failure,
+            Event::Rewrite { .. } => EventKind::Rewrite,
+            Event::BlkverifyMismatch { .. } => EventKind::BlkverifyMismatch,
+            Event::ChildAdded { .. } => EventKind::ChildAdded,
+            Event::ChildRemoved { .. } => EventKind::ChildRemoved,
+            Event::ChildStateChange { .. } => EventKind::ChildStateChange,
+            Event::JobStarted { .. } => EventKind::JobStarted,
+            Event::JobProgress { .. } => EventKind::JobProgress,
+            Event::JobCompleted { .. } => EventKind::JobCompleted,
+        }
+    }
+
     /// The event's name on the wire.
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::ReportBad { .. } => "QUORUM_REPORT_BAD",
-            Event::Failure { .. } => "QUORUM_FAILURE",
-            Event::Rewrite { .. } => "QUORUM_REWRITE",
-            Event::BlkverifyMismatch { .. } => "BLKVERIFY_MISMATCH",
-            Event::ChildAdded { .. } => "CHILD_ADDED",
-            Event::ChildRemoved { .. } => "CHILD_REMOVED",
-            Event::ChildStateChange { .. } => "CHILD_STATE_CHANGE",
-            Event::JobStarted { .. } => "JOB_STARTED",
-            Event::JobProgress { .. } => "JOB_PROGRESS",
-            Event::JobCompleted { .. } => "JOB_COMPLETED",
-        }
+        self.kind().as_str()
     }
 }
 
@@ -218,4 +257,37 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn emit(&self, _volume: &str, _event: Event) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_are_the_wire_names() {
+        let names: Vec<&str> = EventKind::VARIANTS.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "QUORUM_REPORT_BAD",
+                "QUORUM_FAILURE",
+                "QUORUM_REWRITE",
+                "BLKVERIFY_MISMATCH",
+                "CHILD_ADDED",
+                "CHILD_REMOVED",
+                "CHILD_STATE_CHANGE",
+                "JOB_STARTED",
+                "JOB_PROGRESS",
+                "JOB_COMPLETED",
+            ]
+        );
+        for kind in EventKind::VARIANTS {
+            assert_eq!(kind.as_str().parse::<EventKind>().ok(), Some(*kind));
+        }
+        let ops: Vec<&str> = Op::VARIANTS.iter().map(|o| o.as_str()).collect();
+        assert_eq!(
+            ops,
+            ["read", "write", "write_zeroes", "flush", "block_status"]
+        );
+    }
 }

@@ -27,23 +27,27 @@
 mod backend;
 mod breaker;
 mod buffer;
+mod child_state;
 mod error;
 mod event;
 mod extents;
 mod intent;
+mod job;
 mod ordering;
 mod report;
 pub mod stale;
 mod volume;
 pub mod vote;
+mod words;
 mod worker;
 
 #[cfg(test)]
 mod tests;
 
 pub use backend::{Backend, BackendError, Extent};
+pub use child_state::ChildState;
 pub use error::{ChildFailure, OpenError, QuorumError, VolumeError};
-pub use event::{Event, EventSink, NullSink, Op, RecordingSink};
-pub use volume::{
-    ChildInfo, ChildSpec, ChildState, ReadPattern, ResyncStep, Scrubbed, Volume, VolumeOptions,
-};
+pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink};
+pub use job::{JobKind, JobState};
+pub use strum::VariantArray;
+pub use volume::{ChildInfo, ChildSpec, ReadPattern, ResyncStep, Scrubbed, Volume, VolumeOptions};

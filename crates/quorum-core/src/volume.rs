@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::backend::{Backend, BackendError, Extent};
 use crate::breaker::Breaker;
 use crate::buffer::BufferPool;
+use crate::child_state::ChildState;
 use crate::error::{ChildFailure, OpenError, QuorumError, VolumeError};
 use crate::event::{Event, EventSink, Op};
 use crate::extents::{ZeroMerge, child_page};
@@ -114,33 +115,6 @@ impl ChildSpec {
             name: name.into(),
             backend,
             late: Arc::default(),
-        }
-    }
-}
-
-/// What an operator sees of a child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildState {
-    /// Its last request succeeded.
-    Healthy,
-    /// Its last request failed.
-    Failed,
-    /// It missed writes that a resync has not copied yet; those ranges are
-    /// not read from it.
-    Stale,
-    /// It joined the volume and its copy is being made; what is not copied
-    /// yet is neither read from it nor counted in votes.
-    Syncing,
-}
-
-impl ChildState {
-    /// The API name: `healthy` or `failed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChildState::Healthy => "healthy",
-            ChildState::Failed => "failed",
-            ChildState::Stale => "stale",
-            ChildState::Syncing => "syncing",
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use quorum_core::{Event, EventSink, Scrubbed, Volume};
+use quorum_core::{Event, EventSink, JobKind, JobState, Scrubbed, Volume};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -32,31 +32,6 @@ use crate::telemetry::Telemetry;
 const STEP: u64 = 1 << 20;
 /// How often a running job reports progress and saves its checkpoint.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-
-/// The state of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Working (or waiting to resume after a restart).
-    Running,
-    /// Went through the whole volume.
-    Completed,
-    /// Cancelled by a client.
-    Cancelled,
-    /// Stopped by an error (the volume could not be read).
-    Failed,
-}
-
-impl JobState {
-    fn as_str(self) -> &'static str {
-        match self {
-            JobState::Running => "running",
-            JobState::Completed => "completed",
-            JobState::Cancelled => "cancelled",
-            JobState::Failed => "failed",
-        }
-    }
-}
 
 /// What is saved of a job, and what the API shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,7 +215,7 @@ impl Jobs {
             self.volume.name(),
             Event::JobStarted {
                 id,
-                kind: "scrub",
+                kind: JobKind::Scrub,
                 repair,
                 bytes_total: total,
             },
@@ -295,7 +270,8 @@ impl Jobs {
                     return;
                 }
             }
-            self.telemetry.job_bytes(self.volume.name(), "scrub", n);
+            self.telemetry
+                .job_bytes(self.volume.name(), JobKind::Scrub, n);
             if reported.elapsed() >= PROGRESS_EVERY {
                 reported = Instant::now();
                 self.save();
@@ -303,7 +279,7 @@ impl Jobs {
                     self.volume.name(),
                     Event::JobProgress {
                         id,
-                        kind: "scrub",
+                        kind: JobKind::Scrub,
                         bytes_done: offset,
                         bytes_total: total,
                     },
@@ -324,8 +300,8 @@ impl Jobs {
             r.error = error;
             Event::JobCompleted {
                 id: r.id,
-                kind: "scrub",
-                state: state.as_str(),
+                kind: JobKind::Scrub,
+                state,
                 bytes_scanned: r.bytes_done,
                 bytes_repaired: r.bytes_repaired,
                 mismatches: r.mismatches.clone(),
@@ -378,8 +354,8 @@ impl Jobs {
             let eta = (rate > 0.0 && stale > 0).then(|| stale as f64 / rate);
             out.push(json!({
                 "id": 0,
-                "kind": "resync",
-                "state": if stale > 0 { "running" } else { "idle" },
+                "kind": JobKind::Resync,
+                "state": if stale > 0 { JobState::Running } else { JobState::Idle },
                 "bytes_done": copied,
                 "bytes_total": copied + stale,
                 "rate_bytes_per_sec": rate,
@@ -500,7 +476,7 @@ fn view(job: &Job) -> Value {
         .collect();
     json!({
         "id": r.id,
-        "kind": "scrub",
+        "kind": JobKind::Scrub,
         "state": r.state.as_str(),
         "repair": r.repair,
         "bytes_done": r.bytes_done,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use quorum_core::{ChildState, Event, EventSink, ResyncStep, Volume};
+use quorum_core::{ChildState, Event, EventSink, JobKind, ResyncStep, Volume};
 
 use crate::telemetry::Telemetry;
 
@@ -133,7 +133,7 @@ fn run(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .get_or_insert((started, before));
-                telemetry.job_bytes(volume.name(), "resync", bytes);
+                telemetry.job_bytes(volume.name(), JobKind::Resync, bytes);
                 tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
                 pace(bytes, rate, started)
             }
@@ -191,17 +191,17 @@ fn announce_caught_up(
         if now.iter().any(|c| c.name == child && c.stale_bytes == 0) {
             let from = if volume.done_syncing(&child) {
                 on_synced(volume);
-                "syncing"
+                ChildState::Syncing
             } else {
-                state.as_str()
+                state
             };
-            tracing::info!(volume = volume.name(), %child, from, "child caught up");
+            tracing::info!(volume = volume.name(), %child, %from, "child caught up");
             sink.emit(
                 volume.name(),
                 Event::ChildStateChange {
                     child,
                     from,
-                    to: "healthy",
+                    to: ChildState::Healthy,
                 },
             );
         }

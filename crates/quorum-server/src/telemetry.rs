@@ -24,7 +24,7 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use quorum_core::{Event, EventSink, Op, Volume};
+use quorum_core::{ChildState, Event, EventKind, EventSink, JobKind, Op, VariantArray, Volume};
 use serde_json::{Value, json};
 
 use crate::events::EventLog;
@@ -35,45 +35,16 @@ const DURATION_BUCKETS: [f64; 17] = [
     1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The request kinds that have metrics, by index.
-const OPS: [Op; 5] = [
-    Op::Read,
-    Op::Write,
-    Op::WriteZeroes,
-    Op::Flush,
-    Op::BlockStatus,
-];
 /// The `type` values of `QUORUM_REPORT_BAD`.
-const REPORT_TYPES: [&str; 3] = ["read", "write", "flush"];
-/// The states of a child, for `quorum_child_state`.
-const CHILD_STATES: [&str; 4] = ["healthy", "syncing", "stale", "failed"];
-/// The kinds of background job, for `quorum_job_bytes_total`.
-pub const JOB_KINDS: [&str; 2] = ["scrub", "resync"];
-/// The event names, for `quorum_events_total`.
-const EVENT_NAMES: [&str; 10] = [
-    "CHILD_ADDED",
-    "CHILD_REMOVED",
-    "CHILD_STATE_CHANGE",
-    "QUORUM_REPORT_BAD",
-    "QUORUM_FAILURE",
-    "QUORUM_REWRITE",
-    "JOB_STARTED",
-    "JOB_PROGRESS",
-    "JOB_COMPLETED",
-    "BLKVERIFY_MISMATCH",
-];
+const REPORT_TYPES: [Op; 3] = [Op::Read, Op::Write, Op::Flush];
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-fn op_index(op: Op) -> usize {
-    match op {
-        Op::Read => 0,
-        Op::Write => 1,
-        Op::WriteZeroes => 2,
-        Op::Flush => 3,
-        Op::BlockStatus => 4,
-    }
+/// The index of a word in its `VARIANTS`, which list every value in
+/// declaration order.
+fn index<T: VariantArray + PartialEq>(word: T) -> usize {
+    T::VARIANTS.iter().position(|w| *w == word).unwrap_or(0)
 }
 
 /// Every metric of the server.
@@ -86,7 +57,7 @@ pub struct Telemetry {
 struct VolumeMetrics {
     ops: Vec<OpMetrics>,
     /// Bytes scanned by scrubs and copied by resyncs.
-    job_bytes: [Counter; 2],
+    job_bytes: Vec<Counter>,
     events: Vec<Counter>,
     children: RwLock<BTreeMap<String, ChildMetrics>>,
     counts: VolumeCounts,
@@ -161,7 +132,7 @@ impl Telemetry {
     }
 
     fn register_volume(&self, volume: &str, children: &[&str]) -> VolumeMetrics {
-        let ops = OPS
+        let ops = Op::VARIANTS
             .iter()
             .map(|op| {
                 let labels = [("volume", volume), ("op", op.as_str())];
@@ -176,15 +147,23 @@ impl Telemetry {
                 }
             })
             .collect();
-        let job_bytes = JOB_KINDS.map(|kind| {
-            self.counter(
-                "quorum_job_bytes_total",
-                &[("volume", volume), ("kind", kind)],
-            )
-        });
-        let events = EVENT_NAMES
+        let job_bytes = JobKind::VARIANTS
             .iter()
-            .map(|e| self.counter("quorum_events_total", &[("volume", volume), ("event", e)]))
+            .map(|kind| {
+                self.counter(
+                    "quorum_job_bytes_total",
+                    &[("volume", volume), ("kind", kind.as_str())],
+                )
+            })
+            .collect();
+        let events = EventKind::VARIANTS
+            .iter()
+            .map(|e| {
+                self.counter(
+                    "quorum_events_total",
+                    &[("volume", volume), ("event", e.as_str())],
+                )
+            })
             .collect();
         let children = children
             .iter()
@@ -202,7 +181,7 @@ impl Telemetry {
     fn register_child(&self, volume: &str, child: &str) -> ChildMetrics {
         let vc = [("volume", volume), ("child", child)];
         let metrics = ChildMetrics {
-            errors: OPS
+            errors: Op::VARIANTS
                 .iter()
                 .map(|op| {
                     self.counter(
@@ -216,7 +195,7 @@ impl Telemetry {
                 .map(|t| {
                     self.counter(
                         "quorum_bad_reports_total",
-                        &[("volume", volume), ("child", child), ("type", t)],
+                        &[("volume", volume), ("child", child), ("type", t.as_str())],
                     )
                 })
                 .collect(),
@@ -228,13 +207,17 @@ impl Telemetry {
             stale: self
                 .recorder
                 .register_gauge(&key("quorum_stale_bytes", &vc), &METADATA),
-            states: CHILD_STATES
+            states: ChildState::VARIANTS
                 .iter()
                 .map(|state| {
                     self.recorder.register_gauge(
                         &key(
                             "quorum_child_state",
-                            &[("volume", volume), ("child", child), ("state", state)],
+                            &[
+                                ("volume", volume),
+                                ("child", child),
+                                ("state", state.as_str()),
+                            ],
                         ),
                         &METADATA,
                     )
@@ -275,7 +258,7 @@ impl Telemetry {
         let Some(v) = self.volumes.get(volume) else {
             return;
         };
-        let m = &v.ops[op_index(op)];
+        let m = &v.ops[index(op)];
         m.requests.increment(1);
         m.bytes.increment(bytes);
         m.duration.record(took.as_secs_f64());
@@ -288,14 +271,12 @@ impl Telemetry {
         total.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Counts bytes a background job (`scrub` or `resync`) went through.
-    pub fn job_bytes(&self, volume: &str, kind: &str, bytes: u64) {
+    /// Counts bytes a background job went through.
+    pub fn job_bytes(&self, volume: &str, kind: JobKind, bytes: u64) {
         let Some(v) = self.volumes.get(volume) else {
             return;
         };
-        if let Some(i) = JOB_KINDS.iter().position(|k| *k == kind) {
-            v.job_bytes[i].increment(bytes);
-        }
+        v.job_bytes[index(kind)].increment(bytes);
     }
 
     /// Counts what an event says about a volume and its children.
@@ -303,9 +284,7 @@ impl Telemetry {
         let Some(v) = self.volumes.get(volume) else {
             return;
         };
-        if let Some(i) = EVENT_NAMES.iter().position(|n| *n == event.name()) {
-            v.events[i].increment(1);
-        }
+        v.events[index(event.kind())].increment(1);
         match event {
             Event::ReportBad {
                 op,
@@ -318,12 +297,15 @@ impl Telemetry {
                 let Some(c) = children.get(child) else {
                     return;
                 };
-                if let Some(t) = REPORT_TYPES.iter().position(|t| *t == op.event_type()) {
+                if let Some(t) = REPORT_TYPES
+                    .iter()
+                    .position(|t| t.as_str() == op.event_type())
+                {
                     c.bad_reports[t].increment(1);
                 }
                 c.counts.bad_reports.fetch_add(1, Ordering::Relaxed);
                 if error.is_some() {
-                    c.errors[op_index(*op)].increment(1);
+                    c.errors[index(*op)].increment(1);
                     c.counts.errors.fetch_add(1, Ordering::Relaxed);
                 } else {
                     c.corrupted.increment(*bytes);
@@ -333,7 +315,7 @@ impl Telemetry {
                 }
             }
             Event::Failure { op, .. } => {
-                v.ops[op_index(*op)].failures.increment(1);
+                v.ops[index(*op)].failures.increment(1);
                 v.counts.failures.fetch_add(1, Ordering::Relaxed);
             }
             Event::Rewrite { child, bytes, .. } => {
@@ -373,12 +355,8 @@ impl Telemetry {
                             0.0
                         });
                     c.stale.set(child.stale_bytes as f64);
-                    for (gauge, state) in c.states.iter().zip(CHILD_STATES) {
-                        gauge.set(if child.state.as_str() == state {
-                            1.0
-                        } else {
-                            0.0
-                        });
+                    for (gauge, state) in c.states.iter().zip(ChildState::VARIANTS) {
+                        gauge.set(if child.state == *state { 1.0 } else { 0.0 });
                     }
                 }
             }
