@@ -68,9 +68,12 @@ impl Confinement {
     pub fn allow_child(&mut self, uri: &str, options: &BTreeMap<String, String>) {
         let endpoint = match crate::scheme(uri) {
             Some("http" | "https") => Some(uri.to_owned()),
+            #[cfg(feature = "s3")]
             Some("s3") => crate::s3::endpoint(options),
             _ => None,
         };
+        #[cfg(not(feature = "s3"))]
+        let _ = options;
         if let Some(o) = endpoint.as_deref().and_then(origin) {
             self.allowed_endpoints.insert(o);
         }
@@ -133,7 +136,7 @@ impl Confinement {
 
 /// `scheme://host[:port]` of a URL, lowercased, without a default port.
 pub fn origin(url: &str) -> Option<String> {
-    let url = reqwest::Url::parse(url).ok()?;
+    let url = url::Url::parse(url).ok()?;
     url.host()?;
     Some(url.origin().ascii_serialization())
 }

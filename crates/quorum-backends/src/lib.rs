@@ -21,17 +21,33 @@ use std::sync::Arc;
 use quorum_core::Backend;
 
 pub mod confine;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod faulty;
 pub mod file;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 pub use confine::Confinement;
 pub use faulty::{FaultRule, Faulty};
 pub use file::FileBackend;
+#[cfg(feature = "http")]
 pub use http::HttpBackend;
+#[cfg(feature = "s3")]
 pub use s3::S3Backend;
+
+/// The uri schemes of this build, as errors list them.
+const SCHEMES: &str = if cfg!(all(feature = "s3", feature = "http")) {
+    "file paths, file://, s3://, http:// and https://"
+} else if cfg!(feature = "s3") {
+    "file paths, file:// and s3://"
+} else if cfg!(feature = "http") {
+    "file paths, file://, http:// and https://"
+} else {
+    "file paths and file://"
+};
 
 /// Where a child lives, as the config describes it.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +77,7 @@ pub struct ChildSource<'a> {
 #[non_exhaustive]
 pub enum OpenError {
     /// The uri names a backend this build does not have.
-    #[error(
-        "unsupported uri scheme {scheme:?} (this build supports file paths, file://, s3://, http:// and https://)"
-    )]
+    #[error("unsupported uri scheme {scheme:?} (this build supports {SCHEMES})")]
     UnsupportedScheme {
         /// The scheme.
         scheme: String,
@@ -179,6 +193,7 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
                 None => FileBackend::open_marked(&path, source.size, source.mark)?,
             })
         }
+        #[cfg(feature = "http")]
         Some("http" | "https") => {
             if let Some(confine) = source.confine {
                 confine.endpoint(source.uri)?;
@@ -186,6 +201,7 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
             let opened = HttpBackend::open(source.uri, source.options, source.size);
             Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
         }
+        #[cfg(feature = "s3")]
         Some("s3") => {
             let opened = S3Backend::open(source.uri, source.options, source.size, source.confine);
             Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
@@ -203,6 +219,7 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
     }
 }
 
+#[cfg(any(feature = "s3", feature = "http"))]
 /// A remote's failure to open as a confined child's caller may see it: what
 /// failed, not what the remote answered (that goes to the server's log).
 fn quiet(e: OpenError, confine: Option<&Confinement>) -> OpenError {
