@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::Volume;
 use crate::backend::Extent;
-use crate::error::{ChildFailure, VolumeError};
+use crate::error::VolumeError;
 use crate::event::Op;
 use crate::extents::{ZeroMerge, child_page};
 use crate::report::Reports;
@@ -63,7 +63,7 @@ impl Volume {
             .collect();
         let page = child_page(limit);
         let mut merge = ZeroMerge::new(range.clone(), asked.len(), limit);
-        let mut failures: Vec<ChildFailure> = Vec::new();
+        let mut tally = self.tally(Op::BlockStatus, offset, length, asked.len());
         while !merge.is_done() {
             let at = merge.at();
             let request = Request::BlockStatus {
@@ -82,25 +82,13 @@ impl Volume {
                     Ok(_) => merge.all_data(k),
                     Err(error) => {
                         self.report_failed(reports, Op::BlockStatus, i, at, range.end - at, &error);
-                        failures.push(ChildFailure {
-                            child: self.children[i].name.clone(),
-                            error,
-                        });
+                        tally.failed(i, error);
                         merge.all_data(k);
                     }
                 }
             }
-            let succeeded = asked.len() - failures.len();
-            if succeeded < self.options.vote_threshold {
-                return Err(self.fail(
-                    reports,
-                    Op::BlockStatus,
-                    offset,
-                    length,
-                    succeeded,
-                    failures,
-                    None,
-                ));
+            if !tally.has_quorum() {
+                return Err(self.fail(reports, self.quorum_error(tally, None)));
             }
             merge.advance();
         }

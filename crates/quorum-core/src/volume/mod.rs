@@ -9,8 +9,9 @@
 //! - `open.rs`: the checks that come before any thread starts, then the start.
 //! - `fanout.rs`: sending one request to the children's workers, bounded by
 //!   `child_timeout`.
-//! - `tally.rs`: counting the children's answers against the threshold, and
-//!   the one place a quorum failure is built.
+//! - `tally.rs`: counting the children's answers against the threshold, the
+//!   one place a quorum failure is built, and `Voted`, what a vote gives the
+//!   volume's own callers (an answer, or the block without a majority).
 //! - `read.rs`: reads, quorum or fifo, and the rewrite of corrupted copies.
 //! - `write.rs`: writes, write zeroes and flushes, with the write-intent log.
 //! - `stale_maps.rs`: which ranges each child missed, and their journal.

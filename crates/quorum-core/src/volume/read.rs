@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 
+use super::tally::Voted;
 use super::{ReadPattern, Scrubbed, Volume};
-use crate::backend::BackendError;
 use crate::error::VolumeError;
 use crate::event::{Event, Op};
 use crate::report::Reports;
-use crate::vote::{self, VoteError};
+use crate::vote;
 use crate::worker::{Reply, Request};
 
 impl Volume {
@@ -95,12 +95,17 @@ impl Volume {
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
         let repair = self.options.rewrite_corrupted;
-        self.read_voted(offset, length, reports, repair, None)
+        match self.read_voted(offset, length, reports, repair, None)? {
+            Voted::Answer(data) => Ok(data),
+            Voted::NoMajority(none) => Err(self.fail(reports, none.error)),
+        }
     }
 
     /// A quorum read. With `repair`, the winning data is written back over
     /// the losers and the children whose read failed; `lost`, when given,
-    /// adds up the bytes each child lost and the bytes repaired.
+    /// adds up the bytes each child lost and the bytes repaired. A block
+    /// without a majority is not a failure yet: the caller says whether it
+    /// is one (reported, for a client read) or a finding (for a scrub).
     pub(super) fn read_voted(
         &self,
         offset: u64,
@@ -108,18 +113,18 @@ impl Volume {
         reports: &mut Reports<'_>,
         repair: bool,
         lost: Option<&mut Scrubbed>,
-    ) -> Result<Bytes, VolumeError> {
+    ) -> Result<Voted<Bytes>, VolumeError> {
         let results = self.on_all(&Request::Read { offset, length });
         let bytes = length as u64;
+        let mut tally = self.tally(Op::Read, offset, bytes, results.len());
         let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(results.len());
-        let mut failures = Vec::new();
         for (i, result) in results.into_iter().enumerate() {
             match result {
                 Ok(Reply::Data(data)) => copies.push(Some(data)),
                 Ok(_) => copies.push(None),
                 Err(error) => {
                     self.report_failed(reports, Op::Read, i, offset, bytes, &error);
-                    failures.push((i, error));
+                    tally.failed(i, error);
                     copies.push(None);
                 }
             }
@@ -148,18 +153,10 @@ impl Volume {
             match vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded) {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    let succeeded = copies.iter().filter(|c| c.is_some()).count();
-                    let no_majority = matches!(e, VoteError::NoMajority { .. }).then_some(e);
-                    let failures = self.named(failures);
-                    return Err(self.fail(
-                        reports,
-                        Op::Read,
-                        offset,
-                        bytes,
-                        succeeded,
-                        failures,
-                        no_majority,
-                    ));
+                    return match self.no_winner(tally, e) {
+                        Ok(none) => Ok(Voted::NoMajority(none)),
+                        Err(error) => Err(self.fail(reports, error)),
+                    };
                 }
             };
         for loss in &outcome.losses {
@@ -178,8 +175,9 @@ impl Volume {
         for copy in copies.into_iter().flatten() {
             self.buffers.give(copy);
         }
-        let mut tally = lost;
-        if let Some(t) = tally.as_deref_mut() {
+        let failures = tally.failures();
+        let mut found = lost;
+        if let Some(t) = found.as_deref_mut() {
             for loss in &outcome.losses {
                 let bytes: u64 = loss.ranges.iter().map(|r| r.end - r.start).sum();
                 t.add_lost(&self.children[loss.child].name, bytes);
@@ -193,7 +191,7 @@ impl Volume {
                     repairs.push((loss.child, r.start, answer.slice(rel)));
                 }
             }
-            for (i, error) in &failures {
+            for (i, error) in failures {
                 let stale = excluded.get(*i).is_some_and(|e| !e.is_empty());
                 if error.is_repairable() && !stale {
                     repairs.push((*i, offset, answer.clone()));
@@ -201,7 +199,7 @@ impl Volume {
             }
             let tried: Vec<usize> = repairs.iter().map(|(c, _, _)| *c).collect();
             let (repaired, unrepaired) = self.rewrite(repairs, reports);
-            if let Some(t) = tally {
+            if let Some(t) = found {
                 t.repaired += repaired;
                 for (i, _) in failures.iter().filter(|(i, _)| !tried.contains(i)) {
                     t.add_unreached(&self.children[*i].name);
@@ -210,12 +208,12 @@ impl Volume {
                     t.add_unreached(&self.children[i].name);
                 }
             }
-        } else if let Some(t) = tally {
-            for (i, _) in &failures {
+        } else if let Some(t) = found {
+            for (i, _) in failures {
                 t.add_unreached(&self.children[*i].name);
             }
         }
-        Ok(answer)
+        Ok(Voted::Answer(answer))
     }
 
     fn read_fifo(
@@ -225,12 +223,12 @@ impl Volume {
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
         let bytes = length as u64;
-        let mut failures = Vec::new();
         let stale = self.stale_within(offset..offset + bytes);
-        for i in 0..self.children.len() {
-            if stale.get(i).is_some_and(|r| !r.is_empty()) {
-                continue;
-            }
+        let fresh: Vec<usize> = (0..self.children.len())
+            .filter(|&i| stale.get(i).is_none_or(|r| r.is_empty()))
+            .collect();
+        let mut tally = self.tally(Op::Read, offset, bytes, fresh.len());
+        for i in fresh {
             let answer = self
                 .dispatch(vec![(i, Request::Read { offset, length })])
                 .pop();
@@ -238,9 +236,10 @@ impl Volume {
                 Some((_, Ok(Reply::Data(data)))) => {
                     let data = self.buffers.bytes(data);
                     if self.options.rewrite_corrupted {
-                        let repairs = failures
+                        let repairs = tally
+                            .failures()
                             .iter()
-                            .filter(|(_, e): &&(usize, BackendError)| e.is_repairable())
+                            .filter(|(_, e)| e.is_repairable())
                             .map(|(c, _)| (*c, offset, data.clone()))
                             .collect();
                         let _ = self.rewrite(repairs, reports);
@@ -249,13 +248,12 @@ impl Volume {
                 }
                 Some((_, Err(error))) => {
                     self.report_failed(reports, Op::Read, i, offset, bytes, &error);
-                    failures.push((i, error));
+                    tally.failed(i, error);
                 }
                 Some((_, Ok(_))) | None => {}
             }
         }
-        let failures = self.named(failures);
-        Err(self.fail(reports, Op::Read, offset, bytes, 0, failures, None))
+        Err(self.fail(reports, self.quorum_error(tally, None)))
     }
 
     /// Writes good data back over children's bad ranges, in parallel.

@@ -4,11 +4,12 @@
 use std::ops::Range;
 
 use super::Volume;
+use super::tally::{NoMajority, Tally, Voted};
 use crate::backend::{BackendError, Extent};
-use crate::error::{ChildFailure, QuorumError, VolumeError};
+use crate::error::VolumeError;
 use crate::event::Op;
 use crate::report::Reports;
-use crate::vote::{self, VoteError};
+use crate::vote;
 use crate::worker::{Reply, Request};
 
 /// What one [`Volume::resync_step`] did.
@@ -111,7 +112,12 @@ impl Volume {
         // When the units cannot be rebuilt whole (a block without a majority
         // where the child is fresh, a source down), the stale part alone is
         // copied, as for a child that stores in bytes.
-        if whole != range && self.copy_stale(child, whole.clone(), &mut reports).is_ok() {
+        if whole != range
+            && matches!(
+                self.copy_stale(child, whole.clone(), &mut reports),
+                Ok(Voted::Answer(()))
+            )
+        {
             return ResyncStep::Copied {
                 child: name,
                 next: whole.end,
@@ -119,21 +125,25 @@ impl Volume {
             };
         }
         match self.copy_stale(child, range.clone(), &mut reports) {
-            Ok(()) => ResyncStep::Copied {
+            Ok(Voted::Answer(())) => ResyncStep::Copied {
                 child: name,
                 next: range.end,
                 range,
             },
-            Err(VolumeError::Quorum(QuorumError {
-                no_majority: Some(VoteError::NoMajority { offset, length, .. }),
-                ..
-            })) if offset > range.start => {
-                let before = range.start..offset;
+            // The blocks before the one without a majority are copied; the
+            // next step starts after it.
+            Ok(Voted::NoMajority(none)) if none.block.start > range.start => {
+                let before = range.start..none.block.start;
                 match self.copy_stale(child, before.clone(), &mut reports) {
-                    Ok(()) => ResyncStep::Copied {
+                    Ok(Voted::Answer(())) => ResyncStep::Copied {
                         child: name,
                         range: before,
-                        next: offset + length,
+                        next: none.block.end,
+                    },
+                    Ok(Voted::NoMajority(NoMajority { error, .. })) => ResyncStep::Failed {
+                        child: name,
+                        range: before,
+                        error: error.into(),
                     },
                     Err(error) => ResyncStep::Failed {
                         child: name,
@@ -142,20 +152,16 @@ impl Volume {
                     },
                 }
             }
-            Err(error) => {
-                let skip = match &error {
-                    VolumeError::Quorum(QuorumError {
-                        no_majority: Some(VoteError::NoMajority { offset, length, .. }),
-                        ..
-                    }) => *offset..offset + length,
-                    _ => range.clone(),
-                };
-                ResyncStep::Failed {
-                    child: name,
-                    range: skip,
-                    error,
-                }
-            }
+            Ok(Voted::NoMajority(none)) => ResyncStep::Failed {
+                child: name,
+                range: none.block,
+                error: none.error.into(),
+            },
+            Err(error) => ResyncStep::Failed {
+                child: name,
+                range,
+                error,
+            },
         }
     }
 
@@ -173,13 +179,14 @@ impl Volume {
     /// (unless it reads zero already) rather than copied, so that a new
     /// child of a sparse volume costs no reads. Elsewhere the data is read
     /// and voted from the other children, and from `child` itself where it
-    /// is not stale; it is written, flushed, and only then cleared.
+    /// is not stale; it is written, flushed, and only then cleared. A block
+    /// where the others have no majority leaves `child` as it was.
     fn copy_stale(
         &self,
         child: usize,
         range: Range<u64>,
         reports: &mut Reports<'_>,
-    ) -> Result<(), VolumeError> {
+    ) -> Result<Voted<()>, VolumeError> {
         let (offset, length) = (range.start, (range.end - range.start) as usize);
         // One extent is enough to tell: the range is zero when the first
         // extent is zero and covers it.
@@ -211,7 +218,9 @@ impl Volume {
                     )])
                     .pop(),
             };
-            return self.settle_copy(child, range, done, reports);
+            return self
+                .settle_copy(child, range, done, reports)
+                .map(Voted::Answer);
         }
         let own_fresh = {
             let maps = self.stale_maps();
@@ -226,12 +235,16 @@ impl Volume {
             .filter(|&i| i != child || own_fresh)
             .map(|i| (i, Request::Read { offset, length }))
             .collect();
+        let mut tally = self.tally(Op::Read, offset, length as u64, others.len());
         let mut copies: Vec<Option<Vec<u8>>> = (0..self.children.len()).map(|_| None).collect();
         for (i, result) in self.dispatch(others) {
             match result {
                 Ok(Reply::Data(data)) => copies[i] = Some(data),
                 Ok(_) => {}
-                Err(e) => self.report_failed(reports, Op::Read, i, offset, length as u64, &e),
+                Err(e) => {
+                    self.report_failed(reports, Op::Read, i, offset, length as u64, &e);
+                    tally.failed(i, e);
+                }
             }
         }
         let mut excluded = self.stale_within(range.clone());
@@ -241,18 +254,11 @@ impl Volume {
             }
         }
         let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
-        let outcome = vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded)
-            .map_err(|e| {
-                VolumeError::Quorum(QuorumError {
-                    op: Op::Read,
-                    offset,
-                    bytes: length as u64,
-                    succeeded: copies.iter().filter(|c| c.is_some()).count(),
-                    threshold: self.options.vote_threshold,
-                    failures: Vec::new(),
-                    no_majority: Some(e),
-                })
-            })?;
+        let outcome =
+            match vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded) {
+                Ok(outcome) => outcome,
+                Err(e) => return Ok(Voted::NoMajority(self.no_winner(tally, e)?)),
+            };
         let data = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
         for copy in copies.into_iter().flatten() {
             self.buffers.give(copy);
@@ -261,6 +267,7 @@ impl Volume {
             .dispatch(vec![(child, Request::Write { offset, data })])
             .pop();
         self.settle_copy(child, range, written, reports)
+            .map(Voted::Answer)
     }
 
     /// After `child` took a resync copy of `range` (`done`): flushes it, then
@@ -289,18 +296,9 @@ impl Volume {
             }
             Err(error) => {
                 self.report_failed(reports, op, child, offset, bytes, &error);
-                Err(VolumeError::Quorum(QuorumError {
-                    op,
-                    offset,
-                    bytes,
-                    succeeded: 0,
-                    threshold: 1,
-                    failures: vec![ChildFailure {
-                        child: self.children[child].name.clone(),
-                        error,
-                    }],
-                    no_majority: None,
-                }))
+                let mut tally = Tally::new(op, offset, bytes, 1, 1);
+                tally.failed(child, error);
+                Err(self.quorum_error(tally, None).into())
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use super::Volume;
+use super::tally::Voted;
 use crate::error::VolumeError;
 use crate::vote;
 
@@ -73,36 +74,31 @@ impl Volume {
                 Some(&mut found),
             )
         };
-        match whole {
-            Ok(_) => Ok(found),
-            Err(VolumeError::Quorum(q)) if q.no_majority.is_some() => {
-                // The blocks are read again one by one: each finding is
-                // reported (and each unrecoverable block counted) there.
-                reports.discard();
-                // Find the blocks without a majority, one block at a time.
-                let mut found = Scrubbed::default();
-                let mut at = offset;
-                while at < end {
-                    let next = ((at / vote::VOTE_BLOCK + 1) * vote::VOTE_BLOCK).min(end);
-                    let _guard = self.ranges.shared(at, next);
-                    match self.read_voted(
-                        at,
-                        (next - at) as usize,
-                        &mut reports,
-                        repair,
-                        Some(&mut found),
-                    ) {
-                        Ok(_) => {}
-                        Err(VolumeError::Quorum(q)) if q.no_majority.is_some() => {
-                            found.unrecoverable.push(at..next)
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    at = next;
-                }
-                Ok(found)
-            }
-            Err(e) => Err(e),
+        if let Voted::Answer(_) = whole? {
+            return Ok(found);
         }
+        // The blocks are read again one by one: each finding is reported
+        // (and each unrecoverable block counted) there.
+        reports.discard();
+        // Find the blocks without a majority, one block at a time.
+        let mut found = Scrubbed::default();
+        let mut at = offset;
+        while at < end {
+            let next = ((at / vote::VOTE_BLOCK + 1) * vote::VOTE_BLOCK).min(end);
+            let _guard = self.ranges.shared(at, next);
+            let voted = self.read_voted(
+                at,
+                (next - at) as usize,
+                &mut reports,
+                repair,
+                Some(&mut found),
+            )?;
+            if let Voted::NoMajority(none) = voted {
+                self.report_failure(&mut reports, &none.error);
+                found.unrecoverable.push(at..next);
+            }
+            at = next;
+        }
+        Ok(found)
     }
 }

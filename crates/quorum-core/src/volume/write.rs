@@ -277,16 +277,10 @@ impl Volume {
         self.require_quorum(Op::Flush, 0, 0, results, &mut reports)?;
         marked?;
         if let Some(range) = self.under_threshold() {
+            // Too few fresh copies there: as if too few children flushed it.
             let (offset, bytes) = (range.start, range.end - range.start);
-            return Err(self.fail(
-                &mut reports,
-                Op::Flush,
-                offset,
-                bytes,
-                self.options.vote_threshold - 1,
-                Vec::new(),
-                None,
-            ));
+            let short = self.tally(Op::Flush, offset, bytes, self.options.vote_threshold - 1);
+            return Err(self.fail(&mut reports, self.quorum_error(short, None)));
         }
         self.sync_journal()?;
         Ok(complete)
