@@ -5,7 +5,7 @@
 //!
 //! - [`Backend`] (`backend.rs`): the small trait a replica ("child")
 //!   implements: read, write, write zeroes, flush, size, block status.
-//! - [`Volume`] (`volume.rs`): drives the children of one disk. Every
+//! - [`Volume`] (`volume/`): drives the children of one disk. Every
 //!   request fans out to every child in parallel, through each child's
 //!   worker pool (`worker.rs`), and the caller waits for the answers.
 //! - Zero maps (`extents.rs`): block status, the children's extent lists

@@ -1,0 +1,143 @@
+//! A volume: one virtual disk kept on N children, voted on every read.
+//!
+//! One type, [`Volume`], whose `impl` is spread over this module by
+//! concern, as Mayastor spreads its nexus over `nexus_bdev.rs`,
+//! `nexus_bdev_children.rs` and `nexus_io.rs`:
+//!
+//! - `options.rs`: the settings and their checks.
+//! - `child.rs`: a child as given, as kept, and as the API lists it.
+//! - `open.rs`: the checks that come before any thread starts, then the start.
+//! - `fanout.rs`: sending one request to the children's workers, bounded by
+//!   `child_timeout`.
+//! - `tally.rs`: counting the children's answers against the threshold, the
+//!   one place a quorum failure is built, and `Voted`, what a vote gives the
+//!   volume's own callers (an answer, or the block without a majority).
+//! - `read.rs`: reads, quorum or fifo, and the rewrite of corrupted copies.
+//! - `write.rs`: writes, write zeroes and flushes, with the write-intent log.
+//! - `stale_maps.rs`: which ranges each child missed, and their journal.
+//! - `block_status.rs`: the zero map, merged from the children's.
+//! - `scrub.rs`, `resync.rs`, `reconcile.rs`: the background repairs.
+//! - `membership.rs`: what a membership change needs of the old volume.
+
+mod block_status;
+mod child;
+mod fanout;
+mod membership;
+mod open;
+mod options;
+mod read;
+mod reconcile;
+mod resync;
+mod scrub;
+mod stale_maps;
+mod tally;
+mod write;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::buffer::BufferPool;
+use crate::error::VolumeError;
+use crate::event::EventSink;
+use crate::ordering::RangeLock;
+use crate::report::Reports;
+use crate::stale::RangeSet;
+
+use child::Child;
+pub use child::{ChildInfo, ChildSpec};
+pub use options::{ReadPattern, VolumeOptions};
+pub use resync::ResyncStep;
+pub use scrub::Scrubbed;
+use stale_maps::StaleMaps;
+
+/// One virtual disk on N children.
+///
+/// Every method blocks the calling thread until the children have answered;
+/// the children work in parallel on their own threads. Requests that
+/// overlap are ordered (see the `ordering` module); others run concurrently.
+pub struct Volume {
+    options: VolumeOptions,
+    size: u64,
+    children: Vec<Child>,
+    ranges: RangeLock,
+    buffers: Arc<BufferPool>,
+    stale: Mutex<StaleMaps>,
+    syncing: Mutex<HashSet<String>>,
+    /// Whether any child has a stale range: lets requests skip the lock.
+    any_stale: AtomicBool,
+    /// What each child took since its last good flush (coarsened, see
+    /// `UNFLUSHED_GRAIN` in `write.rs`): where a child whose flush fails may
+    /// have lost data, so it is marked stale there.
+    unflushed: Mutex<Vec<RangeSet>>,
+    sink: Arc<dyn EventSink>,
+}
+
+impl fmt::Debug for Volume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Volume")
+            .field("options", &self.options)
+            .field("size", &self.size)
+            .field(
+                "children",
+                &self
+                    .children
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Volume {
+    /// The volume's settings.
+    pub fn options(&self) -> &VolumeOptions {
+        &self.options
+    }
+
+    /// The volume's name.
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// The volume's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Stops every child's workers after the work already queued, waiting
+    /// `timeout` at most. Returns the names of children whose workers did
+    /// not stop in time (stuck in their backend).
+    pub fn close(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        self.children
+            .iter()
+            .filter(|c| c.workers.stop(deadline) > 0)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// How many requests wait for a range held by another.
+    #[cfg(test)]
+    pub(crate) fn waiting_for_ranges(&self) -> usize {
+        self.ranges.waiting()
+    }
+
+    pub(super) fn check_range(&self, offset: u64, length: u64) -> Result<u64, VolumeError> {
+        match offset.checked_add(length) {
+            Some(end) if end <= self.size => Ok(end),
+            _ => Err(VolumeError::OutOfRange {
+                offset,
+                length,
+                size: self.size,
+            }),
+        }
+    }
+
+    pub(super) fn reports(&self) -> Reports<'_> {
+        Reports::new(&self.options.name, &*self.sink)
+    }
+}

@@ -1,0 +1,164 @@
+//! Each child's stale ranges (the writes it missed), kept in memory and in
+//! the journal, and what the rest of the volume asks of them.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{MutexGuard, PoisonError};
+
+use super::Volume;
+use crate::error::VolumeError;
+use crate::intent::Intent;
+use crate::stale::{Journal, RangeSet};
+
+/// Every child's stale ranges, and their journal.
+pub(super) struct StaleMaps {
+    pub(super) sets: Vec<RangeSet>,
+    pub(super) journal: Option<Journal>,
+    /// The write-intent regions (kept only with a journal).
+    pub(super) intent: Intent,
+}
+
+impl Volume {
+    /// Marks `ranges` stale on child `child`, durably (journaled and synced
+    /// on return): what a new child must receive before it can be read.
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] when the marks cannot be journaled (they
+    /// hold in memory all the same).
+    pub fn mark_stale(&self, child: &str, ranges: &[Range<u64>]) -> Result<(), VolumeError> {
+        let Some(i) = self.children.iter().position(|c| c.name == child) else {
+            return Ok(());
+        };
+        self.edit_stale(ranges.iter().map(|r| (i, true, r.clone())))?;
+        self.sync_journal()
+    }
+
+    /// Marks (`true`) or clears (`false`) ranges of children's stale maps,
+    /// journaling each change that changes something. A mark holds in
+    /// memory even when it cannot be journaled (the child is not read
+    /// there either way); a clear holds only once journaled.
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] for the first change that could not be
+    /// journaled; the others are still made.
+    pub(super) fn edit_stale(
+        &self,
+        edits: impl IntoIterator<Item = (usize, bool, Range<u64>)>,
+    ) -> Result<(), VolumeError> {
+        let mut maps = self.stale_maps();
+        let StaleMaps {
+            sets,
+            journal,
+            intent,
+        } = &mut *maps;
+        let mut failed = None;
+        for (i, stale, range) in edits {
+            if stale {
+                if sets[i].within(range.clone()) == [range.clone()] {
+                    continue;
+                }
+                sets[i].insert(range.clone());
+            } else if !sets[i].overlaps(range.clone()) {
+                continue;
+            }
+            let journaled = match journal.as_mut() {
+                Some(j) => j.append(if stale { '+' } else { '-' }, i, &range),
+                None => Ok(()),
+            };
+            match journaled {
+                Ok(()) if !stale => sets[i].remove(range),
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::error!(volume = %self.options.name, child = %self.children[i].name, %error, "cannot journal a stale range");
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(j) = journal.as_mut() {
+            // The records are in; a compaction that fails is tried again at
+            // the next change or flush (which fails if it still cannot).
+            if let Err(error) = j.catch_up(sets, &intent.dirty) {
+                tracing::error!(volume = %self.options.name, %error, "cannot compact the stale-map journal");
+            }
+        }
+        self.any_stale
+            .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+        match failed {
+            None => Ok(()),
+            Some(source) => Err(VolumeError::Journal(source)),
+        }
+    }
+
+    /// Bytes each child has stale, in child order.
+    pub fn stale_bytes(&self) -> Vec<u64> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return vec![0; self.children.len()];
+        }
+        self.stale_maps().sets.iter().map(RangeSet::bytes).collect()
+    }
+
+    pub(super) fn stale_maps(&self) -> MutexGuard<'_, StaleMaps> {
+        self.stale.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Each child's stale ranges within `range`, or empty lists when none.
+    pub(super) fn stale_within(&self, range: Range<u64>) -> Vec<Vec<Range<u64>>> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.stale_maps()
+            .sets
+            .iter()
+            .map(|s| s.within(range.clone()))
+            .collect()
+    }
+
+    /// `child`'s stale ranges within `range`, in order.
+    pub(super) fn stale_of(&self, child: usize, range: Range<u64>) -> Vec<Range<u64>> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.stale_maps().sets[child].within(range)
+    }
+
+    /// Makes the stale maps durable as they are now (see
+    /// [`Volume::flush`]).
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] when the journal cannot be synced.
+    pub fn sync_journal(&self) -> Result<(), VolumeError> {
+        let mut maps = self.stale_maps();
+        let StaleMaps {
+            sets,
+            journal,
+            intent,
+        } = &mut *maps;
+        match journal.as_mut() {
+            Some(j) => j.sync(sets, &intent.dirty).map_err(VolumeError::Journal),
+            None => Ok(()),
+        }
+    }
+
+    /// The first range that is fresh on fewer than `vote_threshold`
+    /// children (left so by children whose flush failed): a flush cannot
+    /// promise what is there until the resync or a write has made enough
+    /// copies again.
+    pub(super) fn under_threshold(&self) -> Option<Range<u64>> {
+        if !self.any_stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let maps = self.stale_maps();
+        let mut cuts: Vec<u64> = maps
+            .sets
+            .iter()
+            .flat_map(|s| s.within(0..self.size))
+            .flat_map(|r| [r.start, r.end])
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.windows(2).map(|w| w[0]..w[1]).find(|r| {
+            let fresh = maps.sets.iter().filter(|s| !s.overlaps(r.clone())).count();
+            fresh < self.options.vote_threshold
+        })
+    }
+}

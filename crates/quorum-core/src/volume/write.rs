@@ -1,0 +1,288 @@
+//! Writes, write zeroes and flushes: the write-intent log before a write
+//! goes out, the stale marks after it, and what a flush can promise.
+
+use std::ops::Range;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{StaleMaps, Volume};
+use crate::error::VolumeError;
+use crate::event::Op;
+use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
+use crate::stale::RangeSet;
+use crate::vote;
+use crate::worker::Request;
+
+/// The unflushed ranges of a child are kept in whole vote blocks, and
+/// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
+/// may only say too much.
+const UNFLUSHED_GRAIN: u64 = vote::VOTE_BLOCK;
+
+/// See [`UNFLUSHED_GRAIN`].
+const UNFLUSHED_RANGES: usize = 1 << 16;
+
+/// A client write registered with the write-intent log; ends it on drop.
+struct Intending<'a> {
+    volume: &'a Volume,
+    ticket: Option<IntentTicket>,
+}
+
+impl Drop for Intending<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.volume.stale_maps().intent.end(ticket);
+        }
+    }
+}
+
+impl Volume {
+    /// Writes `data` at `offset` on every child.
+    ///
+    /// # Errors
+    /// [`VolumeError::OutOfRange`] outside the volume (nothing is written);
+    /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
+    /// succeeded.
+    pub fn write(&self, offset: u64, data: Bytes) -> Result<(), VolumeError> {
+        let length = data.len() as u64;
+        let end = self.check_range(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let _guard = self.ranges.exclusive(offset, end);
+        let _intent = self.intend(offset..end)?;
+        let results = self.on_all(&Request::Write { offset, data });
+        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
+        self.require_quorum(Op::Write, offset, length, results, &mut self.reports())?;
+        self.note_write(offset..end, &failed)
+    }
+
+    /// Makes `length` bytes at `offset` read as zero on every child.
+    ///
+    /// # Errors
+    /// As [`Volume::write`].
+    pub fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), VolumeError> {
+        let end = self.check_range(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let _guard = self.ranges.exclusive(offset, end);
+        let _intent = self.intend(offset..end)?;
+        let results = self.on_all(&Request::WriteZeroes { offset, length });
+        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
+        self.require_quorum(
+            Op::WriteZeroes,
+            offset,
+            length,
+            results,
+            &mut self.reports(),
+        )?;
+        self.note_write(offset..end, &failed)
+    }
+
+    /// Registers a client write of `range` with the write-intent log: when
+    /// its regions were not dirty yet, they are journaled dirty and synced
+    /// before the write goes out. The write ends when the guard drops.
+    ///
+    /// # Errors
+    /// [`VolumeError::Journal`] when the regions cannot be recorded; the
+    /// write must not go out then.
+    fn intend(&self, range: Range<u64>) -> Result<Intending<'_>, VolumeError> {
+        let mut maps = self.stale_maps();
+        let StaleMaps {
+            sets,
+            journal,
+            intent,
+        } = &mut *maps;
+        let Some(j) = journal.as_mut() else {
+            return Ok(Intending {
+                volume: self,
+                ticket: None,
+            });
+        };
+        let regions = Intent::regions(&range, self.size);
+        let (ticket, fresh) = intent.begin(regions);
+        if !fresh.is_empty() {
+            let recorded = fresh
+                .iter()
+                .try_for_each(|r| j.append_intent(true, r))
+                .and_then(|()| j.sync(sets, &intent.dirty));
+            if let Err(error) = recorded {
+                intent.unrecorded(&fresh);
+                intent.end(ticket);
+                tracing::error!(volume = %self.options.name, %error, "cannot record a write intent");
+                return Err(VolumeError::Journal(error));
+            }
+        }
+        Ok(Intending {
+            volume: self,
+            ticket: Some(ticket),
+        })
+    }
+
+    /// After a write that met its threshold: the children that failed it
+    /// missed `range`; those that took it hold it again once their copy is
+    /// flushed, so they are flushed before their stale marks are cleared (a
+    /// clear must not outlive a power loss that the data did not).
+    fn note_write(&self, range: Range<u64>, failed: &[bool]) -> Result<(), VolumeError> {
+        {
+            let grain = range.start - range.start % UNFLUSHED_GRAIN
+                ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
+            let mut unflushed = self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (set, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
+                set.insert(grain.clone());
+                if set.len() > UNFLUSHED_RANGES {
+                    if let (Some(first), Some(last)) = (set.first(), set.last()) {
+                        set.insert(first.start..last.end);
+                    }
+                }
+            }
+        }
+        if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let refreshed: Vec<usize> = {
+            let maps = self.stale_maps();
+            (0..failed.len())
+                .filter(|&i| !failed[i] && maps.sets[i].overlaps(range.clone()))
+                .collect()
+        };
+        let flushed = self.flush_children(&refreshed);
+        self.edit_stale(
+            failed
+                .iter()
+                .enumerate()
+                .filter(|&(i, &missed)| missed || flushed.contains(&i))
+                .map(|(i, &missed)| (i, missed, range.clone())),
+        )
+    }
+
+    /// Flushes `children` in parallel; returns those that flushed.
+    fn flush_children(&self, children: &[usize]) -> Vec<usize> {
+        if children.is_empty() {
+            return Vec::new();
+        }
+        let jobs = children.iter().map(|&i| (i, Request::Flush)).collect();
+        let mut reports = self.reports();
+        self.dispatch(jobs)
+            .into_iter()
+            .filter_map(|(i, result)| match result {
+                Ok(_) => Some(i),
+                Err(error) => {
+                    self.report_failed(&mut reports, Op::Flush, i, 0, 0, &error);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Flushes every child in parallel, then syncs the stale-map journal:
+    /// once this returns, every write acknowledged before it began is on
+    /// `vote_threshold` children and the record of who missed it survives a
+    /// power loss.
+    ///
+    /// # Errors
+    /// [`VolumeError::Quorum`] when fewer than `vote_threshold` children
+    /// flushed; [`VolumeError::Journal`] when the journal cannot be synced.
+    pub fn flush(&self) -> Result<(), VolumeError> {
+        let mark = self.stale_maps().intent.flush_started();
+        let result = self.flush_children_and_journal();
+        self.flush_ended(mark, matches!(result, Ok(true)), false);
+        result.map(drop)
+    }
+
+    /// Flushes, and when every child flushed, records every write-intent
+    /// region clean (synced) but those of writes that raced the flush, so
+    /// that the next open over the same journal has nothing to reconcile.
+    /// For a volume that is being closed or replaced (a membership change),
+    /// after its requests ended.
+    ///
+    /// # Errors
+    /// As [`Volume::flush`].
+    pub fn flush_and_settle(&self) -> Result<(), VolumeError> {
+        let mark = self.stale_maps().intent.flush_started();
+        let result = self.flush_children_and_journal();
+        if self.flush_ended(mark, matches!(result, Ok(true)), true) {
+            self.sync_journal()?;
+        }
+        result.map(drop)
+    }
+
+    /// Journals clean the regions a flush that began with `mark` found idle
+    /// (see `Intent::flush_ended`), in the same critical section that takes
+    /// them out of the dirty set, so that no newer dirty record of theirs
+    /// can come before. Not synced: a clean record lost in a crash only
+    /// makes the next open reconcile the region again. Says whether any
+    /// region was cleaned.
+    fn flush_ended(&self, mark: FlushMark, complete: bool, settle: bool) -> bool {
+        let mut maps = self.stale_maps();
+        let StaleMaps {
+            journal, intent, ..
+        } = &mut *maps;
+        let clean = intent.flush_ended(mark, complete, settle);
+        if let Some(j) = journal.as_mut() {
+            for r in &clean {
+                if let Err(error) = j.append_intent(false, r) {
+                    tracing::warn!(volume = %self.options.name, %error, "cannot record a clean write-intent region");
+                }
+            }
+        }
+        !clean.is_empty()
+    }
+
+    /// The work of [`Volume::flush`]; says whether every child flushed.
+    fn flush_children_and_journal(&self) -> Result<bool, VolumeError> {
+        let covered: Vec<RangeSet> = std::mem::replace(
+            &mut *self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            vec![RangeSet::default(); self.children.len()],
+        );
+        let results = self.on_all(&Request::Flush);
+        let complete = results.iter().all(Result::is_ok);
+        // A child that answered its flush with an I/O error may have lost
+        // what it took since its last good flush (the kernel may drop what
+        // it could not write): it is stale there until resynced. A child
+        // that could not be reached keeps those ranges for its next flush.
+        let mut lost = Vec::new();
+        {
+            let mut unflushed = self
+                .unflushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (i, result) in results.iter().enumerate() {
+                match result {
+                    Err(e) if e.is_repairable() => lost.push(i),
+                    Err(_) => {
+                        for r in covered[i].within(0..self.size) {
+                            unflushed[i].insert(r);
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        let mut reports = self.reports();
+        let marked = self.edit_stale(lost.iter().flat_map(|&i| {
+            covered[i]
+                .within(0..self.size)
+                .into_iter()
+                .map(move |r| (i, true, r))
+        }));
+        self.require_quorum(Op::Flush, 0, 0, results, &mut reports)?;
+        marked?;
+        if let Some(range) = self.under_threshold() {
+            // Too few fresh copies there: as if too few children flushed it.
+            let (offset, bytes) = (range.start, range.end - range.start);
+            let short = self.tally(Op::Flush, offset, bytes, self.options.vote_threshold - 1);
+            return Err(self.fail(&mut reports, self.quorum_error(short, None)));
+        }
+        self.sync_journal()?;
+        Ok(complete)
+    }
+}
