@@ -111,9 +111,20 @@ fn write_failures_on_two_children_fail_the_write() {
         &fault("write", &["error = 5"]),
     ));
     let snap = server.snapshot(&["a.img", "b.img"]);
-    server
-        .put(&format!("{DATA}?offset=8192"), pattern(11, 4096))
-        .expect_error(503, "quorum_failure");
+    let failed = server.put(&format!("{DATA}?offset=8192"), pattern(11, 4096));
+    failed.expect_error(503, "quorum_failure");
+    // The answer lists what failed, as the engine knew it.
+    let error = &failed.json()["error"];
+    assert_eq!(
+        (error["succeeded"].as_u64(), error["threshold"].as_u64()),
+        (Some(1), Some(2)),
+        "{error}"
+    );
+    let failures: Vec<&str> = error["failures"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|c| c["child"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(failures, ["a", "b"], "{error}");
 
     let events = server.all_events();
     let mut reports = named(&events, "QUORUM_REPORT_BAD");

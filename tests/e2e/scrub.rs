@@ -168,7 +168,7 @@ fn jobs_can_be_cancelled_and_resume_after_a_restart() {
         .expect_error(409, "conflict");
     server
         .send(server.request(Method::DELETE, "/v1/volumes/vm/jobs/99"))
-        .expect_error(404, "no_such_child");
+        .expect_error(404, "no_such_job");
     server
         .send(server.request(Method::DELETE, "/v1/volumes/vm/jobs/0"))
         .expect_error(409, "conflict");

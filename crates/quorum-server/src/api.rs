@@ -764,9 +764,7 @@ async fn get_job(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let jobs = state.jobs(&vol)?;
     let id = parse_job_id(&id)?;
-    jobs.get(id)
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::NoSuchChild(format!("no job {id}")))
+    jobs.get(id).map(axum::Json).ok_or(ApiError::NoSuchJob(id))
 }
 
 async fn cancel_job(
@@ -777,7 +775,7 @@ async fn cancel_job(
     let id = parse_job_id(&id)?;
     match jobs.cancel(id) {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e @ CancelError::NoSuchJob(_)) => Err(ApiError::NoSuchChild(e.to_string())),
+        Err(CancelError::NoSuchJob(id)) => Err(ApiError::NoSuchJob(id)),
         Err(e @ CancelError::NotCancellable(..)) => Err(ApiError::Conflict(e.to_string())),
     }
 }

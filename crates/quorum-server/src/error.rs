@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use quorum_core::VolumeError;
+use quorum_backends::OpenError;
+use quorum_core::{QuorumError, VolumeError};
 use serde_json::json;
 
 /// An error answer of the HTTP API.
@@ -57,9 +58,12 @@ pub enum ApiError {
         /// The volume's size, for `Content-Range: bytes */size`.
         size: u64,
     },
-    /// The quorum was not reached.
-    #[error("{0}")]
-    QuorumFailure(String),
+    /// The quorum was not reached; the answer lists every failed child.
+    #[error(transparent)]
+    QuorumFailure(QuorumError),
+    /// No job of that id.
+    #[error("no job {0}")]
+    NoSuchJob(u64),
     /// blkverify found the children different.
     #[error("{0}")]
     BlkverifyMismatch(String),
@@ -94,6 +98,7 @@ impl ApiError {
             }
             ApiError::OutOfRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "out_of_range"),
             ApiError::QuorumFailure(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failure"),
+            ApiError::NoSuchJob(_) => (StatusCode::NOT_FOUND, "no_such_job"),
             ApiError::BlkverifyMismatch(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "blkverify_mismatch")
             }
@@ -111,7 +116,7 @@ impl From<VolumeError> for ApiError {
                 message: e.to_string(),
                 size,
             },
-            VolumeError::Quorum(q) => ApiError::QuorumFailure(q.to_string()),
+            VolumeError::Quorum(q) => ApiError::QuorumFailure(q),
             VolumeError::BlkverifyMismatch { .. } => ApiError::BlkverifyMismatch(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -122,12 +127,23 @@ impl From<crate::membership::MembershipError> for ApiError {
     fn from(e: crate::membership::MembershipError) -> Self {
         use crate::membership::MembershipError as M;
         match e {
-            M::Conflict(m) => ApiError::Conflict(m),
-            M::BelowThreshold(m) => ApiError::BelowThreshold(m),
-            M::LastCopy(m) => ApiError::LastCopy(m),
+            M::Blkverify | M::NameTaken(_) | M::StorageTaken { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            M::Open {
+                source: OpenError::NotOurs { .. } | OpenError::WrongSize { .. },
+                ..
+            } => ApiError::Conflict(e.to_string()),
+            M::Open {
+                source: OpenError::Forbidden(_),
+                ..
+            } => ApiError::Forbidden(e.to_string()),
+            M::BadName | M::Open { .. } | M::Volume(_) | M::Rebuild(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            M::BelowThreshold { .. } => ApiError::BelowThreshold(e.to_string()),
+            M::LastCopy { .. } => ApiError::LastCopy(e.to_string()),
             M::NoSuchChild(_) => ApiError::NoSuchChild(e.to_string()),
-            M::BadChild(m) => ApiError::BadRequest(m),
-            M::Forbidden(m) => ApiError::Forbidden(m),
             M::Busy(_) => ApiError::Busy(e.to_string()),
         }
     }
@@ -142,11 +158,17 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(%status, code, %message, "request refused");
         }
-        let mut response = (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response();
+        let mut body = json!({ "code": code, "message": message });
+        if let ApiError::QuorumFailure(q) = &self {
+            body["succeeded"] = json!(q.succeeded);
+            body["threshold"] = json!(q.threshold);
+            body["failures"] = q
+                .failures
+                .iter()
+                .map(|f| json!({ "child": f.child, "error": f.error.to_string() }))
+                .collect();
+        }
+        let mut response = (status, Json(json!({ "error": body }))).into_response();
         match &self {
             ApiError::OutOfRange { size, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

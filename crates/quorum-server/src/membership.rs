@@ -49,24 +49,68 @@ const DRAIN_WAIT: Duration = Duration::from_secs(10);
 /// Why a membership change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
-    /// A duplicate name, or an add in blkverify mode.
-    #[error("{0}")]
-    Conflict(String),
+    /// A child cannot be added to a blkverify volume.
+    #[error("a child cannot be added in blkverify mode")]
+    Blkverify,
+    /// The name is taken.
+    #[error("a child named {0:?} exists")]
+    NameTaken(String),
+    /// The name breaks the naming rule.
+    #[error("bad child name: {NAME_RULE}")]
+    BadName,
+    /// The storage is another child's (of this volume or another).
+    #[error(
+        "volume {volume:?}, child {child:?} already uses that storage: one copy cannot have two votes"
+    )]
+    StorageTaken {
+        /// The volume of the child that uses it.
+        volume: String,
+        /// That child.
+        child: String,
+    },
     /// The removal would leave a range with no fresh copy.
-    #[error("{0}")]
-    LastCopy(String),
+    #[error(
+        "child {child:?} holds the only fresh copy of bytes {}..{} (the others missed writes there); wait for the resync",
+        range.start,
+        range.end
+    )]
+    LastCopy {
+        /// The child.
+        child: String,
+        /// The range only it holds fresh.
+        range: std::ops::Range<u64>,
+    },
     /// The removal would leave fewer children than the threshold.
-    #[error("{0}")]
-    BelowThreshold(String),
+    #[error(
+        "removing {child:?} would leave {left} children, fewer than vote_threshold {threshold}"
+    )]
+    BelowThreshold {
+        /// The child.
+        child: String,
+        /// Children that would be left.
+        left: usize,
+        /// The volume's threshold.
+        threshold: usize,
+    },
     /// No child of that name.
     #[error("no child named {0:?}")]
     NoSuchChild(String),
-    /// The new child cannot be opened or used.
-    #[error("{0}")]
-    BadChild(String),
-    /// The new child lies outside what the server allows.
-    #[error("{0}")]
-    Forbidden(String),
+    /// The new child cannot be opened, or lies outside what the server
+    /// allows ([`OpenError::Forbidden`]) or is not quorum's
+    /// ([`OpenError::NotOurs`], [`OpenError::WrongSize`]).
+    #[error("child {child:?}: {source}")]
+    Open {
+        /// The child.
+        child: String,
+        /// Why.
+        source: OpenError,
+    },
+    /// The new volume could not be opened or prepared.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// The new volume could not be opened.
+    #[error(transparent)]
+    Rebuild(#[from] quorum_core::OpenError),
     /// Requests in flight did not end in time.
     #[error("the volume stayed busy for {0:?}; try again")]
     Busy(Duration),
@@ -235,19 +279,13 @@ impl VolumeEntry {
     ) -> Result<ChildInfo, MembershipError> {
         let old = self.volume();
         if old.options().blkverify {
-            return Err(MembershipError::Conflict(
-                "a child cannot be added in blkverify mode".into(),
-            ));
+            return Err(MembershipError::Blkverify);
         }
         if !valid_name(name) {
-            return Err(MembershipError::BadChild(format!(
-                "bad child name: {NAME_RULE}"
-            )));
+            return Err(MembershipError::BadName);
         }
         if old.children().iter().any(|c| c.name == name) {
-            return Err(MembershipError::Conflict(format!(
-                "a child named {name:?} exists"
-            )));
+            return Err(MembershipError::NameTaken(name.to_owned()));
         }
         let backend = quorum_backends::open(ChildSource {
             uri,
@@ -258,30 +296,26 @@ impl VolumeEntry {
             mark: &self.rebuild.mark,
             confine: Some(&self.rebuild.confine),
         })
-        .map_err(|e| match e {
-            OpenError::Forbidden(m) => MembershipError::Forbidden(format!("child {name:?}: {m}")),
-            OpenError::NotOurs { ref identity, .. } if claimed(volumes, identity).is_some() => {
-                let (volume, child) = claimed(volumes, identity).unwrap_or_default();
-                MembershipError::Conflict(format!(
-                    "volume {volume:?}, child {child:?} already uses that storage: one copy cannot have two votes"
-                ))
+        .map_err(|source| {
+            let user = match &source {
+                OpenError::NotOurs { identity, .. } => claimed(volumes, identity),
+                _ => None,
+            };
+            match user {
+                Some((volume, child)) => MembershipError::StorageTaken { volume, child },
+                None => MembershipError::Open {
+                    child: name.to_owned(),
+                    source,
+                },
             }
-            e @ (OpenError::NotOurs { .. } | OpenError::WrongSize { .. }) => {
-                MembershipError::Conflict(format!("child {name:?}: {e}"))
-            }
-            e => MembershipError::BadChild(format!("child {name:?}: {e}")),
         })?;
         let _gate = self.gate_write()?;
         let old = self.volume();
         if old.children().iter().any(|c| c.name == name) {
-            return Err(MembershipError::Conflict(format!(
-                "a child named {name:?} exists"
-            )));
+            return Err(MembershipError::NameTaken(name.to_owned()));
         }
         if let Some((volume, child)) = claimed(volumes, &backend.identity()) {
-            return Err(MembershipError::Conflict(format!(
-                "volume {volume:?}, child {child:?} already uses that storage: one copy cannot have two votes"
-            )));
+            return Err(MembershipError::StorageTaken { volume, child });
         }
         let mut specs = old.child_specs();
         specs.push(ChildSpec::new(name.to_owned(), backend));
@@ -324,17 +358,18 @@ impl VolumeEntry {
             return Err(MembershipError::NoSuchChild(name.to_owned()));
         }
         if let Some(range) = old.sole_copy(name) {
-            return Err(MembershipError::LastCopy(format!(
-                "child {name:?} holds the only fresh copy of bytes {}..{} (the others missed writes there); wait for the resync",
-                range.start, range.end
-            )));
+            return Err(MembershipError::LastCopy {
+                child: name.to_owned(),
+                range,
+            });
         }
         let left = old.children().len() - 1;
         if left < old.options().vote_threshold {
-            return Err(MembershipError::BelowThreshold(format!(
-                "removing {name:?} would leave {left} children, fewer than vote_threshold {}",
-                old.options().vote_threshold
-            )));
+            return Err(MembershipError::BelowThreshold {
+                child: name.to_owned(),
+                left,
+                threshold: old.options().vote_threshold,
+            });
         }
         let specs: Vec<ChildSpec> = old
             .child_specs()
@@ -380,13 +415,13 @@ impl VolumeEntry {
             Ok(v) => Arc::new(v),
             Err(e) => {
                 self.restart_jobs(self.volume());
-                return Err(MembershipError::BadChild(e.to_string()));
+                return Err(e.into());
             }
         };
         if let Err(e) = prepare(&volume) {
             volume.close(Duration::ZERO);
             self.restart_jobs(self.volume());
-            return Err(MembershipError::BadChild(e.to_string()));
+            return Err(e.into());
         }
         volume.set_syncing(syncing);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = volume.clone();
