@@ -366,7 +366,7 @@ fn event_filters() {
     let all = server.all_events();
     assert_eq!(all.len(), 3, "one report per corrupted read: {all:?}");
     assert_eq!(all[0]["id"], 1, "ids start at 1: {all:?}");
-    let ids: Vec<u64> = all.iter().map(data_id).collect();
+    let ids: Vec<u64> = all.iter().map(event_id).collect();
 
     let vm = server.events("since=0&volume=vm");
     assert!(
@@ -381,22 +381,18 @@ fn event_filters() {
 
     let after_first = server.events(&format!("since={}", ids[0]));
     assert_eq!(
-        after_first.iter().map(data_id).collect::<Vec<_>>(),
+        after_first.iter().map(event_id).collect::<Vec<_>>(),
         ids[1..],
         "since=first id"
     );
     let limited = server.events("since=0&limit=1");
     assert_eq!(
-        limited.iter().map(data_id).collect::<Vec<_>>(),
+        limited.iter().map(event_id).collect::<Vec<_>>(),
         ids[..1],
         "limit=1 gives the oldest"
     );
     let none = server.events(&format!("since={}", ids[2]));
     assert!(none.is_empty(), "since=last id: {none:?}");
-}
-
-fn data_id(ev: &serde_json::Value) -> u64 {
-    ev["id"].as_u64().unwrap_or(0)
 }
 
 /// SPEC section 5: overlapping requests are ordered. Writers fill whole

@@ -92,7 +92,7 @@ fn answer_all(mut stream: TcpStream, answer: &str, seen: &std::sync::Mutex<Vec<S
     let mut buf = vec![0u8; 64 * 1024];
     for _ in 0..10 {
         let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        while matches!(parse_request_head(&head), Ok(None)) {
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => head.extend_from_slice(&buf[..n]),

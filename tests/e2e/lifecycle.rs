@@ -5,8 +5,6 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
-
 use crate::util::*;
 
 const DATA: &str = "/v1/volumes/vm/data";
@@ -36,11 +34,7 @@ fn collect_sse(url: String, headers: Vec<(&'static str, String)>, want: usize) -
     let (connected_tx, connected) = mpsc::channel();
     let (tx, events) = mpsc::channel();
     thread::spawn(move || {
-        let client = Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client");
+        let client = http_client(Duration::from_secs(20));
         let mut rb = client.get(&url);
         for (k, v) in headers {
             rb = rb.header(k, v);
@@ -143,11 +137,7 @@ fn sigterm_finishes_in_flight_writes() {
     stream.wait_connected();
     let url = server.url(&format!("{DATA}?offset=4096"));
     let writer = thread::spawn(move || {
-        let client = Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client");
+        let client = http_client(Duration::from_secs(20));
         let started = Instant::now();
         let status = client
             .put(url)

@@ -161,19 +161,6 @@ fn assert_peak_within(peak: &Peak, limit: u64, what: &str) {
     );
 }
 
-/// A request head (HTTP/1.1, `Connection: close`) with `headers`.
-fn request_head(server: &Server, method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut s = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        server.addr()
-    );
-    for (k, v) in headers {
-        s.push_str(&format!("{k}: {v}\r\n"));
-    }
-    s.push_str("\r\n");
-    s.into_bytes()
-}
-
 /// How a hand-made request ended.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -193,10 +180,7 @@ struct Outcome {
 impl Outcome {
     /// The `error.code` of a JSON error body, or "".
     fn code(&self) -> String {
-        serde_json::from_slice::<Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-            .unwrap_or_default()
+        error_code(&self.body)
     }
 
     fn is(&self, status: u16, code: &str) -> bool {
@@ -211,35 +195,6 @@ impl Outcome {
             None => format!("no answer within {:?}", self.took),
         }
     }
-}
-
-/// Whether `got` holds a whole answer: its head, and its body as long as
-/// its Content-Length says (none for 204 and 304).
-fn whole_answer(got: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&got[..end]);
-    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
-    let body = &got[end + 4..];
-    let length = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-    match length {
-        _ if status == 204 || status == 304 => Some((status, Vec::new())),
-        Some(n) if body.len() >= n => Some((status, body[..n].to_vec())),
-        _ => None,
-    }
-}
-
-/// The status of a partial answer, once its head has arrived.
-fn head_status(got: &[u8]) -> Option<u16> {
-    let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
-    String::from_utf8_lossy(&got[..end])
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// Sends `head`, then `body_len` body bytes made by `fill(offset, buf)`,
@@ -295,9 +250,10 @@ fn send_request(
                 }
                 Ok(n) => {
                     got.extend_from_slice(&buf[..n]);
-                    if let Some((status, body)) = whole_answer(&got) {
-                        outcome.status = Some(status);
-                        outcome.body = body;
+                    let whole = parse_answer(&got, false).ok().flatten().filter(|a| a.whole);
+                    if let Some(answer) = whole {
+                        outcome.status = Some(answer.head.status);
+                        outcome.body = answer.body;
                         break;
                     }
                 }
@@ -311,7 +267,7 @@ fn send_request(
         }
         if outcome.status.is_none() {
             // A head without its whole body still tells the status.
-            outcome.status = head_status(&got);
+            outcome.status = parse_response_head(&got).ok().flatten().map(|h| h.status);
         }
         outcome.took = started.elapsed();
         done.store(true, Ordering::Relaxed);
@@ -913,8 +869,11 @@ fn stalled_whole_volume_reads_hold_no_thread_gate_or_range() {
         streaming = stalled
             .iter()
             .filter(|s| {
-                let mut status_line = [0u8; 12];
-                matches!(s.peek(&mut status_line), Ok(12)) && &status_line == b"HTTP/1.1 200"
+                let mut head = [0u8; 1024];
+                s.peek(&mut head).is_ok_and(|n| {
+                    parse_response_head(&head[..n])
+                        .is_ok_and(|h| h.is_some_and(|h| h.status == 200))
+                })
             })
             .count();
     }
@@ -1245,11 +1204,10 @@ fn tokens_are_compared_exactly() {
     let snap = server.snapshot(&ABC);
     let target = format!("{DATA}?offset=0");
     let put = |auth: &[u8]| {
-        let mut request = format!(
-            "PUT {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 512\r\nAuthorization: ",
-            server.addr()
-        )
-        .into_bytes();
+        // The head without its empty line, then the header by hand.
+        let mut request = request_head(&server, "PUT", &target, &[("Content-Length", "512")]);
+        request.truncate(request.len() - 2);
+        request.extend_from_slice(b"Authorization: ");
         request.extend_from_slice(auth);
         request.extend_from_slice(b"\r\n\r\n");
         request.extend_from_slice(&[0x77; 512]);

@@ -571,8 +571,6 @@ fn scrub_loop(shared: &Shared) -> usize {
     done
 }
 
-/// A metric's value, 0 when the series is absent.
-
 #[test]
 fn blocks_are_linearizable_and_reads_atomic_under_faults() {
     let seed = seed();

@@ -138,28 +138,6 @@ fn kill_group(child: &Child) {
         .status();
 }
 
-fn describe(cmd: &Command) -> String {
-    let mut s = String::new();
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
-        }
-    }
-    s.push_str(&cmd.get_program().to_string_lossy());
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// The value of the sample `series` (`name{labels}` exactly as exported).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 /// The lines of metric family `name`, for messages.
 fn family(text: &str, name: &str) -> String {
     text.lines()
@@ -172,7 +150,7 @@ fn family(text: &str, name: &str) -> String {
 #[track_caller]
 fn assert_sample(text: &str, series: &str, value: f64) {
     let name = series.split('{').next().unwrap_or(series);
-    match sample(text, series) {
+    match metric_in(text, series) {
         Some(v) => assert_eq!(
             v,
             value,
@@ -224,10 +202,10 @@ fn server_after_bad_read() -> (Server, String, PathBuf) {
         1.0,
     );
     // The request is counted before the read's last byte leaves too.
-    let reads = sample(&text, READS).unwrap_or(0.0);
+    let reads = metric_in(&text, READS).unwrap_or(0.0);
     assert!(reads >= 1.0, "quorum_requests_total for reads is {reads}");
     assert_eq!(
-        sample(&text, READS_INF),
+        metric_in(&text, READS_INF),
         Some(reads),
         "the +Inf bucket counts every read"
     );
@@ -305,21 +283,18 @@ fn live_metrics_pass_promtool_and_name_every_dashboard_metric() {
         MIB as f64,
     );
     let reads =
-        sample(&text, READS).unwrap_or_else(|| panic!("no read request counter in\n{text}"));
+        metric_in(&text, READS).unwrap_or_else(|| panic!("no read request counter in\n{text}"));
     assert!(reads >= 1.0, "quorum_requests_total for reads is {reads}");
-    let inf = sample(&text, READS_INF).unwrap_or_else(|| {
+    let inf = metric_in(&text, READS_INF).unwrap_or_else(|| {
         panic!(
             "no +Inf read bucket; the family:\n{}",
             family(&text, "quorum_request_duration_seconds")
         )
     });
     assert_eq!(inf, reads, "the +Inf read bucket counts every read");
-    let buckets = text
-        .lines()
-        .filter(|l| {
-            l.starts_with(r#"quorum_request_duration_seconds_bucket{volume="vm",op="read",le=""#)
-        })
-        .count();
+    let buckets = Metrics::parse(&text)
+        .buckets(r#"quorum_request_duration_seconds{volume="vm",op="read"}"#)
+        .map_or(0, |b| b.len());
     assert!(
         buckets >= 10,
         "the read latency histogram should span microseconds to seconds, it has {buckets} buckets"
@@ -430,11 +405,7 @@ impl Prometheus {
             child: Some(child),
             addr,
             log,
-            client: Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("build an HTTP client"),
+            client: http_client(Duration::from_secs(5)),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -25,11 +25,7 @@ const EIO: &str = "Input/output error";
 /// An HTTP client of our own, for threads that must survive the server's
 /// death (the harness panics on a failed request).
 fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("build an HTTP client")
+    http_client(Duration::from_secs(20))
 }
 
 /// What came back on a hand-made connection.
@@ -44,10 +40,7 @@ struct RawAnswer {
 impl RawAnswer {
     /// The `error.code` of a JSON error body.
     fn code(&self) -> String {
-        serde_json::from_str::<Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-            .unwrap_or_default()
+        error_code(self.body.as_bytes())
     }
 
     #[track_caller]
@@ -55,11 +48,6 @@ impl RawAnswer {
         assert_eq!(self.status, status, "{what}: {self:?}");
         assert_eq!(self.code(), code, "{what}: {self:?}");
     }
-}
-
-/// The address `HOST:PORT` of a server.
-fn addr(server: &Server) -> String {
-    format!("127.0.0.1:{}", server.port())
 }
 
 /// Sends `first`, then `drip` one byte every `every` (while no answer came),
@@ -75,7 +63,7 @@ fn raw_slow(
     limit: Duration,
 ) -> RawAnswer {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr(server)).expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .expect("write timeout");
@@ -105,7 +93,7 @@ fn raw_slow(
             Ok(0) => break,
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
-                if answer_complete(&got) {
+                if parse_answer(&got, false).is_ok_and(|a| a.is_some_and(|a| a.whole)) {
                     break;
                 }
             }
@@ -114,46 +102,15 @@ fn raw_slow(
         }
     }
     let took = started.elapsed();
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| {
-        panic!("an incomplete answer after {took:?}: {text:?}");
-    });
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let text = || String::from_utf8_lossy(&got).into_owned();
+    let answer = parse_answer(&got, false)
+        .unwrap_or_else(|e| panic!("not an HTTP answer after {took:?} ({e}): {:?}", text()))
+        .unwrap_or_else(|| panic!("an incomplete answer after {took:?}: {:?}", text()));
     RawAnswer {
-        status,
-        body: body.to_string(),
+        status: answer.head.status,
+        body: String::from_utf8_lossy(&answer.body).into_owned(),
         took,
     }
-}
-
-/// Whether `got` holds a whole answer with a Content-Length.
-fn answer_complete(got: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(got);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .is_some_and(|len| body.len() >= len)
-}
-
-/// A request head (HTTP/1.1, `Connection: close`) with `headers`.
-fn head(server: &Server, method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut s = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        addr(server)
-    );
-    for (k, v) in headers {
-        s.push_str(&format!("{k}: {v}\r\n"));
-    }
-    s.push_str("\r\n");
-    s.into_bytes()
 }
 
 /// Asserts the server still answers `/healthz` quickly.
@@ -420,7 +377,7 @@ fn a_killed_server_keeps_every_flushed_write() {
         after.len() >= before.len() && after[..before.len()] == before[..],
         "the events of before the crash changed:\nbefore {before:?}\nafter {after:?}"
     );
-    let old_max = before.last().map(data_id).unwrap_or(0);
+    let old_max = before.last().map(event_id).unwrap_or(0);
     // Every divergence was reported (and repaired: the files agree).
     let new = &after[before.len()..];
     for (child, block) in &diverged {
@@ -449,13 +406,9 @@ fn a_killed_server_keeps_every_flushed_write() {
     let newest = server.events(&format!("since={last}"));
     assert!(!newest.is_empty(), "no event for a corrupt block");
     assert!(
-        newest.iter().all(|e| data_id(e) > old_max),
+        newest.iter().all(|e| event_id(e) > old_max),
         "ids after the restart should exceed {old_max}: {newest:?}"
     );
-}
-
-fn data_id(ev: &Value) -> u64 {
-    ev["id"].as_u64().unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -508,7 +461,7 @@ fn a_torn_last_event_line_is_skipped_with_a_warning() {
     lose_a_vote(&server, 84);
     let with_new = server.all_events();
     assert_eq!(with_new.len(), restarted.len() + 1, "{with_new:?}");
-    assert!(data_id(&with_new[restarted.len()]) > data_id(&before[1]));
+    assert!(event_id(&with_new[restarted.len()]) > event_id(&before[1]));
     let status = server.stop();
     assert!(status.success(), "{status}");
     server.restart();
@@ -1076,7 +1029,7 @@ fn hostile_numbers_and_ranges() {
         r.expect_error(400, "bad_request");
     }
     // A Range header that is not ASCII, by hand.
-    let mut request = head(&server, "GET", DATA, &[]);
+    let mut request = request_head(&server, "GET", DATA, &[]);
     request.truncate(request.len() - 2);
     request.extend_from_slice(b"Range: bytes=\xff0-1\r\n\r\n");
     raw_slow(
@@ -1106,7 +1059,7 @@ fn slow_huge_and_stalled_bodies() {
     // 10^15 bytes announced, 1 KiB sent, then silence: 413 at once, also
     // at an offset past the end (the size is refused first).
     for offset in [0, u64::MAX - 10] {
-        let mut req = head(
+        let mut req = request_head(
             &server,
             "PUT",
             &format!("{DATA}?offset={offset}"),
@@ -1119,7 +1072,7 @@ fn slow_huge_and_stalled_bodies() {
     }
 
     // Below the limit, 10 of 8192 bytes, then silence: 408 after 2 s.
-    let mut req = head(
+    let mut req = request_head(
         &server,
         "PUT",
         &format!("{DATA}?offset=0"),
@@ -1136,7 +1089,7 @@ fn slow_huge_and_stalled_bodies() {
 
     // A drip of one byte every 100 ms never stalls for long, but the
     // whole body is slower than body_timeout: 408 as well.
-    let req = head(
+    let req = request_head(
         &server,
         "PUT",
         &format!("{DATA}?offset=0"),
@@ -1157,7 +1110,7 @@ fn slow_huge_and_stalled_bodies() {
     );
 
     // A chunked body that stalls after its first chunk: 408.
-    let mut req = head(
+    let mut req = request_head(
         &server,
         "PUT",
         &format!("{DATA}?offset=0"),
@@ -1182,7 +1135,7 @@ fn slow_huge_and_stalled_bodies() {
         vec![("Content-Length", "99999999999999999999999")],
         vec![("Content-Length", "10"), ("Content-Length", "20")],
     ] {
-        let mut req = head(&server, "PUT", &format!("{DATA}?offset=0"), &headers);
+        let mut req = request_head(&server, "PUT", &format!("{DATA}?offset=0"), &headers);
         req.extend_from_slice(&[5u8; 20]);
         let a = raw_slow(&server, &req, b"", Duration::ZERO, Duration::from_secs(5));
         assert_eq!(a.status, 400, "{headers:?}: {a:?}");
@@ -1319,7 +1272,7 @@ fn wrong_tokens_of_any_length_get_401() {
     }
 
     // No token, 10^15 bytes announced: 401 at once.
-    let mut req = head(
+    let mut req = request_head(
         &server,
         "PUT",
         &format!("{DATA}?offset=0"),
@@ -1379,14 +1332,14 @@ fn malformed_http_and_idle_connections_do_not_stop_the_server() {
     );
     assert_eq!(a.status, 400, "{a:?}");
     let big = "y".repeat(1024 * 1024);
-    let req = head(&server, "GET", "/v1/volumes", &[("X-Big", &big)]);
+    let req = request_head(&server, "GET", "/v1/volumes", &[("X-Big", &big)]);
     let a = raw_slow(&server, &req, b"", Duration::ZERO, Duration::from_secs(5));
     assert_eq!(a.status, 431, "a 1 MiB header: {a:?}");
     assert_alive(&server, "after garbage");
 
     let mut idle = Vec::new();
     for i in 0..100 {
-        let mut s = TcpStream::connect(addr(&server)).expect("connect");
+        let mut s = TcpStream::connect(server.addr()).expect("connect");
         let partial = if i % 2 == 0 {
             "GET /heal".to_string()
         } else {

@@ -191,9 +191,9 @@ impl Drop for Proxy {
     }
 }
 
-/// One HTTP message, whole: its head's first line and the raw bytes.
+/// One HTTP message, whole: its parsed head and the raw bytes.
 struct Message {
-    first_line: String,
+    head: Head,
     raw: Vec<u8>,
 }
 
@@ -210,9 +210,8 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let Some(request) = read_message(&mut from_client, None)? else {
             break;
         };
-        let mut words = request.first_line.split(' ');
-        let method = words.next().unwrap_or_default().to_owned();
-        let target = words.next().unwrap_or_default().to_owned();
+        let method = request.head.method.clone();
+        let target = request.head.target.clone();
         let (fail, hold) = {
             let mut s = shared.state();
             let fail = s.fail.is_some_and(|m| m(&method, &target));
@@ -251,12 +250,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 "the store closed the connection",
             )
         })?;
-        let status = answer
-            .first_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = answer.head.status;
         {
             let mut s = shared.state();
             if hold {
@@ -282,53 +276,40 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
 /// Reads one request (`method` is `None`) or one answer to a `method`
 /// request, whole; `None` on EOF before its first byte.
 fn read_message(r: &mut impl BufRead, method: Option<&str>) -> io::Result<Option<Message>> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let mut raw = Vec::new();
-    let mut first_line = String::new();
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line)? == 0 {
+    // The head, line by line, until it parses whole.
+    let head = loop {
+        if r.read_until(b'\n', &mut raw)? == 0 {
             return if raw.is_empty() {
                 Ok(None)
             } else {
-                Err(bad("the head ended early"))
+                Err(bad("the head ended early".into()))
             };
         }
-        raw.extend_from_slice(&line);
         if raw.len() > MAX_HEAD {
-            return Err(bad("the head is too long"));
+            return Err(bad("the head is too long".into()));
         }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        if first_line.is_empty() {
-            first_line = text;
-            continue;
+        let parsed = match method {
+            None => parse_request_head(&raw),
+            Some(_) => parse_response_head(&raw),
+        };
+        if let Some(head) = parsed.map_err(|e| bad(format!("a bad head: {e}")))? {
+            break head;
         }
-        if text.is_empty() {
-            break;
+    };
+    match head.framing(method == Some("HEAD")) {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            let start = raw.len();
+            raw.resize(start + n, 0);
+            r.read_exact(&mut raw[start..])?;
         }
-        if let Some((name, value)) = text.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse().map_err(|_| bad("a bad content-length"))?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    let status = method.map(|_| first_line.split(' ').nth(1).unwrap_or_default());
-    let no_body = method == Some("HEAD")
-        || status.is_some_and(|s| s.starts_with('1') || s == "204" || s == "304");
-    if no_body {
-    } else if chunked {
-        loop {
+        Framing::Chunked => loop {
             let mut line = Vec::new();
             r.read_until(b'\n', &mut line)?;
             raw.extend_from_slice(&line);
-            let size = String::from_utf8_lossy(&line);
-            let size = size.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad("a bad chunk size"))?;
+            let size = chunk_size(&line).ok_or_else(|| bad("a bad chunk size".into()))?;
             if size == 0 {
                 // Trailers, up to an empty line.
                 loop {
@@ -341,19 +322,17 @@ fn read_message(r: &mut impl BufRead, method: Option<&str>) -> io::Result<Option
                 }
                 break;
             }
+            let size = usize::try_from(size).map_err(|_| bad("a huge chunk".into()))?;
             let start = raw.len();
             raw.resize(start + size + 2, 0);
             r.read_exact(&mut raw[start..])?;
-        }
-    } else if let Some(n) = length {
-        let start = raw.len();
-        raw.resize(start + n, 0);
-        r.read_exact(&mut raw[start..])?;
-    } else if method.is_some() {
+        },
         // An answer without a length ends with the connection.
-        r.read_to_end(&mut raw)?;
+        Framing::UntilClose => {
+            r.read_to_end(&mut raw)?;
+        }
     }
-    Ok(Some(Message { first_line, raw }))
+    Ok(Some(Message { head, raw }))
 }
 
 /// The `127.0.0.1:PORT` of an `http://` endpoint.
