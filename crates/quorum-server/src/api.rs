@@ -35,7 +35,7 @@ use crate::events::EventLog;
 use crate::jobs::{CancelError, Jobs};
 use crate::membership::VolumeEntry;
 use crate::range;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{self, Telemetry};
 
 /// Reads are served in pieces of this size, so memory stays bounded
 /// whatever the length asked for.
@@ -107,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/volumes/{vol}/jobs/{id}",
             get(get_job).delete(cancel_job),
         )
+        .route("/v1/event-kinds", get(event_kinds))
         .route("/v1/events", get(list_events))
         .route("/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))
@@ -804,6 +805,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The names of the events this server emits, for clients that label them
+/// (the dashboard reads its list here rather than keeping a copy).
+async fn event_kinds() -> axum::Json<&'static [&'static str]> {
+    axum::Json(telemetry::event_names())
 }
 
 async fn list_events(

@@ -63,6 +63,12 @@ const EVENT_NAMES: [&str; 10] = [
     "BLKVERIFY_MISMATCH",
 ];
 
+/// The name of every event the server emits, as events and
+/// `quorum_events_total{event}` spell them.
+pub fn event_names() -> &'static [&'static str] {
+    &EVENT_NAMES
+}
+
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
