@@ -3,6 +3,8 @@
 //   QUORUM_URL=http://127.0.0.1:PORT      a running quorum-server (loopback only)
 //   QUORUM_CHILD_FILE=/path/vm-c.img      the image file of the child to corrupt
 //   QUORUM_VOLUME=vm QUORUM_CHILD=c       which volume and child that is
+//   QUORUM_NEW_CHILD=d                    a child the test adds and removes
+//   QUORUM_NEW_CHILD_URI=d.img            its uri (under the server's child_roots)
 //   SCREENSHOT=/path/dashboard.png        where the screenshot goes
 //   QUORUM_TOKEN=...                      optional: the server's API token; the
 //                                         test then enters it in the page's form
@@ -15,9 +17,13 @@
 // the child with its range, the child's corrupted_bytes counter above 0, and
 // the bad-replica sign (badge and banner). Then it clicks the volume's
 // "Scrub + repair" button and waits until the Jobs section lists that scrub
-// as completed with the child's mismatch bytes above 0. Every wait is
-// bounded; all traffic goes to the loopback server. Exit 0 on success, 1
-// with the list of what was missing.
+// as completed with the child's mismatch bytes above 0. Last it adds a child
+// through the API, waits for it to sync, and removes it: the feed must show
+// CHILD_ADDED, CHILD_STATE_CHANGE and CHILD_REMOVED live, each with its own
+// label (the kinds come from the server's GET /v1/event-kinds, which also
+// gives the feed a filter button for them). Every wait is bounded; all
+// traffic goes to the loopback server. Exit 0 on success, 1 with the list
+// of what was missing.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -59,6 +65,8 @@ const volume = env('QUORUM_VOLUME', 'vm');
 const child = env('QUORUM_CHILD', 'c');
 const screenshot = env('SCREENSHOT');
 const token = process.env.QUORUM_TOKEN || '';
+const newChild = env('QUORUM_NEW_CHILD', 'd');
+const newChildUri = env('QUORUM_NEW_CHILD_URI');
 
 const origin = (() => {
   let u;
@@ -107,6 +115,25 @@ async function expect(page, what, fn, arg, timeout = WAIT_MS) {
     log(`MISSING: ${what}`);
     return false;
   }
+}
+
+// A live feed row of a CHILD_* event about the new child, with its own tag
+// (its label, the child colour: not an unknown event's), and its detail.
+function expectChildEvent(page, event, label, detail) {
+  return expect(page, `a live ${event} row for ${volume}/${newChild} labelled ${label}`,
+    ({ sel, label, detail }) => {
+      const row = document.querySelector(sel);
+      const tag = row && row.querySelector('.c-type .tag');
+      return !!tag && tag.textContent.trim() === label && tag.classList.contains('tag-child') &&
+        row.classList.contains('ev-child') && row.querySelector('.c-detail').textContent.includes(detail) &&
+        tag.checkVisibility();
+    },
+    {
+      sel: `#events .event[data-event="${event}"][data-volume="${css(volume)}"][data-child="${css(newChild)}"]` +
+        '[data-source="stream"]',
+      label,
+      detail,
+    });
 }
 
 function apiHeaders(extra = {}) {
@@ -278,6 +305,40 @@ async function main() {
     log(`the scrub row reads: ${shown}`);
   }
 
+  // 5. Membership events, labelled from the server's list of event kinds.
+  await expect(page, 'the feed has a filter button for the CHILD_* events of GET /v1/event-kinds',
+    () => {
+      const b = document.querySelector('#event-filters button[data-type~="CHILD_ADDED"]');
+      return !!b && b.dataset.type.split(' ').includes('CHILD_STATE_CHANGE') &&
+        b.dataset.type.split(' ').includes('CHILD_REMOVED') && b.checkVisibility();
+    });
+  const childrenPath = `${base}/v1/volumes/${encodeURIComponent(volume)}/children`;
+  const added = await fetchWithTimeout(childrenPath, {
+    method: 'POST',
+    headers: apiHeaders({ 'Content-Type': 'application/json' }),
+    body: JSON.stringify({ name: newChild, uri: newChildUri, options: {} }),
+  });
+  if (added.status !== 201) {
+    missing.push(`adding child ${newChild} answered ${added.status}, not 201: ${await added.text()}`);
+  } else {
+    log(`added child ${newChild} (${newChildUri})`);
+    await Promise.all([
+      expectChildEvent(page, 'CHILD_ADDED', 'CHILD_ADDED', `added (${newChildUri})`),
+      expectChildEvent(page, 'CHILD_STATE_CHANGE', 'CHILD_STATE', 'syncing \u2192 healthy'),
+      expect(page, `the new child ${volume}/${newChild} is rendered`,
+        (sel) => !!document.querySelector(sel),
+        `#volumes .child[data-child="${css(`${volume}/${newChild}`)}"]`),
+    ]);
+    const removed = await fetchWithTimeout(`${childrenPath}/${encodeURIComponent(newChild)}`,
+      { method: 'DELETE', headers: apiHeaders() });
+    if (removed.status !== 204) {
+      missing.push(`removing child ${newChild} answered ${removed.status}, not 204: ${await removed.text()}`);
+    } else {
+      log(`removed child ${newChild}`);
+      await expectChildEvent(page, 'CHILD_REMOVED', 'CHILD_REMOVED', 'removed');
+    }
+  }
+
   if (pageErrors.length) missing.push(`no script errors in the page, but: ${pageErrors.join(' | ')}`);
   if (offsite.length) missing.push(`no requests beyond ${origin}, but: ${offsite.join(', ')}`);
   return page;
@@ -306,5 +367,6 @@ if (missing.length) {
   console.error(`dashboard test: FAILED, missing:\n${missing.map((m) => `  - ${m}`).join('\n')}`);
   process.exit(1);
 }
-log('PASSED: the page showed the live event, the counter, the bad-replica sign and the scrub it started');
+log('PASSED: the page showed the live event, the counter, the bad-replica sign, the scrub it started ' +
+  'and the membership events with their own labels');
 process.exit(0);

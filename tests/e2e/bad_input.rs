@@ -121,6 +121,7 @@ fn a_missing_or_wrong_token_gets_401() {
                 "/v1/volumes/vm/block-status?offset=0&length=4096",
             )),
             with(server.request(reqwest::Method::GET, "/v1/events?since=0")),
+            with(server.request(reqwest::Method::GET, "/v1/event-kinds")),
         ];
         for rb in requests {
             let r = server.send(rb);
@@ -137,7 +138,26 @@ fn a_missing_or_wrong_token_gets_401() {
         server.assert_unchanged(&snap, &format!("requests with authorization {auth:?}"));
     }
 
+    // The dashboard's files hold no data: each is open, with its type.
+    for &(path, content_type, body) in quorum_server::dashboard::FILES {
+        let r = server.get(path);
+        r.expect_status(200);
+        assert_eq!(r.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(r.text(), body, "{path}");
+    }
+
     server.set_token(Some("s3cret"));
+    let kinds = server.get("/v1/event-kinds");
+    kinds.expect_status(200);
+    let kinds: Vec<String> = serde_json::from_slice(&kinds.body).expect("a JSON array of names");
+    for name in [
+        "QUORUM_REPORT_BAD",
+        "CHILD_ADDED",
+        "CHILD_REMOVED",
+        "CHILD_STATE_CHANGE",
+    ] {
+        assert!(kinds.iter().any(|k| k == name), "{name} in {kinds:?}");
+    }
     let list = server.get("/v1/volumes");
     list.expect_status(200);
     assert!(

@@ -689,7 +689,11 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
         script.display()
     );
 
-    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    // The script adds a child d (d.img, under child_roots) and removes it.
+    let server = Sandbox::new().serve(&format!(
+        "child_roots = [\".\"]\n{}",
+        abc_volume("1MiB", "")
+    ));
     // The script overwrites 4 KiB at 8192 of c's file with 0x42: write data
     // there that differs in every byte, so c loses the vote on all 4096.
     let data: Vec<u8> = pattern(13, 4 * BLOCK as usize)
@@ -711,6 +715,8 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
             .env("QUORUM_CHILD_FILE", server.file("c.img"))
             .env("QUORUM_VOLUME", "vm")
             .env("QUORUM_CHILD", "c")
+            .env("QUORUM_NEW_CHILD", "d")
+            .env("QUORUM_NEW_CHILD_URI", "d.img")
             .env("SCREENSHOT", &png)
             .env_remove("QUORUM_TOKEN"),
         None,
@@ -792,4 +798,12 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
         server.read_file_at("a.img", 8192, 4096),
         "the scrub repaired c"
     );
+    // And the membership events the page labelled: d added, synced, removed.
+    for name in ["CHILD_ADDED", "CHILD_STATE_CHANGE", "CHILD_REMOVED"] {
+        let about_d = named(&events, name)
+            .iter()
+            .filter(|e| e["data"]["node-name"] == "d")
+            .count();
+        assert_eq!(about_d, 1, "{name} about d: {events:?}");
+    }
 }

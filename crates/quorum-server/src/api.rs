@@ -19,7 +19,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures_util::{Stream, StreamExt, stream};
-use quorum_core::{Extent, Op, VolumeError};
+use quorum_core::{EventKind, Extent, Op, VariantArray, VolumeError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -107,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/volumes/{vol}/jobs/{id}",
             get(get_job).delete(cancel_job),
         )
+        .route("/v1/event-kinds", get(event_kinds))
         .route("/v1/events", get(list_events))
         .route("/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))
@@ -802,6 +803,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The names of the events this server emits, for clients that label them
+/// (the dashboard reads its list here rather than keeping a copy).
+/// The name of every event the server emits, as events and
+/// `quorum_events_total{event}` spell them.
+async fn event_kinds() -> axum::Json<&'static [EventKind]> {
+    axum::Json(EventKind::VARIANTS)
 }
 
 async fn list_events(

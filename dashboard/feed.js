@@ -1,0 +1,127 @@
+// The Events panel: the live feed (newest first, at most FEED_MAX rows)
+// and its filter buttons, one per group of the server's event kinds.
+// Live events are drawn in batches, so that a burst (a replica that fails
+// every request) costs one redraw, not one per event.
+
+import { $, h, similarEl } from './dom.js';
+import { describeEvent, filterGroups, isChildEvent, isJobEvent } from './events.js';
+import { exactRange, fmtCount, fmtFullTime, fmtTime } from './format.js';
+import { KEEP_EVENTS, eventCounts, feedRecords, toggleHidden } from './model.js';
+
+const FEED_MAX = 200;
+const FLUSH_MS = 100;
+
+/** The feed part of the page's state: live records not drawn yet. */
+export function createFeed() {
+  return { pending: [], timer: null };
+}
+
+function eventRow(rec) {
+  const { ev, at, source } = rec;
+  const d = ev.data || {};
+  const e = describeEvent(ev);
+  const ts = Date.parse(ev.timestamp);
+  const tr = h('tr', {
+    class: `event ev-${e.css}${source === 'stream' ? ' live' : ''}`,
+    'data-id': ev.id,
+    'data-event': ev.event,
+    'data-volume': ev.volume,
+    'data-child': e.child || null,
+    'data-offset': Number.isFinite(e.offset) ? e.offset : null,
+    'data-bytes': Number.isFinite(e.bytes) ? e.bytes : null,
+    'data-source': source,
+    'data-job': isJobEvent(ev.event) ? d.job : null,
+    'data-suppressed': d.suppressed > 0 ? d.suppressed : null,
+    title: `#${ev.id} ${ev.event}\n${fmtFullTime(at)}\n${JSON.stringify(d)}`,
+  },
+  h('td', { class: 'c-time', title: `${fmtFullTime(ts)} (server: ${ev.timestamp})` }, fmtTime(ts)),
+  h('td', { class: 'c-type' }, h('span', { class: `tag tag-${e.css}`, title: ev.event }, e.label)),
+  h('td', { class: 'c-where' }, ev.volume,
+    e.child ? h('span', { class: 'sep' }, ' / ') : '', e.child ? h('strong', { class: 'child-name' }, e.child) : ''),
+  h('td', { class: 'c-range', title: exactRange(e.offset, e.bytes) },
+    d.type ? h('span', { class: 'op' }, `${d.type} `) : '', e.rangeText),
+  h('td', { class: `c-detail ${e.detailClass}`, title: e.detail }, e.detail,
+    d.suppressed > 0 ? similarEl(d.suppressed) : null));
+  if (ev.event === 'QUORUM_REPORT_BAD' && !d.error) tr.dataset.lost = 'true';
+  return tr;
+}
+
+function updateFeedMeta(app) {
+  const rows = $('events-body').rows.length;
+  const m = app.model;
+  $('events-empty').hidden = rows > 0;
+  $('events-empty').textContent = m.events.length && !rows
+    ? 'All events are filtered out.'
+    : 'No events yet. Replicas that lose a vote or fail show up here as it happens.';
+  $('events-count').textContent = m.lastEventId ? `latest #${m.lastEventId}` : '';
+  const counts = eventCounts(m);
+  for (const btn of $('event-filters').children) {
+    const n = btn.dataset.type.split(' ').reduce((sum, t) => sum + (counts.get(t) || 0), 0);
+    btn.querySelector('.n').textContent = n ? fmtCount(n) : '';
+  }
+}
+
+/** Draws the whole feed from the model (after the history, or a filter). */
+export function renderFeed(app) {
+  // Everything queued is in the model already.
+  app.feed.pending = [];
+  const body = $('events-body');
+  body.replaceChildren(...feedRecords(app.model, FEED_MAX).map(eventRow));
+  updateFeedMeta(app);
+}
+
+function flushEvents(app) {
+  const feed = app.feed;
+  feed.timer = null;
+  const batch = feed.pending.slice(-FEED_MAX).filter((r) => !r.superseded);
+  feed.pending = [];
+  const body = $('events-body');
+  // The progress rows these events replace.
+  for (const r of batch) {
+    if (r.ev.event !== 'JOB_PROGRESS' && r.ev.event !== 'JOB_COMPLETED') continue;
+    for (const row of body.querySelectorAll(`tr[data-event="JOB_PROGRESS"][data-job="${Number(r.ev.data && r.ev.data.job)}"]`)) {
+      if (row.dataset.volume === r.ev.volume) row.remove();
+    }
+  }
+  const rows = [];
+  for (let i = batch.length - 1; i >= 0; i--) {
+    if (app.model.hidden.has(batch[i].ev.event)) continue;
+    const row = eventRow(batch[i]);
+    row.classList.add('fresh');
+    rows.push(row);
+  }
+  body.prepend(...rows);
+  while (body.rows.length > FEED_MAX) body.deleteRow(body.rows.length - 1);
+  updateFeedMeta(app);
+  const names = batch.map((r) => r.ev.event);
+  // Show the marks now rather than at the next poll.
+  if (names.some((n) => n !== 'QUORUM_REWRITE' && !isJobEvent(n))) app.hooks.refresh();
+  // And the jobs; a finished scrub with repair changed the counters too,
+  // and a child added or removed changes the volume's card.
+  if (names.some(isJobEvent)) app.hooks.pollJobsSoon();
+  if (names.some((n) => n === 'JOB_COMPLETED' || isChildEvent(n))) app.hooks.poll();
+}
+
+/** A live event's record: drawn within FLUSH_MS, with the others that came. */
+export function queueEvent(app, rec) {
+  app.feed.pending.push(rec);
+  if (!app.feed.timer) app.feed.timer = setTimeout(() => flushEvents(app), FLUSH_MS);
+}
+
+/** The filter buttons, one per group of the server's event kinds. */
+export function buildFilters(app) {
+  const box = $('event-filters');
+  box.replaceChildren(...filterGroups(app.model.kinds || []).map(({ label, css, names }) => {
+    const btn = h('button', {
+      type: 'button', class: `filter tag-${css}`, 'data-type': names.join(' '),
+      'aria-pressed': names.some((n) => app.model.hidden.has(n)) ? 'false' : 'true',
+      title: `show or hide ${names.join(', ')} (the count is of the last ${KEEP_EVENTS} events)`,
+      onclick: () => {
+        btn.setAttribute('aria-pressed', toggleHidden(app.model, names) ? 'true' : 'false');
+        renderFeed(app);
+      },
+    }, label, h('span', { class: 'n' }));
+    return btn;
+  }));
+  updateFeedMeta(app);
+}

@@ -1,0 +1,192 @@
+// node --test dashboard/: the state and its reducers.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import {
+  BAD_WINDOW_MS, KEEP_EVENTS, acknowledge, applyVolumes, arrangeJobs, childBadness, createModel, eventCounts,
+  eventTime, feedRecords, ingestEvent, jobOutcome, localTime, noteServerDate, recentReports, setKinds, toggleHidden,
+} from './model.js';
+
+const T0 = Date.parse('2024-05-01T12:00:00Z');
+let nextId = 1;
+const ev = (event, data, at = T0, volume = 'vm') =>
+  ({ id: nextId++, timestamp: new Date(at).toISOString(), event, volume, data });
+const bad = (child, offset, at) => ev('QUORUM_REPORT_BAD', { 'node-name': child, type: 'read', offset, bytes: 4096 }, at);
+
+const child = (name, stats = {}, extra = {}) => ({
+  name, state: 'healthy', stale_bytes: 0,
+  stats: { errors: 0, bad_reports: 0, corrupted_bytes: 0, repaired_bytes: 0, ...stats }, ...extra,
+});
+const volume = (children, stats = {}) => ({
+  name: 'vm', size: 1 << 20, vote_threshold: 2,
+  stats: { reads: 0, writes: 0, read_bytes: 0, write_bytes: 0, failures: 0, ...stats }, children,
+});
+
+test('events are taken once, in id order, and capped', () => {
+  const m = createModel();
+  const a = ev('QUORUM_REWRITE', { 'node-name': 'c', offset: 0, bytes: 512 });
+  assert.ok(ingestEvent(m, a, 'history', T0));
+  assert.equal(ingestEvent(m, a, 'stream', T0), undefined, 'the same id again');
+  assert.equal(ingestEvent(m, { ...a, id: a.id - 1 }, 'stream', T0), undefined, 'an older id');
+  assert.equal(ingestEvent(m, { event: 'X' }, 'stream', T0), undefined, 'no id');
+  assert.equal(m.lastEventId, a.id);
+  for (let i = 0; i < KEEP_EVENTS + 10; i++) ingestEvent(m, ev('QUORUM_FAILURE', { offset: 0, bytes: 1 }), 'stream', T0);
+  assert.equal(m.events.length, KEEP_EVENTS);
+  assert.equal(m.events.at(-1).ev.id, m.lastEventId);
+});
+
+test('a job is two records: its last progress report, then its completion', () => {
+  const m = createModel();
+  const started = ingestEvent(m, ev('JOB_STARTED', { job: 1, kind: 'scrub' }), 'stream', T0);
+  const p1 = ingestEvent(m, ev('JOB_PROGRESS', { job: 1, bytes_done: 1 }), 'stream', T0);
+  const p2 = ingestEvent(m, ev('JOB_PROGRESS', { job: 1, bytes_done: 2 }), 'stream', T0);
+  ingestEvent(m, ev('JOB_PROGRESS', { job: 1, bytes_done: 1 }, T0, 'other'), 'stream', T0);
+  assert.ok(p1.superseded && !p2.superseded);
+  assert.deepEqual(m.events.map((r) => r.ev.event), ['JOB_STARTED', 'JOB_PROGRESS', 'JOB_PROGRESS']);
+  const done = ingestEvent(m, ev('JOB_COMPLETED', { job: 1, state: 'completed' }), 'stream', T0);
+  assert.ok(p2.superseded);
+  assert.deepEqual(m.events, [started, m.events[1], done]);
+  assert.equal(m.events[1].ev.volume, 'other', 'the other volume\'s job 1 stays');
+});
+
+test('the server clock: a skew over 2 s is corrected, and no event is in the future', () => {
+  const m = createModel();
+  noteServerDate(m, new Date(T0).toUTCString(), T0 + 1000);
+  assert.equal(m.skewMs, 0, 'within 2 s is noise');
+  noteServerDate(m, new Date(T0 + 60_000).toUTCString(), T0);
+  assert.equal(m.skewMs, 60_500);
+  assert.equal(eventTime(m, { timestamp: new Date(T0 + 60_000).toISOString() }, T0 + 10_000), T0 - 500);
+  assert.equal(eventTime(m, { timestamp: new Date(T0 + 600_000).toISOString() }, T0), T0);
+  assert.equal(eventTime(m, { timestamp: 'garbage' }, T0), T0);
+  assert.ok(Number.isNaN(localTime(m, NaN, T0)));
+  noteServerDate(m, 'not a date', T0);
+  assert.equal(m.skewMs, 60_500, 'a bad header changes nothing');
+});
+
+test('a report marks its child BAD for BAD_WINDOW_MS, until acknowledged', () => {
+  const m = createModel();
+  ingestEvent(m, bad('c', 8192, T0), 'stream', T0);
+  const c = child('c');
+  assert.equal(childBadness(m, 'vm', c, T0 + 1000), 'bad');
+  assert.equal(childBadness(m, 'vm', child('a'), T0 + 1000), '');
+  assert.equal(childBadness(m, 'vm', c, T0 + BAD_WINDOW_MS + 1), '', 'the window passed');
+  assert.equal(childBadness(m, 'vm', { ...c, state: 'failed' }, T0 + BAD_WINDOW_MS + 1), 'failed');
+  assert.equal(recentReports(m, 'vm', 'c', T0 + 1000).length, 1);
+  acknowledge(m, 'vm', T0 + 2000);
+  assert.equal(childBadness(m, 'vm', c, T0 + 3000), '');
+  assert.deepEqual(recentReports(m, 'vm', 'c', T0 + 3000), []);
+  ingestEvent(m, bad('c', 0, T0 + 4000), 'stream', T0 + 4000);
+  assert.equal(childBadness(m, 'vm', c, T0 + 5000), 'bad', 'something new after the acknowledgement');
+});
+
+test('a volume snapshot: rates between polls, counter bumps, badness and health', () => {
+  const m = createModel();
+  let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0, 0);
+  assert.equal(r.volumes.length, 1);
+  assert.deepEqual([r.bad, r.stale, r.children, r.failing], [0, 0, 3, 0]);
+  assert.equal(r.volumes[0].health, 'ok');
+  assert.deepEqual(r.volumes[0].samples, []);
+
+  // Two seconds later: 8 reads of 4 KiB, and c lost a vote on 4 KiB.
+  const v2 = volume([child('a'), child('b'), child('c', { bad_reports: 1, corrupted_bytes: 4096 })],
+    { reads: 8, read_bytes: 32768 });
+  r = applyVolumes(m, [v2], T0 + 2000, 2000);
+  const vm = r.volumes[0];
+  assert.deepEqual(vm.samples, [{ t: T0 + 2000, rb: 16384, wb: 0, ro: 4, wo: 0 }]);
+  assert.equal(vm.health, 'degraded');
+  assert.deepEqual(vm.bad.map((ch) => [ch.c.name, ch.badness, ch.badge, ch.kind]), [['c', 'bad', 'BAD', 'bad']]);
+  assert.equal(vm.bad[0].mark.counterNote, '4 KiB more lost votes');
+  assert.equal(r.bad, 1);
+
+  // The same answer again (a refresh) adds no sample and no bump.
+  r = applyVolumes(m, [v2], T0 + 3000, 0);
+  assert.equal(r.volumes[0].samples.length, 1);
+  assert.equal(m.marks.get('vm/c').counterBumpAt, T0 + 2000);
+
+  // Counters that went down (a restarted server) give no sample.
+  r = applyVolumes(m, [volume(v2.children, { reads: 1 })], T0 + 4000, 2000);
+  assert.equal(r.volumes[0].samples.length, 1);
+
+  // Past the window, c is not bad any more.
+  r = applyVolumes(m, [v2], T0 + 2000 + BAD_WINDOW_MS + 1, 0);
+  assert.equal(r.volumes[0].health, 'ok');
+});
+
+test('stale and syncing children make a volume resyncing, not degraded', () => {
+  const m = createModel();
+  const r = applyVolumes(m, [volume([
+    child('a'), child('b', {}, { state: 'stale', stale_bytes: 8192 }), child('d', {}, { state: 'syncing', stale_bytes: 0 }),
+  ])], T0, 0);
+  const vm = r.volumes[0];
+  assert.equal(vm.health, 'resyncing');
+  assert.equal(vm.stale, 2);
+  assert.deepEqual(vm.children.map((ch) => [ch.badge, ch.staleBytes]), [['HEALTHY', 0], ['STALE', 8192], ['SYNCING', 0]]);
+});
+
+test('quorum failures and blkverify mismatches make a volume failing', () => {
+  const m = createModel();
+  ingestEvent(m, ev('QUORUM_FAILURE', { type: 'write', offset: 0, bytes: 4096 }), 'stream', T0);
+  let r = applyVolumes(m, [volume([child('a')])], T0 + 1000, 0);
+  assert.equal(r.volumes[0].health, 'failing');
+  assert.equal(r.failing, 1);
+  assert.equal(r.volumes[0].failures.length, 1);
+  acknowledge(m, 'vm', T0 + 1000);
+  r = applyVolumes(m, [volume([child('a')])], T0 + 2000, 0);
+  assert.equal(r.volumes[0].health, 'ok');
+  ingestEvent(m, ev('BLKVERIFY_MISMATCH', { offset: 5, 'request-offset': 0, 'request-bytes': 512 }, T0 + 3000), 'stream', T0 + 3000);
+  r = applyVolumes(m, [volume([child('a')])], T0 + 4000, 0);
+  assert.equal(r.volumes[0].mismatches.length, 1);
+  assert.equal(r.volumes[0].health, 'failing');
+});
+
+test('a volume that is gone is forgotten; duplicates and junk are skipped', () => {
+  const m = createModel();
+  applyVolumes(m, [volume([child('a')]), { ...volume([]), name: 'other' }], T0, 0);
+  assert.deepEqual([...m.vols.keys()], ['vm', 'other']);
+  const r = applyVolumes(m, [volume([child('a')]), volume([child('a')]), null, {}], T0 + 2000, 2000);
+  assert.equal(r.volumes.length, 1);
+  assert.deepEqual([...m.vols.keys()], ['vm']);
+  assert.deepEqual(applyVolumes(m, 'nonsense', T0, 0).volumes, []);
+});
+
+test('the feed: newest first, filtered by name, with counts', () => {
+  const m = createModel();
+  setKinds(m, ['QUORUM_REPORT_BAD', 'CHILD_ADDED', 'CHILD_REMOVED', 7, '']);
+  assert.deepEqual(m.kinds, ['QUORUM_REPORT_BAD', 'CHILD_ADDED', 'CHILD_REMOVED']);
+  ingestEvent(m, bad('c', 0, T0), 'history', T0);
+  ingestEvent(m, ev('CHILD_ADDED', { 'node-name': 'd', uri: 'd.img' }), 'stream', T0);
+  ingestEvent(m, ev('CHILD_REMOVED', { 'node-name': 'd' }), 'stream', T0);
+  assert.deepEqual(feedRecords(m, 10).map((r) => r.ev.event), ['CHILD_REMOVED', 'CHILD_ADDED', 'QUORUM_REPORT_BAD']);
+  assert.deepEqual(feedRecords(m, 1).map((r) => r.ev.event), ['CHILD_REMOVED']);
+  assert.equal(toggleHidden(m, ['CHILD_ADDED', 'CHILD_REMOVED']), false);
+  assert.deepEqual(feedRecords(m, 10).map((r) => r.ev.event), ['QUORUM_REPORT_BAD']);
+  assert.equal(toggleHidden(m, ['CHILD_ADDED', 'CHILD_REMOVED']), true);
+  assert.equal(feedRecords(m, 10).length, 3);
+  assert.deepEqual([...eventCounts(m)], [['QUORUM_REPORT_BAD', 1], ['CHILD_ADDED', 1], ['CHILD_REMOVED', 1]]);
+  assert.deepEqual(setKinds(m, null), []);
+});
+
+test('jobs: the resync, running scrubs, then the last finished ones, newest first', () => {
+  const list = [
+    { kind: 'scrub', id: 1, state: 'completed' }, { kind: 'scrub', id: 2, state: 'cancelled' },
+    { kind: 'scrub', id: 3, state: 'completed' }, { kind: 'scrub', id: 4, state: 'failed' },
+    { kind: 'scrub', id: 5, state: 'running' }, { kind: 'resync', id: 0, state: 'running' }, null,
+  ];
+  const a = arrangeJobs(list);
+  assert.deepEqual(a.shown.map((j) => `${j.kind}${j.id}`), ['resync0', 'scrub5', 'scrub4', 'scrub3', 'scrub2']);
+  assert.equal(a.running, 2);
+  assert.equal(a.summary, '1 scrub running \u00b7 resync running');
+  const idle = arrangeJobs(list.filter((j) => j && j.state !== 'running'));
+  assert.equal(idle.summary, 'idle \u00b7 the last 3 of 4 scrubs');
+  assert.deepEqual(arrangeJobs([]), { shown: [], running: 0, any: false, summary: 'idle' });
+});
+
+test('what a finished job found', () => {
+  assert.equal(jobOutcome({ state: 'completed' }).level, 'ok');
+  assert.equal(jobOutcome({ state: 'completed', mismatches: { c: 4096 } }).level, 'warn');
+  assert.equal(jobOutcome({ state: 'completed', repair: true, bytes_repaired: 4096, mismatches: { c: 4096 } }).level, 'ok');
+  assert.equal(jobOutcome({ state: 'completed', unrecoverable: [{ offset: 0, bytes: 512 }] }).level, 'bad');
+  assert.equal(jobOutcome({ state: 'failed' }).level, 'bad');
+  assert.equal(jobOutcome({ state: 'cancelled' }).level, 'cancelled');
+  assert.deepEqual(jobOutcome({ state: 'completed', mismatches: { c: 4096, a: 0 } }).mismatches, [['c', 4096]]);
+});
