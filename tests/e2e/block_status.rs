@@ -218,6 +218,7 @@ fn block_status_of_262144_extents_is_exact_paged_and_fast() {
         faults: &[],
         mark: "test",
         confine: None,
+        create: true,
     })
     .expect("open the remote child");
     let started = Instant::now();

@@ -365,3 +365,197 @@ fn child_names_follow_the_volume_name_rule() {
         metrics.len()
     );
 }
+
+/// Options of a run-time S3 child on `weed`, with its own keys.
+fn s3_options(endpoint: &str) -> Value {
+    json!({
+        "aws_endpoint": endpoint,
+        "aws_allow_http": "true",
+        "aws_region": "us-east-1",
+        "aws_access_key_id": crate::s3::ACCESS_KEY,
+        "aws_secret_access_key": crate::s3::SECRET_KEY,
+    })
+}
+
+#[test]
+fn another_volumes_s3_prefix_under_another_spelling_is_refused() {
+    let weed = crate::s3::Weed::start();
+    let endpoint = weed.endpoint();
+    let port = endpoint.rsplit(':').next().expect("a port").to_string();
+    let sandbox = Sandbox::new();
+    let config = format!(
+        "{}{}",
+        volume(
+            "va",
+            "1MiB",
+            1,
+            "",
+            &[crate::s3::s3_child("s1", &weed, "va")]
+        ),
+        volume("vb", "1MiB", 1, "", &[child("b")]),
+    );
+    let server = sandbox.serve(&config);
+    server.write_volume("va", 0, &pattern(5, 4096));
+    let bucket = crate::s3::BUCKET;
+    // Spellings that reach the same prefix: refused as another child's
+    // storage (409) or as no plain endpoint or prefix (403).
+    for (uri, endpoint) in [
+        (format!("s3://{bucket}/va"), endpoint.clone()),
+        (format!("s3://{bucket}/va/"), endpoint.clone()),
+        (
+            format!("s3://{bucket}/va"),
+            format!("HTTP://127.0.0.1:0{port}"),
+        ),
+        (format!("s3://{bucket}//va"), endpoint.clone()),
+        (format!("s3://{bucket}/./va"), endpoint.clone()),
+        (format!("s3://{bucket}/va"), format!("{endpoint}/.")),
+        (format!("s3://{bucket}/va"), format!("{endpoint}/?x=1")),
+        (format!("s3://{bucket}/va"), endpoint.replace("//", "//x@")),
+    ] {
+        let r = add_to(&server, "vb", "st", &uri, s3_options(&endpoint));
+        assert!(
+            r.status == 403 || r.status == 409,
+            "{uri} at {endpoint}: {} {}",
+            r.status,
+            r.preview()
+        );
+    }
+    // Without its own keys, or with a region that is a host, it is refused
+    // before anything is contacted.
+    let mut keyless = s3_options(&endpoint);
+    keyless
+        .as_object_mut()
+        .expect("options")
+        .remove("aws_secret_access_key");
+    add_to(&server, "vb", "st", &format!("s3://{bucket}/new"), keyless)
+        .expect_error(403, "forbidden");
+    let mut hostile = s3_options(&endpoint);
+    hostile["aws_region"] = json!("x@127.0.0.1:1/");
+    add_to(&server, "vb", "st", &format!("s3://{bucket}/new"), hostile)
+        .expect_error(403, "forbidden");
+    assert_eq!(child_names(&server, "vb"), ["b"]);
+    assert_eq!(
+        server.read_volume("va", 0, 4096),
+        pattern(5, 4096),
+        "va's data"
+    );
+    // A prefix of its own is fine, and once removed it can come back.
+    add_to(
+        &server,
+        "vb",
+        "st",
+        &format!("s3://{bucket}/vb"),
+        s3_options(&endpoint),
+    )
+    .expect_status(201);
+}
+
+#[test]
+fn a_run_time_child_is_reopened_confined_at_start_and_never_created_again() {
+    let sandbox = Sandbox::new();
+    let roots = sandbox.file("roots");
+    let outside = sandbox.file("outside");
+    std::fs::create_dir_all(roots.join("sub")).expect("roots");
+    std::fs::create_dir_all(&outside).expect("outside");
+    let config = format!("child_roots = [\"roots\"]\n{}", abc_volume("1MiB", ""));
+    let mut server = sandbox.serve(&config);
+    add_to(&server, "vm", "r", "roots/sub/r.img", json!({})).expect_status(201);
+    server.stop();
+    std::fs::rename(roots.join("sub"), sandbox_path(&server, "sub-moved")).expect("move sub");
+    std::os::unix::fs::symlink(&outside, roots.join("sub")).expect("symlink");
+    let failed = server.start_expecting_failure(&config);
+    let line = failed.one_line();
+    assert!(line.contains("\"r\""), "{line}");
+    assert!(
+        !outside.join("r.img").exists(),
+        "a run-time child was created outside the root at start"
+    );
+}
+
+fn sandbox_path(server: &Server, name: &str) -> std::path::PathBuf {
+    server.file(name)
+}
+
+#[test]
+fn adds_are_bounded_in_size_count_and_time() {
+    let sandbox = Sandbox::new();
+    // A server that accepts and never answers.
+    let tarpit = TcpListener::bind("127.0.0.1:0").expect("tarpit");
+    let tarpit_url = format!(
+        "http://127.0.0.1:{}",
+        tarpit.local_addr().expect("addr").port()
+    );
+    let config = format!(
+        "child_roots = [\".\"]\nallowed_endpoints = [\"{tarpit_url}\"]\n{}",
+        volume("vm", "1MiB", 1, "", &[child("a")])
+    );
+    let server = Arc::new(sandbox.serve(&config));
+    // Too long a uri or option, a host in a file uri, too long a timeout.
+    let long = format!("{}long.img", "/".repeat(1_500_000));
+    add_to(&server, "vm", "x", &long, json!({})).expect_error(400, "bad_request");
+    add_to(
+        &server,
+        "vm",
+        "x",
+        "x.img",
+        json!({ "k": "v".repeat(2000) }),
+    )
+    .expect_error(400, "bad_request");
+    add_to(&server, "vm", "x", "file://elsewhere/x.img", json!({}))
+        .expect_error(400, "bad_request");
+    let remote = format!("{tarpit_url}/v1/volumes/vm");
+    add_to(&server, "vm", "x", &remote, json!({ "timeout": "1h" })).expect_error(403, "forbidden");
+    add_to(
+        &server,
+        "vm",
+        "x",
+        &format!("{tarpit_url}/v1/volumes/vm?x=1"),
+        json!({}),
+    )
+    .expect_error(403, "forbidden");
+    // While one add waits on a hung host, another is refused at once.
+    let slow = {
+        let (server, remote) = (server.clone(), remote.clone());
+        thread::spawn(move || {
+            add_to(
+                &server,
+                "vm",
+                "h",
+                &remote,
+                json!({ "timeout": "3s", "connect_timeout": "1s" }),
+            )
+        })
+    };
+    let accepted = tarpit.accept();
+    assert!(accepted.is_ok(), "the allowed host was not contacted");
+    let started = Instant::now();
+    add_to(&server, "vm", "y", "y.img", json!({})).expect_error(503, "busy");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    slow.join()
+        .expect("the slow add")
+        .expect_error(400, "bad_request");
+    // No more than 32 children.
+    for i in 1..32 {
+        add_to(
+            &server,
+            "vm",
+            &format!("c{i}"),
+            &format!("c{i}.img"),
+            json!({}),
+        )
+        .expect_status(201);
+    }
+    add_to(&server, "vm", "c32", "c32.img", json!({})).expect_error(409, "conflict");
+    assert!(!server.file("c32.img").exists());
+    let saved = std::fs::read_to_string(server.file("quorum-data/membership/vm.json"))
+        .expect("the saved membership");
+    assert!(
+        saved.len() < 64 * 1024,
+        "the saved membership is {} bytes",
+        saved.len()
+    );
+}

@@ -270,6 +270,7 @@ fn the_http_backend_conforms() {
         faults: &[],
         mark: "test",
         confine: None,
+        create: true,
     })
     .expect("open the remote child");
     quorum_backends::conformance::run(&*backend);

@@ -16,7 +16,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::util::*;
 
-const BUCKET: &str = "blocks";
+pub const BUCKET: &str = "blocks";
 pub const ACCESS_KEY: &str = "quorum-test-access";
 pub const SECRET_KEY: &str = "quorum-test-s3cr3t-never-shown";
 const DATA: &str = "/v1/volumes/vm/data";
@@ -523,6 +523,7 @@ fn the_s3_backend_conforms() {
         faults: &[],
         mark: "test",
         confine: None,
+        create: true,
     })
     .expect("open the s3 child");
     quorum_backends::conformance::run(&*backend);

@@ -462,6 +462,7 @@ fn open_backend(endpoint: &str, prefix: &str) -> Arc<dyn Backend> {
         faults: &[],
         mark: "test",
         confine: None,
+        create: true,
     })
     .expect("open the s3 child")
 }

@@ -13,7 +13,8 @@
 //! file's size: the caller learns what was refused, not what is there.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use crate::OpenError;
 
@@ -21,12 +22,19 @@ use crate::OpenError;
 /// server: its value is [`Confinement::mark`].
 pub const MARK_ATTRIBUTE: &str = "user.quorum.volume";
 
+/// The longest run-time timeout option (`timeout`, `op_timeout`, ...) and
+/// the most retries: a caller must not park the server on a dead host.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most retries a run-time S3 child may ask for.
+pub const MAX_RETRIES: usize = 3;
+
 /// The limits of a run-time child.
 #[derive(Debug, Clone, Default)]
 pub struct Confinement {
-    /// Directories under which file children may be created or opened,
-    /// canonical (symlinks resolved). Empty: no file child at run time.
-    pub child_roots: Vec<PathBuf>,
+    /// Directories under which file children may be created or opened:
+    /// each as the config spells it and as its symlinks resolve. Empty: no
+    /// file child at run time.
+    pub child_roots: Vec<(PathBuf, PathBuf)>,
     /// Origins (`scheme://host[:port]`, normalized) that s3 and http
     /// children may use.
     pub allowed_endpoints: BTreeSet<String>,
@@ -47,7 +55,7 @@ impl Confinement {
             let canonical = root
                 .canonicalize()
                 .map_err(|e| format!("child_roots: {}: {e}", root.display()))?;
-            roots.push(canonical);
+            roots.push((root.clone(), canonical));
         }
         let mut allowed = BTreeSet::new();
         for endpoint in allowed_endpoints {
@@ -79,44 +87,57 @@ impl Confinement {
         }
     }
 
-    /// The mark of files that belong to `volume` of the server whose state
-    /// lives in `data_dir`: another volume, or another server on the host,
-    /// has a different one.
-    pub fn mark(data_dir: &Path, volume: &str) -> String {
-        let dir = data_dir
-            .canonicalize()
-            .unwrap_or_else(|_| data_dir.to_owned());
-        format!("{volume}@{}", dir.display())
-    }
-
-    /// Where a file child at `path` may be opened: the path with
-    /// its directory's symlinks resolved, if it lies under a root.
+    /// The mark of the storage (files, S3 prefixes) that belongs to
+    /// `volume` of the server whose state lives in `data_dir`: another
+    /// volume, or another server (it has its own random id in its
+    /// `data_dir/server-id`), has a different one.
     ///
     /// # Errors
-    /// [`OpenError::Forbidden`] outside every root, whether the path says so
-    /// or its symlinks do.
-    pub fn file_path(&self, path: &Path) -> Result<PathBuf, OpenError> {
+    /// The server id cannot be read or made.
+    pub fn mark(data_dir: &Path, volume: &str) -> std::io::Result<String> {
+        Ok(format!("{volume}@{}", server_id(data_dir)?))
+    }
+
+    /// Where a file child at `path` may be opened: a root and the path
+    /// below it, to be opened with [`crate::FileBackend::open_confined`],
+    /// which resolves it beneath the root without following any symlink.
+    ///
+    /// # Errors
+    /// [`OpenError::Forbidden`] outside every root, or with a `..`.
+    pub fn file_path(&self, path: &Path) -> Result<(PathBuf, PathBuf), OpenError> {
         let forbidden = || {
             OpenError::Forbidden(format!(
                 "{} is not under the server's child_roots",
                 path.display()
             ))
         };
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(forbidden());
-        };
-        // A directory that cannot be resolved is refused like one outside
-        // the roots, so that the answer says nothing of what exists there.
-        let dir = dir.canonicalize().map_err(|_| forbidden())?;
-        let resolved = dir.join(name);
-        let under = self
-            .child_roots
-            .iter()
-            .any(|root| resolved.starts_with(root) && resolved != *root);
-        if !under {
-            return Err(forbidden());
+        for (given, canonical) in &self.child_roots {
+            for root in [given, canonical] {
+                if let Ok(below) = path.strip_prefix(root) {
+                    let plain = below
+                        .components()
+                        .all(|c| matches!(c, Component::Normal(_)));
+                    if !plain || below.as_os_str().is_empty() {
+                        return Err(forbidden());
+                    }
+                    return Ok((canonical.clone(), below.to_owned()));
+                }
+            }
         }
-        Ok(resolved)
+        Err(forbidden())
+    }
+
+    /// Checks a run-time child's duration option against [`MAX_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`OpenError::Forbidden`] above it.
+    pub fn timeout(&self, option: &str, value: Duration) -> Result<(), OpenError> {
+        if value > MAX_TIMEOUT {
+            return Err(OpenError::Forbidden(format!(
+                "option {option:?}: at most {MAX_TIMEOUT:?} for a child added at run time"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the endpoint a remote child would use.
@@ -132,6 +153,34 @@ impl Confinement {
             ))),
         }
     }
+}
+
+/// The server's random id, made on first use and kept in
+/// `data_dir/server-id`.
+fn server_id(data_dir: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    let path = data_dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 16];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)?;
+    let tmp = data_dir.join("server-id.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(id.as_bytes())?;
+    file.sync_all()?;
+    // A server starting beside this one may have made its id first: the
+    // first one to land wins, and both read it back.
+    if std::fs::hard_link(&tmp, &path).is_err() && !path.exists() {
+        std::fs::rename(&tmp, &path)?;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(std::fs::read_to_string(&path)?.trim().to_owned())
 }
 
 /// `scheme://host[:port]` of a URL, lowercased, without a default port.
@@ -164,20 +213,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir(&root).expect("mkdir");
-        std::fs::create_dir(dir.path().join("outside")).expect("mkdir");
-        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).expect("ln");
         let c = Confinement::new(std::slice::from_ref(&root), &[]).expect("confinement");
         let canonical = root.canonicalize().expect("canonical");
         assert_eq!(
-            c.file_path(&root.join("a.img")).expect("inside"),
-            canonical.join("a.img")
+            c.file_path(&root.join("sub/a.img")).expect("inside"),
+            (canonical.clone(), PathBuf::from("sub/a.img"))
         );
         for bad in [
             root.join("../outside/a.img"),
-            root.join("link/a.img"),
+            root.join("sub/../../a.img"),
             root.clone(),
-            root.join("missing/a.img"),
             PathBuf::from("/etc/passwd"),
+            PathBuf::from("relative.img"),
         ] {
             let err = c.file_path(&bad).expect_err("outside");
             assert!(matches!(err, OpenError::Forbidden(_)), "{bad:?}: {err}");
@@ -187,5 +234,18 @@ mod tests {
             none.file_path(&root.join("a.img")),
             Err(OpenError::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn the_server_id_is_made_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Confinement::mark(dir.path(), "vm").expect("mark");
+        assert_eq!(Confinement::mark(dir.path(), "vm").expect("mark"), first);
+        assert_ne!(Confinement::mark(dir.path(), "other").expect("mark"), first);
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        assert_ne!(
+            Confinement::mark(elsewhere.path(), "vm").expect("mark"),
+            first
+        );
     }
 }

@@ -88,39 +88,70 @@ impl FileBackend {
         Ok(backend)
     }
 
-    /// Opens a child added at run time at `path` (already confined to the
-    /// child roots, see [`crate::Confinement::file_path`]). A missing file is
-    /// created sparse with `size` and marked; an existing one is used only if
-    /// it is a regular file that is empty (it is then sized and marked) or
-    /// carries `mark`, and then only at the volume's size. The last component
-    /// is never followed as a symlink. No error says how large a file is.
+    /// Opens a child added at run time: `relative` beneath the directory
+    /// `root` (see [`crate::Confinement::file_path`]), resolved by the kernel
+    /// without leaving the root and without following any symlink on the
+    /// way (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so that
+    /// no race between a check and the open can lead elsewhere. A missing
+    /// file is created sparse with `size` and marked when `create` is set;
+    /// an existing one is used only if it is a regular file that is empty
+    /// (it is then sized and marked) or carries `mark`, and then only at the
+    /// volume's size. No error says how large a file is.
     pub fn open_confined(
-        path: &Path,
+        root: &Path,
+        relative: &Path,
         size: Option<u64>,
         mark: &str,
+        create: bool,
     ) -> Result<FileBackend, OpenError> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let path = root.join(relative);
         let at = |source| OpenError::File {
-            path: path.to_owned(),
+            path: path.clone(),
             source,
         };
-        let size = size.ok_or_else(|| OpenError::NoSize {
-            path: path.to_owned(),
-        })?;
-        let no_follow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(no_follow)
-            .open(path);
-        let file = match opened {
-            Ok(file) => {
+        let forbidden = |why: &str| OpenError::Forbidden(format!("{}: {why}", path.display()));
+        let size = size.ok_or_else(|| OpenError::NoSize { path: path.clone() })?;
+        let dir = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| at(e.into()))?;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let open = |flags: OFlags| {
+            // A mode is given only with O_CREAT (openat2 refuses one otherwise).
+            let mode = if flags.contains(OFlags::CREATE) {
+                Mode::from(0o644)
+            } else {
+                Mode::empty()
+            };
+            rustix::fs::openat2(
+                &dir,
+                relative,
+                flags | OFlags::RDWR | OFlags::CLOEXEC,
+                mode,
+                resolve,
+            )
+        };
+        let refused = |e: Errno| match e {
+            Errno::LOOP | Errno::XDEV => forbidden("a symbolic link or a path out of the root"),
+            Errno::NOSYS => {
+                forbidden("this kernel cannot open a file beneath a directory safely (openat2)")
+            }
+            Errno::NOENT | Errno::NOTDIR => forbidden("no such directory under the root"),
+            e => at(e.into()),
+        };
+        let file = match open(OFlags::empty()) {
+            Ok(fd) => {
+                let file = File::from(fd);
                 let meta = file.metadata().map_err(at)?;
                 let ours = read_mark(&file).as_deref() == Some(mark);
                 if !meta.is_file() || (meta.len() != 0 && !ours) {
                     use std::os::unix::fs::MetadataExt;
                     return Err(OpenError::NotOurs {
-                        path: path.to_owned(),
+                        place: path.display().to_string(),
                         identity: file_identity(meta.dev(), meta.ino()),
                     });
                 }
@@ -129,39 +160,28 @@ impl FileBackend {
                     file.set_len(size).map_err(at)?;
                 } else if meta.len() != size {
                     return Err(OpenError::WrongSize {
-                        path: path.to_owned(),
+                        place: path.display().to_string(),
                     });
                 }
                 file
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(no_follow)
-                    .open(path)
-                    .map_err(at)?;
+            Err(Errno::NOENT) if create => {
+                let file = File::from(open(OFlags::CREATE | OFlags::EXCL).map_err(refused)?);
                 let made = set_mark(&file, mark).and_then(|()| file.set_len(size));
                 if let Err(e) = made {
-                    let _ = std::fs::remove_file(path);
+                    let _ = rustix::fs::unlinkat(&dir, relative, rustix::fs::AtFlags::empty());
                     return Err(at(e));
                 }
                 file
             }
-            Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-                return Err(OpenError::Forbidden(format!(
-                    "{} is a symbolic link",
-                    path.display()
-                )));
+            Err(Errno::NOENT) => {
+                return Err(forbidden(
+                    "missing (a child added at run time is not created again at start)",
+                ));
             }
-            Err(e) => return Err(at(e)),
+            Err(e) => return Err(refused(e)),
         };
-        Ok(FileBackend {
-            path: path.to_owned(),
-            file,
-            size,
-        })
+        Ok(FileBackend { path, file, size })
     }
 
     fn check(&self, offset: u64, length: u64) -> Result<(), BackendError> {

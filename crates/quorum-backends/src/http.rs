@@ -24,7 +24,7 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{CONTENT_LENGTH, RANGE};
 use serde::Deserialize;
 
-use crate::OpenError;
+use crate::{Confinement, OpenError};
 
 /// Per-request timeout unless the `timeout` option says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,10 +59,15 @@ struct RemoteExtent {
 impl HttpBackend {
     /// Connects to the remote volume at `uri`, learns its size with `HEAD`,
     /// and checks it against `size` when one is given.
+    ///
+    /// A child added at run time (`confine`) must name an allowed server,
+    /// with a uri that is exactly `http[s]://host[:port]/v1/volumes/NAME`,
+    /// and timeouts of at most [`crate::confine::MAX_TIMEOUT`].
     pub fn open(
         uri: &str,
         options: &BTreeMap<String, String>,
         size: Option<u64>,
+        confine: Option<&Confinement>,
     ) -> Result<HttpBackend, OpenError> {
         let mut token = None;
         let mut timeout = DEFAULT_TIMEOUT;
@@ -84,6 +89,24 @@ impl HttpBackend {
             uri: crate::redact_uri(uri),
             problem: e.to_string(),
         })?;
+        if let Some(confine) = confine {
+            confine.endpoint(uri)?;
+            confine.timeout("timeout", timeout)?;
+            confine.timeout("connect_timeout", connect_timeout)?;
+            let segments: Vec<&str> = url
+                .path_segments()
+                .map(Iterator::collect)
+                .unwrap_or_default();
+            let plain = url.query().is_none()
+                && url.fragment().is_none()
+                && matches!(segments.as_slice(), ["v1", "volumes", name] if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) && !name.is_empty() && *name != "." && *name != "..");
+            if !plain {
+                return Err(OpenError::Forbidden(format!(
+                    "{:?} must be exactly http[s]://host[:port]/v1/volumes/NAME for a child added at run time",
+                    crate::redact_uri(uri)
+                )));
+            }
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(OpenError::BadUri {
                 uri: crate::redact_uri(uri),
@@ -238,6 +261,19 @@ impl fmt::Display for HttpBackend {
 }
 
 impl Backend for HttpBackend {
+    /// The remote server's origin and the volume's path, normalized: one
+    /// remote volume reached under two spellings is one copy.
+    fn identity(&self) -> String {
+        match reqwest::Url::parse(&self.base) {
+            Ok(url) => format!(
+                "http:{}{}",
+                url.origin().ascii_serialization(),
+                url.path().trim_end_matches('/')
+            ),
+            Err(_) => self.to_string(),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "http"
     }

@@ -70,6 +70,9 @@ pub struct ChildSource<'a> {
     /// The limits of a child added at run time; `None` for the config
     /// file's children, which are trusted.
     pub confine: Option<&'a Confinement>,
+    /// Whether a missing confined file may be created (when it is added,
+    /// not when the server starts again).
+    pub create: bool,
 }
 
 /// Why a child could not be opened.
@@ -133,19 +136,21 @@ pub enum OpenError {
     #[error("{0}")]
     Forbidden(String),
     /// A run-time child's existing file is not quorum's for this volume.
-    #[error("{} exists and was not created by quorum for this volume (only an empty file or one of this volume's own can be used)", path.display())]
+    #[error(
+        "{place} exists and was not created by quorum for this volume (only an empty file or one of this volume's own can be used)"
+    )]
     NotOurs {
-        /// The file.
-        path: PathBuf,
+        /// The file or store, as the child's uri names it.
+        place: String,
         /// Its identity ([`quorum_core::Backend::identity`]), to name the
         /// child that uses it, if one does.
         identity: String,
     },
     /// A run-time child's existing file has another size than the volume.
-    #[error("{} is not of the volume's size", path.display())]
+    #[error("{place} is not of the volume's size")]
     WrongSize {
-        /// The file.
-        path: PathBuf,
+        /// The file or store.
+        place: String,
     },
     /// The existing file's size differs from the volume's.
     #[error("{} has {actual} bytes but the volume has {expected}", path.display())]
@@ -183,27 +188,35 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
                     backend: "file",
                 });
             }
-            let path = source.base_dir.join(file_path(source.uri));
+            let path = source.base_dir.join(file_path(source.uri)?);
             Arc::new(match source.confine {
-                Some(confine) => FileBackend::open_confined(
-                    &confine.file_path(&path)?,
-                    source.size,
-                    source.mark,
-                )?,
+                Some(confine) => {
+                    let (root, below) = confine.file_path(&path)?;
+                    FileBackend::open_confined(
+                        &root,
+                        &below,
+                        source.size,
+                        source.mark,
+                        source.create,
+                    )?
+                }
                 None => FileBackend::open_marked(&path, source.size, source.mark)?,
             })
         }
         #[cfg(feature = "http")]
         Some("http" | "https") => {
-            if let Some(confine) = source.confine {
-                confine.endpoint(source.uri)?;
-            }
-            let opened = HttpBackend::open(source.uri, source.options, source.size);
+            let opened = HttpBackend::open(source.uri, source.options, source.size, source.confine);
             Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
         }
         #[cfg(feature = "s3")]
         Some("s3") => {
-            let opened = S3Backend::open(source.uri, source.options, source.size, source.confine);
+            let opened = S3Backend::open(
+                source.uri,
+                source.options,
+                source.size,
+                source.mark,
+                source.confine,
+            );
             Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
         }
         Some(other) => {
@@ -260,10 +273,25 @@ fn scheme(uri: &str) -> Option<&str> {
     valid.then_some(scheme)
 }
 
-/// The path of a file uri: `file:///abs` gives `/abs`, `file:rel` gives `rel`.
-fn file_path(uri: &str) -> &Path {
-    let rest = uri.strip_prefix("file:").unwrap_or(uri);
-    Path::new(rest.strip_prefix("//").unwrap_or(rest))
+/// The path of a file uri: `file:///abs` and `file://localhost/abs` give
+/// `/abs`, `file:rel` gives `rel` (RFC 8089); another host is refused.
+fn file_path(uri: &str) -> Result<&Path, OpenError> {
+    let Some(rest) = uri.strip_prefix("file:") else {
+        return Ok(Path::new(uri));
+    };
+    let Some(authority_and_path) = rest.strip_prefix("//") else {
+        return Ok(Path::new(rest));
+    };
+    let slash = authority_and_path
+        .find('/')
+        .unwrap_or(authority_and_path.len());
+    match &authority_and_path[..slash] {
+        "" | "localhost" => Ok(Path::new(&authority_and_path[slash..])),
+        _ => Err(OpenError::BadUri {
+            uri: redact_uri(uri),
+            problem: "a file uri names no host other than localhost (file:///path)".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -287,9 +315,12 @@ mod tests {
         assert_eq!(scheme("/var/x.img"), None);
         assert_eq!(scheme("file:///var/x.img"), Some("file"));
         assert_eq!(scheme("s3://bucket/p"), Some("s3"));
-        assert_eq!(file_path("file:///var/x.img"), Path::new("/var/x.img"));
-        assert_eq!(file_path("file:rel/x.img"), Path::new("rel/x.img"));
-        assert_eq!(file_path("rel/x.img"), Path::new("rel/x.img"));
+        let path = |uri| file_path(uri).expect("a file uri");
+        assert_eq!(path("file:///var/x.img"), Path::new("/var/x.img"));
+        assert_eq!(path("file://localhost/var/x.img"), Path::new("/var/x.img"));
+        assert_eq!(path("file:rel/x.img"), Path::new("rel/x.img"));
+        assert_eq!(path("rel/x.img"), Path::new("rel/x.img"));
+        assert!(file_path("file://host/var/x.img").is_err());
     }
 
     #[test]
@@ -313,6 +344,7 @@ mod tests {
             faults: &rules,
             mark: "t",
             confine: None,
+            create: true,
         })
         .expect("open");
         assert!(dir.path().join("sub.img").exists());
@@ -327,6 +359,7 @@ mod tests {
             faults: &[],
             mark: "t",
             confine: None,
+            create: true,
         })
         .map(drop)
         .expect_err("no ftp backend");

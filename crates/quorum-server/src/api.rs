@@ -69,8 +69,9 @@ pub struct AppState {
     /// Cancelled when the server shuts down, to end live streams.
     pub shutdown: CancellationToken,
     /// Held by a child's addition, so that two additions never claim the
-    /// same storage at once.
-    pub adding: std::sync::Mutex<()>,
+    /// same storage at once; a second one meanwhile is 503 `busy` at once
+    /// (it would otherwise park a blocking thread).
+    pub adding: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -695,12 +696,13 @@ async fn add_child(
     }
     let (name, uri) = (request.name, request.uri);
     let shown_uri = quorum_backends::redact_uri(&uri);
+    let one = state.adding.clone().try_lock_owned().map_err(|_| {
+        ApiError::Busy("another child is being added to this server; try again".into())
+    })?;
     let child = blocking(move || {
-        let _one = state
-            .adding
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entry.add_child(&name, &uri, options, &state.volumes)
+        let added = entry.add_child(&name, &uri, options, &state.volumes);
+        drop(one);
+        added
     })
     .await??;
     Ok((

@@ -127,7 +127,7 @@ impl From<crate::membership::MembershipError> for ApiError {
     fn from(e: crate::membership::MembershipError) -> Self {
         use crate::membership::MembershipError as M;
         match e {
-            M::Blkverify | M::NameTaken(_) | M::StorageTaken { .. } => {
+            M::Blkverify | M::NameTaken(_) | M::StorageTaken { .. } | M::TooManyChildren => {
                 ApiError::Conflict(e.to_string())
             }
             M::Open {
@@ -138,7 +138,7 @@ impl From<crate::membership::MembershipError> for ApiError {
                 source: OpenError::Forbidden(_),
                 ..
             } => ApiError::Forbidden(e.to_string()),
-            M::BadName | M::Open { .. } | M::Volume(_) | M::Rebuild(_) => {
+            M::BadName | M::TooLong | M::Open { .. } | M::Volume(_) | M::Rebuild(_) => {
                 ApiError::BadRequest(e.to_string())
             }
             M::BelowThreshold { .. } => ApiError::BelowThreshold(e.to_string()),

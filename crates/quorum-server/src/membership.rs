@@ -43,6 +43,15 @@ use crate::jobs::Jobs;
 use crate::resync::ResyncConfig;
 use crate::telemetry::Telemetry;
 
+/// The most children a volume may have: each costs threads, a descriptor
+/// and a full copy of the volume.
+pub const MAX_CHILDREN: usize = 32;
+/// The longest uri, option key and option value of a run-time child, and
+/// the most options: they are saved, logged and put in events.
+const MAX_URI_BYTES: usize = 1024;
+const MAX_OPTION_KEY_BYTES: usize = 64;
+const MAX_OPTIONS: usize = 16;
+
 /// How long a membership change waits for the requests in flight.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
@@ -58,6 +67,14 @@ pub enum MembershipError {
     /// The name breaks the naming rule.
     #[error("bad child name: {NAME_RULE}")]
     BadName,
+    /// The uri or an option is too long, or there are too many options.
+    #[error(
+        "the uri and each option value are at most {MAX_URI_BYTES} bytes, option keys {MAX_OPTION_KEY_BYTES}, and there are at most {MAX_OPTIONS} options"
+    )]
+    TooLong,
+    /// The volume has as many children as it may.
+    #[error("a volume has at most {MAX_CHILDREN} children")]
+    TooManyChildren,
     /// The storage is another child's (of this volume or another).
     #[error(
         "volume {volume:?}, child {child:?} already uses that storage: one copy cannot have two votes"
@@ -284,6 +301,17 @@ impl VolumeEntry {
         if !valid_name(name) {
             return Err(MembershipError::BadName);
         }
+        let too_long = uri.len() > MAX_URI_BYTES
+            || options.len() > MAX_OPTIONS
+            || options
+                .iter()
+                .any(|(k, v)| k.len() > MAX_OPTION_KEY_BYTES || v.len() > MAX_URI_BYTES);
+        if too_long {
+            return Err(MembershipError::TooLong);
+        }
+        if old.children().len() >= MAX_CHILDREN {
+            return Err(MembershipError::TooManyChildren);
+        }
         if old.children().iter().any(|c| c.name == name) {
             return Err(MembershipError::NameTaken(name.to_owned()));
         }
@@ -295,6 +323,7 @@ impl VolumeEntry {
             faults: &[],
             mark: &self.rebuild.mark,
             confine: Some(&self.rebuild.confine),
+            create: true,
         })
         .map_err(|source| {
             let user = match &source {

@@ -83,7 +83,7 @@ fn open_volume(
         .with_context(|| format!("volume {name:?}: cannot read {}", saved_at.display()))?;
     let (children, syncing) = match saved {
         Some(saved) => {
-            tracing::info!(volume = %name, file = %saved_at.display(), "children from the saved membership");
+            tracing::debug!(volume = %name, file = %saved_at.display(), "children from the saved membership");
             let children = saved
                 .children
                 .into_iter()
@@ -107,9 +107,20 @@ fn open_volume(
         }
         None => (vc.children.clone(), Vec::new()),
     };
-    let mark = Confinement::mark(&config.data_dir, name);
+    let mark = Confinement::mark(&config.data_dir, name).with_context(|| {
+        format!(
+            "cannot read or make the server id in {}",
+            config.data_dir.display()
+        )
+    })?;
     let mut specs = Vec::with_capacity(children.len());
     for child in &children {
+        // A child the config file does not name was added through the API:
+        // it is opened as confined as it was added, and never created again.
+        let from_config = vc
+            .children
+            .iter()
+            .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
         let backend = quorum_backends::open(ChildSource {
             uri: &child.uri,
             options: &child.options,
@@ -117,7 +128,8 @@ fn open_volume(
             size: vc.size,
             faults: &child.faults,
             mark: &mark,
-            confine: None,
+            confine: (!from_config).then_some(&**confine),
+            create: from_config,
         })
         .map_err(|e| anyhow!("volume {name:?}, child {:?}: {e}", child.name))?;
         specs.push(ChildSpec::new(child.name.clone(), backend));
@@ -193,7 +205,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         body_timeout: config.body_timeout,
         budget: Budget::new(config.max_buffered_bytes),
         shutdown: CancellationToken::new(),
-        adding: std::sync::Mutex::new(()),
+        adding: Arc::default(),
     });
     let limits = Limits {
         max_connections: config.max_connections,

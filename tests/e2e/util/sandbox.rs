@@ -52,7 +52,7 @@ impl Sandbox {
     pub fn mark_as_child_of(&self, name: &str, volume: &str) {
         let data_dir = self.file("quorum-data");
         fs::create_dir_all(&data_dir).expect("create the data dir");
-        let mark = quorum_backends::Confinement::mark(&data_dir, volume);
+        let mark = quorum_backends::Confinement::mark(&data_dir, volume).expect("the server id");
         quorum_backends::FileBackend::open_marked(&self.file(name), None, &mark)
             .expect("mark a child file");
     }

@@ -115,6 +115,10 @@ struct Meta {
     version: u32,
     size: u64,
     chunk_size: u64,
+    /// The mark of the volume that made it ([`Confinement::mark`]); a child
+    /// added at run time may use only a prefix of its own volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// A child in an S3-compatible object store.
@@ -154,18 +158,33 @@ impl S3Backend {
     /// A child added at run time (`confine`) may use only the options that
     /// cannot send the server elsewhere ([`RUN_TIME_KEYS`] and quorum's own),
     /// and only an allowed endpoint.
+    ///
+    /// A confined child is also built without the `AWS_*` environment (the
+    /// server's credentials, region or web identity are not lent to a
+    /// caller): it must bring its own keys, a plain region, an S3 bucket
+    /// name and prefix, an endpoint that is only an origin, timeouts of at
+    /// most [`crate::confine::MAX_TIMEOUT`], and an existing volume there
+    /// must carry `mark`. A new volume is marked with `mark`.
     pub fn open(
         uri: &str,
         options: &BTreeMap<String, String>,
         size: Option<u64>,
+        mark: &str,
         confine: Option<&Confinement>,
     ) -> Result<S3Backend, OpenError> {
         let (bucket, prefix) = parse_uri(uri)?;
         let settings = settings(options)?;
+        if let Some(confine) = confine {
+            check_run_time(&bucket, &prefix, options, &settings, confine)?;
+        }
         let client = ClientOptions::new()
             .with_timeout(Duration::from_secs(2))
             .with_connect_timeout(Duration::from_secs(1));
-        let mut builder = AmazonS3Builder::from_env()
+        let base = match confine {
+            Some(_) => AmazonS3Builder::new(),
+            None => AmazonS3Builder::from_env(),
+        };
+        let mut builder = base
             .with_bucket_name(&bucket)
             .with_client_options(client.clone())
             .with_retry(settings.retry.clone())
@@ -209,6 +228,7 @@ impl S3Backend {
             })?;
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .map(|e| crate::confine::origin(&e).unwrap_or(e))
             .unwrap_or_default();
         if let Some(confine) = confine {
             confine.endpoint(&endpoint)?;
@@ -247,6 +267,12 @@ impl S3Backend {
             .map_err(|e| remote(e.to_string()))?
         {
             Some(meta) => {
+                if confine.is_some() && meta.owner.as_deref() != Some(mark) {
+                    return Err(OpenError::NotOurs {
+                        place: crate::redact_uri(uri),
+                        identity: backend.identity(),
+                    });
+                }
                 if meta.format != FORMAT || meta.version != VERSION {
                     return Err(remote(format!(
                         "meta.json is {} version {}, not {FORMAT} version {VERSION}",
@@ -278,7 +304,7 @@ impl S3Backend {
                 })?;
                 backend.size = size;
                 backend
-                    .call(backend.write_meta())
+                    .call(backend.write_meta(mark))
                     .map_err(|e| remote(format!("cannot create the volume: {e}")))?;
             }
         }
@@ -355,12 +381,13 @@ impl S3Backend {
         }
     }
 
-    async fn write_meta(&self) -> Result<(), BackendError> {
+    async fn write_meta(&self, owner: &str) -> Result<(), BackendError> {
         let meta = Meta {
             format: FORMAT.into(),
             version: VERSION,
             size: self.size,
             chunk_size: self.chunk_size,
+            owner: Some(owner.to_owned()),
         };
         let json =
             serde_json::to_vec_pretty(&meta).map_err(|e| BackendError::Io(io::Error::other(e)))?;
@@ -442,6 +469,90 @@ fn settings(options: &BTreeMap<String, String>) -> Result<Settings, OpenError> {
     })
 }
 
+/// The checks of a child added at run time that its options alone decide.
+fn check_run_time(
+    bucket: &str,
+    prefix: &str,
+    options: &BTreeMap<String, String>,
+    settings: &Settings,
+    confine: &Confinement,
+) -> Result<(), OpenError> {
+    let forbidden = |why: String| Err(OpenError::Forbidden(why));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !bucket_ok {
+        return forbidden(format!("bucket {bucket:?} is not an S3 bucket name"));
+    }
+    if prefix
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == ".." || part.contains(['\\', '%']))
+        && !prefix.is_empty()
+    {
+        return forbidden(format!(
+            "prefix {prefix:?} has an empty, dot or escaped part"
+        ));
+    }
+    let key = |k: AmazonS3ConfigKey| {
+        options
+            .iter()
+            .find(|(name, _)| AmazonS3ConfigKey::from_str(name).ok() == Some(k))
+            .map(|(_, v)| v.as_str())
+    };
+    if key(AmazonS3ConfigKey::AccessKeyId).is_none()
+        || key(AmazonS3ConfigKey::SecretAccessKey).is_none()
+    {
+        return forbidden(
+            "a child added at run time brings its own aws_access_key_id and aws_secret_access_key (the server's are not lent)".into(),
+        );
+    }
+    if let Some(region) = key(AmazonS3ConfigKey::Region) {
+        let plain = (1..=32).contains(&region.len())
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !plain {
+            return forbidden(format!("aws_region {region:?} is not a region name"));
+        }
+    }
+    let endpoint = key(AmazonS3ConfigKey::Endpoint).unwrap_or_default();
+    let plain_origin = url::Url::parse(endpoint).is_ok_and(|u| {
+        u.username().is_empty()
+            && u.password().is_none()
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.path() == "/"
+    });
+    if !plain_origin {
+        return forbidden(format!(
+            "aws_endpoint {:?} must be only scheme://host:port",
+            crate::redact_uri(endpoint)
+        ));
+    }
+    confine.endpoint(endpoint)?;
+    for (option, value) in [
+        ("op_timeout", settings.op_timeout),
+        ("retry_timeout", settings.retry.retry_timeout),
+    ] {
+        confine.timeout(option, value)?;
+    }
+    if settings.retry.max_retries > crate::confine::MAX_RETRIES {
+        return forbidden(format!(
+            "max_retries: at most {} for a child added at run time",
+            crate::confine::MAX_RETRIES
+        ));
+    }
+    if let Some(timeout) = key(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout)) {
+        let parsed = humantime::parse_duration(timeout).map_err(|e| OpenError::BadOption {
+            option: "timeout".into(),
+            problem: format!("{timeout:?} is not a duration: {e}"),
+        })?;
+        confine.timeout("timeout", parsed)?;
+    }
+    Ok(())
+}
+
 /// `s3://bucket/prefix` into its bucket and prefix (without slashes at the ends).
 fn parse_uri(uri: &str) -> Result<(String, String), OpenError> {
     let rest = uri.strip_prefix("s3://").ok_or_else(|| OpenError::BadUri {
@@ -470,12 +581,8 @@ impl Backend for S3Backend {
     /// The endpoint, bucket and prefix: one store reached under two names
     /// is one copy.
     fn identity(&self) -> String {
-        format!(
-            "s3:{}/{}/{}",
-            self.endpoint.trim_end_matches('/'),
-            self.bucket,
-            self.prefix.trim_matches('/')
-        )
+        let prefix: Vec<&str> = self.prefix.split('/').filter(|p| !p.is_empty()).collect();
+        format!("s3:{}/{}/{}", self.endpoint, self.bucket, prefix.join("/"))
     }
 
     fn kind(&self) -> &'static str {
@@ -639,6 +746,7 @@ mod tests {
             "s3://b/p",
             &opts("aws_conditional_put", "disabled"),
             None,
+            "t",
             None,
         );
         assert!(
