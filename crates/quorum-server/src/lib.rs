@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub mod api;
+pub mod background;
 pub mod bridge;
 pub mod budget;
 pub mod config;
