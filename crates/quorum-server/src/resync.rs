@@ -1,7 +1,7 @@
 //! The resync worker: it copies the voted data over the ranges a volume's
 //! children missed ([`Volume::resync_step`]), a piece at a time, at a
 //! bounded rate so that client I/O is not starved. It is a
-//! [`Worker`](crate::background::Worker), driven by a runner per volume.
+//! [`Worker`], driven by a runner per volume.
 //!
 //! It runs from start-up (the stale maps survive restarts, so a resync
 //! interrupted by a crash goes on) until shutdown. When nothing is stale it
