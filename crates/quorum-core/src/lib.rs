@@ -50,4 +50,6 @@ pub use error::{ChildFailure, OpenError, QuorumError, VolumeError};
 pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink};
 pub use job::{JobKind, JobState};
 pub use strum::VariantArray;
-pub use volume::{ChildInfo, ChildSpec, ReadPattern, ResyncStep, Scrubbed, Volume, VolumeOptions};
+pub use volume::{
+    ChildInfo, ChildSpec, ReadPattern, ResyncBell, ResyncStep, Scrubbed, Volume, VolumeOptions,
+};

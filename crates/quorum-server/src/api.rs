@@ -32,7 +32,7 @@ use crate::budget::{Budget, Reservation};
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::events::EventLog;
-use crate::jobs::{CancelError, Jobs};
+use crate::jobs::{CancelError, JobStatus, Jobs, ScrubStatus};
 use crate::membership::VolumeEntry;
 use crate::range;
 use crate::telemetry::Telemetry;
@@ -757,14 +757,14 @@ async fn start_scrub(
 async fn list_jobs(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    Ok(axum::Json(json!(state.jobs(&vol)?.list())))
+) -> Result<axum::Json<Vec<JobStatus>>, ApiError> {
+    Ok(axum::Json(state.jobs(&vol)?.list()))
 }
 
 async fn get_job(
     State(state): State<Arc<AppState>>,
     Path((vol, id)): Path<(String, String)>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<ScrubStatus>, ApiError> {
     let jobs = state.jobs(&vol)?;
     let id = parse_job_id(&id)?;
     jobs.get(id).map(axum::Json).ok_or(ApiError::NoSuchJob(id))

@@ -7,6 +7,8 @@
 //! where async handlers call it. Errors are mapped to statuses in one place
 //! ([`error`]); the event log ([`events`]) numbers, persists and streams
 //! what the engine reports, and [`telemetry`] keeps every metric. The
+//! volume's background jobs ([`jobs`]: scrubs, and the [`resync`]) are
+//! workers of one shape ([`background`]), each on its own thread. The
 //! dashboard (`dashboard/` at the repository root) is embedded and served at
 //! `/`. This crate knows no backend internals.
 
@@ -16,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub mod api;
+pub mod background;
 pub mod bridge;
 pub mod budget;
 pub mod config;

@@ -128,7 +128,7 @@ pub enum MembershipError {
     /// The new volume could not be opened.
     #[error(transparent)]
     Rebuild(#[from] quorum_core::OpenError),
-    /// Requests in flight did not end in time.
+    /// Requests in flight (or a job's step) did not end in time.
     #[error("the volume stayed busy for {0:?}; try again")]
     Busy(Duration),
 }
@@ -278,9 +278,10 @@ impl VolumeEntry {
             .ok_or(MembershipError::Busy(DRAIN_WAIT))
     }
 
-    /// Stops the jobs at a checkpoint.
+    /// Stops the jobs at a checkpoint (a job stuck in a step is logged and
+    /// left behind).
     pub fn stop(&self) {
-        self.jobs().stop();
+        let _ = self.jobs().stop();
     }
 
     /// Adds a child, confined to what the server allows; it syncs before
@@ -433,7 +434,12 @@ impl VolumeEntry {
     ) -> Result<(), MembershipError> {
         let r = &self.rebuild;
         let jobs = self.jobs();
-        jobs.stop();
+        if !jobs.stop().is_empty() {
+            // A job is still in a step on the old volume: a new volume over
+            // the same children must not run beside it.
+            self.restart_jobs(self.volume());
+            return Err(MembershipError::Busy(jobs.stop_wait()));
+        }
         // No request runs now: settle the old volume's write intents, so
         // that the new one has nothing to reconcile (if this fails, it does).
         if let Err(e) = self.volume().flush_and_settle() {

@@ -1,36 +1,42 @@
-//! The resync worker: one thread per volume that copies the voted data over
-//! the ranges its children missed ([`Volume::resync_step`]), a piece at a
-//! time, at a bounded rate so that client I/O is not starved.
+//! The resync worker: it copies the voted data over the ranges a volume's
+//! children missed ([`Volume::resync_step`]), a piece at a time, at a
+//! bounded rate so that client I/O is not starved. It is a
+//! [`Worker`], driven by a runner per volume.
 //!
 //! It runs from start-up (the stale maps survive restarts, so a resync
 //! interrupted by a crash goes on) until shutdown. When nothing is stale it
-//! polls a few times a second; when a step fails (the stale child is still
-//! down, or the others cannot reach the threshold) it backs off, doubling up
-//! to a few seconds.
+//! waits for work: the volume rings its bell whenever a range is marked
+//! stale ([`Volume::set_resync_bell`]). When a step fails (the stale child
+//! is still down, or the others cannot reach the threshold) it goes round
+//! the other ranges, then backs off, doubling up to a few seconds; a region
+//! that a reconcile could not finish is retried the same way. It is listed
+//! among the jobs as job 0, kind `resync`, and cannot be cancelled; it can
+//! be paused and resumed ([`ResyncCommand`], not on the HTTP API yet).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorum_core::{ChildState, Event, EventSink, JobKind, ResyncStep, Volume};
+use quorum_core::{ChildState, Event, EventSink, JobKind, JobState, ResyncStep, Volume};
+use serde::Serialize;
 
+use crate::background::{Inbox, Pace, Throughput, Wake, Worker, WorkerState};
 use crate::telemetry::Telemetry;
 
 /// The most bytes one step copies (and holds locked against client I/O).
 const STEP: u64 = 1 << 20;
-/// How often an idle worker looks for stale ranges.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+/// The first back-off after failed steps, and the retry of a region left
+/// unreconciled.
+const BACKOFF: Duration = Duration::from_millis(200);
 /// The longest back-off after failed steps.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pause after a failed step while failures are few: the others are
+/// tried at once.
+const RETRY_OTHERS: Duration = Duration::from_millis(20);
+/// The failed steps in a row before the back-off grows.
+const FAILURES_BEFORE_BACKOFF: u32 = 4;
 
-/// What the worker has done, for the jobs list.
-#[derive(Default)]
-struct Progress {
-    copied: AtomicU64,
-    /// When the current busy spell began, and `copied` then.
-    spell: Mutex<Option<(Instant, u64)>>,
-}
+/// The resync's id among the jobs.
+pub const RESYNC_ID: u64 = 0;
 
 /// Called with the volume when a syncing child has caught up, so that the
 /// membership's list of syncing children can be saved.
@@ -45,105 +51,169 @@ pub struct ResyncConfig {
     pub on_synced: OnSynced,
 }
 
-/// A running resync worker.
-pub struct Resync {
-    stop: Arc<AtomicBool>,
-    progress: Arc<Progress>,
-    handle: Option<JoinHandle<()>>,
+/// What can be sent to the resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncCommand {
+    /// Copy nothing until resumed.
+    Pause,
+    /// Go on after a pause.
+    Resume,
 }
 
-impl Resync {
-    /// Starts the worker of `volume`, copying at most `config.rate` bytes a
-    /// second.
-    pub fn start(
+/// The resync as the jobs API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResyncStatus {
+    /// Always [`RESYNC_ID`].
+    pub id: u64,
+    /// Always [`JobKind::Resync`].
+    pub kind: JobKind,
+    /// Running while anything is stale, idle otherwise.
+    pub state: JobState,
+    /// Bytes copied since start.
+    pub bytes_done: u64,
+    /// Bytes copied, and still stale.
+    pub bytes_total: u64,
+    /// Bytes a second in the current spell of work (0 when idle or
+    /// paused).
+    pub rate_bytes_per_sec: f64,
+    /// Seconds until nothing is stale at that rate, when it is known.
+    pub eta_seconds: Option<f64>,
+}
+
+/// The resync of one volume.
+pub struct ResyncWorker {
+    volume: Arc<Volume>,
+    telemetry: Arc<Telemetry>,
+    sink: Arc<dyn EventSink>,
+    on_synced: OnSynced,
+    pace: Pace,
+    /// Where to look next: past each range tried, so that a range that
+    /// cannot be copied yet does not hold up the others.
+    from: u64,
+    /// The children behind at the last look, with their state then.
+    behind: Vec<(String, ChildState)>,
+    failures: u32,
+    backoff: Duration,
+    /// Bytes copied since start.
+    copied: u64,
+    /// Since when it has been copying without going idle.
+    spell: Option<Throughput>,
+    /// When the pause after the last step ends.
+    resume_at: Instant,
+    paused: bool,
+}
+
+impl ResyncWorker {
+    /// The resync of `volume`, copying at most `config.rate` bytes a second.
+    pub fn new(
         volume: Arc<Volume>,
         telemetry: Arc<Telemetry>,
         sink: Arc<dyn EventSink>,
         config: ResyncConfig,
-    ) -> std::io::Result<Resync> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Progress::default());
-        let (flag, p) = (stop.clone(), progress.clone());
-        let handle = thread::Builder::new()
-            .name(format!("resync-{}", volume.name()))
-            .spawn(move || run(&volume, &telemetry, &*sink, &config, &flag, &p))?;
-        Ok(Resync {
-            stop,
-            progress,
-            handle: Some(handle),
-        })
-    }
-
-    /// Bytes copied since start, and the rate of the current busy spell
-    /// (bytes a second, 0 when idle).
-    pub fn progress(&self) -> (u64, f64) {
-        let copied = self.progress.copied.load(Ordering::Relaxed);
-        let spell = *self
-            .progress
-            .spell
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let rate = spell.map_or(0.0, |(since, from)| {
-            let secs = since.elapsed().as_secs_f64();
-            if secs > 0.0 {
-                (copied - from) as f64 / secs
-            } else {
-                0.0
-            }
-        });
-        (copied, rate)
-    }
-
-    /// Stops the worker after its current step.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+    ) -> ResyncWorker {
+        let behind = lagging(&volume);
+        ResyncWorker {
+            volume,
+            telemetry,
+            sink,
+            on_synced: config.on_synced,
+            pace: Pace::new(config.rate),
+            from: 0,
+            behind,
+            failures: 0,
+            backoff: BACKOFF,
+            copied: 0,
+            spell: None,
+            resume_at: Instant::now(),
+            paused: false,
         }
+    }
+
+    /// A pause of `pause` after the step, noted for the rate.
+    fn throttled(&mut self, pause: Duration) -> WorkerState {
+        self.resume_at = Instant::now() + pause;
+        WorkerState::Throttled(pause)
     }
 }
 
-fn run(
-    volume: &Volume,
-    telemetry: &Telemetry,
-    sink: &dyn EventSink,
-    config: &ResyncConfig,
-    stop: &AtomicBool,
-    progress: &Progress,
-) {
-    let rate = config.rate.max(4096);
-    let mut backoff = IDLE_POLL;
-    let mut failures = 0u32;
-    // Where to look next: past each range tried, so that a range that cannot
-    // be copied yet does not hold up the others.
-    let mut from = 0;
-    let mut behind = lagging(volume);
-    while !stop.load(Ordering::Acquire) {
-        behind = announce_caught_up(volume, sink, &config.on_synced, behind);
+impl Worker for ResyncWorker {
+    type Command = ResyncCommand;
+    type Status = ResyncStatus;
+
+    fn name(&self) -> String {
+        format!("resync-{}", self.volume.name())
+    }
+
+    fn status(&self) -> ResyncStatus {
+        let stale: u64 = self.volume.stale_bytes().iter().sum();
+        let at = self.resume_at.max(Instant::now());
+        let rate = match self.spell {
+            Some(spell) if !self.paused => spell.rate(self.copied, at),
+            _ => 0.0,
+        };
+        ResyncStatus {
+            id: RESYNC_ID,
+            kind: JobKind::Resync,
+            state: if stale > 0 {
+                JobState::Running
+            } else {
+                JobState::Idle
+            },
+            bytes_done: self.copied,
+            bytes_total: self.copied + stale,
+            rate_bytes_per_sec: rate,
+            eta_seconds: (rate > 0.0 && stale > 0).then(|| stale as f64 / rate),
+        }
+    }
+
+    fn work(&mut self) -> WorkerState {
+        if self.paused {
+            return WorkerState::Idle;
+        }
+        let volume = &*self.volume;
+        self.behind = announce_caught_up(
+            volume,
+            &*self.sink,
+            &self.on_synced,
+            std::mem::take(&mut self.behind),
+        );
         let started = Instant::now();
-        let pause = match volume.resync_step(STEP, from) {
+        match volume.resync_step(STEP, self.from) {
             ResyncStep::Copied { child, range, next } => {
-                backoff = IDLE_POLL;
-                failures = 0;
-                from = next;
+                self.backoff = BACKOFF;
+                self.failures = 0;
+                self.from = next;
                 let bytes = range.end - range.start;
-                let before = progress.copied.fetch_add(bytes, Ordering::Relaxed);
-                progress
-                    .spell
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert((started, before));
-                telemetry.job_bytes(volume.name(), JobKind::Resync, bytes);
+                self.spell
+                    .get_or_insert(Throughput::since(started, self.copied));
+                self.copied += bytes;
+                self.telemetry
+                    .job_bytes(volume.name(), JobKind::Resync, bytes);
                 tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
-                pace(bytes, rate, started)
+                let pause = self.pace.pause(bytes, started);
+                self.throttled(pause)
             }
             ResyncStep::Idle => {
-                from = 0;
-                *progress
-                    .spell
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = None;
-                IDLE_POLL
+                self.from = 0;
+                self.spell = None;
+                // Nothing is stale now: whoever caught up since the look
+                // above (a client rewrote its last stale range) is said so
+                // before the wait, which only a new stale range ends.
+                self.behind = announce_caught_up(
+                    volume,
+                    &*self.sink,
+                    &self.on_synced,
+                    std::mem::take(&mut self.behind),
+                );
+                if volume.awaits_reconcile() {
+                    // A region a reconcile could not finish: the next step
+                    // tries it again, after a back-off.
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    let pause = self.backoff;
+                    self.throttled(pause)
+                } else {
+                    WorkerState::Idle
+                }
             }
             ResyncStep::Failed {
                 child,
@@ -151,19 +221,41 @@ fn run(
                 error,
             } => {
                 tracing::warn!(volume = volume.name(), %child, offset = range.start, bytes = range.end - range.start, %error, "a resync step failed; retrying later");
-                from = range.end;
+                self.from = range.end;
                 // Go round the other ranges at once; back off only when
                 // failures keep coming.
-                failures += 1;
-                if failures < 4 {
-                    Duration::from_millis(20)
+                self.failures += 1;
+                let pause = if self.failures < FAILURES_BEFORE_BACKOFF {
+                    RETRY_OTHERS
                 } else {
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    backoff
-                }
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.backoff
+                };
+                self.throttled(pause)
             }
-        };
-        sleep_unless(&[stop], pause);
+        }
+    }
+
+    fn wait_for_work(&mut self, inbox: &Inbox<ResyncCommand>) -> WorkerState {
+        match inbox.wait(None) {
+            Wake::Rung if !self.paused => WorkerState::Busy,
+            _ => WorkerState::Idle,
+        }
+    }
+
+    fn command(&mut self, command: ResyncCommand) -> Option<WorkerState> {
+        match command {
+            ResyncCommand::Pause => {
+                self.paused = true;
+                self.spell = None;
+                Some(WorkerState::Idle)
+            }
+            ResyncCommand::Resume if self.paused => {
+                self.paused = false;
+                Some(WorkerState::Busy)
+            }
+            ResyncCommand::Resume => None,
+        }
     }
 }
 
@@ -207,22 +299,4 @@ fn announce_caught_up(
         }
     }
     lagging(volume)
-}
-
-/// The rate limit: how long to pause after a step of `bytes` begun at
-/// `started`, so that steps go at `rate` bytes a second at most.
-pub(crate) fn pace(bytes: u64, rate: u64, started: Instant) -> Duration {
-    Duration::from_secs_f64(bytes as f64 / rate as f64).saturating_sub(started.elapsed())
-}
-
-/// Sleeps for `d`, waking early when any of `flags` is set.
-pub(crate) fn sleep_unless(flags: &[&AtomicBool], d: Duration) {
-    let until = Instant::now() + d;
-    while !flags.iter().any(|f| f.load(Ordering::Acquire)) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        thread::sleep(left.min(Duration::from_millis(50)));
-    }
 }

@@ -920,3 +920,45 @@ fn a_child_that_timed_out_is_not_tried_again_until_its_backoff_passed() {
     assert_eq!(s.mems[2].write_attempts.load(Ordering::SeqCst), 2);
     assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
 }
+
+/// The resync bell rings when a missed write marks a range stale (and when
+/// a range is marked for a new child), not when a range is cleared, nor
+/// once it is unset.
+#[test]
+fn the_resync_bell_rings_on_every_new_stale_range() {
+    let s = setup(options(2), 3, 64 * 1024);
+    let rung = Arc::new(AtomicU64::new(0));
+    let counter = rung.clone();
+    s.volume.set_resync_bell(Some(Arc::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    })));
+    s.volume
+        .write(0, Bytes::from(vec![1; B]))
+        .expect("a write on every child");
+    assert_eq!(rung.load(Ordering::SeqCst), 0);
+    s.mems[2].fail_writes.store(true, Ordering::SeqCst);
+    s.volume
+        .write(0, Bytes::from(vec![2; B]))
+        .expect("a write at the threshold");
+    assert_eq!(rung.load(Ordering::SeqCst), 1, "a missed write rings");
+    s.mems[2].fail_writes.store(false, Ordering::SeqCst);
+    s.volume
+        .write(0, Bytes::from(vec![3; B]))
+        .expect("a write that refreshes c");
+    assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
+    assert_eq!(rung.load(Ordering::SeqCst), 1, "a clear does not ring");
+    s.volume
+        .mark_stale("a", std::slice::from_ref(&(0..B as u64)))
+        .expect("mark stale");
+    assert_eq!(rung.load(Ordering::SeqCst), 2, "a mark rings");
+    s.volume
+        .mark_stale("a", std::slice::from_ref(&(0..B as u64)))
+        .expect("mark stale again");
+    assert_eq!(rung.load(Ordering::SeqCst), 2, "a mark that adds nothing");
+    assert!(!s.volume.awaits_reconcile());
+    s.volume.set_resync_bell(None);
+    s.volume
+        .mark_stale("b", std::slice::from_ref(&(0..B as u64)))
+        .expect("mark stale");
+    assert_eq!(rung.load(Ordering::SeqCst), 2, "an unset bell");
+}

@@ -73,7 +73,15 @@ pub struct Volume {
     /// have lost data, so it is marked stale there.
     unflushed: Mutex<Vec<RangeSet>>,
     sink: Arc<dyn EventSink>,
+    /// Rung when a range is marked stale (see [`Volume::set_resync_bell`]).
+    resync_bell: Mutex<Option<ResyncBell>>,
 }
+
+/// What a volume calls when it gains work for the resync: a range marked
+/// stale on some child. The server's resync worker waits on a condition
+/// variable between spells of work; this is what wakes it, so that it never
+/// polls the stale maps.
+pub type ResyncBell = Arc<dyn Fn() + Send + Sync>;
 
 impl fmt::Debug for Volume {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

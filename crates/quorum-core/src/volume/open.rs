@@ -161,6 +161,7 @@ impl Volume {
             any_stale,
             unflushed: Mutex::new(vec![RangeSet::default(); n_children]),
             sink,
+            resync_bell: Mutex::new(None),
         };
         if unclean && reconcile {
             volume.reconcile();

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
 
-use super::Volume;
+use super::{ResyncBell, Volume};
 use crate::error::VolumeError;
 use crate::intent::Intent;
 use crate::stale::{Journal, RangeSet};
@@ -52,12 +52,14 @@ impl Volume {
             intent,
         } = &mut *maps;
         let mut failed = None;
+        let mut marked = false;
         for (i, stale, range) in edits {
             if stale {
                 if sets[i].within(range.clone()) == [range.clone()] {
                     continue;
                 }
                 sets[i].insert(range.clone());
+                marked = true;
             } else if !sets[i].overlaps(range.clone()) {
                 continue;
             }
@@ -83,10 +85,42 @@ impl Volume {
         }
         self.any_stale
             .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+        drop(maps);
+        if marked {
+            self.ring_resync_bell();
+        }
         match failed {
             None => Ok(()),
             Some(source) => Err(VolumeError::Journal(source)),
         }
+    }
+
+    /// Sets what the volume calls whenever a range is marked stale (`None`
+    /// for nothing): the resync worker's wake-up. It is called on the thread
+    /// that marked the range, with no lock of the volume held, so it must
+    /// be quick and must not call back into the volume.
+    pub fn set_resync_bell(&self, bell: Option<ResyncBell>) {
+        *self
+            .resync_bell
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = bell;
+    }
+
+    fn ring_resync_bell(&self) {
+        let bell = self
+            .resync_bell
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(ring) = bell {
+            ring();
+        }
+    }
+
+    /// Whether a write-intent region that a reconcile could not finish waits
+    /// for the resync to try it again ([`Volume::resync_step`] does).
+    pub fn awaits_reconcile(&self) -> bool {
+        !self.stale_maps().intent.unreconciled.is_empty()
     }
 
     /// Bytes each child has stale, in child order.
