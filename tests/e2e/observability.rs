@@ -540,7 +540,12 @@ fn real_prometheus_sees_a_bad_replica() {
     fs::create_dir(&dir).expect("create the prometheus directory");
     let deploy = root().join("deploy/prometheus");
     let source = fs::read_to_string(deploy.join("prometheus.yml")).expect("read prometheus.yml");
-    let port = free_port();
+    // Prometheus's own address is in the config it reads, so it cannot
+    // pick its port: a port that was free a moment ago (it never restarts).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port();
     let derived = derive_prometheus_config(
         &source,
         &format!("127.0.0.1:{}", server.port()),

@@ -1373,13 +1373,10 @@ fn malformed_http_and_idle_connections_do_not_stop_the_server() {
 fn secrets_never_leak() {
     let front_token = "fr0nt-SECRET-t0ken";
     let child_token = "ch1ld-SECRET-t0ken";
-    let mut block = Sandbox::new().serve_on(
-        &format!(
-            "[auth]\ntoken = \"{child_token}\"\n{}",
-            volume("blk", "1MiB", 1, "", &[child("disk")])
-        ),
-        free_port(),
-    );
+    let mut block = Sandbox::new().serve(&format!(
+        "[auth]\ntoken = \"{child_token}\"\n{}",
+        volume("blk", "1MiB", 1, "", &[child("disk")])
+    ));
     let remote = format!(
         "  [[volume.child]]\n  name = \"remote\"\n  uri = \"http://127.0.0.1:{}/v1/volumes/blk\"\n  options = {{ token = \"{child_token}\", timeout = \"2s\", connect_timeout = \"500ms\" }}\n",
         block.port()
