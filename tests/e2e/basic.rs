@@ -80,6 +80,21 @@ fn embedded_default_round_trips() {
     );
 }
 
+/// `GET /healthz` is `200 ok` (SPEC 4), as text, and needs no token even
+/// when one is configured.
+#[test]
+fn healthz_answers_ok_without_a_token() {
+    let config = format!("[auth]\ntoken = \"t0ken\"\n{}", abc_volume("1MiB", ""));
+    let server = Sandbox::new().serve(&config);
+    let r = server.get("/healthz");
+    r.expect_status(200);
+    assert_eq!(r.text(), "ok", "the body of /healthz");
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
+    // The token is real: the API needs it.
+    server.get("/v1/volumes").expect_error(401, "unauthorized");
+}
+
 /// HEAD gives the size and says ranges are accepted.
 #[test]
 fn head_gives_length_and_accept_ranges() {

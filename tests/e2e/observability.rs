@@ -218,6 +218,65 @@ fn server_after_bad_read() -> (Server, String, PathBuf) {
 // 1. /metrics: exact samples, promtool, and every name the dashboards query
 // ---------------------------------------------------------------------------
 
+/// SPEC 7: every op has its series, counted exactly: requests, bytes
+/// (write-zeroes counts its length, a flush none) and the duration
+/// histogram, per op; nothing failed, so the failure and error series stay
+/// at zero.
+#[test]
+fn every_op_is_counted_in_its_own_series() {
+    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(6, 4096));
+    server.write_volume("vm", 10_000, &pattern(7, 1000));
+    for (offset, length) in [(65_536, 65_536), (130_000, 5000)] {
+        server
+            .post(&format!(
+                "/v1/volumes/vm/write-zeroes?offset={offset}&length={length}"
+            ))
+            .expect_status(204);
+    }
+    for _ in 0..3 {
+        server.post("/v1/volumes/vm/flush").expect_status(204);
+    }
+    server.read_volume("vm", 0, 8192);
+    let text = fetch_metrics(&server);
+    let metrics = Metrics::parse(&text);
+    for (op, count, bytes) in [
+        ("read", 1.0, 8192.0),
+        ("write", 2.0, 5096.0),
+        ("write_zeroes", 2.0, 70_536.0),
+        ("flush", 3.0, 0.0),
+    ] {
+        let labels = format!(r#"volume="vm",op="{op}""#);
+        let get = |name: &str| {
+            metrics
+                .get(&format!("{name}{{{labels}}}"))
+                .unwrap_or_else(|| panic!("no {name}{{{labels}}}:\n{}", family(&text, name)))
+        };
+        assert_eq!(get("quorum_requests_total"), count, "requests of {op}");
+        assert_eq!(get("quorum_request_bytes_total"), bytes, "bytes of {op}");
+        assert_eq!(
+            get("quorum_request_duration_seconds_count"),
+            count,
+            "durations of {op}"
+        );
+        let inf = metrics.get(&format!(
+            r#"quorum_request_duration_seconds_bucket{{{labels},le="+Inf"}}"#
+        ));
+        assert_eq!(inf, Some(count), "the +Inf bucket of {op}");
+        assert!(
+            get("quorum_request_duration_seconds_sum") > 0.0,
+            "the time of {op}"
+        );
+        assert_eq!(get("quorum_failures_total"), 0.0, "failures of {op}");
+        for child in ["a", "b", "c"] {
+            let errors = metrics.get(&format!(
+                r#"quorum_child_errors_total{{volume="vm",child="{child}",op="{op}"}}"#
+            ));
+            assert_eq!(errors, Some(0.0), "errors of {child} in {op}");
+        }
+    }
+}
+
 #[test]
 fn live_metrics_pass_promtool_and_name_every_dashboard_metric() {
     let promtool = require_tool("promtool");
