@@ -740,6 +740,20 @@ fn real_prometheus_sees_a_bad_replica() {
 
 #[test]
 fn dashboard_shows_a_bad_replica_in_chromium() {
+    dashboard_in_chromium(None);
+}
+
+/// The same with an `[auth] token` configured: the page asks for it in its
+/// token form, the script enters it, and everything else works as without
+/// (the live stream, the scrub button, the membership events).
+#[test]
+fn dashboard_asks_for_the_token_and_then_works_in_chromium() {
+    dashboard_in_chromium(Some("dash-b0ard-t0ken"));
+}
+
+/// Runs `tests/dashboard/dashboard.test.mjs` against a server (with `token`
+/// configured, if given) and checks what the server recorded of it.
+fn dashboard_in_chromium(token: Option<&str>) {
     let node = require_tool("node");
     require_tool("chromium");
     let script = root().join("tests/dashboard/dashboard.test.mjs");
@@ -754,10 +768,16 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
     );
 
     // The script adds a child d (d.img, under child_roots) and removes it.
-    let server = Sandbox::new().serve(&format!(
-        "child_roots = [\".\"]\n{}",
+    let auth = token.map_or_else(String::new, |t| format!("[auth]\ntoken = \"{t}\"\n"));
+    let mut server = Sandbox::new().serve(&format!(
+        "child_roots = [\".\"]\n{auth}{}",
         abc_volume("1MiB", "")
     ));
+    if let Some(t) = token {
+        // The token is real: without it the API is refused.
+        server.get("/v1/volumes").expect_error(401, "unauthorized");
+        server.set_token(Some(t));
+    }
     // The script overwrites 4 KiB at 8192 of c's file with 0x42: write data
     // there that differs in every byte, so c loses the vote on all 4096.
     let data: Vec<u8> = pattern(13, 4 * BLOCK as usize)
@@ -768,25 +788,41 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
 
     let artifacts = root().join("target/test-artifacts");
     fs::create_dir_all(&artifacts).expect("create target/test-artifacts");
-    let png = artifacts.join("dashboard.png");
+    let png = artifacts.join(if token.is_some() {
+        "dashboard-token.png"
+    } else {
+        "dashboard.png"
+    });
     let _ = fs::remove_file(&png);
 
+    let mut command = Command::new(&node);
+    command
+        .current_dir(root())
+        .arg(&script)
+        .env("QUORUM_URL", server.url(""))
+        .env("QUORUM_CHILD_FILE", server.file("c.img"))
+        .env("QUORUM_VOLUME", "vm")
+        .env("QUORUM_CHILD", "c")
+        .env("QUORUM_NEW_CHILD", "d")
+        .env("QUORUM_NEW_CHILD_URI", "d.img")
+        .env("SCREENSHOT", &png)
+        .env_remove("QUORUM_TOKEN");
+    if let Some(t) = token {
+        command.env("QUORUM_TOKEN", t);
+    }
     let run = run_bounded(
-        Command::new(&node)
-            .current_dir(root())
-            .arg(&script)
-            .env("QUORUM_URL", server.url(""))
-            .env("QUORUM_CHILD_FILE", server.file("c.img"))
-            .env("QUORUM_VOLUME", "vm")
-            .env("QUORUM_CHILD", "c")
-            .env("QUORUM_NEW_CHILD", "d")
-            .env("QUORUM_NEW_CHILD_URI", "d.img")
-            .env("SCREENSHOT", &png)
-            .env_remove("QUORUM_TOKEN"),
+        &mut command,
         None,
         &server.file("logs/dashboard-test.log"),
         BROWSER_DEADLINE,
     );
+    if token.is_some() {
+        assert!(
+            run.output.contains("ok: the page asks for the API token"),
+            "the page never asked for the token:\n{}",
+            run.output
+        );
+    }
     if !run.success() {
         panic!(
             "the dashboard test `{}` {} after {:.1?}.\nits output:\n{}\nthe server's stderr:\n{}",
