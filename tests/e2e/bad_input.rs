@@ -5,9 +5,9 @@
 //! Rows tested elsewhere: 503 `quorum_failure` in `qemu081` (three
 //! different children), `per_block` (a block without majority) and
 //! `faults` (writes, write-zeroes and flushes failing on two children);
-//! 500 `blkverify_mismatch` in `qemu081`. The 404 `no_such_child` and 409
-//! rows belong to child membership, not tested yet; a malformed JSON body
-//! needs an endpoint that takes JSON, none yet.
+//! 500 `blkverify_mismatch` in `qemu081`; the 404 `no_such_child` and 409
+//! rows in `membership` and `confinement`. Malformed JSON bodies (the two
+//! endpoints that take JSON: adding a child, starting a scrub) are here.
 
 use crate::util::*;
 
@@ -376,4 +376,76 @@ fn unknown_paths_and_methods() {
             .expect_error(405, "method_not_allowed");
         server.assert_unchanged(&snap, &format!("{method} {path}"));
     }
+}
+
+/// 400 `bad_request` for JSON bodies that do not parse, on the two
+/// endpoints that take JSON: adding a child and starting a scrub. Nothing
+/// is added, no file created, no job started, no event; the same requests
+/// well-formed then succeed, so the refusals were for the syntax.
+#[test]
+fn syntactically_broken_json_bodies_get_400() {
+    let server = server_with("child_roots = [\".\"]\nscrub_rate = \"64MiB\"\n");
+    let broken: [&[u8]; 9] = [
+        b"{\"name\": \"d\", \"uri\": \"d.img\"",
+        b"{\"name\": \"d\", \"uri\": \"d.img\",}",
+        b"{name: \"d\", uri: \"d.img\"}",
+        b"{'name': 'd', 'uri': 'd.img'}",
+        b"{\"name\": \"d\", \"uri\": \"d.img\"}}",
+        b"{\"name\": \"d\" \"uri\": \"d.img\"}",
+        b"{\"name\": \"\xff\", \"uri\": \"d.img\"}",
+        b"{\"name\": \"d\x00\", \"uri\": \"d.img\"}",
+        b"[",
+    ];
+    let post = |path: &str, body: &[u8]| {
+        server.send(
+            server
+                .request(reqwest::Method::POST, path)
+                .header("content-type", "application/json")
+                .body(body.to_vec()),
+        )
+    };
+    let children = || {
+        server.get("/v1/volumes/vm").json()["children"]
+            .as_array()
+            .map(|cs| cs.len())
+            .unwrap_or(0)
+    };
+    for body in broken {
+        let what = String::from_utf8_lossy(body).into_owned();
+        let r = post("/v1/volumes/vm/children", body);
+        assert_eq!(r.status, 400, "add child {what:?}: {}", r.preview());
+        r.expect_error(400, "bad_request");
+        assert_eq!(children(), 3, "add child {what:?} added something");
+        assert!(
+            !server.file("d.img").exists(),
+            "add child {what:?} created d.img"
+        );
+    }
+    for body in [
+        &b"{\"repair\": tru"[..],
+        b"{\"repair\": true",
+        b"{repair: true}",
+        b"{\"repair\": true}}",
+        b"{\"repair\": \xff}",
+        b"repair=true",
+    ] {
+        let what = String::from_utf8_lossy(body).into_owned();
+        post("/v1/volumes/vm/scrub", body).expect_error(400, "bad_request");
+        let jobs = server.get("/v1/volumes/vm/jobs").json();
+        let scrubs = jobs
+            .as_array()
+            .map(|js| js.iter().filter(|j| j["kind"] == "scrub").count())
+            .unwrap_or(0);
+        assert_eq!(scrubs, 0, "scrub {what:?} started a job: {jobs}");
+    }
+    assert!(server.all_events().is_empty(), "{:?}", server.all_events());
+
+    // Well-formed, the same requests go through.
+    post(
+        "/v1/volumes/vm/children",
+        b"{\"name\": \"d\", \"uri\": \"d.img\"}",
+    )
+    .expect_status(201);
+    assert_eq!(children(), 4);
+    post("/v1/volumes/vm/scrub", b"{\"repair\": true}").expect_status(202);
 }

@@ -18,14 +18,25 @@ fn assert_children_hold(server: &Server, offset: u64, expected: &[u8]) {
 }
 
 /// Must show 1: `quorum-server` with no arguments serves its embedded
-/// default on 127.0.0.1:8700, and a write then a read round-trip.
+/// default on 127.0.0.1:8700, and a write then a read round-trip. It
+/// listens there and nowhere else: the kernel's table of the process's
+/// listening sockets (`/proc/PID/net/tcp{,6}`) holds exactly that address,
+/// not the wildcard nor any other interface.
 #[test]
 fn embedded_default_round_trips() {
-    let server = Sandbox::new().serve_default();
+    let port = DefaultPortLock::take();
+    let server = Sandbox::new().serve_default(&port);
     assert!(
         server.url_line.contains("http://127.0.0.1:8700"),
         "the server should print its URL, printed {:?}",
         server.url_line
+    );
+    assert_eq!(
+        server.listening_addrs(),
+        [DEFAULT_ADDR
+            .parse::<std::net::SocketAddr>()
+            .expect("the default address")],
+        "the sockets the embedded default listens on"
     );
 
     let vol = server.get("/v1/volumes/default");
@@ -67,6 +78,21 @@ fn embedded_default_round_trips() {
         "three 1 GiB replica files in {}",
         dir.display()
     );
+}
+
+/// `GET /healthz` is `200 ok` (SPEC 4), as text, and needs no token even
+/// when one is configured.
+#[test]
+fn healthz_answers_ok_without_a_token() {
+    let config = format!("[auth]\ntoken = \"t0ken\"\n{}", abc_volume("1MiB", ""));
+    let server = Sandbox::new().serve(&config);
+    let r = server.get("/healthz");
+    r.expect_status(200);
+    assert_eq!(r.text(), "ok", "the body of /healthz");
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
+    // The token is real: the API needs it.
+    server.get("/v1/volumes").expect_error(401, "unauthorized");
 }
 
 /// HEAD gives the size and says ranges are accepted.

@@ -1,6 +1,8 @@
 //! Must show 3: children that fail, through the `faulty` wrapper of the
 //! config file (`[[volume.child.fault]]`).
 
+use std::time::{Duration, Instant};
+
 use crate::util::*;
 
 const EIO: &str = "Input/output error";
@@ -20,6 +22,14 @@ fn config(options: &str, a_faults: &str, b_faults: &str) -> String {
             child("c"),
         ],
     )
+}
+
+/// `quorum_failures_total{volume="vm",op=OP}` (SPEC 7).
+#[track_caller]
+fn failed_requests(server: &Server, op: &str) -> f64 {
+    server.metric(&format!(
+        r#"quorum_failures_total{{volume="vm",op="{op}"}}"#
+    ))
 }
 
 /// Child a fails every read of [1 MiB, 1 MiB + 64 KiB): reads there still
@@ -146,6 +156,15 @@ fn write_failures_on_two_children_fail_the_write() {
     assert_eq!(data_u64(failures[0], "bytes"), 4096, "{}", failures[0]);
     check_sectors(failures[0]);
     server.assert_unchanged(&snap, "children whose writes failed");
+    // SPEC 7: the failed request is counted, under its own op only.
+    assert_eq!(failed_requests(&server, "write"), 1.0);
+    for op in ["read", "write_zeroes", "flush"] {
+        assert_eq!(
+            failed_requests(&server, op),
+            0.0,
+            "quorum_failures_total of {op}"
+        );
+    }
 }
 
 /// One child failing writes is tolerated at threshold 2: 204, a report
@@ -201,6 +220,8 @@ fn write_zeroes_failures_on_two_children_fail_the_request() {
         check_report(r[0], "vm", node, "write", Some(EIO));
     }
     assert_eq!(named(&events, "QUORUM_FAILURE").len(), 1, "{events:?}");
+    assert_eq!(failed_requests(&server, "write_zeroes"), 1.0);
+    assert_eq!(failed_requests(&server, "write"), 0.0);
 
     server.write_volume("vm", 0, &[1, 2, 3]);
 }
@@ -305,4 +326,124 @@ fn flush_failures_on_two_children_fail_the_flush() {
     assert_eq!(failures.len(), 1, "{events:?}");
     assert_eq!(failures[0]["data"]["type"], "flush", "{}", failures[0]);
     assert_eq!(failures[0]["data"]["reference"], "vm", "{}", failures[0]);
+    assert_eq!(failed_requests(&server, "flush"), 1.0);
+}
+
+/// SPEC 5 (+): a flush goes to every child at once. Each of three children
+/// takes 300 ms to flush (a `latency` rule on flush): one after the other
+/// they would take 900 ms, at once about 300. The margin over 300 ms comes
+/// from the same server: the slowest of three flushes of a volume whose
+/// children have no latency, which does the same work otherwise.
+#[test]
+fn flushes_run_in_parallel() {
+    let latency = Duration::from_millis(300);
+    let slow = fault("flush", &["latency = \"300ms\""]);
+    let config = format!(
+        "{}\n{}",
+        volume(
+            "vm",
+            "1MiB",
+            2,
+            "",
+            &[
+                child_with("a", &slow),
+                child_with("b", &slow),
+                child_with("c", &slow)
+            ],
+        ),
+        volume("idle", "1MiB", 2, "", &[child("x"), child("y"), child("z")])
+    );
+    let server = Sandbox::new().serve(&config);
+    let flush = |vol: &str| {
+        server.write_volume(vol, 0, &pattern(17, 8192));
+        let started = Instant::now();
+        server
+            .post(&format!("/v1/volumes/{vol}/flush"))
+            .expect_status(204);
+        started.elapsed()
+    };
+    let idle = (0..3).map(|_| flush("idle")).max().unwrap_or_default();
+    let bound = latency + 2 * idle + Duration::from_millis(150);
+    assert!(
+        bound < 3 * latency,
+        "an idle flush took {idle:?}: too slow a machine to tell parallel from serial"
+    );
+    for _ in 0..3 {
+        let took = flush("vm");
+        assert!(took >= latency, "the flush latency did not apply: {took:?}");
+        assert!(
+            took < bound,
+            "a flush of three children that take {latency:?} each took {took:?} \
+             (more than {bound:?}, from an idle flush of {idle:?}): they flushed one after the other"
+        );
+    }
+    assert!(server.all_events().is_empty(), "latency is no error");
+    assert_eq!(
+        server.metric(r#"quorum_requests_total{volume="vm",op="flush"}"#),
+        3.0
+    );
+}
+
+/// `rewrite_corrupted` on real files (SPEC 5 +): a child whose read fails
+/// with an I/O error gets the winning data written back, in quorum mode
+/// and in fifo mode (child 0 failed before child 1 answered). Its file held
+/// other bytes there (changed behind quorum's back), so the file itself
+/// shows the rewrite; the rule fires once, so the next read of child 0
+/// (fifo) or of all (quorum) finds the repaired bytes and reports nothing.
+#[test]
+fn rewrite_after_a_failed_read_repairs_the_child_file() {
+    let (at, len) = (64 * KIB, 8 * KIB);
+    for read_pattern in ["quorum", "fifo"] {
+        let rule = fault(
+            "read",
+            &[
+                "offset = 65536",
+                "length = 8192",
+                "error = \"EIO\"",
+                "once = true",
+            ],
+        );
+        let options = format!("rewrite_corrupted = true\nread_pattern = \"{read_pattern}\"");
+        let server = Sandbox::new().serve(&config(&options, &rule, ""));
+        let data = pattern(16, 256 * KIB as usize);
+        server.write_volume("vm", 0, &data);
+        let want = &data[at as usize..(at + len) as usize];
+        server.write_file_at("a.img", at, &vec![0xEE; len as usize]);
+
+        let what = format!("{read_pattern}: the read over the failing range");
+        assert_bytes_eq(&server.read_volume("vm", at, len), want, &what);
+        assert_bytes_eq(
+            &server.read_file_at("a.img", at, len as usize),
+            want,
+            &format!("{read_pattern}: a.img, whose read failed, after the read"),
+        );
+        let events = server.all_events();
+        let reports = named(&events, "QUORUM_REPORT_BAD");
+        assert_eq!(reports.len(), 1, "{read_pattern}: {events:?}");
+        check_report(reports[0], "vm", "a", "read", Some(EIO));
+        let rewrites = named(&events, "QUORUM_REWRITE");
+        assert_eq!(rewrites.len(), 1, "{read_pattern}: {events:?}");
+        assert_eq!(rewrites[0]["data"]["node-name"], "a", "{}", rewrites[0]);
+        assert_eq!(
+            (
+                data_u64(rewrites[0], "offset"),
+                data_u64(rewrites[0], "bytes")
+            ),
+            (at, len),
+            "{read_pattern}: {}",
+            rewrites[0]
+        );
+        assert_eq!(
+            server.metric(r#"quorum_repaired_bytes_total{volume="vm",child="a"}"#),
+            len as f64
+        );
+        for f in ["b.img", "c.img"] {
+            assert_bytes_eq(&server.read_file_at(f, at, len as usize), want, f);
+        }
+        // The next read meets the repaired bytes (fifo: from a itself).
+        let last = server.last_event_id();
+        assert_bytes_eq(&server.read_volume("vm", at, len), want, &what);
+        let after = server.events(&format!("since={last}"));
+        assert!(after.is_empty(), "{read_pattern}: {after:?}");
+    }
 }

@@ -673,6 +673,28 @@ fn accept_queue(port: u16) -> Option<usize> {
         })
 }
 
+/// The bytes queued (`tx_queue` + `rx_queue` of `/proc/net/tcp`) on the
+/// connections to or from 127.0.0.1:`port`, both ends, listener excluded.
+fn queued_bytes(port: u16) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return 0;
+    };
+    let end = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let ours = fields.get(1) == Some(&end.as_str()) || fields.get(2) == Some(&end.as_str());
+            if !ours || fields.get(3) == Some(&"0A") {
+                return None;
+            }
+            let (tx, rx) = fields.get(4)?.split_once(':')?;
+            Some(u64::from_str_radix(tx, 16).ok()? + u64::from_str_radix(rx, 16).ok()?)
+        })
+        .sum()
+}
+
 /// Opens `n` connections that send half a request head and nothing more;
 /// each with the moment it was opened. Non-blocking from then on.
 ///
@@ -789,8 +811,13 @@ fn a_connection_beyond_max_connections_is_closed_at_once() {
         abc_volume("1MiB", "")
     );
     let server = Sandbox::new().serve(&config);
+    let fds_before = open_fds(&server);
     let idle = half_heads(&server, 50);
-    thread::sleep(Duration::from_millis(200));
+    // The server has taken them: none waits to be accepted, and it holds
+    // their sockets (49 at least: see the harness's connection below).
+    wait_until("the server to accept the 50 idle connections", || {
+        accept_queue(server.port()) == Some(0) && open_fds(&server) >= fds_before + 49
+    });
 
     let request = request_head(&server, "GET", "/healthz", &[]);
     let extra = exchange(&server, &request, Duration::from_secs(1));
@@ -881,8 +908,21 @@ fn stalled_whole_volume_reads_hold_no_thread_gate_or_range() {
         streaming >= 1,
         "none of the 100 whole-volume GETs got its answer started: the attack is not in place"
     );
-    // Time for the server to fill the sockets and block.
-    thread::sleep(Duration::from_secs(1));
+    // The server has filled the sockets and blocks: the bytes queued on
+    // the connections (sent, not yet taken) stop growing.
+    let mut queued = queued_bytes(server.port());
+    let mut steady = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while steady < 3 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(100));
+        let now = queued_bytes(server.port());
+        steady = if now == queued { steady + 1 } else { 0 };
+        queued = now;
+    }
+    assert!(
+        steady == 3,
+        "the stalled GETs' queued bytes kept changing for 10 s (last {queued})"
+    );
     let mut problems = Vec::new();
 
     let fds = open_fds(&server);

@@ -303,3 +303,104 @@ fn a_finished_sync_is_saved_at_once() {
     });
     assert_eq!(saved()["children"].as_array().map(Vec::len), Some(4));
 }
+
+/// Children of the other backends added at run time (SPEC 4): an S3 child
+/// (a real SeaweedFS) and a remote one (a block server), each on an
+/// endpoint of `allowed_endpoints`. Each syncs to `healthy`; then the two
+/// file children are removed, so every read is voted by the added two
+/// alone, and a write after that lands on both (the block server's file and
+/// the store's chunk object say so).
+#[test]
+fn s3_and_remote_children_are_added_at_run_time_and_sync() {
+    let weed = crate::s3::Weed::start();
+    let block = crate::remote::block_server("1MiB", "");
+    let config = format!(
+        "allowed_endpoints = [\"{}\", \"http://127.0.0.1:{}\"]\n{}",
+        weed.endpoint(),
+        block.port(),
+        volume("vm", "1MiB", 1, "", &[child("a"), child("b")])
+    );
+    let server = Sandbox::new().serve(&config);
+    let data = pattern(60, MIB as usize);
+    server.write_volume("vm", 0, &data);
+
+    let add_with = |name: &str, uri: &str, options: Value| {
+        let body = json!({ "name": name, "uri": uri, "options": options }).to_string();
+        server.send(
+            server
+                .request(Method::POST, "/v1/volumes/vm/children")
+                .body(body),
+        )
+    };
+    let s3 = add_with(
+        "s",
+        "s3://blocks/vm",
+        json!({
+            "aws_endpoint": weed.endpoint(),
+            "aws_allow_http": "true",
+            "aws_region": "us-east-1",
+            "aws_access_key_id": crate::s3::ACCESS_KEY,
+            "aws_secret_access_key": crate::s3::SECRET_KEY,
+            "chunk_size": "64KiB",
+        }),
+    );
+    s3.expect_status(201);
+    assert_eq!(s3.json()["backend"], "s3", "{}", s3.preview());
+    assert!(
+        !s3.text().contains(crate::s3::SECRET_KEY),
+        "the secret is in the answer"
+    );
+    let remote = add_with(
+        "r",
+        &format!("http://127.0.0.1:{}/v1/volumes/blk", block.port()),
+        json!({ "timeout": "2s", "connect_timeout": "500ms" }),
+    );
+    remote.expect_status(201);
+    assert_eq!(remote.json()["backend"], "http", "{}", remote.preview());
+    wait_until("s and r to be synced", || {
+        let cs = children(&server);
+        cs.len() == 4 && cs[2..].iter().all(|c| c["state"] == "healthy")
+    });
+
+    remove(&server, "a").expect_status(204);
+    remove(&server, "b").expect_status(204);
+    let names: Vec<Value> = children(&server)
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("s"), json!("r")]);
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, MIB),
+        &data,
+        "the volume, read from s and r alone",
+    );
+    let events = server.all_events();
+    assert!(
+        named(&events, "QUORUM_REPORT_BAD").is_empty(),
+        "s and r agree everywhere: {events:?}"
+    );
+
+    let last = pattern(61, 4096);
+    server.write_volume("vm", 3 * 64 * KIB, &last);
+    assert_bytes_eq(
+        &block.read_file_at("disk.img", 3 * 64 * KIB, 4096),
+        &last,
+        "the block server's file",
+    );
+    let chunk = crate::s3::runtime()
+        .block_on(async {
+            use object_store::ObjectStoreExt;
+            weed.client()
+                .get(&crate::s3::chunk_object("vm", 3))
+                .await?
+                .bytes()
+                .await
+        })
+        .expect("read chunk 3 from the store");
+    assert_bytes_eq(&chunk[..4096], &last, "chunk 3 in the store");
+    assert_bytes_eq(
+        &chunk[4096..],
+        &data[(3 * 64 * KIB + 4096) as usize..(4 * 64 * KIB) as usize],
+        "the rest of chunk 3",
+    );
+}

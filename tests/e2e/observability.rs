@@ -218,6 +218,65 @@ fn server_after_bad_read() -> (Server, String, PathBuf) {
 // 1. /metrics: exact samples, promtool, and every name the dashboards query
 // ---------------------------------------------------------------------------
 
+/// SPEC 7: every op has its series, counted exactly: requests, bytes
+/// (write-zeroes counts its length, a flush none) and the duration
+/// histogram, per op; nothing failed, so the failure and error series stay
+/// at zero.
+#[test]
+fn every_op_is_counted_in_its_own_series() {
+    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(6, 4096));
+    server.write_volume("vm", 10_000, &pattern(7, 1000));
+    for (offset, length) in [(65_536, 65_536), (130_000, 5000)] {
+        server
+            .post(&format!(
+                "/v1/volumes/vm/write-zeroes?offset={offset}&length={length}"
+            ))
+            .expect_status(204);
+    }
+    for _ in 0..3 {
+        server.post("/v1/volumes/vm/flush").expect_status(204);
+    }
+    server.read_volume("vm", 0, 8192);
+    let text = fetch_metrics(&server);
+    let metrics = Metrics::parse(&text);
+    for (op, count, bytes) in [
+        ("read", 1.0, 8192.0),
+        ("write", 2.0, 5096.0),
+        ("write_zeroes", 2.0, 70_536.0),
+        ("flush", 3.0, 0.0),
+    ] {
+        let labels = format!(r#"volume="vm",op="{op}""#);
+        let get = |name: &str| {
+            metrics
+                .get(&format!("{name}{{{labels}}}"))
+                .unwrap_or_else(|| panic!("no {name}{{{labels}}}:\n{}", family(&text, name)))
+        };
+        assert_eq!(get("quorum_requests_total"), count, "requests of {op}");
+        assert_eq!(get("quorum_request_bytes_total"), bytes, "bytes of {op}");
+        assert_eq!(
+            get("quorum_request_duration_seconds_count"),
+            count,
+            "durations of {op}"
+        );
+        let inf = metrics.get(&format!(
+            r#"quorum_request_duration_seconds_bucket{{{labels},le="+Inf"}}"#
+        ));
+        assert_eq!(inf, Some(count), "the +Inf bucket of {op}");
+        assert!(
+            get("quorum_request_duration_seconds_sum") > 0.0,
+            "the time of {op}"
+        );
+        assert_eq!(get("quorum_failures_total"), 0.0, "failures of {op}");
+        for child in ["a", "b", "c"] {
+            let errors = metrics.get(&format!(
+                r#"quorum_child_errors_total{{volume="vm",child="{child}",op="{op}"}}"#
+            ));
+            assert_eq!(errors, Some(0.0), "errors of {child} in {op}");
+        }
+    }
+}
+
 #[test]
 fn live_metrics_pass_promtool_and_name_every_dashboard_metric() {
     let promtool = require_tool("promtool");
@@ -540,7 +599,12 @@ fn real_prometheus_sees_a_bad_replica() {
     fs::create_dir(&dir).expect("create the prometheus directory");
     let deploy = root().join("deploy/prometheus");
     let source = fs::read_to_string(deploy.join("prometheus.yml")).expect("read prometheus.yml");
-    let port = free_port();
+    // Prometheus's own address is in the config it reads, so it cannot
+    // pick its port: a port that was free a moment ago (it never restarts).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port();
     let derived = derive_prometheus_config(
         &source,
         &format!("127.0.0.1:{}", server.port()),
@@ -676,6 +740,20 @@ fn real_prometheus_sees_a_bad_replica() {
 
 #[test]
 fn dashboard_shows_a_bad_replica_in_chromium() {
+    dashboard_in_chromium(None);
+}
+
+/// The same with an `[auth] token` configured: the page asks for it in its
+/// token form, the script enters it, and everything else works as without
+/// (the live stream, the scrub button, the membership events).
+#[test]
+fn dashboard_asks_for_the_token_and_then_works_in_chromium() {
+    dashboard_in_chromium(Some("dash-b0ard-t0ken"));
+}
+
+/// Runs `tests/dashboard/dashboard.test.mjs` against a server (with `token`
+/// configured, if given) and checks what the server recorded of it.
+fn dashboard_in_chromium(token: Option<&str>) {
     let node = require_tool("node");
     require_tool("chromium");
     let script = root().join("tests/dashboard/dashboard.test.mjs");
@@ -690,10 +768,16 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
     );
 
     // The script adds a child d (d.img, under child_roots) and removes it.
-    let server = Sandbox::new().serve(&format!(
-        "child_roots = [\".\"]\n{}",
+    let auth = token.map_or_else(String::new, |t| format!("[auth]\ntoken = \"{t}\"\n"));
+    let mut server = Sandbox::new().serve(&format!(
+        "child_roots = [\".\"]\n{auth}{}",
         abc_volume("1MiB", "")
     ));
+    if let Some(t) = token {
+        // The token is real: without it the API is refused.
+        server.get("/v1/volumes").expect_error(401, "unauthorized");
+        server.set_token(Some(t));
+    }
     // The script overwrites 4 KiB at 8192 of c's file with 0x42: write data
     // there that differs in every byte, so c loses the vote on all 4096.
     let data: Vec<u8> = pattern(13, 4 * BLOCK as usize)
@@ -704,25 +788,41 @@ fn dashboard_shows_a_bad_replica_in_chromium() {
 
     let artifacts = root().join("target/test-artifacts");
     fs::create_dir_all(&artifacts).expect("create target/test-artifacts");
-    let png = artifacts.join("dashboard.png");
+    let png = artifacts.join(if token.is_some() {
+        "dashboard-token.png"
+    } else {
+        "dashboard.png"
+    });
     let _ = fs::remove_file(&png);
 
+    let mut command = Command::new(&node);
+    command
+        .current_dir(root())
+        .arg(&script)
+        .env("QUORUM_URL", server.url(""))
+        .env("QUORUM_CHILD_FILE", server.file("c.img"))
+        .env("QUORUM_VOLUME", "vm")
+        .env("QUORUM_CHILD", "c")
+        .env("QUORUM_NEW_CHILD", "d")
+        .env("QUORUM_NEW_CHILD_URI", "d.img")
+        .env("SCREENSHOT", &png)
+        .env_remove("QUORUM_TOKEN");
+    if let Some(t) = token {
+        command.env("QUORUM_TOKEN", t);
+    }
     let run = run_bounded(
-        Command::new(&node)
-            .current_dir(root())
-            .arg(&script)
-            .env("QUORUM_URL", server.url(""))
-            .env("QUORUM_CHILD_FILE", server.file("c.img"))
-            .env("QUORUM_VOLUME", "vm")
-            .env("QUORUM_CHILD", "c")
-            .env("QUORUM_NEW_CHILD", "d")
-            .env("QUORUM_NEW_CHILD_URI", "d.img")
-            .env("SCREENSHOT", &png)
-            .env_remove("QUORUM_TOKEN"),
+        &mut command,
         None,
         &server.file("logs/dashboard-test.log"),
         BROWSER_DEADLINE,
     );
+    if token.is_some() {
+        assert!(
+            run.output.contains("ok: the page asks for the API token"),
+            "the page never asked for the token:\n{}",
+            run.output
+        );
+    }
     if !run.success() {
         panic!(
             "the dashboard test `{}` {} after {:.1?}.\nits output:\n{}\nthe server's stderr:\n{}",

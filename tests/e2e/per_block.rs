@@ -111,6 +111,11 @@ fn a_block_without_majority_fails_the_read() {
     assert_eq!(failures[0]["data"]["type"], "read", "{}", failures[0]);
     assert!(named(&events, "QUORUM_REWRITE").is_empty(), "{events:?}");
     server.assert_unchanged(&snap, "a failed vote must not write");
+    // SPEC 7: the failed read is counted.
+    assert_eq!(
+        server.metric(r#"quorum_failures_total{volume="vm",op="read"}"#),
+        1.0
+    );
 
     // The blocks that agree still read.
     let back = server.read_volume("vm", 0, 3 * BLOCK);

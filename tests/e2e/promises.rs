@@ -224,3 +224,77 @@ fn the_stale_journal_stays_bounded_while_the_server_runs() {
         .expect("child c");
     assert_eq!(c["stale_bytes"], 4096, "{c}");
 }
+
+/// SPEC 8.1 for a GET without Range: a live copy of the whole volume, read
+/// in pieces of 1 MiB, each atomic. Two writers keep replacing whole 1 MiB
+/// pieces, each write with its own id in every 8-byte word; every piece of
+/// every whole-volume GET taken meanwhile holds one id throughout (one
+/// write, whole), and never an id that was not written there.
+#[test]
+fn a_whole_volume_get_during_writes_is_consistent_per_piece() {
+    const PIECES: u64 = 8;
+    let server = Arc::new(Sandbox::new().serve(&abc_volume("8MiB", "")));
+    let fill = |id: u64| -> Vec<u8> {
+        std::iter::repeat_n(id.to_le_bytes(), (MIB / 8) as usize)
+            .flatten()
+            .collect()
+    };
+    // Write id = piece * 1_000_000 + n, so an id names its piece too.
+    for p in 0..PIECES {
+        server.write_volume("vm", p * MIB, &fill(p * 1_000_000));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (server, stop, writes) = (server.clone(), stop.clone(), writes.clone());
+            thread::spawn(move || {
+                let mut rng = Rng(40 + w);
+                let mut n = 1 + w;
+                while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                    let p = rng.below(PIECES);
+                    server.write_volume("vm", p * MIB, &fill(p * 1_000_000 + n));
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    n += 2;
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut gets = 0;
+    let mut problems = Vec::new();
+    while Instant::now() < deadline || gets < 3 {
+        let r = server.get(DATA);
+        r.expect_status(200);
+        assert_eq!(r.body.len() as u64, PIECES * MIB, "the whole volume");
+        for (p, piece) in r.body.chunks(MIB as usize).enumerate() {
+            let first = u64::from_le_bytes(piece[..8].try_into().expect("a word"));
+            let torn = piece.chunks(8).position(|w| w != first.to_le_bytes());
+            if first / 1_000_000 != p as u64 {
+                problems.push(format!(
+                    "GET {gets}: piece {p} holds id {first}, written elsewhere"
+                ));
+            }
+            if let Some(at) = torn {
+                let other =
+                    u64::from_le_bytes(piece[at * 8..at * 8 + 8].try_into().expect("a word"));
+                problems.push(format!(
+                    "GET {gets}: piece {p} is torn: id {first} up to byte {}, then id {other}",
+                    at * 8
+                ));
+            }
+        }
+        gets += 1;
+        if gets >= 200 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("a writer");
+    }
+    let writes = writes.load(Ordering::Relaxed);
+    eprintln!("{gets} whole-volume GETs during {writes} writes of 1 MiB");
+    assert!(writes >= 10, "only {writes} writes ran during the GETs");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

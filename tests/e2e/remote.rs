@@ -13,10 +13,11 @@ const DATA: &str = "/v1/volumes/vm/data";
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A block server: a quorum-server whose volume `blk` is one file child at
-/// threshold 1 (the README's recipe), on a fixed port so it can restart.
+/// threshold 1 (the README's recipe), restarted on its first port so that
+/// the front finds it again.
 pub fn block_server(size: &str, extra: &str) -> Server {
     let config = format!("{extra}\n{}", volume("blk", size, 1, "", &[child("disk")]));
-    Sandbox::new().serve_on(&config, free_port())
+    Sandbox::new().serve_pinned(&config)
 }
 
 /// A child table for a remote volume.
@@ -75,7 +76,7 @@ fn a_corrupt_block_server_is_outvoted_and_named() {
 /// a quorum of three files.
 #[test]
 fn nested_quorums_a_store_and_a_local_file() {
-    let inner = Sandbox::new().serve_on(&abc_volume("1MiB", ""), free_port());
+    let inner = Sandbox::new().serve(&abc_volume("1MiB", ""));
     let weed = Weed::start();
     let front = front(&[
         child("local"),

@@ -5,7 +5,9 @@
 //! request ends (Content-Length or chunked bodies) and where its answer
 //! ends, so it can hold a whole request back after the client has given up
 //! on it and send it on later, the way a slow network or a store that
-//! queues requests lands a write late.
+//! queues requests lands a write late; or flip a byte of an answer's body,
+//! the way a bad link or a store that serves other bytes than it hashed
+//! would.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
@@ -41,6 +43,11 @@ fn chunk_put(method: &str, target: &str) -> bool {
     method == "PUT" && target.contains("/chunks/")
 }
 
+/// A GET of chunk 2.
+fn chunk_2_get(method: &str, target: &str) -> bool {
+    method == "GET" && target.contains(&format!("/chunks/{:016x}", 2))
+}
+
 /// A request that got through the proxy, and the status it was answered.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -60,6 +67,11 @@ struct State {
     late_answer: Option<u16>,
     /// Answer 500 to every request that matches, without forwarding it.
     fail: Option<Matcher>,
+    /// Flip a byte in the body of the answer to the next request that
+    /// matches.
+    corrupt: Option<Matcher>,
+    /// How many answers had a byte flipped.
+    corrupted: usize,
     log: Vec<Exchange>,
 }
 
@@ -172,6 +184,17 @@ impl Proxy {
         self.shared.state().fail = matcher;
     }
 
+    /// Flips one byte in the body of the answer to the next request that
+    /// `matcher` accepts (its headers, ETag included, unchanged).
+    pub fn corrupt_next(&self, matcher: Matcher) {
+        self.shared.state().corrupt = Some(matcher);
+    }
+
+    /// How many answers had a byte flipped so far.
+    pub fn corrupted(&self) -> usize {
+        self.shared.state().corrupted
+    }
+
     /// Every exchange so far, in the order the answers came.
     pub fn log(&self) -> Vec<Exchange> {
         self.shared.state().log.clone()
@@ -195,6 +218,8 @@ impl Drop for Proxy {
 struct Message {
     head: Head,
     raw: Vec<u8>,
+    /// Where the first byte of the body's data is in `raw`, if it has any.
+    body_at: Option<usize>,
 }
 
 /// Relays one client connection, request by request.
@@ -244,7 +269,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
             }
         }
         to_store.write_all(&request.raw)?;
-        let answer = read_message(&mut from_store, Some(&method))?.ok_or_else(|| {
+        let mut answer = read_message(&mut from_store, Some(&method))?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the store closed the connection",
@@ -253,6 +278,13 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let status = answer.head.status;
         {
             let mut s = shared.state();
+            if s.corrupt.is_some_and(|m| m(&method, &target)) {
+                if let Some(at) = answer.body_at {
+                    answer.raw[at] ^= 0x01;
+                    s.corrupt = None;
+                    s.corrupted += 1;
+                }
+            }
             if hold {
                 s.late_answer = Some(status);
                 shared.changed.notify_all();
@@ -298,18 +330,23 @@ fn read_message(r: &mut impl BufRead, method: Option<&str>) -> io::Result<Option
             break head;
         }
     };
+    let mut body_at = None;
     match head.framing(method == Some("HEAD")) {
         Framing::Empty => {}
         Framing::Length(n) => {
             let start = raw.len();
             raw.resize(start + n, 0);
             r.read_exact(&mut raw[start..])?;
+            body_at = (n > 0).then_some(start);
         }
         Framing::Chunked => loop {
             let mut line = Vec::new();
             r.read_until(b'\n', &mut line)?;
             raw.extend_from_slice(&line);
             let size = chunk_size(&line).ok_or_else(|| bad("a bad chunk size".into()))?;
+            if size > 0 && body_at.is_none() {
+                body_at = Some(raw.len());
+            }
             if size == 0 {
                 // Trailers, up to an empty line.
                 loop {
@@ -329,10 +366,12 @@ fn read_message(r: &mut impl BufRead, method: Option<&str>) -> io::Result<Option
         },
         // An answer without a length ends with the connection.
         Framing::UntilClose => {
+            let start = raw.len();
             r.read_to_end(&mut raw)?;
+            body_at = (raw.len() > start).then_some(start);
         }
     }
-    Ok(Some(Message { head, raw }))
+    Ok(Some(Message { head, raw, body_at }))
 }
 
 /// The `127.0.0.1:PORT` of an `http://` endpoint.
@@ -408,13 +447,14 @@ fn a_put_that_lands_late_does_not_undo_a_newer_write() {
     );
     // Either B failed on the s3 child, which is stale now, or a retry of
     // the PUT got through (unconditional PUTs are retried after a
-    // timeout); the held PUT is on its way either way. Wait past the
-    // circuit breaker's first back-off (500 ms), so that C is tried on the
-    // s3 child.
-    thread::sleep(Duration::from_millis(1200));
+    // timeout); the held PUT is on its way either way. C is written until
+    // it reaches the s3 child: while the child's breaker is open (its
+    // first back-off is 500 ms) a write of C misses it and leaves it stale,
+    // so a write after which the child is fresh reached it (or the resync
+    // copied C onto it since).
     let c = vec![0xCC; len];
-    server.write_volume("vm", offset, &c);
-    wait_until("the s3 child to be fresh again", || {
+    wait_until("a write of C to reach the s3 child", || {
+        server.write_volume("vm", offset, &c);
         child_json(&server, "s")["stale_bytes"] == 0
     });
     let before = object(&weed, &path).expect("chunk 1 exists");
@@ -562,4 +602,67 @@ fn whole_chunk_writes_overwrite_an_unreadable_chunk_without_reading_it() {
         "{:?}",
         &log[seen..]
     );
+}
+
+/// A chunk whose bytes do not match its ETag (README, S3 children: "every
+/// GET checks the chunk's MD5 against its ETag"): the proxy flips one byte
+/// of the body of a GET of chunk 2 on its way from the store, leaving the
+/// headers as the store sent them. The s3 child's read fails with an I/O
+/// error that names the MD5 and the ETag; the file children outvote it, the
+/// error is counted and reported, and `rewrite_corrupted` writes the chunk
+/// back; the next read, not tampered with, is clean.
+#[test]
+fn a_chunk_whose_bytes_do_not_match_its_etag_is_a_child_error() {
+    let weed = Weed::start();
+    let proxy = Proxy::start(socket_addr(&weed.endpoint()));
+    let s3 = s3_child("s", &weed, "vm").replace(&weed.endpoint(), &proxy.endpoint());
+    let server = Sandbox::new().serve(&volume(
+        "vm",
+        "1MiB",
+        2,
+        "rewrite_corrupted = true",
+        &[child("a"), child("b"), s3],
+    ));
+    let data = pattern(62, 4 * CHUNK as usize);
+    server.write_volume("vm", 0, &data);
+    let chunk = &data[2 * CHUNK as usize..3 * CHUNK as usize];
+
+    proxy.corrupt_next(chunk_2_get);
+    assert_bytes_eq(
+        &server.read_volume("vm", 2 * CHUNK, CHUNK),
+        chunk,
+        "the read of chunk 2",
+    );
+    assert_eq!(
+        proxy.corrupted(),
+        1,
+        "the GET of chunk 2 was not tampered with"
+    );
+    let events = server.all_events();
+    let reports = named(&events, "QUORUM_REPORT_BAD");
+    assert_eq!(reports.len(), 1, "{events:?}");
+    check_report(reports[0], "vm", "s", "read", Some("MD5"));
+    let error = reports[0]["data"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("ETag"), "{error}");
+    assert_eq!(
+        server.metric(r#"quorum_child_errors_total{volume="vm",child="s",op="read"}"#),
+        1.0
+    );
+    let rewrites = named(&events, "QUORUM_REWRITE");
+    assert_eq!(rewrites.len(), 1, "{events:?}");
+    assert_eq!(rewrites[0]["data"]["node-name"], "s", "{}", rewrites[0]);
+    assert_bytes_eq(
+        &object(&weed, "vm/chunks/0000000000000002").expect("chunk 2 exists"),
+        chunk,
+        "chunk 2 in the store",
+    );
+
+    let last = server.last_event_id();
+    assert_bytes_eq(
+        &server.read_volume("vm", 2 * CHUNK, CHUNK),
+        chunk,
+        "the next read of chunk 2",
+    );
+    let after = server.events(&format!("since={last}"));
+    assert!(after.is_empty(), "{after:?}");
 }

@@ -145,3 +145,35 @@ fn a_missing_config_file_is_refused() {
         "the error should name the file: {stderr:?}"
     );
 }
+
+/// A child that cannot be reached at start (a remote block server or an S3
+/// endpoint whose port refuses connections) stops the start: a non-zero
+/// exit with one line naming the volume and the child, within the start
+/// deadline (the client's bounded timeouts, not object_store's minutes of
+/// retries).
+#[test]
+fn a_child_unreachable_at_start_is_refused_with_one_line() {
+    let refusing = RefusingPort::new();
+    let port = refusing.port;
+    let http = format!(
+        "  [[volume.child]]\n  name = \"far\"\n  uri = \"http://127.0.0.1:{port}/v1/volumes/blk\"\n  options = {{ timeout = \"2s\", connect_timeout = \"500ms\" }}\n"
+    );
+    let s3 = format!(
+        "  [[volume.child]]\n  name = \"far\"\n  uri = \"s3://blocks/vm\"\n  options = {{ aws_endpoint = \"http://127.0.0.1:{port}\", aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = \"k\", aws_secret_access_key = \"s\" }}\n"
+    );
+    for (what, child_table) in [("http", http), ("s3", s3)] {
+        let sandbox = Sandbox::new();
+        let failure = sandbox.start_expecting_failure(&volume(
+            "vm",
+            "1MiB",
+            2,
+            "",
+            &[child("a"), child("b"), child_table],
+        ));
+        let line = failure.one_line();
+        assert!(
+            line.contains("vm") && line.contains("far"),
+            "{what}: the line should name the volume and the child: {line}"
+        );
+    }
+}

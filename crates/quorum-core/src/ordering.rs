@@ -233,6 +233,76 @@ mod tests {
         t.join().expect("writer");
     }
 
+    /// Conflicting requests are granted in the order they arrived, not in
+    /// the order a wake-up happens to reach them: writes queued behind a
+    /// read run one after the other, first come first; a read that arrived
+    /// between them waits for the write before it and goes before the write
+    /// after it; a request runs as soon as none that came before it
+    /// overlaps it.
+    #[test]
+    fn conflicting_requests_are_granted_in_arrival_order() {
+        let lock = Arc::new(RangeLock::default());
+        let first = lock.shared(0, 100);
+        let requests = [
+            ("w1 0..100", 0, 100, true),
+            ("w2 50..60", 50, 60, true),
+            ("r3 40..70", 40, 70, false),
+            ("w4 0..10", 0, 10, true),
+            ("w5 55..56", 55, 56, true),
+        ];
+        // Each arrives once the one before it waits: the arrival order is
+        // the order of the list.
+        let mut queued = Vec::new();
+        for (n, (name, start, end, exclusive)) in requests.into_iter().enumerate() {
+            let request = take_on_thread(&lock, start, end, exclusive);
+            let deadline = Instant::now() + DEADLINE;
+            while lock.waiting() != n + 1 {
+                assert!(
+                    request.0.try_recv().is_err(),
+                    "{name}: granted on arrival, ahead of earlier requests that overlap it"
+                );
+                assert!(Instant::now() < deadline, "{name} did not queue");
+                thread::yield_now();
+            }
+            queued.push(request);
+        }
+        let names = requests.map(|r| r.0);
+        for (q, name) in queued.iter().zip(names) {
+            not_held(&q.0, name);
+        }
+        drop(first);
+        // w1 overlaps every later one: it alone runs.
+        held(&queued[0].0, names[0]);
+        wait_for_waiters(&lock, 4);
+        for (q, name) in queued.iter().zip(names).skip(1) {
+            not_held(&q.0, name);
+        }
+        let [w1, w2, r3, w4, w5] = <[_; 5]>::try_from(queued).expect("five requests");
+        drop(w1.1);
+        w1.2.join().expect("w1");
+        // w2 runs next, and w4 beside it: of the requests that came before
+        // w4, only w1 overlapped it.
+        held(&w2.0, names[1]);
+        held(&w4.0, names[3]);
+        wait_for_waiters(&lock, 2);
+        not_held(&r3.0, "r3 while w2, which came before it, runs");
+        not_held(&w5.0, "w5 while w2 runs");
+        drop(w2.1);
+        w2.2.join().expect("w2");
+        // r3 before w5, which overlaps it and came after it.
+        held(&r3.0, names[2]);
+        wait_for_waiters(&lock, 1);
+        not_held(&w5.0, "w5 while r3, which came before it, runs");
+        drop(r3.1);
+        r3.2.join().expect("r3");
+        held(&w5.0, names[4]);
+        assert_eq!(lock.waiting(), 0);
+        for (_, release, t) in [w4, w5] {
+            drop(release);
+            t.join().expect("a holder");
+        }
+    }
+
     #[test]
     fn a_later_read_queues_behind_a_waiting_write() {
         let lock = Arc::new(RangeLock::default());

@@ -64,9 +64,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     server::run(config, cli.listen)
 }
 
+/// The log filter unless `RUST_LOG` says otherwise. object_store logs each
+/// retry at info ("backing off"): quorum reports the child's failure
+/// itself, and a store unreachable at start must leave one line on stderr
+/// (SPEC 2), not a retry log before it.
+const DEFAULT_LOG_FILTER: &str = "info,tower_http=warn,object_store=warn";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -28,6 +28,8 @@
 //!   answers parsed by `httparse`;
 //! - [`metrics`]: `/metrics` parsed by `prometheus-parse`, a sample looked
 //!   up by its name and labels;
+//! - [`ports`]: the addresses a process listens on, a port that refuses,
+//!   and the lock on the fixed default port;
 //! - [`events`]: `/v1/events` and checks of the events of SPEC section 6;
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
 //!   tests' one random generator.
@@ -42,6 +44,7 @@ mod config;
 mod events;
 mod http;
 mod metrics;
+mod ports;
 mod raw;
 mod rng;
 mod sandbox;
@@ -52,6 +55,7 @@ pub use self::config::*;
 pub use self::events::*;
 pub use self::http::*;
 pub use self::metrics::*;
+pub use self::ports::*;
 pub use self::raw::*;
 pub use self::rng::*;
 pub use self::sandbox::*;
@@ -83,14 +87,6 @@ pub const BLOCK: u64 = 4 * KIB;
 
 /// The child files of the usual three-child volume.
 pub const ABC: [&str; 3] = ["a.img", "b.img", "c.img"];
-
-/// A port of 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port()
-}
 
 /// Polls `cond` until it holds or [`EFFECT_DEADLINE`] passes.
 #[track_caller]

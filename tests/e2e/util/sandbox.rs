@@ -172,38 +172,43 @@ impl Sandbox {
                 .collect(),
             cwd: self.file("cwd"),
             fixed_addr: None,
+            pin_port: false,
         };
         Server::start(self, launch)
     }
 
-    /// Starts the server on `config` at a fixed port of 127.0.0.1, so that a
-    /// restart (after a kill) comes back at the same address.
+    /// Starts the server on `config` at a port of 127.0.0.1 the kernel
+    /// picks, and restarts it (after a kill) on that port, so that others
+    /// that name its address find it again (see `ports`).
     #[track_caller]
-    pub fn serve_on(self, config: &str, port: u16) -> Server {
+    pub fn serve_pinned(self, config: &str) -> Server {
         let path = self.write_config(config);
         let launch = Launch {
             args: vec![
                 "--config".into(),
                 path.display().to_string(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                "127.0.0.1:0".into(),
             ],
             env: vec![],
             cwd: self.file("cwd"),
             fixed_addr: None,
+            pin_port: true,
         };
         Server::start(self, launch)
     }
 
     /// Starts `quorum-server` with no arguments in this directory (the
-    /// embedded default, on 127.0.0.1:8700).
+    /// embedded default, on 127.0.0.1:8700). The caller holds the
+    /// [`DefaultPortLock`](super::DefaultPortLock), which proves it.
     #[track_caller]
-    pub fn serve_default(self) -> Server {
+    pub fn serve_default(self, _port: &super::DefaultPortLock) -> Server {
         let launch = Launch {
             args: vec![],
             env: vec![],
             cwd: self.path.clone(),
             fixed_addr: Some(DEFAULT_ADDR.parse().expect("parse the default address")),
+            pin_port: false,
         };
         Server::start(self, launch)
     }

@@ -25,6 +25,8 @@ pub(super) struct Launch {
     pub(super) cwd: PathBuf,
     /// Set when the address is not printed for `127.0.0.1:0`.
     pub(super) fixed_addr: Option<SocketAddr>,
+    /// Restart on the port the first start printed (see `ports`).
+    pub(super) pin_port: bool,
 }
 
 /// A running `quorum-server` in a sandbox. Derefs to its [`Sandbox`].
@@ -143,6 +145,14 @@ impl Server {
             "the server listens on {}, not on 127.0.0.1",
             self.addr
         );
+        if self.launch.pin_port {
+            // From now on, restarts come back on this port.
+            let listen = self.addr.to_string();
+            if let Some(i) = self.launch.args.iter().position(|a| a == "--listen") {
+                self.launch.args[i + 1] = listen;
+            }
+            self.launch.pin_port = false;
+        }
 
         loop {
             let ok = self
@@ -252,8 +262,11 @@ impl Server {
         self.child.as_ref().expect("the server is running").id()
     }
 
-    /// The value of one series of `/metrics`, e.g.
-    /// `quorum_child_errors_total{volume="vm",child="a",op="read"}`; panics if
+    /// The TCP addresses the running server listens on (from `/proc`).
+    pub fn listening_addrs(&self) -> Vec<SocketAddr> {
+        super::listening_addrs(self.pid())
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("the server is running");

@@ -913,9 +913,11 @@ fn a_child_that_timed_out_is_not_tried_again_until_its_backoff_passed() {
         vec![0, 0, 20],
         "both writes are stale on c"
     );
-    // After the back-off, the next request tries it again.
+    // After the back-off (its length is `breaker.rs`'s test), the next
+    // request tries it again.
+    assert!(s.volume.breaker_open(2), "c's breaker opened");
     s.mems[2].hang_writes.store(false, Ordering::SeqCst);
-    thread::sleep(Duration::from_millis(600));
+    promises::wait_for("c's back-off to pass", || !s.volume.breaker_open(2));
     s.volume.write(0, Bytes::from(vec![3; 200])).expect("write");
     assert_eq!(s.mems[2].write_attempts.load(Ordering::SeqCst), 2);
     assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);

@@ -285,20 +285,16 @@ fn a_write_to_a_dirty_region_does_not_wait_for_another_regions_journal_sync() {
         thread::spawn(move || volume.write(GRAIN, Bytes::from(vec![2u8; B])))
     };
     wait_for("the fresh region's sync", || store.with(|s| s.in_sync));
-    let done = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let other = {
-        let (volume, done) = (volume.clone(), done.clone());
+        let volume = volume.clone();
         thread::spawn(move || {
             let r = volume.write(B as u64, Bytes::from(vec![3u8; B]));
-            done.store(true, Ordering::SeqCst);
+            let _ = done_tx.send(());
             r
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let finished = done.load(Ordering::SeqCst);
+    let finished = done_rx.recv_timeout(Duration::from_secs(2)).is_ok();
     store.with(|s| s.hold_syncs = false);
     fresh.join().expect("fresh").expect("fresh write");
     other.join().expect("other").expect("other write");

@@ -134,6 +134,12 @@ impl Volume {
         self.ranges.waiting()
     }
 
+    /// Whether child `index`'s breaker refuses requests now.
+    #[cfg(test)]
+    pub(crate) fn breaker_open(&self, index: usize) -> bool {
+        self.children[index].breaker.is_open()
+    }
+
     pub(super) fn check_range(&self, offset: u64, length: u64) -> Result<u64, VolumeError> {
         match offset.checked_add(length) {
             Some(end) if end <= self.size => Ok(end),
