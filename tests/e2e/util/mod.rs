@@ -90,12 +90,18 @@ pub const ABC: [&str; 3] = ["a.img", "b.img", "c.img"];
 
 /// Polls `cond` until it holds or [`EFFECT_DEADLINE`] passes.
 #[track_caller]
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + EFFECT_DEADLINE;
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(what, EFFECT_DEADLINE, cond);
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+#[track_caller]
+pub fn wait_until_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !cond() {
         assert!(
             Instant::now() < deadline,
-            "timed out after {EFFECT_DEADLINE:?} waiting for {what}"
+            "timed out after {limit:?} waiting for {what}"
         );
         thread::sleep(Duration::from_millis(20));
     }
