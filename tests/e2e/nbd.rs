@@ -279,6 +279,7 @@ fn fio_nbd_engine_verifies() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            "--verify_state_save=0",
             "--output-format=terse",
         ],
     );
