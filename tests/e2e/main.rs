@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod linearizability;
 mod membership;
+mod nbd;
 mod observability;
 mod per_block;
 mod promises;

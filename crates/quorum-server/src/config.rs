@@ -76,6 +76,34 @@ pub struct Config {
     pub volumes: Vec<VolumeConfig>,
     /// The directory relative paths are resolved against.
     pub base_dir: PathBuf,
+    /// The NBD export, when `[nbd]` is configured (or `--nbd` given).
+    pub nbd: Option<NbdConfig>,
+}
+
+/// The `[nbd]` section: where the volumes are served over NBD.
+#[derive(Debug, Clone)]
+pub struct NbdConfig {
+    /// The TCP address to listen on.
+    pub listen: SocketAddr,
+    /// Serve beyond loopback without TLS (NBD has no authentication).
+    pub allow_plaintext: bool,
+}
+
+impl NbdConfig {
+    /// Refuses a listen address beyond loopback unless plaintext is
+    /// allowed.
+    ///
+    /// # Errors
+    /// A one-line message that says what to do.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.ip().is_loopback() || self.allow_plaintext {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "nbd listen {}: NBD has no authentication and TLS is not supported yet, so anyone who can reach the port could read and write every volume; listen on a loopback address, or set [nbd] allow_plaintext = true",
+            self.listen
+        )))
+    }
 }
 
 /// One volume of the config.
@@ -120,8 +148,17 @@ struct RawConfig {
     resync_rate: Option<ByteSize>,
     scrub_rate: Option<ByteSize>,
     auth: Option<RawAuth>,
+    nbd: Option<RawNbd>,
     #[serde(default)]
     volume: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNbd {
+    listen: String,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +281,23 @@ impl Config {
         if volumes.is_empty() {
             return Err(ConfigError("no [[volume]] is configured".into()));
         }
+        let nbd = raw
+            .nbd
+            .map(|n| {
+                let listen = n.listen.parse().map_err(|e| {
+                    ConfigError(format!(
+                        "nbd listen {:?}: {e} (write it as IP:PORT)",
+                        n.listen
+                    ))
+                })?;
+                let nbd = NbdConfig {
+                    listen,
+                    allow_plaintext: n.allow_plaintext,
+                };
+                nbd.check()?;
+                Ok::<_, ConfigError>(nbd)
+            })
+            .transpose()?;
         Ok(Config {
             listen,
             data_dir,
@@ -264,6 +318,7 @@ impl Config {
             token,
             volumes,
             base_dir: base_dir.to_owned(),
+            nbd,
         })
     }
 }

@@ -3,8 +3,9 @@
 //! `quorum-server` reads a TOML config ([`config`]), opens each volume's
 //! children through `quorum-backends` and the volume through `quorum-core`
 //! ([`server`]), and serves the HTTP API of SPEC section 4 ([`api`]) with
-//! axum on tokio. The engine is synchronous; [`bridge`] is the one place
-//! where async handlers call it. Errors are mapped to statuses in one place
+//! axum on tokio, and the volumes over NBD ([`nbd`], the protocol being
+//! `quorum-nbd`'s). The engine is synchronous; [`bridge`] is the one place
+//! where async handlers (and NBD requests) call it. Errors are mapped to statuses in one place
 //! ([`error`]); the event log ([`events`]) numbers, persists and streams
 //! what the engine reports, and [`telemetry`] keeps every metric. The
 //! volume's background jobs ([`jobs`]: scrubs, and the [`resync`]) are
@@ -28,6 +29,7 @@ pub mod events;
 pub mod jobs;
 pub mod listener;
 pub mod membership;
+pub mod nbd;
 pub mod range;
 pub mod resync;
 pub mod server;
@@ -49,6 +51,10 @@ pub struct Cli {
     /// free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Serve the volumes over NBD on this address, overriding `[nbd]
+    /// listen` (127.0.0.1:0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub nbd: Option<SocketAddr>,
 }
 
 /// Runs the server the command line asks for, until SIGTERM or Ctrl-C.
@@ -61,7 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => config::Config::load(path)?,
         None => config::Config::embedded_default()?,
     };
-    server::run(config, cli.listen)
+    server::run(config, cli.listen, cli.nbd)
 }
 
 /// The log filter unless `RUST_LOG` says otherwise. object_store logs each

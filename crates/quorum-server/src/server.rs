@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::budget::Budget;
-use crate::config::{ChildConfig, Config, VolumeConfig};
+use crate::config::{ChildConfig, Config, NbdConfig, VolumeConfig};
 use crate::events::EventLog;
 use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
+use crate::nbd::NbdExports;
 use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -159,10 +160,24 @@ fn open_volume(
 }
 
 /// Serves `config` until SIGTERM or Ctrl-C. `listen` overrides the config's
-/// address. Prints `listening on http://ADDR` on stdout once bound.
-pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+/// address, `nbd` the NBD one. Prints `listening on http://ADDR` on stdout
+/// once bound, then `nbd listening on nbd://ADDR` when NBD is served.
+pub fn run(
+    mut config: Config,
+    listen: Option<SocketAddr>,
+    nbd: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         config.listen = addr;
+    }
+    if let Some(addr) = nbd {
+        let allow_plaintext = config.nbd.as_ref().is_some_and(|n| n.allow_plaintext);
+        let nbd = NbdConfig {
+            listen: addr,
+            allow_plaintext,
+        };
+        nbd.check()?;
+        config.nbd = Some(nbd);
     }
     if config.token.is_none() {
         config.token = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty());
@@ -212,7 +227,21 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         header_timeout: config.header_timeout,
         write_timeout: config.body_timeout,
     };
-    let served = runtime.block_on(serve(config.listen, state.clone(), limits));
+    let nbd = config.nbd.as_ref().map(|n| {
+        let exports = NbdExports::new(
+            &state.volumes,
+            &state.telemetry,
+            &state.budget,
+            config.body_timeout,
+        );
+        let limits = quorum_nbd::server::Limits {
+            max_connections: config.max_connections,
+            handshake_timeout: config.header_timeout,
+            write_timeout: config.body_timeout,
+        };
+        (n.listen, Arc::new(exports), limits)
+    });
+    let served = runtime.block_on(serve(config.listen, nbd, state.clone(), limits));
     for entry in state.volumes.values() {
         entry.stop();
     }
@@ -223,22 +252,64 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, state: Arc<AppState>, limits: Limits) -> anyhow::Result<()> {
+/// What the NBD listener needs: its address, the exports, the bounds.
+type NbdServe = (SocketAddr, Arc<NbdExports>, quorum_nbd::server::Limits);
+
+async fn serve(
+    addr: SocketAddr,
+    nbd: Option<NbdServe>,
+    state: Arc<AppState>,
+    limits: Limits,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let nbd_listener = match &nbd {
+        Some((addr, ..)) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for NBD on {addr}"))?;
+            let bound = l
+                .local_addr()
+                .context("cannot read the bound NBD address")?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     println!("listening on http://{bound}");
     tracing::info!(%bound, "listening");
     let shutdown = state.shutdown.clone();
+    let nbd_server = match (nbd, nbd_listener) {
+        (Some((_, exports, nbd_limits)), Some((l, nbd_bound))) => {
+            println!("nbd listening on nbd://{nbd_bound}");
+            tracing::info!(bound = %nbd_bound, "nbd listening");
+            Some(tokio::spawn(quorum_nbd::server::serve(
+                l,
+                exports,
+                nbd_limits,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.cancel();
-    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+    let both = async {
+        let http = server.await;
+        if let Some(nbd) = nbd_server {
+            if let Err(e) = nbd.await {
+                tracing::error!(error = %e, "the NBD server task failed");
+            }
+        }
+        http
+    };
+    match tokio::time::timeout(DRAIN_DEADLINE, both).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow!("the HTTP server task failed: {e}")),
         Err(_) => {

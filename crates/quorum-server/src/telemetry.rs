@@ -271,6 +271,20 @@ impl Telemetry {
         total.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Moves the count of NBD connections in transmission on `volume` by
+    /// `delta` (`0` registers the series at zero).
+    pub fn nbd_connections(&self, volume: &str, delta: i64) {
+        let gauge = self.recorder.register_gauge(
+            &key("quorum_nbd_connections", &[("volume", volume)]),
+            &METADATA,
+        );
+        match delta {
+            0 => gauge.increment(0.0),
+            d if d > 0 => gauge.increment(d as f64),
+            d => gauge.decrement(d.unsigned_abs() as f64),
+        }
+    }
+
     /// Counts bytes a background job went through.
     pub fn job_bytes(&self, volume: &str, kind: JobKind, bytes: u64) {
         let Some(v) = self.volumes.get(volume) else {
@@ -481,6 +495,11 @@ fn describe(r: &PrometheusRecorder) {
         KeyName::from("quorum_stale_bytes"),
         Some(Unit::Bytes),
         SharedString::from("Bytes a child missed that a resync has not copied yet."),
+    );
+    r.describe_gauge(
+        KeyName::from("quorum_nbd_connections"),
+        None,
+        SharedString::from("NBD connections in transmission, by volume."),
     );
     r.describe_gauge(
         KeyName::from("quorum_child_healthy"),

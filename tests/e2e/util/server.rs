@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub struct Server {
     command_line: String,
     /// The line the server printed with its URL.
     pub url_line: String,
+    /// The `nbd listening on nbd://ADDR` line, once printed.
+    nbd_line: Arc<Mutex<Option<String>>>,
     /// How many times it was started (names the log files).
     runs: u32,
 }
@@ -65,6 +68,7 @@ impl Server {
             token: None,
             command_line: String::new(),
             url_line: String::new(),
+            nbd_line: Arc::default(),
             runs: 0,
         };
         server.spawn();
@@ -96,6 +100,8 @@ impl Server {
         // Copy stdout to its log; hand the first line with a URL over.
         let stdout = child.stdout.take().expect("the child's stdout is piped");
         let (tx, rx) = mpsc::channel();
+        self.nbd_line = Arc::default();
+        let nbd_line = self.nbd_line.clone();
         thread::spawn(move || {
             let mut log = File::create(stdout_log).ok();
             let mut sent = false;
@@ -103,6 +109,9 @@ impl Server {
                 let Ok(line) = line else { break };
                 if let Some(log) = log.as_mut() {
                     let _ = writeln!(log, "{line}");
+                }
+                if line.starts_with("nbd listening on nbd://") {
+                    *nbd_line.lock().unwrap_or_else(PoisonError::into_inner) = Some(line.clone());
                 }
                 if !sent && line.contains("http://") {
                     sent = true;
@@ -255,6 +264,32 @@ impl Server {
     /// The server's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The NBD address the server printed (`nbd listening on nbd://ADDR`);
+    /// panics if it printed none within [`START_DEADLINE`].
+    #[track_caller]
+    pub fn nbd_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let line = self
+                .nbd_line
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(line) = line {
+                let addr = line.trim().strip_prefix("nbd listening on nbd://");
+                return addr.and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+                    panic!("printed {line:?}, not `nbd listening on nbd://ADDR`")
+                });
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{}` printed no `nbd listening on nbd://ADDR` line within {START_DEADLINE:?}",
+                self.command_line
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The process id of the running server, for `/proc/PID/...`.

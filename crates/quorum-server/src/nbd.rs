@@ -1,0 +1,213 @@
+//! The volumes as NBD exports (SPEC section 9), over the HTTP handlers'
+//! own path.
+//!
+//! `quorum-nbd` speaks the protocol; here each of its calls becomes the
+//! engine call an HTTP handler would make, the same way: the request's
+//! memory from the server-wide [`Budget`], the engine call on the blocking
+//! pool through [`blocking`] with the membership gate held
+//! ([`VolumeEntry::run`]), and the request counted in [`Telemetry`]. So an
+//! NBD read votes, reports, repairs and marks stale exactly like an HTTP
+//! read, and the same events and metrics follow.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quorum_core::{Op, Volume, VolumeError};
+use quorum_nbd::{Export, ExportError, Exports, Extent};
+
+use crate::bridge::blocking;
+use crate::budget::{Budget, Reservation};
+use crate::membership::VolumeEntry;
+use crate::telemetry::Telemetry;
+
+/// Zeroes written for `NBD_CMD_FLAG_NO_HOLE`, a piece at a time.
+static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Every volume of the server, by name.
+pub struct NbdExports {
+    volumes: BTreeMap<String, Arc<NbdVolume>>,
+}
+
+impl NbdExports {
+    /// The exports of `volumes`; requests wait at most `budget_wait` for
+    /// room in `budget`.
+    pub fn new(
+        volumes: &BTreeMap<String, Arc<VolumeEntry>>,
+        telemetry: &Arc<Telemetry>,
+        budget: &Budget,
+        budget_wait: Duration,
+    ) -> NbdExports {
+        let volumes = volumes
+            .iter()
+            .map(|(name, entry)| {
+                telemetry.nbd_connections(name, 0);
+                let volume = NbdVolume {
+                    name: name.clone(),
+                    entry: entry.clone(),
+                    telemetry: telemetry.clone(),
+                    budget: budget.clone(),
+                    budget_wait,
+                };
+                (name.clone(), Arc::new(volume))
+            })
+            .collect();
+        NbdExports { volumes }
+    }
+}
+
+impl Exports for NbdExports {
+    type Export = NbdVolume;
+
+    fn names(&self) -> Vec<String> {
+        self.volumes.keys().cloned().collect()
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<NbdVolume>> {
+        self.volumes.get(name).cloned()
+    }
+}
+
+/// One volume as an NBD export.
+pub struct NbdVolume {
+    name: String,
+    entry: Arc<VolumeEntry>,
+    telemetry: Arc<Telemetry>,
+    budget: Budget,
+    budget_wait: Duration,
+}
+
+impl NbdVolume {
+    /// Runs `f` on the volume as HTTP does, and counts it as `op`.
+    async fn call<T, F>(&self, op: Op, bytes: u64, f: F) -> Result<T, ExportError>
+    where
+        F: FnOnce(&Volume) -> Result<T, VolumeError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let entry = self.entry.clone();
+        let started = Instant::now();
+        let result = blocking(move || entry.run(f))
+            .await
+            .map_err(|e| ExportError::Io(e.to_string()))?;
+        self.telemetry
+            .request(&self.name, op, bytes, started.elapsed());
+        result.map_err(|e| export_error(&self.name, e))
+    }
+}
+
+/// Folds an engine error into what NBD can say.
+fn export_error(volume: &str, e: VolumeError) -> ExportError {
+    match e {
+        VolumeError::OutOfRange {
+            offset,
+            length,
+            size,
+        } => ExportError::OutOfRange {
+            offset,
+            end: offset.saturating_add(length),
+            size,
+        },
+        other => ExportError::Io(format!("volume {volume:?}: {other}")),
+    }
+}
+
+impl Export for NbdVolume {
+    type Permit = Reservation;
+
+    fn size(&self) -> u64 {
+        self.entry.volume().size()
+    }
+
+    fn description(&self) -> String {
+        let volume = self.entry.volume();
+        format!(
+            "quorum volume {:?}: {} children, vote_threshold {}",
+            self.name,
+            volume.children().len(),
+            volume.options().vote_threshold
+        )
+    }
+
+    async fn reserve(&self, bytes: u64) -> Result<Reservation, ExportError> {
+        let deadline = tokio::time::Instant::now() + self.budget_wait;
+        self.budget
+            .reserve(bytes, deadline)
+            .await
+            .map_err(|e| ExportError::Busy(e.to_string()))
+    }
+
+    async fn read(&self, offset: u64, length: u32) -> Result<Bytes, ExportError> {
+        self.call(Op::Read, u64::from(length), move |v| {
+            v.read(offset, length as usize)
+        })
+        .await
+    }
+
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), ExportError> {
+        let bytes = data.len() as u64;
+        self.call(Op::Write, bytes, move |v| v.write(offset, data))
+            .await?;
+        if fua {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_zeroes(
+        &self,
+        offset: u64,
+        length: u32,
+        no_hole: bool,
+        fua: bool,
+    ) -> Result<(), ExportError> {
+        let bytes = u64::from(length);
+        self.call(Op::WriteZeroes, bytes, move |v| {
+            if !no_hole {
+                return v.write_zeroes(offset, bytes);
+            }
+            // Written as data, so that every child keeps it allocated.
+            let mut at = offset;
+            while at < offset + bytes {
+                let n = (offset + bytes - at).min(ZEROES.len() as u64) as usize;
+                v.write(at, Bytes::from_static(&ZEROES[..n]))?;
+                at += n as u64;
+            }
+            Ok(())
+        })
+        .await?;
+        if fua {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), ExportError> {
+        self.call(Op::Flush, 0, Volume::flush).await
+    }
+
+    async fn block_status(
+        &self,
+        offset: u64,
+        length: u32,
+        limit: usize,
+    ) -> Result<Vec<Extent>, ExportError> {
+        let extents = self
+            .call(Op::BlockStatus, 0, move |v| {
+                v.block_status(offset, u64::from(length), limit)
+            })
+            .await?;
+        Ok(extents
+            .into_iter()
+            .map(|e| Extent {
+                offset: e.offset,
+                length: e.length,
+                zero: e.zero,
+            })
+            .collect())
+    }
+
+    fn connections(&self, delta: i64) {
+        self.telemetry.nbd_connections(&self.name, delta);
+    }
+}
