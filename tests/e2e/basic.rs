@@ -18,8 +18,9 @@ fn assert_children_hold(server: &Server, offset: u64, expected: &[u8]) {
 }
 
 /// Must show 1: `quorum-server` with no arguments serves its embedded
-/// default on 127.0.0.1:8700, and a write then a read round-trip. It
-/// listens there and nowhere else: the kernel's table of the process's
+/// default on 127.0.0.1:8700 (and NBD on 127.0.0.1:10809, SPEC 9), and a
+/// write then a read round-trip. It listens there and nowhere else: the
+/// kernel's table of the process's
 /// listening sockets (`/proc/PID/net/tcp{,6}`) holds exactly that address,
 /// not the wildcard nor any other interface.
 #[test]
@@ -31,11 +32,15 @@ fn embedded_default_round_trips() {
         "the server should print its URL, printed {:?}",
         server.url_line
     );
+    let mut expected: Vec<std::net::SocketAddr> = [DEFAULT_ADDR, "127.0.0.1:10809"]
+        .iter()
+        .map(|a| a.parse().expect("a default address"))
+        .collect();
+    expected.sort();
+    let mut listening = server.listening_addrs();
+    listening.sort();
     assert_eq!(
-        server.listening_addrs(),
-        [DEFAULT_ADDR
-            .parse::<std::net::SocketAddr>()
-            .expect("the default address")],
+        listening, expected,
         "the sockets the embedded default listens on"
     );
 
