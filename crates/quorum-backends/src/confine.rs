@@ -166,9 +166,7 @@ fn server_id(data_dir: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut bytes = [0u8; 16];
-    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = random_id()?;
     std::fs::create_dir_all(data_dir)?;
     let tmp = data_dir.join("server-id.tmp");
     let mut file = std::fs::File::create(&tmp)?;
@@ -180,7 +178,19 @@ fn server_id(data_dir: &Path) -> std::io::Result<String> {
         std::fs::rename(&tmp, &path)?;
     }
     let _ = std::fs::remove_file(&tmp);
+    std::fs::File::open(data_dir)?.sync_all()?;
     Ok(std::fs::read_to_string(&path)?.trim().to_owned())
+}
+
+/// 128 random bits in hex, from the kernel.
+pub(crate) fn random_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())?;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `scheme://host[:port]` of a URL, lowercased, without a default port.

@@ -156,6 +156,10 @@ impl FileBackend {
                     });
                 }
                 if meta.len() == 0 {
+                    use std::os::unix::fs::MetadataExt;
+                    if meta.nlink() != 1 {
+                        return Err(forbidden("an empty file with other names (hard links)"));
+                    }
                     set_mark(&file, mark).map_err(at)?;
                     file.set_len(size).map_err(at)?;
                 } else if meta.len() != size {

@@ -261,15 +261,19 @@ impl fmt::Display for HttpBackend {
 }
 
 impl Backend for HttpBackend {
-    /// The remote server's origin and the volume's path, normalized: one
-    /// remote volume reached under two spellings is one copy.
+    /// The remote server's origin and the volume's path, normalized (dot
+    /// segments resolved, escapes decoded): one remote volume reached under
+    /// two spellings is one copy.
     fn identity(&self) -> String {
         match reqwest::Url::parse(&self.base) {
-            Ok(url) => format!(
-                "http:{}{}",
-                url.origin().ascii_serialization(),
-                url.path().trim_end_matches('/')
-            ),
+            Ok(url) => {
+                let path = percent_encoding::percent_decode_str(url.path()).decode_utf8_lossy();
+                format!(
+                    "http:{}{}",
+                    url.origin().ascii_serialization(),
+                    path.trim_end_matches('/')
+                )
+            }
             Err(_) => self.to_string(),
         }
     }

@@ -29,6 +29,7 @@ pub mod file;
 pub mod http;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod unopened;
 
 pub use confine::Confinement;
 pub use faulty::{FaultRule, Faulty};
@@ -37,6 +38,7 @@ pub use file::FileBackend;
 pub use http::HttpBackend;
 #[cfg(feature = "s3")]
 pub use s3::S3Backend;
+pub use unopened::Unopened;
 
 /// The uri schemes of this build, as errors list them.
 const SCHEMES: &str = if cfg!(all(feature = "s3", feature = "http")) {
@@ -216,6 +218,7 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
                 source.size,
                 source.mark,
                 source.confine,
+                source.create,
             );
             Arc::new(opened.map_err(|e| quiet(e, source.confine))?)
         }

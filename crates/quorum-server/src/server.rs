@@ -114,15 +114,17 @@ fn open_volume(
             config.data_dir.display()
         )
     })?;
-    let mut specs = Vec::with_capacity(children.len());
+    let mut opened = Vec::with_capacity(children.len());
+    let mut unopened = Vec::new();
     for child in &children {
         // A child the config file does not name was added through the API:
-        // it is opened as confined as it was added, and never created again.
+        // it is opened as confined as it was added, and never created again;
+        // one that fails does not keep the server from starting.
         let from_config = vc
             .children
             .iter()
             .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
-        let backend = quorum_backends::open(ChildSource {
+        let result = quorum_backends::open(ChildSource {
             uri: &child.uri,
             options: &child.options,
             base_dir: &config.base_dir,
@@ -131,14 +133,51 @@ fn open_volume(
             mark: &mark,
             confine: (!from_config).then_some(&**confine),
             create: from_config,
-        })
-        .map_err(|e| anyhow!("volume {name:?}, child {:?}: {e}", child.name))?;
+        });
+        match result {
+            Ok(backend) => opened.push(Some(backend)),
+            Err(e) if !from_config => {
+                tracing::error!(volume = %name, child = %child.name, error = %e, "a child added at run time cannot be opened; the volume starts without it (failed and stale everywhere) until it is removed or opens again");
+                unopened.push((child.name.clone(), e.to_string()));
+                opened.push(None);
+            }
+            Err(e) => return Err(anyhow!("volume {name:?}, child {:?}: {e}", child.name)),
+        }
+    }
+    let size = match vc.size {
+        Some(size) => Some(size),
+        None => opened.iter().flatten().find_map(|b| b.size().ok()),
+    };
+    let mut specs = Vec::with_capacity(children.len());
+    for (child, backend) in children.iter().zip(opened) {
+        let backend = match (backend, size) {
+            (Some(backend), _) => backend,
+            (None, Some(size)) => {
+                let why = unopened
+                    .iter()
+                    .find(|(n, _)| *n == child.name)
+                    .map(|(_, why)| why.clone())
+                    .unwrap_or_default();
+                Arc::new(quorum_backends::Unopened::new(&child.name, why, size))
+            }
+            (None, None) => {
+                return Err(anyhow!(
+                    "volume {name:?}: no child could be opened to learn the volume's size"
+                ));
+            }
+        };
         specs.push(ChildSpec::new(child.name.clone(), backend));
     }
     let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
     let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))
         .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
     volume.set_syncing(syncing);
+    for (child, _) in &unopened {
+        let everything = 0..volume.size();
+        volume
+            .mark_stale(child, std::slice::from_ref(&everything))
+            .map_err(|e| anyhow!("volume {name:?}, child {child:?}: cannot mark it stale: {e}"))?;
+    }
     for child in &children {
         telemetry.add_child(name, &child.name);
     }

@@ -119,6 +119,10 @@ struct Meta {
     /// added at run time may use only a prefix of its own volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
+    /// A random id made with the volume: the child's identity, whatever the
+    /// endpoint is called (two names of one host are one copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
 }
 
 /// A child in an S3-compatible object store.
@@ -136,6 +140,8 @@ pub struct S3Backend {
     chunk_size: u64,
     op_timeout: Duration,
     stripes: Vec<Mutex<()>>,
+    /// The id in `meta.json`, when the volume there has one.
+    volume_id: Option<String>,
 }
 
 /// The settings an s3 child is opened with, from its options.
@@ -171,6 +177,7 @@ impl S3Backend {
         size: Option<u64>,
         mark: &str,
         confine: Option<&Confinement>,
+        create: bool,
     ) -> Result<S3Backend, OpenError> {
         let (bucket, prefix) = parse_uri(uri)?;
         let settings = settings(options)?;
@@ -231,6 +238,15 @@ impl S3Backend {
             .map(|e| crate::confine::origin(&e).unwrap_or(e))
             .unwrap_or_default();
         if let Some(confine) = confine {
+            let raw = builder
+                .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                .unwrap_or_default();
+            if !plain_origin(&raw) {
+                return Err(OpenError::Forbidden(format!(
+                    "aws_endpoint {:?} must be only scheme://host:port",
+                    crate::redact_uri(&raw)
+                )));
+            }
             confine.endpoint(&endpoint)?;
         }
         let store = builder.build().map_err(|e| OpenError::Remote {
@@ -257,6 +273,7 @@ impl S3Backend {
             chunk_size: settings.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
             op_timeout: settings.op_timeout,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            volume_id: None,
         };
         let remote = |problem: String| OpenError::Remote {
             uri: uri.to_owned(),
@@ -267,6 +284,7 @@ impl S3Backend {
             .map_err(|e| remote(e.to_string()))?
         {
             Some(meta) => {
+                backend.volume_id = meta.id.clone();
                 if confine.is_some() && meta.owner.as_deref() != Some(mark) {
                     return Err(OpenError::NotOurs {
                         place: crate::redact_uri(uri),
@@ -298,11 +316,21 @@ impl S3Backend {
                 backend.size = meta.size;
                 backend.chunk_size = meta.chunk_size;
             }
+            None if !create => {
+                return Err(remote(
+                    "no volume there (a child added at run time is not created again at start)"
+                        .into(),
+                ));
+            }
             None => {
                 let size = size.ok_or_else(|| {
                     remote("no volume there, and the volume has no size to create it with".into())
                 })?;
                 backend.size = size;
+                backend.volume_id = Some(
+                    crate::confine::random_id()
+                        .map_err(|e| remote(format!("cannot make the volume's id: {e}")))?,
+                );
                 backend
                     .call(backend.write_meta(mark))
                     .map_err(|e| remote(format!("cannot create the volume: {e}")))?;
@@ -388,6 +416,7 @@ impl S3Backend {
             size: self.size,
             chunk_size: self.chunk_size,
             owner: Some(owner.to_owned()),
+            id: self.volume_id.clone(),
         };
         let json =
             serde_json::to_vec_pretty(&meta).map_err(|e| BackendError::Io(io::Error::other(e)))?;
@@ -494,6 +523,17 @@ fn check_run_time(
             "prefix {prefix:?} has an empty, dot or escaped part"
         ));
     }
+    let mut seen = Vec::new();
+    for name in options.keys() {
+        if let Ok(k) = AmazonS3ConfigKey::from_str(name) {
+            if seen.contains(&k) {
+                return forbidden(format!(
+                    "option {name:?} sets what another option already sets"
+                ));
+            }
+            seen.push(k);
+        }
+    }
     let key = |k: AmazonS3ConfigKey| {
         options
             .iter()
@@ -517,14 +557,7 @@ fn check_run_time(
         }
     }
     let endpoint = key(AmazonS3ConfigKey::Endpoint).unwrap_or_default();
-    let plain_origin = url::Url::parse(endpoint).is_ok_and(|u| {
-        u.username().is_empty()
-            && u.password().is_none()
-            && u.query().is_none()
-            && u.fragment().is_none()
-            && u.path() == "/"
-    });
-    if !plain_origin {
+    if !plain_origin(endpoint) {
         return forbidden(format!(
             "aws_endpoint {:?} must be only scheme://host:port",
             crate::redact_uri(endpoint)
@@ -551,6 +584,17 @@ fn check_run_time(
         confine.timeout("timeout", parsed)?;
     }
     Ok(())
+}
+
+/// Whether `endpoint` is only `scheme://host[:port]`.
+fn plain_origin(endpoint: &str) -> bool {
+    url::Url::parse(endpoint).is_ok_and(|u| {
+        u.username().is_empty()
+            && u.password().is_none()
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.path() == "/"
+    })
 }
 
 /// `s3://bucket/prefix` into its bucket and prefix (without slashes at the ends).
@@ -581,6 +625,9 @@ impl Backend for S3Backend {
     /// The endpoint, bucket and prefix: one store reached under two names
     /// is one copy.
     fn identity(&self) -> String {
+        if let Some(id) = &self.volume_id {
+            return format!("s3-volume:{id}");
+        }
         let prefix: Vec<&str> = self.prefix.split('/').filter(|p| !p.is_empty()).collect();
         format!("s3:{}/{}/{}", self.endpoint, self.bucket, prefix.join("/"))
     }
@@ -748,6 +795,7 @@ mod tests {
             None,
             "t",
             None,
+            true,
         );
         assert!(
             matches!(&off, Err(OpenError::BadOption { option, .. }) if option == "aws_conditional_put"),
