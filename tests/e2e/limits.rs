@@ -54,7 +54,7 @@ const UPLOADS: u64 = 64;
 /// A field of `/proc/PID/status`: bytes for the `kB` ones (`VmRSS`,
 /// `VmHWM`), the number as is for the others (`Threads`). `None` once the
 /// process is gone.
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let value = text
         .lines()
@@ -70,7 +70,7 @@ fn proc_status(pid: u32, field: &str) -> Option<u64> {
 
 /// A field of `/proc/PID/status` of a running server.
 #[track_caller]
-fn status_of(server: &Server, field: &str) -> u64 {
+pub(crate) fn status_of(server: &Server, field: &str) -> u64 {
     proc_status(server.pid(), field)
         .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", server.pid()))
 }
@@ -84,18 +84,18 @@ fn open_fds(server: &Server) -> usize {
         .count()
 }
 
-fn mib(bytes: u64) -> u64 {
+pub(crate) fn mib(bytes: u64) -> u64 {
     bytes / MIB
 }
 
 /// The server's memory while a load ran.
 #[derive(Debug)]
-struct Peak {
+pub(crate) struct Peak {
     /// The most resident memory seen: `VmHWM` when the server lived
     /// through the load, else the last `VmRSS` before the kill.
-    bytes: u64,
+    pub(crate) bytes: u64,
     /// The watch killed the server for going past the limit.
-    killed: bool,
+    pub(crate) killed: bool,
 }
 
 /// Sets a flag when dropped, also while a panic unwinds.
@@ -112,7 +112,7 @@ const WATCH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs `load` while reading the server's `VmRSS` every 10 ms; kills the
 /// server (SIGKILL) the moment it is above `limit`.
-fn watch_rss<T>(server: &Server, limit: u64, load: impl FnOnce() -> T) -> (T, Peak) {
+pub(crate) fn watch_rss<T>(server: &Server, limit: u64, load: impl FnOnce() -> T) -> (T, Peak) {
     let pid = server.pid();
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
@@ -147,7 +147,7 @@ fn watch_rss<T>(server: &Server, limit: u64, load: impl FnOnce() -> T) -> (T, Pe
 }
 
 #[track_caller]
-fn assert_peak_within(peak: &Peak, limit: u64, what: &str) {
+pub(crate) fn assert_peak_within(peak: &Peak, limit: u64, what: &str) {
     assert!(
         !peak.killed && peak.bytes <= limit,
         "{what}: the server's resident memory reached {} MiB, above the budget + slack of {} MiB{}",
@@ -163,32 +163,32 @@ fn assert_peak_within(peak: &Peak, limit: u64, what: &str) {
 
 /// How a hand-made request ended.
 #[derive(Debug, Default)]
-struct Outcome {
+pub(crate) struct Outcome {
     /// The status, when an answer's head arrived.
-    status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// The answer's body, as far as it came.
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// The server closed (EOF or reset) before a whole answer, or the
     /// connection could not be made.
-    closed: bool,
+    pub(crate) closed: bool,
     /// Body bytes the server took.
-    sent: u64,
+    pub(crate) sent: u64,
     /// From the connect to the whole answer, the close or the limit.
-    took: Duration,
+    pub(crate) took: Duration,
 }
 
 impl Outcome {
     /// The `error.code` of a JSON error body, or "".
-    fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         error_code(&self.body)
     }
 
-    fn is(&self, status: u16, code: &str) -> bool {
+    pub(crate) fn is(&self, status: u16, code: &str) -> bool {
         self.status == Some(status) && self.code() == code
     }
 
     /// For messages: status, code, or how it ended.
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self.status {
             Some(s) => format!("{s} {} after {:?}", self.code(), self.took),
             None if self.closed => format!("closed without an answer after {:?}", self.took),
@@ -202,7 +202,7 @@ impl Outcome {
 /// read the body. The body is made piece by piece, so that 64 uploads of
 /// 64 MiB cost the test little memory. Gives up after `limit`. Adds every
 /// body byte the server took to `progress`.
-fn send_request(
+pub(crate) fn send_request(
     addr: SocketAddr,
     head: &[u8],
     body_len: u64,
@@ -331,7 +331,7 @@ fn write_body(
 }
 
 /// A whole small request (head and body at once) on a fresh connection.
-fn exchange(server: &Server, request: &[u8], limit: Duration) -> Outcome {
+pub(crate) fn exchange(server: &Server, request: &[u8], limit: Duration) -> Outcome {
     send_request(
         server.addr(),
         request,
@@ -390,7 +390,7 @@ fn read_tag(block: &[u8], filler: &[u8], what: &str) -> Option<(u64, u64)> {
 
 /// 1 MiB volume `vm` on a/b/c that all hold the same pattern (any write
 /// shows), with `head` before the volume table.
-fn patterned_server(head: &str) -> Server {
+pub(crate) fn patterned_server(head: &str) -> Server {
     let sandbox = Sandbox::new();
     let data = pattern(120, MIB as usize);
     for f in ABC {
@@ -401,7 +401,7 @@ fn patterned_server(head: &str) -> Server {
 
 /// The `child_roots` line that lets run-time file children live in the
 /// sandbox (where relative child uris resolve).
-fn child_roots(sandbox: &Sandbox) -> String {
+pub(crate) fn child_roots(sandbox: &Sandbox) -> String {
     let root = sandbox.file("config.toml");
     let root = root.parent().expect("the sandbox directory");
     format!("child_roots = [\"{}\"]\n", root.display())
@@ -1323,10 +1323,11 @@ fn tokens_are_compared_exactly() {
 // Child names
 // ---------------------------------------------------------------------------
 
-/// A child added at run time with a name of 1.9 MB, of 65 characters, or
-/// with a character outside `[A-Za-z0-9._-]` gets 400 `bad_request`:
-/// nothing is added, no file is created, and `/metrics` does not grow.
-/// A name of exactly 64 allowed characters is added.
+/// A child added at run time with a name of 65 characters or with a
+/// character outside `[A-Za-z0-9._-]` gets 400 `bad_request`, one of
+/// 1.9 MB 413 `payload_too_large` (its body is over the 64 KiB of a
+/// control request): nothing is added, no file is created, and `/metrics`
+/// does not grow. A name of exactly 64 allowed characters is added.
 #[test]
 fn bad_child_names_are_refused_at_run_time() {
     let sandbox = Sandbox::new();
@@ -1352,15 +1353,20 @@ fn bad_child_names_are_refused_at_run_time() {
         let uri = format!("bad-{i}.img");
         let shown: String = name.chars().take(40).collect();
         let r = add(&server, name, &uri);
+        let (status, code) = if name.len() > 64 * 1024 {
+            (413, "payload_too_large")
+        } else {
+            (400, "bad_request")
+        };
         assert_eq!(
             r.status,
-            400,
-            "a child named {shown:?} ({} bytes): expected 400, got {} {:?}",
+            status,
+            "a child named {shown:?} ({} bytes): expected {status}, got {} {:?}",
             name.len(),
             r.status,
             r.preview().chars().take(200).collect::<String>()
         );
-        r.expect_error(400, "bad_request");
+        r.expect_error(status, code);
         assert!(
             !server.file(&uri).exists(),
             "the refused child {shown:?} left its file {uri}"

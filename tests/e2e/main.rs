@@ -13,6 +13,7 @@ mod confinement;
 mod faults;
 mod lifecycle;
 mod limits;
+mod limits_more;
 mod linearizability;
 mod membership;
 mod nbd;

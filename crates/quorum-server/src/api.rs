@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures_util::{Stream, StreamExt, stream};
 use quorum_core::{EventKind, Extent, Op, VariantArray, VolumeError};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
@@ -38,10 +38,24 @@ use crate::range;
 use crate::telemetry::Telemetry;
 
 /// Reads are served in pieces of this size, so memory stays bounded
-/// whatever the length asked for.
-const READ_CHUNK: usize = 1 << 20;
+/// whatever the length asked for; `max_buffered_bytes` is at least this.
+pub(crate) const READ_CHUNK: usize = 1 << 20;
 /// The most events one `GET /v1/events` returns.
 const MAX_EVENTS_PER_PAGE: usize = 10_000;
+/// The most bytes of JSON one `GET /v1/events` returns (or
+/// `max_buffered_bytes` if that is less), beyond its first event: the
+/// client pages on with `since`.
+const MAX_EVENT_PAGE_BYTES: usize = 8 << 20;
+/// The largest body of a control request (`POST .../children`,
+/// `POST .../scrub`): a few hundred bytes of JSON in practice.
+const MAX_CONTROL_BODY: u64 = 64 << 10;
+/// What one extent of a block status answer may take while it is built:
+/// the engine's extent (24 bytes) and its JSON (at most 76 bytes), rounded
+/// up. The answer's reservation starts at `limit` times this.
+const BLOCK_STATUS_BYTES_PER_EXTENT: u64 = 128;
+/// The longest JSON of one extent: `{"offset":N,"length":N,"zero":false},`
+/// with 20-digit numbers.
+const MAX_EXTENT_JSON: usize = 76;
 /// The extents one block status answer holds unless `limit` says otherwise.
 const BLOCK_STATUS_LIMIT: usize = 1 << 16;
 /// The largest `limit` of block status.
@@ -143,21 +157,28 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
     next.run(request).await
 }
 
-/// Answers 501 to a request body in a transfer coding other than plain
-/// `chunked` (RFC 9112 section 6.1): the server would otherwise store the
-/// coded bytes as if they were the data.
+/// Answers 501 to a request body in any transfer coding but exactly one
+/// `chunked` over all `Transfer-Encoding` headers (RFC 9112 section 6.1):
+/// the HTTP layer removes one `chunked`, so with `gzip, chunked` or
+/// `chunked, chunked` the server would store the coded bytes (the inner
+/// chunk framing) as if they were the data.
 async fn transfer_codings(request: Request, next: Next) -> Response {
-    let mut codings = request
+    let codings = request
         .headers()
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|c| !c.is_empty());
-    let plain = codings.all(|c| c.eq_ignore_ascii_case(b"chunked"));
-    if !plain {
+    let (mut all, mut chunked) = (0, 0);
+    for c in codings {
+        all += 1;
+        chunked += usize::from(c.eq_ignore_ascii_case(b"chunked"));
+    }
+    if all > 0 && (all, chunked) != (1, 1) {
         return ApiError::NotImplemented(
-            "only the chunked transfer coding is supported; send the bytes as they are".into(),
+            "only the chunked transfer coding, once, is supported; send the bytes as they are"
+                .into(),
         )
         .into_response();
     }
@@ -366,13 +387,33 @@ struct ReadState {
 impl ReadState {
     /// Reads the next span: budget first, then one atomic engine read on a
     /// blocking thread that holds the membership gate only while it reads.
+    ///
+    /// A span longer than [`READ_CHUNK`] is read with `read_chunks`: one
+    /// range lock from its first piece to its last (so it is as atomic as
+    /// one read, SPEC 8.1), in pieces of [`READ_CHUNK`] appended to the one
+    /// buffer the budget paid for. Read whole, every child would fill a
+    /// buffer of the span's size besides: memory (children + 1) times the
+    /// reservation.
     async fn read_span(&mut self) -> Result<(), ApiError> {
         let n = self.span.min(self.end - self.at);
         let deadline = tokio::time::Instant::now() + self.body_timeout;
         let reservation = self.budget.reserve(n, deadline).await?;
         let (entry, at) = (self.entry.clone(), self.at);
         let len = usize::try_from(n).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let bytes = blocking(move || entry.run(|v| v.read(at, len))).await??;
+        let bytes = blocking(move || {
+            entry.run(|v| {
+                if len <= READ_CHUNK {
+                    return v.read(at, len);
+                }
+                let mut buf = bytes::BytesMut::with_capacity(len);
+                v.read_chunks(at, n, READ_CHUNK, |piece| {
+                    buf.extend_from_slice(&piece);
+                    true
+                })?;
+                Ok(buf.freeze())
+            })
+        })
+        .await??;
         self.at += n;
         if self.at == self.end {
             // Counted before the client can have the last byte.
@@ -485,7 +526,7 @@ async fn write_data(
             .into());
         }
     }
-    let data = read_body(&state, body, content_length(&headers)?).await?;
+    let data = read_body(&state, body, content_length(&headers)?, limit).await?;
     let bytes = data.len() as u64;
     timed(&state, &vol, Op::Write, bytes, move || {
         let (data, _reservation) = data.into_parts();
@@ -544,20 +585,24 @@ impl Buffered {
     }
 }
 
-/// Collects a request body of at most `max_request_bytes` within
-/// `body_timeout`, into one buffer taken from the budget before it is
-/// filled: all of a declared `length` at once, or frame by frame for a
-/// chunked body.
+/// Collects a request body of at most `limit` bytes within `body_timeout`
+/// into one buffer whose bytes are taken from the budget frame by frame as
+/// they arrive, declared length or not: a request that has sent nothing
+/// holds nothing (see [`crate::budget`] for why this cannot deadlock). The
+/// buffer of a declared `length` is allocated whole when its first bytes
+/// arrive, so that it is never copied to grow.
 async fn read_body(
     state: &AppState,
     body: Body,
     length: Option<u64>,
+    limit: u64,
 ) -> Result<Buffered, ApiError> {
-    let limit = state.max_request_bytes;
+    if length.is_some_and(|declared| declared > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
     let deadline = tokio::time::Instant::now() + state.body_timeout;
-    let mut reservation = state.budget.reserve(length.unwrap_or(0), deadline).await?;
-    let capacity = usize::try_from(length.unwrap_or(0).min(limit)).unwrap_or(0);
-    let mut data = bytes::BytesMut::with_capacity(capacity);
+    let mut reservation = state.budget.empty();
+    let mut data = bytes::BytesMut::new();
     let mut body = body.into_data_stream();
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.next()).await {
@@ -570,15 +615,20 @@ async fn read_body(
             }
             Ok(Some(Ok(frame))) => frame,
         };
+        if frame.is_empty() {
+            continue;
+        }
         let len = (data.len() + frame.len()) as u64;
         if len > limit || length.is_some_and(|declared| len > declared) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        if length.is_none() {
-            state
-                .budget
-                .grow(&mut reservation, frame.len() as u64, deadline)
-                .await?;
+        let need = length.unwrap_or(limit) - len;
+        state
+            .budget
+            .grow_to(&mut reservation, len, need, deadline)
+            .await?;
+        if data.capacity() == 0 {
+            data.reserve(usize::try_from(length.unwrap_or(0)).unwrap_or(0));
         }
         data.extend_from_slice(&frame);
     }
@@ -614,6 +664,12 @@ async fn flush(
 /// [`BLOCK_STATUS_LIMIT`], at most [`MAX_BLOCK_STATUS_LIMIT`]); an answer
 /// cut short covers a prefix of the range and says where the next page
 /// starts in `Quorum-Next-Offset`.
+///
+/// The answer is paid for from the budget: `limit` ×
+/// [`BLOCK_STATUS_BYTES_PER_EXTENT`] before the engine is asked (a limit
+/// whose answer could never fit the budget is lowered to one that can; the
+/// answer is then cut short like any other), then only the JSON's size
+/// until the client has taken it.
 async fn block_status(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -626,6 +682,13 @@ async fn block_status(
         )));
     }
     let entry = state.entry(&vol)?;
+    let fits = state.budget.total() / BLOCK_STATUS_BYTES_PER_EXTENT;
+    let limit = limit.min(usize::try_from(fits).unwrap_or(usize::MAX).max(1));
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
+    let mut reservation = state
+        .budget
+        .reserve(limit as u64 * BLOCK_STATUS_BYTES_PER_EXTENT, deadline)
+        .await?;
     let extents = timed(&state, &vol, Op::BlockStatus, 0, move || {
         entry.run(|v| v.block_status(q.offset, q.length, limit))
     })
@@ -633,8 +696,10 @@ async fn block_status(
     // The engine checked the range: the sum does not overflow.
     let end = q.offset.saturating_add(q.length);
     let next = extents.last().map(Extent::end).filter(|&next| next < end);
-    let list: Vec<ExtentJson> = extents.iter().map(ExtentJson::from).collect();
-    let mut response = axum::Json(list).into_response();
+    let json = extents_json(&extents);
+    drop(extents);
+    reservation.shrink_to(json.len() as u64);
+    let mut response = json_answer(json, reservation);
     if let Some(next) = next {
         response
             .headers_mut()
@@ -643,22 +708,47 @@ async fn block_status(
     Ok(response)
 }
 
-/// One extent of a block status answer.
-#[derive(Serialize)]
-struct ExtentJson {
-    offset: u64,
-    length: u64,
-    zero: bool,
+/// The JSON of a block status answer, in a buffer that never grows.
+fn extents_json(extents: &[Extent]) -> Bytes {
+    use std::io::Write as _;
+    let mut json = Vec::with_capacity(2 + extents.len() * MAX_EXTENT_JSON);
+    json.push(b'[');
+    for (i, e) in extents.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            json,
+            "{{\"offset\":{},\"length\":{},\"zero\":{}}}",
+            e.offset, e.length, e.zero
+        );
+    }
+    json.push(b']');
+    Bytes::from(json)
 }
 
-impl From<&Extent> for ExtentJson {
-    fn from(e: &Extent) -> Self {
-        ExtentJson {
-            offset: e.offset,
-            length: e.length,
-            zero: e.zero,
+/// A JSON answer that holds `reservation` until the connection has taken
+/// its last piece (or is gone).
+fn json_answer(json: Bytes, reservation: Reservation) -> Response {
+    let len = json.len();
+    let pieces = stream::unfold(Some((json, reservation)), |state| async move {
+        let (mut rest, reservation) = state?;
+        if rest.is_empty() {
+            drop(reservation);
+            return None;
         }
-    }
+        let piece = rest.split_to(READ_CHUNK.min(rest.len()));
+        Some((Ok::<_, Infallible>(piece), Some((rest, reservation))))
+    });
+    let mut response = Response::new(Body::from_stream(pieces));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
 }
 
 #[derive(Deserialize)]
@@ -670,14 +760,27 @@ struct AddChildBody {
     options: BTreeMap<String, serde_json::Value>,
 }
 
+/// Reads the body of a control request (at most [`MAX_CONTROL_BODY`]
+/// bytes) as any body is read: within `body_timeout`, from the budget.
+async fn read_control_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let body = read_body(state, body, content_length(headers)?, MAX_CONTROL_BODY).await?;
+    Ok(body.into_parts().0)
+}
+
 /// Adds a child: `{"name", "uri", "options"}`; 201 and the child. It syncs
 /// before it votes.
 async fn add_child(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let entry = state.entry(&vol)?;
+    let body = read_control_body(&state, &headers, body).await?;
     let request: AddChildBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("bad child: {e}")))?;
     let mut options = BTreeMap::new();
@@ -739,9 +842,11 @@ struct ScrubBody {
 async fn start_scrub(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let jobs = state.jobs(&vol)?;
+    let body = read_control_body(&state, &headers, body).await?;
     let request: ScrubBody = if body.iter().all(u8::is_ascii_whitespace) {
         ScrubBody { repair: false }
     } else {
@@ -815,25 +920,45 @@ async fn event_kinds() -> axum::Json<&'static [EventKind]> {
     axum::Json(EventKind::VARIANTS)
 }
 
+/// At most `limit` events (default 1000, at most [`MAX_EVENTS_PER_PAGE`])
+/// after `since`, and at most [`MAX_EVENT_PAGE_BYTES`] of JSON (or the
+/// whole budget if less) beyond the first event; the client pages on with
+/// `since` = the last id it got. The answer is paid for from the budget
+/// until the client has taken it.
 async fn list_events(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(1000).min(MAX_EVENTS_PER_PAGE);
     let events = state
         .events
         .since(q.since.unwrap_or(0), q.volume.as_deref(), limit);
-    let mut body =
-        String::with_capacity(2 + events.iter().map(|e| e.json.len() + 1).sum::<usize>());
-    body.push('[');
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
+    let most = usize::try_from(state.budget.total())
+        .unwrap_or(usize::MAX)
+        .min(MAX_EVENT_PAGE_BYTES);
+    let mut size = 2;
+    let mut count = 0;
+    for e in &events {
+        let more = e.json.len() + usize::from(count > 0);
+        if count > 0 && size + more > most {
+            break;
         }
-        body.push_str(&e.json);
+        size += more;
+        count += 1;
     }
-    body.push(']');
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
+    let reservation = state.budget.reserve(size as u64, deadline).await?;
+    let mut body = Vec::with_capacity(size);
+    body.push(b'[');
+    for (i, e) in events[..count].iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e.json.as_bytes());
+    }
+    body.push(b']');
+    drop(events);
+    Ok(json_answer(Bytes::from(body), reservation))
 }
 
 /// Live events as Server-Sent Events. With `since` (or a `Last-Event-ID`

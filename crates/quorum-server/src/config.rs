@@ -251,6 +251,12 @@ impl Config {
                 "max_buffered_bytes ({max_buffered_bytes}) is below max_request_bytes ({max_request_bytes}): the largest request could never be served"
             )));
         }
+        let piece = crate::api::READ_CHUNK as u64;
+        if max_buffered_bytes < piece {
+            return Err(ConfigError(format!(
+                "max_buffered_bytes ({max_buffered_bytes}) is below {piece} bytes (1 MiB), the piece in which reads are served: no whole-volume read could be served; make it at least 1MiB"
+            )));
+        }
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             return Err(ConfigError("max_connections must be at least 1".into()));
@@ -563,6 +569,10 @@ mod tests {
             (
                 format!("max_request_bytes = \"1GiB\"\nmax_buffered_bytes = \"512MiB\"\n{BASE}"),
                 "max_buffered_bytes",
+            ),
+            (
+                format!("max_request_bytes = \"4KiB\"\nmax_buffered_bytes = \"1023KiB\"\n{BASE}"),
+                "max_buffered_bytes (1047552) is below 1048576 bytes",
             ),
             (format!("[auth]\ntoken = \"t \"\n{BASE}"), "token"),
             (format!("max_connections = 0\n{BASE}"), "max_connections"),

@@ -413,6 +413,7 @@ impl VolumeEntry {
             |children| children.retain(|c| c.name != name),
             |_| Ok(()),
         )?;
+        self.rebuild.telemetry.remove_child(old.name(), name);
         self.rebuild.sink.emit(
             old.name(),
             Event::ChildRemoved {

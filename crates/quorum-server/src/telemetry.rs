@@ -12,15 +12,28 @@
 //! Labels are bounded: `volume`, `child`, `op`, `type`, `event` — never a uri
 //! or an offset. Events feed the per-child series through [`Observer`], the
 //! engine's event sink, which forwards each event to the event log too.
+//!
+//! # Series of children that come and go
+//!
+//! The exporter's registry cannot forget a series: it has no delete, and
+//! its `idle_timeout` would drop every series not updated for a while,
+//! live counters that stay at zero included. A child added and removed at
+//! run time would leave its series (and their memory) behind forever, and
+//! a loop of additions and removals would grow `/metrics` without bound.
+//! So the per-child families (`quorum_child_*`, `quorum_bad_reports_total`,
+//! `quorum_corrupted_bytes_total`, `quorum_repaired_bytes_total`,
+//! `quorum_stale_bytes`) are not in the registry: each volume keeps its
+//! children's counters in a map, [`Telemetry::render`] writes them after
+//! the exporter's text, and [`Telemetry::remove_child`] drops a child's
+//! entry, so its series go with it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
-};
+use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -37,6 +50,9 @@ const DURATION_BUCKETS: [f64; 17] = [
 
 /// The `type` values of `QUORUM_REPORT_BAD`.
 const REPORT_TYPES: [Op; 3] = [Op::Read, Op::Write, Op::Flush];
+
+/// How many ops there are.
+const OPS: usize = Op::VARIANTS.len();
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -70,16 +86,38 @@ struct OpMetrics {
     failures: Counter,
 }
 
+/// The series of one child, outside the exporter's registry (see the
+/// module docs).
 struct ChildMetrics {
-    errors: Vec<Counter>,
-    bad_reports: Vec<Counter>,
-    corrupted: Counter,
-    repaired: Counter,
-    healthy: Gauge,
-    stale: Gauge,
-    /// One gauge per state, 1 for the current one.
-    states: Vec<Gauge>,
-    counts: ChildCounts,
+    /// Requests the child failed, by op (in `Op::VARIANTS` order).
+    errors: [AtomicU64; OPS],
+    /// Bad reports by type (in [`REPORT_TYPES`] order).
+    bad_reports: [AtomicU64; REPORT_TYPES.len()],
+    /// Bad reports of any type.
+    bad_reports_total: AtomicU64,
+    corrupted_bytes: AtomicU64,
+    repaired_bytes: AtomicU64,
+    /// The gauges, as [`Telemetry::render`] last read them from the volume.
+    healthy: AtomicU64,
+    stale_bytes: AtomicU64,
+    /// The index of the child's state in `ChildState::VARIANTS`.
+    state: AtomicUsize,
+}
+
+impl ChildMetrics {
+    /// A child's series at zero, healthy.
+    fn new() -> ChildMetrics {
+        ChildMetrics {
+            errors: Default::default(),
+            bad_reports: Default::default(),
+            bad_reports_total: AtomicU64::new(0),
+            corrupted_bytes: AtomicU64::new(0),
+            repaired_bytes: AtomicU64::new(0),
+            healthy: AtomicU64::new(1),
+            stale_bytes: AtomicU64::new(0),
+            state: AtomicUsize::new(index(ChildState::Healthy)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -89,14 +127,6 @@ struct VolumeCounts {
     read_bytes: AtomicU64,
     write_bytes: AtomicU64,
     failures: AtomicU64,
-}
-
-#[derive(Default)]
-struct ChildCounts {
-    errors: AtomicU64,
-    bad_reports: AtomicU64,
-    corrupted_bytes: AtomicU64,
-    repaired_bytes: AtomicU64,
 }
 
 impl Telemetry {
@@ -167,7 +197,7 @@ impl Telemetry {
             .collect();
         let children = children
             .iter()
-            .map(|&child| (child.to_owned(), self.register_child(volume, child)))
+            .map(|&child| (child.to_owned(), ChildMetrics::new()))
             .collect();
         VolumeMetrics {
             ops,
@@ -178,69 +208,29 @@ impl Telemetry {
         }
     }
 
-    fn register_child(&self, volume: &str, child: &str) -> ChildMetrics {
-        let vc = [("volume", volume), ("child", child)];
-        let metrics = ChildMetrics {
-            errors: Op::VARIANTS
-                .iter()
-                .map(|op| {
-                    self.counter(
-                        "quorum_child_errors_total",
-                        &[("volume", volume), ("child", child), ("op", op.as_str())],
-                    )
-                })
-                .collect(),
-            bad_reports: REPORT_TYPES
-                .iter()
-                .map(|t| {
-                    self.counter(
-                        "quorum_bad_reports_total",
-                        &[("volume", volume), ("child", child), ("type", t.as_str())],
-                    )
-                })
-                .collect(),
-            corrupted: self.counter("quorum_corrupted_bytes_total", &vc),
-            repaired: self.counter("quorum_repaired_bytes_total", &vc),
-            healthy: self
-                .recorder
-                .register_gauge(&key("quorum_child_healthy", &vc), &METADATA),
-            stale: self
-                .recorder
-                .register_gauge(&key("quorum_stale_bytes", &vc), &METADATA),
-            states: ChildState::VARIANTS
-                .iter()
-                .map(|state| {
-                    self.recorder.register_gauge(
-                        &key(
-                            "quorum_child_state",
-                            &[
-                                ("volume", volume),
-                                ("child", child),
-                                ("state", state.as_str()),
-                            ],
-                        ),
-                        &METADATA,
-                    )
-                })
-                .collect(),
-            counts: ChildCounts::default(),
-        };
-        metrics.states[0].set(1.0);
-        metrics.healthy.set(1.0);
-        metrics
-    }
-
     /// Registers the series of a child that joined `volume` at run time.
     pub fn add_child(&self, volume: &str, child: &str) {
         let Some(v) = self.volumes.get(volume) else {
             return;
         };
-        let metrics = self.register_child(volume, child);
         v.children
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(child.to_owned())
-            .or_insert(metrics);
+            .or_insert_with(ChildMetrics::new);
+    }
+
+    /// Forgets the series of a child that left `volume`: they are no longer
+    /// rendered and their memory is freed. A child added again under the
+    /// same name starts at zero.
+    pub fn remove_child(&self, volume: &str, child: &str) {
+        let Some(v) = self.volumes.get(volume) else {
+            return;
+        };
+        v.children
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(child);
     }
 
     /// Sets a volume's size, known once its children are open.
@@ -315,17 +305,13 @@ impl Telemetry {
                     .iter()
                     .position(|t| t.as_str() == op.event_type())
                 {
-                    c.bad_reports[t].increment(1);
+                    c.bad_reports[t].fetch_add(1, Ordering::Relaxed);
                 }
-                c.counts.bad_reports.fetch_add(1, Ordering::Relaxed);
+                c.bad_reports_total.fetch_add(1, Ordering::Relaxed);
                 if error.is_some() {
-                    c.errors[index(*op)].increment(1);
-                    c.counts.errors.fetch_add(1, Ordering::Relaxed);
+                    c.errors[index(*op)].fetch_add(1, Ordering::Relaxed);
                 } else {
-                    c.corrupted.increment(*bytes);
-                    c.counts
-                        .corrupted_bytes
-                        .fetch_add(*bytes, Ordering::Relaxed);
+                    c.corrupted_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
             }
             Event::Failure { op, .. } => {
@@ -339,8 +325,7 @@ impl Telemetry {
                     .unwrap_or_else(PoisonError::into_inner)
                     .get(child)
                 {
-                    c.repaired.increment(*bytes);
-                    c.counts.repaired_bytes.fetch_add(*bytes, Ordering::Relaxed);
+                    c.repaired_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
             }
             Event::BlkverifyMismatch { .. }
@@ -362,21 +347,113 @@ impl Telemetry {
             let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
             for child in volume.children() {
                 if let Some(c) = children.get(&child.name) {
-                    c.healthy
-                        .set(if child.state == quorum_core::ChildState::Healthy {
-                            1.0
-                        } else {
-                            0.0
-                        });
-                    c.stale.set(child.stale_bytes as f64);
-                    for (gauge, state) in c.states.iter().zip(ChildState::VARIANTS) {
-                        gauge.set(if child.state == *state { 1.0 } else { 0.0 });
-                    }
+                    let healthy = child.state == ChildState::Healthy;
+                    c.healthy.store(u64::from(healthy), Ordering::Relaxed);
+                    c.stale_bytes.store(child.stale_bytes, Ordering::Relaxed);
+                    c.state.store(index(child.state), Ordering::Relaxed);
                 }
             }
         }
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.render_children(&mut text);
+        text
+    }
+
+    /// Writes the per-child families (see the module docs) to `out`.
+    fn render_children(&self, out: &mut String) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let families: [ChildFamily<'_>; 7] = [
+            ChildFamily {
+                name: "quorum_child_errors_total",
+                kind: "counter",
+                help: "Requests a child failed, by volume, child and op.",
+                samples: &|c| {
+                    Op::VARIANTS
+                        .iter()
+                        .zip(&c.errors)
+                        .map(|(op, n)| (Some(("op", op.as_str())), get(n)))
+                        .collect()
+                },
+            },
+            ChildFamily {
+                name: "quorum_bad_reports_total",
+                kind: "counter",
+                help: "QUORUM_REPORT_BAD events, by volume, child and type.",
+                samples: &|c| {
+                    REPORT_TYPES
+                        .iter()
+                        .zip(&c.bad_reports)
+                        .map(|(t, n)| (Some(("type", t.as_str())), get(n)))
+                        .collect()
+                },
+            },
+            ChildFamily {
+                name: "quorum_corrupted_bytes_total",
+                kind: "counter",
+                help: "Bytes on which a child lost the vote.",
+                samples: &|c| vec![(None, get(&c.corrupted_bytes))],
+            },
+            ChildFamily {
+                name: "quorum_repaired_bytes_total",
+                kind: "counter",
+                help: "Bytes rewritten onto a child with the winning data.",
+                samples: &|c| vec![(None, get(&c.repaired_bytes))],
+            },
+            ChildFamily {
+                name: "quorum_child_healthy",
+                kind: "gauge",
+                help: "1 when the child's last request succeeded, else 0.",
+                samples: &|c| vec![(None, get(&c.healthy))],
+            },
+            ChildFamily {
+                name: "quorum_stale_bytes",
+                kind: "gauge",
+                help: "Bytes a child missed that a resync has not copied yet.",
+                samples: &|c| vec![(None, get(&c.stale_bytes))],
+            },
+            ChildFamily {
+                name: "quorum_child_state",
+                kind: "gauge",
+                help: "1 for the child's current state (healthy, syncing, stale, failed), else 0.",
+                samples: &|c| {
+                    let now = c.state.load(Ordering::Relaxed);
+                    ChildState::VARIANTS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (Some(("state", s.as_str())), u64::from(i == now)))
+                        .collect()
+                },
+            },
+        ];
+        for family in families {
+            let mut lines = String::new();
+            for (volume, v) in &self.volumes {
+                let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
+                for (child, c) in children.iter() {
+                    for (extra, value) in (family.samples)(c) {
+                        let _ = write!(
+                            lines,
+                            "{}{{volume=\"{}\",child=\"{}\"",
+                            family.name,
+                            escape(volume),
+                            escape(child)
+                        );
+                        if let Some((label, text)) = extra {
+                            let _ = write!(lines, ",{label}=\"{}\"", escape(text));
+                        }
+                        let _ = writeln!(lines, "}} {value}");
+                    }
+                }
+            }
+            if lines.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+            out.push_str(&lines);
+            out.push('\n');
+        }
     }
 
     /// A volume's counters for the API: `{reads, writes, read_bytes, write_bytes, failures}`.
@@ -404,15 +481,36 @@ impl Telemetry {
         let Some(c) = children.get(child) else {
             return json!({});
         };
-        let c = &c.counts;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         json!({
-            "errors": get(&c.errors),
-            "bad_reports": get(&c.bad_reports),
+            "errors": c.errors.iter().map(get).sum::<u64>(),
+            "bad_reports": get(&c.bad_reports_total),
             "corrupted_bytes": get(&c.corrupted_bytes),
             "repaired_bytes": get(&c.repaired_bytes),
         })
     }
+}
+
+/// One per-child family: its samples for a child, each with its extra
+/// label (beside `volume` and `child`) and value.
+struct ChildFamily<'a> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    #[allow(clippy::type_complexity)]
+    samples: &'a dyn Fn(&ChildMetrics) -> Vec<(Option<(&'static str, &'static str)>, u64)>,
+}
+
+/// A label value as the text format writes it.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
@@ -424,7 +522,7 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 }
 
 fn describe(r: &PrometheusRecorder) {
-    let counters: [(&'static str, Option<Unit>, &'static str); 9] = [
+    let counters: [(&'static str, Option<Unit>, &'static str); 5] = [
         (
             "quorum_job_bytes_total",
             Some(Unit::Bytes),
@@ -441,29 +539,9 @@ fn describe(r: &PrometheusRecorder) {
             "Bytes asked for by requests, by volume and op.",
         ),
         (
-            "quorum_child_errors_total",
-            None,
-            "Requests a child failed, by volume, child and op.",
-        ),
-        (
-            "quorum_bad_reports_total",
-            None,
-            "QUORUM_REPORT_BAD events, by volume, child and type.",
-        ),
-        (
             "quorum_failures_total",
             None,
             "Requests that failed their quorum, by volume and op.",
-        ),
-        (
-            "quorum_corrupted_bytes_total",
-            Some(Unit::Bytes),
-            "Bytes on which a child lost the vote.",
-        ),
-        (
-            "quorum_repaired_bytes_total",
-            Some(Unit::Bytes),
-            "Bytes rewritten onto a child with the winning data.",
         ),
         (
             "quorum_events_total",
@@ -485,26 +563,9 @@ fn describe(r: &PrometheusRecorder) {
         SharedString::from("The volume's size."),
     );
     r.describe_gauge(
-        KeyName::from("quorum_child_state"),
-        None,
-        SharedString::from(
-            "1 for the child's current state (healthy, syncing, stale, failed), else 0.",
-        ),
-    );
-    r.describe_gauge(
-        KeyName::from("quorum_stale_bytes"),
-        Some(Unit::Bytes),
-        SharedString::from("Bytes a child missed that a resync has not copied yet."),
-    );
-    r.describe_gauge(
         KeyName::from("quorum_nbd_connections"),
         None,
         SharedString::from("NBD connections in transmission, by volume."),
-    );
-    r.describe_gauge(
-        KeyName::from("quorum_child_healthy"),
-        None,
-        SharedString::from("1 when the child's last request succeeded, else 0."),
     );
 }
 
@@ -560,7 +621,7 @@ mod tests {
                 bytes: 100,
             },
         );
-        let text = t.handle.render();
+        let text = t.render(std::iter::empty());
         for line in [
             "quorum_requests_total{volume=\"vm\",op=\"read\"} 1",
             "quorum_requests_total{volume=\"vm\",op=\"write\"} 0",
@@ -578,5 +639,73 @@ mod tests {
         assert_eq!(t.child_stats("vm", "b")["corrupted_bytes"], 100);
         assert_eq!(t.child_stats("vm", "a")["errors"], 1);
         assert_eq!(t.volume_stats("vm")["read_bytes"], 4096);
+    }
+
+    /// The lines of `text` that are samples of `child` of volume vm.
+    fn child_lines<'a>(text: &'a str, child: &str) -> Vec<&'a str> {
+        let label = format!("volume=\"vm\",child=\"{child}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .collect()
+    }
+
+    #[test]
+    fn a_removed_child_leaves_no_series_and_starts_at_zero_when_added_again() {
+        let t = Telemetry::new([("vm", vec!["a", "b"])]);
+        let bad = |child: &str| Event::ReportBad {
+            op: Op::Read,
+            child: child.into(),
+            offset: 0,
+            bytes: 100,
+            error: None,
+        };
+        t.event("vm", &bad("a"));
+        t.event("vm", &bad("b"));
+        let before = t.render(std::iter::empty());
+        let per_child = child_lines(&before, "b").len();
+        assert_eq!(per_child, child_lines(&before, "a").len());
+        // errors by op, bad reports by type, corrupted, repaired, healthy,
+        // stale, state by state.
+        assert_eq!(
+            per_child,
+            OPS + REPORT_TYPES.len() + 4 + ChildState::VARIANTS.len(),
+            "{before}"
+        );
+        assert!(
+            before.contains("# TYPE quorum_child_state gauge\n"),
+            "{before}"
+        );
+        assert!(
+            before.contains("quorum_child_state{volume=\"vm\",child=\"b\",state=\"healthy\"} 1\n")
+        );
+
+        t.remove_child("vm", "b");
+        let after = t.render(std::iter::empty());
+        assert!(child_lines(&after, "b").is_empty(), "{after}");
+        assert_eq!(child_lines(&after, "a").len(), per_child);
+        assert!(after.contains("quorum_corrupted_bytes_total{volume=\"vm\",child=\"a\"} 100\n"));
+        assert_eq!(t.child_stats("vm", "b"), json!({}));
+        // Events about it after its removal count nothing.
+        t.event("vm", &bad("b"));
+
+        // A thousand children added and removed leave /metrics as it was.
+        for i in 0..1000 {
+            let name = format!("c{i}");
+            t.add_child("vm", &name);
+            t.remove_child("vm", &name);
+        }
+        assert_eq!(t.render(std::iter::empty()).len(), after.len());
+
+        t.add_child("vm", "b");
+        let again = t.render(std::iter::empty());
+        assert_eq!(child_lines(&again, "b").len(), per_child);
+        assert!(again.contains("quorum_corrupted_bytes_total{volume=\"vm\",child=\"b\"} 0\n"));
+        assert_eq!(t.child_stats("vm", "b")["bad_reports"], 0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a.b-c_d"), "a.b-c_d");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
