@@ -519,7 +519,9 @@ fn adds_are_bounded_in_size_count_and_time() {
     );
     let server = Arc::new(sandbox.serve(&config));
     // Too long a uri or option, a host in a file uri, too long a timeout.
-    let long = format!("{}long.img", "/".repeat(1_500_000));
+    let huge = format!("{}long.img", "/".repeat(1_500_000));
+    add_to(&server, "vm", "x", &huge, json!({})).expect_error(413, "payload_too_large");
+    let long = format!("{}long.img", "/".repeat(2_000));
     add_to(&server, "vm", "x", &long, json!({})).expect_error(400, "bad_request");
     add_to(
         &server,

@@ -921,8 +921,9 @@ async fn event_kinds() -> axum::Json<&'static [EventKind]> {
 }
 
 /// At most `limit` events (default 1000, at most [`MAX_EVENTS_PER_PAGE`])
-/// after `since`, and at most [`MAX_EVENT_PAGE_BYTES`] of JSON (or the
-/// whole budget if less) beyond the first event; the client pages on with
+/// after `since`, and at most [`MAX_EVENT_PAGE_BYTES`] of JSON (or
+/// `max_request_bytes` if less: an answer is no larger than a request may
+/// be) beyond the first event; the client pages on with
 /// `since` = the last id it got. The answer is paid for from the budget
 /// until the client has taken it.
 async fn list_events(
@@ -933,7 +934,7 @@ async fn list_events(
     let events = state
         .events
         .since(q.since.unwrap_or(0), q.volume.as_deref(), limit);
-    let most = usize::try_from(state.budget.total())
+    let most = usize::try_from(state.budget.total().min(state.max_request_bytes))
         .unwrap_or(usize::MAX)
         .min(MAX_EVENT_PAGE_BYTES);
     let mut size = 2;
