@@ -1352,6 +1352,22 @@ fn bad_child_names_are_refused_at_run_time() {
     for (i, name) in bad.iter().enumerate() {
         let uri = format!("bad-{i}.img");
         let shown: String = name.chars().take(40).collect();
+        if name.len() > 64 * 1024 {
+            // Over the 64 KiB body limit: 413, or the connection cut while
+            // the client still sends (the server answers without reading
+            // the rest, and the client may see its write fail first).
+            let body = serde_json::json!({ "name": name, "uri": uri, "options": {} }).to_string();
+            match server
+                .request(Method::POST, "/v1/volumes/vm/children")
+                .body(body)
+                .send()
+            {
+                Ok(r) => assert_eq!(r.status().as_u16(), 413, "a child named {shown:?}"),
+                Err(e) => eprintln!("a child named {shown:?}: cut off while sending: {e}"),
+            }
+            assert!(!server.file(&uri).exists(), "the refused child left {uri}");
+            continue;
+        }
         let r = add(&server, name, &uri);
         let (status, code) = if name.len() > 64 * 1024 {
             (413, "payload_too_large")
