@@ -10,8 +10,10 @@
 //! - block status answers and event listings were not paid for from the
 //!   budget, and an event page had no bound in bytes;
 //! - a client reading an answer slowly but steadily was cut off;
-//! - `Transfer-Encoding: chunked, chunked` stored the inner chunk framing;
 //! - a budget below 1 MiB made every whole-volume GET a 503.
+//!
+//! (`Transfer-Encoding: chunked, chunked`, which stored the inner chunk
+//! framing, is one of the codings of `limits::transfer_codings_...`.)
 //!
 //! The helpers (memory watch, hand-made requests) are those of
 //! [`crate::limits`]. Every loop is bounded in count and time, every socket
@@ -26,7 +28,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::limits::{
-    Outcome, assert_peak_within, child_roots, exchange, mib, patterned_server, status_of, watch_rss,
+    Outcome, assert_peak_within, child_roots, exchange, mib, status_of, watch_rss,
 };
 use crate::util::*;
 
@@ -524,61 +526,6 @@ fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
         "the slow reader got {} of {LEN} bytes: the server cut it off (it ended {:?})",
         answer.body.len(),
         slow_end
-    );
-}
-
-// ---------------------------------------------------------------------------
-// Finding 12: chunked, chunked
-// ---------------------------------------------------------------------------
-
-/// A PUT whose transfer codings name `chunked` twice (`chunked, chunked`,
-/// or two `Transfer-Encoding: chunked` headers) is answered 501
-/// `not_implemented` and writes nothing: the HTTP layer removes one
-/// `chunked`, and the server would store the inner chunk framing as data.
-/// Exactly one `chunked` writes the bytes it carries.
-#[test]
-fn a_chunked_coding_named_twice_gets_501() {
-    let server = patterned_server("");
-    let snap = server.snapshot(&ABC);
-    let inner = b"5\r\nHELLO\r\n0\r\n\r\n";
-    let outer = |head: Vec<u8>| {
-        let mut request = head;
-        request.extend_from_slice(format!("{:x}\r\n", inner.len()).as_bytes());
-        request.extend_from_slice(inner);
-        request.extend_from_slice(b"\r\n0\r\n\r\n");
-        request
-    };
-    let target = format!("{DATA}?offset=8192");
-    for codings in [
-        &[("Transfer-Encoding", "chunked, chunked")][..],
-        &[("Transfer-Encoding", "chunked,chunked")],
-        &[
-            ("Transfer-Encoding", "chunked"),
-            ("Transfer-Encoding", "chunked"),
-        ],
-    ] {
-        let request = outer(request_head(&server, "PUT", &target, codings));
-        let o = exchange(&server, &request, Duration::from_secs(10));
-        assert!(
-            o.is(501, "not_implemented"),
-            "{codings:?}: expected 501 not_implemented, got {} {:?}",
-            o.summary(),
-            String::from_utf8_lossy(&o.body)
-        );
-        server.assert_unchanged(&snap, &format!("a PUT with {codings:?}"));
-    }
-    let request = outer(request_head(
-        &server,
-        "PUT",
-        &target,
-        &[("Transfer-Encoding", "chunked")],
-    ));
-    let o = exchange(&server, &request, Duration::from_secs(10));
-    assert_eq!(o.status, Some(204), "exactly chunked: {}", o.summary());
-    assert_bytes_eq(
-        &server.read_volume("vm", 8192, inner.len() as u64),
-        inner,
-        "the chunked PUT",
     );
 }
 
