@@ -1,0 +1,146 @@
+//! The volume's bytes: read (whole or a `Range`), `HEAD`, write,
+//! write-zeroes and flush.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use quorum_core::{Op, VolumeError};
+use serde::Deserialize;
+
+use super::AppState;
+use super::extract::{ApiQuery, VolumeName, content_length, read_body, timed};
+use super::stream::{READ_CHUNK, stream_read};
+use crate::error::ApiError;
+use crate::range;
+
+#[derive(Deserialize)]
+pub(super) struct OffsetQuery {
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RangeQuery {
+    offset: u64,
+    length: u64,
+}
+
+pub(super) async fn head_data(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+) -> Result<Response, ApiError> {
+    let size = state.entry(&vol)?.volume().size();
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_LENGTH, HeaderValue::from(size)),
+            (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+    )
+        .into_response())
+}
+
+pub(super) async fn read_data(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = state.entry(&vol)?;
+    let size = entry.volume().size();
+    let (status, offset, length) = match headers.get(header::RANGE) {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("the Range header is not ASCII".into()))?;
+            let r = range::parse(value, size)?;
+            (StatusCode::PARTIAL_CONTENT, r.offset, r.length)
+        }
+        None => (StatusCode::OK, 0, size),
+    };
+    // A Range read is atomic up to `max_request_bytes` (SPEC 8.1); a whole
+    // volume is a live copy, atomic per piece, in small pieces so that a
+    // slow reader holds little.
+    let span = match status {
+        StatusCode::PARTIAL_CONTENT => state.max_request_bytes.max(READ_CHUNK as u64),
+        _ => READ_CHUNK as u64,
+    };
+    let body = stream_read(&state, entry, &vol, offset, length, span).await?;
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {}-{}/{size}", offset, offset + length - 1);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    Ok(response)
+}
+
+pub(super) async fn write_data(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    ApiQuery(q): ApiQuery<OffsetQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let entry = state.entry(&vol)?;
+    let size = entry.volume().size();
+    let limit = state.max_request_bytes;
+    if let Some(len) = content_length(&headers)? {
+        if len > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if q.offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(VolumeError::OutOfRange {
+                offset: q.offset,
+                length: len,
+                size,
+            }
+            .into());
+        }
+    }
+    let data = read_body(&state, body, content_length(&headers)?, limit).await?;
+    let bytes = data.len() as u64;
+    timed(&state, &vol, Op::Write, bytes, move || {
+        let (data, _reservation) = data.into_parts();
+        entry.run(|v| v.write(q.offset, data))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn write_zeroes(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let entry = state.entry(&vol)?;
+    timed(&state, &vol, Op::WriteZeroes, q.length, move || {
+        entry.run(|v| v.write_zeroes(q.offset, q.length))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn flush(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+) -> Result<StatusCode, ApiError> {
+    let entry = state.entry(&vol)?;
+    timed(&state, &vol, Op::Flush, 0, move || entry.run(|v| v.flush())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
