@@ -175,5 +175,14 @@ fn a_child_unreachable_at_start_is_refused_with_one_line() {
             line.contains("vm") && line.contains("far"),
             "{what}: the line should name the volume and the child: {line}"
         );
+        // And the reason: it could not reach the port (not another refusal
+        // that happens to name the child).
+        let unreachable = line.contains(&port.to_string())
+            || line.contains("cannot be reached")
+            || line.contains("connect");
+        assert!(
+            unreachable,
+            "{what}: the line should say the child could not be reached: {line}"
+        );
     }
 }

@@ -38,6 +38,7 @@ use quorum_backends::{ChildSource, Confinement, OpenError};
 use quorum_core::{ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::background::NotStopped;
 use crate::config::{ChildConfig, NAME_RULE, valid_name};
 use crate::jobs::Jobs;
 use crate::resync::ResyncConfig;
@@ -278,10 +279,14 @@ impl VolumeEntry {
             .ok_or(MembershipError::Busy(DRAIN_WAIT))
     }
 
-    /// Stops the jobs at a checkpoint (a job stuck in a step is logged and
-    /// left behind).
-    pub fn stop(&self) {
-        let _ = self.jobs().stop();
+    /// Stops the jobs at a checkpoint.
+    ///
+    /// # Errors
+    /// The background workers that did not stop in time (each still in a
+    /// step that may write): the volume must not be settled over them.
+    pub fn stop(&self) -> Result<(), Vec<NotStopped>> {
+        let stuck = self.jobs().stop();
+        if stuck.is_empty() { Ok(()) } else { Err(stuck) }
     }
 
     /// Adds a child, confined to what the server allows; it syncs before

@@ -94,6 +94,9 @@ pub struct ResyncWorker {
     behind: Vec<(String, ChildState)>,
     failures: u32,
     backoff: Duration,
+    /// The pause before a region a reconcile could not finish is tried
+    /// again; it grows apart from [`ResyncWorker::backoff`].
+    reconcile_backoff: Duration,
     /// Bytes copied since start.
     copied: u64,
     /// Since when it has been copying without going idle.
@@ -122,6 +125,7 @@ impl ResyncWorker {
             behind,
             failures: 0,
             backoff: BACKOFF,
+            reconcile_backoff: BACKOFF,
             copied: 0,
             spell: None,
             resume_at: Instant::now(),
@@ -207,11 +211,16 @@ impl Worker for ResyncWorker {
                 );
                 if volume.awaits_reconcile() {
                     // A region a reconcile could not finish: the next step
-                    // tries it again, after a back-off.
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    let pause = self.backoff;
+                    // tries it again, after a back-off of its own.
+                    let pause = self.reconcile_backoff;
+                    self.reconcile_backoff = (self.reconcile_backoff * 2).min(MAX_BACKOFF);
                     self.throttled(pause)
                 } else {
+                    // All done: the next streak of failures starts from
+                    // the shortest back-off again.
+                    self.backoff = BACKOFF;
+                    self.reconcile_backoff = BACKOFF;
+                    self.failures = 0;
                     WorkerState::Idle
                 }
             }

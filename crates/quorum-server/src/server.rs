@@ -281,11 +281,15 @@ pub fn run(
         (n.listen, Arc::new(exports), limits)
     });
     let served = runtime.block_on(serve(config.listen, nbd, state.clone(), limits));
-    for entry in state.volumes.values() {
-        entry.stop();
+    let mut busy = std::collections::BTreeSet::new();
+    for (name, entry) in &state.volumes {
+        if let Err(stuck) = entry.stop() {
+            tracing::error!(volume = %name, workers = ?stuck, "background workers did not stop in time; the volume is flushed but not settled, so the next start reconciles what they were writing");
+            busy.insert(name.clone());
+        }
     }
     served?;
-    runtime.block_on(close_volumes(&state));
+    runtime.block_on(close_volumes(&state, &busy));
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
@@ -382,13 +386,20 @@ async fn wait_for_signal() {
     }
 }
 
-/// Flushes every volume, then stops its workers.
-async fn close_volumes(state: &AppState) {
+/// Flushes every volume, then stops its workers. A volume in `busy` (a
+/// background worker still in a step) is flushed but not settled: its
+/// write intents stay, so the next start reconciles them.
+async fn close_volumes(state: &AppState, busy: &std::collections::BTreeSet<String>) {
     for (name, entry) in &state.volumes {
         let volume = entry.volume();
+        let settle = !busy.contains(name);
         let result = tokio::task::spawn_blocking(move || {
             // Settled: the next start has no write-intent region to reconcile.
-            let flushed = volume.flush_and_settle();
+            let flushed = if settle {
+                volume.flush_and_settle()
+            } else {
+                volume.flush()
+            };
             let stuck = volume.close(STOP_DEADLINE);
             (flushed, stuck)
         })
