@@ -469,7 +469,7 @@ fn a_run_time_child_is_reopened_confined_at_start_and_never_created_again() {
         server.get("/v1/volumes/vm").json()["children"][3]["state"] == "healthy"
     });
     server.stop();
-    std::fs::rename(roots.join("sub"), sandbox_path(&server, "sub-moved")).expect("move sub");
+    std::fs::rename(roots.join("sub"), server.file("sub-moved")).expect("move sub");
     std::os::unix::fs::symlink(&outside, roots.join("sub")).expect("symlink");
     // The server starts without r: a child a caller controls cannot keep
     // it down, nor make it follow the link.
@@ -500,10 +500,6 @@ fn a_run_time_child_is_reopened_confined_at_start_and_never_created_again() {
     );
 }
 
-fn sandbox_path(server: &Server, name: &str) -> std::path::PathBuf {
-    server.file(name)
-}
-
 #[test]
 fn adds_are_bounded_in_size_count_and_time() {
     let sandbox = Sandbox::new();
@@ -520,7 +516,16 @@ fn adds_are_bounded_in_size_count_and_time() {
     let server = Arc::new(sandbox.serve(&config));
     // Too long a uri or option, a host in a file uri, too long a timeout.
     let huge = format!("{}long.img", "/".repeat(1_500_000));
-    add_to(&server, "vm", "x", &huge, json!({})).expect_error(413, "payload_too_large");
+    let body = json!({ "name": "x", "uri": huge, "options": {} }).to_string();
+    let status = server.send_oversized(
+        server
+            .request(Method::POST, "/v1/volumes/vm/children")
+            .body(body),
+    );
+    assert!(
+        matches!(status, Some(413) | None),
+        "a 1.5 MB uri: {status:?}"
+    );
     let long = format!("{}long.img", "/".repeat(2_000));
     add_to(&server, "vm", "x", &long, json!({})).expect_error(400, "bad_request");
     add_to(

@@ -175,6 +175,13 @@ impl IntoResponse for ApiError {
                     response.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
             }
+            // The rest of the body is not read: the connection cannot
+            // carry another request, and the client must not reuse it.
+            ApiError::PayloadTooLarge { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             ApiError::Unauthorized => {
                 response
                     .headers_mut()

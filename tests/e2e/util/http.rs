@@ -135,6 +135,20 @@ impl Server {
         }
     }
 
+    /// Sends a request whose body is over a limit: the status of the
+    /// answer (413 expected), or `None` when the connection was cut while
+    /// the body was still going (the server answers without reading the
+    /// rest, and the client may see its write fail first).
+    pub fn send_oversized(&self, rb: RequestBuilder) -> Option<u16> {
+        match rb.send() {
+            Ok(r) => Some(r.status().as_u16()),
+            Err(e) => {
+                eprintln!("an oversized request was cut off while sent: {e}");
+                None
+            }
+        }
+    }
+
     /// Sends a request and reads the whole answer.
     #[track_caller]
     pub fn send(&self, rb: RequestBuilder) -> Resp {

@@ -158,6 +158,21 @@ impl Sandbox {
     /// Like [`Sandbox::serve`] with extra environment variables.
     #[track_caller]
     pub fn serve_with_env(self, config: &str, env: &[(&str, &str)]) -> Server {
+        self.serve_config(config, env, false)
+    }
+
+    /// Starts the server on `config` at a port of 127.0.0.1 the kernel
+    /// picks, and restarts it (after a kill) on that port, so that others
+    /// that name its address find it again (see `ports`).
+    #[track_caller]
+    pub fn serve_pinned(self, config: &str) -> Server {
+        self.serve_config(config, &[], true)
+    }
+
+    /// Starts the server on `config` at a port the kernel picks, with `env`;
+    /// `pin_port` keeps that port across restarts.
+    #[track_caller]
+    fn serve_config(self, config: &str, env: &[(&str, &str)], pin_port: bool) -> Server {
         let path = self.write_config(config);
         let launch = Launch {
             args: vec![
@@ -172,28 +187,7 @@ impl Sandbox {
                 .collect(),
             cwd: self.file("cwd"),
             fixed_addr: None,
-            pin_port: false,
-        };
-        Server::start(self, launch)
-    }
-
-    /// Starts the server on `config` at a port of 127.0.0.1 the kernel
-    /// picks, and restarts it (after a kill) on that port, so that others
-    /// that name its address find it again (see `ports`).
-    #[track_caller]
-    pub fn serve_pinned(self, config: &str) -> Server {
-        let path = self.write_config(config);
-        let launch = Launch {
-            args: vec![
-                "--config".into(),
-                path.display().to_string(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-            ],
-            env: vec![],
-            cwd: self.file("cwd"),
-            fixed_addr: None,
-            pin_port: true,
+            pin_port,
         };
         Server::start(self, launch)
     }
