@@ -15,6 +15,7 @@ use rustix::fs::{FallocateFlags, SeekFrom};
 use rustix::io::Errno;
 
 use crate::OpenError;
+use crate::lock::Exclusive;
 
 /// Write-zeroes falls back to writing zeros in pieces of this size where
 /// the filesystem cannot punch holes.
@@ -26,6 +27,8 @@ pub struct FileBackend {
     path: PathBuf,
     file: File,
     size: u64,
+    /// This server's exclusive hold on the file (see [`crate::lock`]).
+    _lock: Exclusive,
 }
 
 impl FileBackend {
@@ -54,6 +57,7 @@ impl FileBackend {
             }
             Err(e) => return Err(at(e)),
         };
+        let lock = take_lock(&file, path)?;
         let actual = file.metadata().map_err(at)?.len();
         if let Some(expected) = size {
             if actual != expected {
@@ -68,6 +72,7 @@ impl FileBackend {
             path: path.to_owned(),
             file,
             size: actual,
+            _lock: lock,
         })
     }
 
@@ -143,9 +148,10 @@ impl FileBackend {
             Errno::NOENT | Errno::NOTDIR => forbidden("no such directory under the root"),
             e => at(e.into()),
         };
-        let file = match open(OFlags::empty()) {
+        let (file, lock) = match open(OFlags::empty()) {
             Ok(fd) => {
                 let file = File::from(fd);
+                let lock = take_lock(&file, &path)?;
                 let meta = file.metadata().map_err(at)?;
                 let ours = read_mark(&file).as_deref() == Some(mark);
                 if !meta.is_file() || (meta.len() != 0 && !ours) {
@@ -167,16 +173,17 @@ impl FileBackend {
                         place: path.display().to_string(),
                     });
                 }
-                file
+                (file, lock)
             }
             Err(Errno::NOENT) if create => {
                 let file = File::from(open(OFlags::CREATE | OFlags::EXCL).map_err(refused)?);
+                let lock = take_lock(&file, &path)?;
                 let made = set_mark(&file, mark).and_then(|()| file.set_len(size));
                 if let Err(e) = made {
                     let _ = rustix::fs::unlinkat(&dir, relative, rustix::fs::AtFlags::empty());
                     return Err(at(e));
                 }
-                file
+                (file, lock)
             }
             Err(Errno::NOENT) => {
                 return Err(forbidden(
@@ -185,7 +192,12 @@ impl FileBackend {
             }
             Err(e) => return Err(refused(e)),
         };
-        Ok(FileBackend { path, file, size })
+        Ok(FileBackend {
+            path,
+            file,
+            size,
+            _lock: lock,
+        })
     }
 
     fn check(&self, offset: u64, length: u64) -> Result<(), BackendError> {
@@ -213,6 +225,14 @@ impl FileBackend {
             Err(e) => Err(BackendError::Io(e.into())),
         }
     }
+}
+
+/// The exclusive lock of a child's file, or why another process keeps it.
+fn take_lock(file: &File, path: &Path) -> Result<Exclusive, OpenError> {
+    Exclusive::take(file).map_err(|source| OpenError::Locked {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The identity of the file with this device and inode.

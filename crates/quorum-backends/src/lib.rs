@@ -27,6 +27,7 @@ pub mod faulty;
 pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod lock;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod unopened;
@@ -126,6 +127,14 @@ pub enum OpenError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// Another process (a second server) holds the file's lock.
+    #[error("{}: {source}; one server per child file", path.display())]
+    Locked {
+        /// The file.
+        path: PathBuf,
+        /// Who holds it.
+        source: lock::LockError,
     },
     /// The file does not exist and there is no size to create it with.
     #[error("{} does not exist, and the volume has no size to create it with", path.display())]

@@ -8,11 +8,14 @@
 //! which child did not stop in time.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use quorum_backends::lock::Exclusive;
 use quorum_backends::{ChildSource, Confinement};
 use quorum_core::{ChildSpec, EventSink, Volume};
 use tokio_util::sync::CancellationToken;
@@ -230,6 +233,7 @@ pub fn run(
     listener::raise_file_limit(config.max_connections);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let _data_dir = lock_data_dir(&config.data_dir)?;
     let events = Arc::new(
         EventLog::open(&config.data_dir, config.max_events).with_context(|| {
             format!("cannot open the event log in {}", config.data_dir.display())
@@ -293,6 +297,32 @@ pub fn run(
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Holds `data_dir` for this server alone, for as long as the value
+/// lives: two servers on one `data_dir` would each rewrite the other's
+/// stale maps and event log. A second server refuses to start, naming the
+/// holder; the lock file says the holder's pid to people too.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<Exclusive> {
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let lock = Exclusive::take(&file).with_context(|| {
+        format!(
+            "data_dir {} is in use by another server: {}",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(lock)
 }
 
 /// What the NBD listener needs: its address, the exports, the bounds.

@@ -13,9 +13,13 @@ use super::AppState;
 use crate::dashboard;
 use crate::error::ApiError;
 
+/// The paths a liveness or readiness probe calls without a token.
+const OPEN_PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
 /// Requires `Authorization: Bearer TOKEN` when a token is configured: the
 /// scheme in any case (RFC 9110), the credentials exactly, compared in
-/// constant time. `/healthz` and the dashboard's files are open.
+/// constant time. The probes ([`OPEN_PROBES`]) and the dashboard's files
+/// are open.
 pub(super) async fn auth(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -23,7 +27,7 @@ pub(super) async fn auth(
 ) -> Response {
     if let Some(token) = &state.token {
         let path = request.uri().path();
-        if path != "/healthz" && !dashboard::is_asset(path) {
+        if !OPEN_PROBES.contains(&path) && !dashboard::is_asset(path) {
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)

@@ -13,7 +13,7 @@
 //!   from the budget, and `timed` (an engine call, counted).
 //! - `stream.rs`: answers sent in pieces while they hold the budget: the
 //!   streamed read and JSON answers.
-//! - `status.rs`: `GET /healthz`, `GET /metrics`.
+//! - `status.rs`: `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //! - `volumes.rs`: `GET /v1/volumes`, `GET /v1/volumes/{vol}`.
 //! - `data.rs`: `GET|HEAD|PUT /v1/volumes/{vol}/data`,
 //!   `POST .../write-zeroes`, `POST .../flush`.
@@ -60,7 +60,7 @@ use self::data::{flush, head_data, read_data, write_data, write_zeroes};
 use self::events::{event_kinds, list_events, stream_events};
 use self::guard::{auth, transfer_codings};
 use self::jobs::{cancel_job, get_job, list_jobs, start_scrub};
-use self::status::{healthz, metrics};
+use self::status::{healthz, metrics, readyz};
 pub(crate) use self::stream::READ_CHUNK;
 use self::volumes::{get_volume, list_volumes};
 
@@ -105,6 +105,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/volumes", get(list_volumes))
         .route("/v1/volumes/{vol}", get(get_volume))
         .route(

@@ -2,14 +2,51 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use quorum_core::ChildState;
+use serde_json::json;
 
 use super::AppState;
 
+/// Whether the process is alive: always `ok`.
 pub(super) async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Whether every volume can serve: at least `vote_threshold` of its
+/// children are healthy (neither failed nor missing writes). 200 when all
+/// can, 503 otherwise; the body says which cannot, by volume name and
+/// counts only, since it is open to unauthenticated probes as `/healthz`.
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let volumes: Vec<_> = state
+        .volumes
+        .iter()
+        .map(|(name, entry)| {
+            let volume = entry.volume();
+            let healthy = volume
+                .children()
+                .iter()
+                .filter(|c| c.state == ChildState::Healthy)
+                .count();
+            let threshold = volume.options().vote_threshold;
+            json!({
+                "volume": name,
+                "ready": healthy >= threshold,
+                "healthy_children": healthy,
+                "vote_threshold": threshold,
+            })
+        })
+        .collect();
+    let ready = volumes.iter().all(|v| v["ready"] == true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "volumes": volumes }))).into_response()
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
