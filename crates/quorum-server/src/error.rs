@@ -131,7 +131,8 @@ impl From<crate::membership::MembershipError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             M::Open {
-                source: OpenError::NotOurs { .. } | OpenError::WrongSize { .. },
+                source:
+                    OpenError::NotOurs { .. } | OpenError::WrongSize { .. } | OpenError::Locked { .. },
                 ..
             } => ApiError::Conflict(e.to_string()),
             M::Open {
