@@ -66,8 +66,14 @@ fn discard_reads_zero(b: &dyn Backend) {
         (DISCARDED.start - region) as usize,
         (DISCARDED.end - region) as usize,
     );
-    assert!(buf[..start].iter().all(|&x| x == 0x5a), "before the discard");
-    assert!(buf[start..end].iter().all(|&x| x == 0), "the discarded bytes");
+    assert!(
+        buf[..start].iter().all(|&x| x == 0x5a),
+        "before the discard"
+    );
+    assert!(
+        buf[start..end].iter().all(|&x| x == 0),
+        "the discarded bytes"
+    );
     assert!(buf[end..].iter().all(|&x| x == 0x5a), "after the discard");
     b.discard(region, 0).expect("an empty discard");
 }

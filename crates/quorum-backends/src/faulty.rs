@@ -369,13 +369,20 @@ mod tests {
         ));
         b.write_at(&[5; 100], 0).expect("write");
         let err = b.discard(0, 100).expect_err("a discard fails");
-        assert!(matches!(&err, BackendError::Io(e) if e.raw_os_error() == Some(5)), "{err}");
+        assert!(
+            matches!(&err, BackendError::Io(e) if e.raw_os_error() == Some(5)),
+            "{err}"
+        );
         let mut buf = [0u8; 100];
         b.read_at(&mut buf, 0).expect("read");
         assert_eq!(buf, [5; 100], "a failed discard reached nothing");
-        b.write_zeroes(0, 100).expect("write-zeroes below its rule's range");
+        b.write_zeroes(0, 100)
+            .expect("write-zeroes below its rule's range");
         let err = b.write_zeroes(8192, 10).expect_err("write-zeroes in range");
-        assert!(matches!(&err, BackendError::Io(e) if e.raw_os_error() == Some(28)), "{err}");
+        assert!(
+            matches!(&err, BackendError::Io(e) if e.raw_os_error() == Some(28)),
+            "{err}"
+        );
         b.set_rules(Vec::new());
         b.write_at(&[6; 100], 0).expect("write");
         b.discard(0, 50).expect("no rule");

@@ -107,7 +107,10 @@ fn a_child_that_fails_a_discard_goes_stale_and_is_resynced() {
     // Two of three failing: the discard fails, as a write would.
     s.mems[0].fail_discards.store(true, Ordering::SeqCst);
     s.mems[1].fail_discards.store(true, Ordering::SeqCst);
-    let err = s.volume.discard(0, B as u64).expect_err("below the threshold");
+    let err = s
+        .volume
+        .discard(0, B as u64)
+        .expect_err("below the threshold");
     assert!(matches!(err, VolumeError::Quorum(_)), "{err}");
     let events = s.sink.take();
     assert!(
