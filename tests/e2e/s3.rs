@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::util::*;
 
@@ -527,4 +527,33 @@ fn the_s3_backend_conforms() {
     })
     .expect("open the s3 child");
     quorum_backends::conformance::run(&*backend);
+    // The suite's discard deleted the chunks it covered whole, and kept
+    // the two it covered in part (they hold data besides the zeroes).
+    let discarded = quorum_backends::conformance::DISCARDED;
+    let whole = discarded.start.div_ceil(CHUNK)..discarded.end / CHUNK;
+    assert!(
+        whole.end >= whole.start + 2,
+        "the discard covers whole chunks: {whole:?}"
+    );
+    let listing = runtime()
+        .block_on(
+            weed.client()
+                .list_with_delimiter(Some(&ObjectPath::from("conformance/chunks"))),
+        )
+        .expect("list the chunks");
+    let found: Vec<u64> = listing
+        .objects
+        .iter()
+        .filter_map(|o| u64::from_str_radix(o.location.filename()?, 16).ok())
+        .collect();
+    assert!(
+        found.iter().all(|i| !whole.contains(i)),
+        "chunks {whole:?} were discarded whole, yet the store lists {found:?}"
+    );
+    for edge in [discarded.start / CHUNK, discarded.end / CHUNK] {
+        assert!(
+            found.contains(&edge),
+            "chunk {edge} keeps its data: {found:?}"
+        );
+    }
 }

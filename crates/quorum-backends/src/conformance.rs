@@ -2,6 +2,7 @@
 //! child of [`SIZE`] bytes of each kind (the end-to-end tests run it on
 //! remote children too). It panics at the first difference.
 
+use std::ops::Range;
 use std::thread;
 
 use quorum_core::{Backend, BackendError, Extent};
@@ -9,12 +10,18 @@ use quorum_core::{Backend, BackendError, Extent};
 /// The size of the child the suite expects: 4 MiB, all zeros.
 pub const SIZE: u64 = 4 << 20;
 
+/// The range the suite discards, unaligned, within data it wrote first:
+/// a test of a backend that frees space can check that the space within
+/// it is gone (an S3 child's whole chunks there).
+pub const DISCARDED: Range<u64> = (3 << 20) + 1000..(3 << 20) + 701_000;
+
 /// Runs every check on a fresh, zeroed child of [`SIZE`] bytes.
 pub fn run(b: &(dyn Backend + 'static)) {
     assert_eq!(b.size().expect("size"), SIZE);
     fresh_child_reads_zeros(b);
     unaligned_writes_round_trip(b);
     write_zeroes_reads_zero(b);
+    discard_reads_zero(b);
     block_status_covers_the_range(b);
     out_of_range_is_refused(b);
     parallel_disjoint_writes(b);
@@ -45,6 +52,30 @@ fn write_zeroes_reads_zero(b: &dyn Backend) {
     assert!(buf[..100].iter().all(|&x| x == 9));
     assert!(buf[100..600_100].iter().all(|&x| x == 0));
     assert!(buf[600_100..].iter().all(|&x| x == 9));
+}
+
+/// A discard reads as zero afterwards and leaves its neighbours alone.
+fn discard_reads_zero(b: &dyn Backend) {
+    let region = 3u64 << 20;
+    b.write_at(&vec![0x5a; 1 << 20], region).expect("fill");
+    b.discard(DISCARDED.start, DISCARDED.end - DISCARDED.start)
+        .expect("discard");
+    let mut buf = vec![0u8; 1 << 20];
+    b.read_at(&mut buf, region).expect("read");
+    let (start, end) = (
+        (DISCARDED.start - region) as usize,
+        (DISCARDED.end - region) as usize,
+    );
+    assert!(
+        buf[..start].iter().all(|&x| x == 0x5a),
+        "before the discard"
+    );
+    assert!(
+        buf[start..end].iter().all(|&x| x == 0),
+        "the discarded bytes"
+    );
+    assert!(buf[end..].iter().all(|&x| x == 0x5a), "after the discard");
+    b.discard(region, 0).expect("an empty discard");
 }
 
 fn block_status_covers_the_range(b: &dyn Backend) {
@@ -120,6 +151,20 @@ fn out_of_range_is_refused(b: &dyn Backend) {
         b.write_zeroes(SIZE, 1),
         Err(BackendError::OutOfRange { .. })
     ));
+    for (offset, length) in [(SIZE, 1), (SIZE - 5, 10), (u64::MAX - 5, 10), (5, u64::MAX)] {
+        assert!(
+            matches!(
+                b.discard(offset, length),
+                Err(BackendError::OutOfRange { .. })
+            ),
+            "a discard of {length} bytes at {offset}"
+        );
+    }
+    // Nothing of a refused discard was applied (`discard_reads_zero`
+    // filled the end of the child).
+    let mut tail = [0u8; 5];
+    b.read_at(&mut tail, SIZE - 5).expect("read");
+    assert_eq!(tail, [0x5a; 5]);
 }
 
 fn parallel_disjoint_writes(b: &(dyn Backend + 'static)) {

@@ -5,7 +5,7 @@
 //!
 //! ```toml
 //! [[volume.child.fault]]
-//! op = "read"          # read | write | write_zeroes | flush | any
+//! op = "read"          # read | write | write_zeroes | discard | flush | any
 //! offset = 0           # bytes or a size ("1MiB"); default 0
 //! length = "4KiB"      # default: to the end of the child
 //! error = "EIO"        # fail with this errno (a name or a number) ...
@@ -38,6 +38,8 @@ pub enum FaultOp {
     Write,
     /// Write-zeroes.
     WriteZeroes,
+    /// Discards.
+    Discard,
     /// Flushes.
     Flush,
     /// Every request.
@@ -281,6 +283,11 @@ impl Backend for Faulty {
         self.inner.write_zeroes(offset, length)
     }
 
+    fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.apply(FaultOp::Discard, span(offset, length))?;
+        self.inner.discard(offset, length)
+    }
+
     fn flush(&self) -> Result<(), BackendError> {
         self.apply(FaultOp::Flush, None)?;
         self.inner.flush()
@@ -353,6 +360,34 @@ mod tests {
         let err = b.read_at(&mut buf, 4090).expect_err("overlaps");
         assert!(err.to_string().contains("Input/output error"), "{err}");
         b.write_at(&buf, 4096).expect("writes are not affected");
+    }
+
+    #[test]
+    fn zeroing_ops_are_told_apart() {
+        let (_dir, b) = wrapped(rules(
+            "[[fault]]\nop = \"discard\"\nerror = \"EIO\"\n\n[[fault]]\nop = \"write_zeroes\"\noffset = 8192\nerror = \"ENOSPC\"\n",
+        ));
+        b.write_at(&[5; 100], 0).expect("write");
+        let err = b.discard(0, 100).expect_err("a discard fails");
+        assert!(
+            matches!(&err, BackendError::Io(e) if e.raw_os_error() == Some(5)),
+            "{err}"
+        );
+        let mut buf = [0u8; 100];
+        b.read_at(&mut buf, 0).expect("read");
+        assert_eq!(buf, [5; 100], "a failed discard reached nothing");
+        b.write_zeroes(0, 100)
+            .expect("write-zeroes below its rule's range");
+        let err = b.write_zeroes(8192, 10).expect_err("write-zeroes in range");
+        assert!(
+            matches!(&err, BackendError::Io(e) if e.raw_os_error() == Some(28)),
+            "{err}"
+        );
+        b.set_rules(Vec::new());
+        b.write_at(&[6; 100], 0).expect("write");
+        b.discard(0, 50).expect("no rule");
+        b.read_at(&mut buf, 0).expect("read");
+        assert!(buf[..50].iter().all(|&x| x == 0) && buf[50..].iter().all(|&x| x == 6));
     }
 
     #[test]

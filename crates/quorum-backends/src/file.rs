@@ -2,7 +2,8 @@
 //!
 //! Positional I/O only (`pread`/`pwrite`: no shared seek position, so
 //! requests run in parallel), sparse creation, `fdatasync` on flush, hole
-//! punching for write-zeroes, and block status from `SEEK_DATA`/`SEEK_HOLE`.
+//! punching for write-zeroes and discard, and block status from
+//! `SEEK_DATA`/`SEEK_HOLE`.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -17,8 +18,8 @@ use rustix::io::Errno;
 use crate::OpenError;
 use crate::lock::Exclusive;
 
-/// Write-zeroes falls back to writing zeros in pieces of this size where
-/// the filesystem cannot punch holes.
+/// Write-zeroes and discard fall back to writing zeros in pieces of this
+/// size where the filesystem cannot punch holes.
 const ZERO_CHUNK: usize = 1 << 20;
 
 /// A child in a local file.
@@ -204,6 +205,24 @@ impl FileBackend {
         BackendError::check_range(offset, length, self.size)
     }
 
+    /// Makes the range read as zero by punching a hole
+    /// (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`), which frees its
+    /// blocks; writes zeroes where the file system cannot punch.
+    fn punch_hole(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.check(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.file, punch, offset, length) {
+            Ok(()) => Ok(()),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                self.write_zeroes_by_hand(offset, length)
+            }
+            Err(e) => Err(BackendError::Io(e.into())),
+        }
+    }
+
     fn write_zeroes_by_hand(&self, offset: u64, length: u64) -> Result<(), BackendError> {
         let zeros = vec![0u8; ZERO_CHUNK.min(length as usize)];
         let mut at = offset;
@@ -296,18 +315,12 @@ impl Backend for FileBackend {
     }
 
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
-        self.check(offset, length)?;
-        if length == 0 {
-            return Ok(());
-        }
-        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        match rustix::fs::fallocate(&self.file, punch, offset, length) {
-            Ok(()) => Ok(()),
-            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
-                self.write_zeroes_by_hand(offset, length)
-            }
-            Err(e) => Err(BackendError::Io(e.into())),
-        }
+        self.punch_hole(offset, length)
+    }
+
+    /// A hole, as write-zeroes makes: the file system frees the blocks.
+    fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.punch_hole(offset, length)
     }
 
     fn flush(&self) -> Result<(), BackendError> {
@@ -403,32 +416,44 @@ mod tests {
     }
 
     #[test]
-    fn write_zeroes_punches_a_hole() {
-        let (dir, b) = temp(1 << 20);
-        b.write_at(&vec![7u8; 1 << 20], 0).expect("fill");
-        b.write_zeroes(256 << 10, 256 << 10).expect("zeroes");
-        let map = b.block_status(0, 1 << 20, 100).expect("status");
-        assert_eq!(
-            map,
-            vec![
-                Extent {
-                    offset: 0,
-                    length: 256 << 10,
-                    zero: false
-                },
-                Extent {
-                    offset: 256 << 10,
-                    length: 256 << 10,
-                    zero: true
-                },
-                Extent {
-                    offset: 512 << 10,
-                    length: 512 << 10,
-                    zero: false
-                },
-            ]
-        );
-        let meta = std::fs::metadata(dir.path().join("child.img")).expect("meta");
-        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 <= (768 << 10) + 8192);
+    fn write_zeroes_and_discard_punch_a_hole() {
+        type Zero = fn(&FileBackend, u64, u64) -> Result<(), BackendError>;
+        let ways: [(&str, Zero); 2] = [
+            ("write_zeroes", <FileBackend as Backend>::write_zeroes),
+            ("discard", <FileBackend as Backend>::discard),
+        ];
+        for (what, zero) in ways {
+            let (dir, b) = temp(1 << 20);
+            b.write_at(&vec![7u8; 1 << 20], 0).expect("fill");
+            b.flush().expect("flush");
+            zero(&b, 256 << 10, 256 << 10).expect(what);
+            let map = b.block_status(0, 1 << 20, 100).expect("status");
+            assert_eq!(
+                map,
+                vec![
+                    Extent {
+                        offset: 0,
+                        length: 256 << 10,
+                        zero: false
+                    },
+                    Extent {
+                        offset: 256 << 10,
+                        length: 256 << 10,
+                        zero: true
+                    },
+                    Extent {
+                        offset: 512 << 10,
+                        length: 512 << 10,
+                        zero: false
+                    },
+                ],
+                "{what}"
+            );
+            let meta = std::fs::metadata(dir.path().join("child.img")).expect("meta");
+            assert!(
+                std::os::unix::fs::MetadataExt::blocks(&meta) * 512 <= (768 << 10) + 8192,
+                "{what} freed the blocks"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `http`: a child that is a volume on another quorum-server, reached
 //! through its HTTP API (SPEC section 4): reads with `Range`, writes with
-//! `PUT`, and write-zeroes, flush and block status through their endpoints
-//! (block status page by page, following `Quorum-Next-Offset`).
+//! `PUT`, and write-zeroes, discard, flush and block status through their
+//! endpoints (block status page by page, following `Quorum-Next-Offset`).
 //!
 //! The client keeps connections alive and allows several requests in
 //! flight; connect and request timeouts are bounded, so a dead or hung
@@ -230,6 +230,14 @@ impl HttpBackend {
         BackendError::check_range(offset, length, self.size)
     }
 
+    /// `POST {base}/{route}?offset=&length=`, answered `204`.
+    fn post_range(&self, route: &str, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.check(offset, length)?;
+        let url = format!("{}/{route}?offset={offset}&length={length}", self.base);
+        self.send(self.client.post(url), StatusCode::NO_CONTENT)
+            .map(drop)
+    }
+
     fn data_url(&self) -> String {
         format!("{}/data", self.base)
     }
@@ -324,10 +332,12 @@ impl Backend for HttpBackend {
     }
 
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
-        self.check(offset, length)?;
-        let url = format!("{}/write-zeroes?offset={offset}&length={length}", self.base);
-        self.send(self.client.post(url), StatusCode::NO_CONTENT)
-            .map(drop)
+        self.post_range("write-zeroes", offset, length)
+    }
+
+    /// Forwarded: the remote volume's children free the space.
+    fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.post_range("discard", offset, length)
     }
 
     fn flush(&self) -> Result<(), BackendError> {

@@ -61,6 +61,10 @@ impl Backend for Unopened {
         Err(self.refused())
     }
 
+    fn discard(&self, _offset: u64, _length: u64) -> Result<(), BackendError> {
+        Err(self.refused())
+    }
+
     fn flush(&self) -> Result<(), BackendError> {
         Err(self.refused())
     }

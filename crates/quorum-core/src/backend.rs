@@ -132,6 +132,17 @@ pub trait Backend: Send + Sync + fmt::Display {
     /// the storage allows it.
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError>;
 
+    /// Discards `length` bytes at `offset` (NBD `TRIM`, SPEC section 10):
+    /// the range reads as zero afterwards, as after
+    /// [`write_zeroes`](Backend::write_zeroes), so that the children stay
+    /// identical, and the child frees the space where it can (a file
+    /// punches a hole, an object store deletes whole objects, a remote
+    /// volume forwards the discard). The default writes zeroes, which is
+    /// always correct.
+    fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.write_zeroes(offset, length)
+    }
+
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), BackendError>;
 

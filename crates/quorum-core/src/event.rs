@@ -24,6 +24,8 @@ pub enum Op {
     Write,
     /// A write of zeroes.
     WriteZeroes,
+    /// A discard: zeroes, with the space freed where a child can.
+    Discard,
     /// A flush.
     Flush,
     /// A block-status query.
@@ -31,17 +33,19 @@ pub enum Op {
 }
 
 impl Op {
-    /// The metric label: `read`, `write`, `write_zeroes`, `flush`, `block_status`.
+    /// The metric label: `read`, `write`, `write_zeroes`, `discard`,
+    /// `flush`, `block_status`.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
 
     /// The `type` field of QEMU's events, which knows only read, write and
-    /// flush: write-zeroes is a write there, block status a read.
+    /// flush: write-zeroes and discard are writes there, block status a
+    /// read.
     pub fn event_type(self) -> &'static str {
         match self {
             Op::Read | Op::BlockStatus => Op::Read.as_str(),
-            Op::Write | Op::WriteZeroes => Op::Write.as_str(),
+            Op::Write | Op::WriteZeroes | Op::Discard => Op::Write.as_str(),
             Op::Flush => Op::Flush.as_str(),
         }
     }
@@ -287,7 +291,16 @@ mod tests {
         let ops: Vec<&str> = Op::VARIANTS.iter().map(|o| o.as_str()).collect();
         assert_eq!(
             ops,
-            ["read", "write", "write_zeroes", "flush", "block_status"]
+            [
+                "read",
+                "write",
+                "write_zeroes",
+                "discard",
+                "flush",
+                "block_status"
+            ]
         );
+        let types: Vec<&str> = Op::VARIANTS.iter().map(|o| o.event_type()).collect();
+        assert_eq!(types, ["read", "write", "write", "write", "flush", "read"]);
     }
 }

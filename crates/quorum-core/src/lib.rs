@@ -4,7 +4,8 @@
 //! storage protocol. Its parts:
 //!
 //! - [`Backend`] (`backend.rs`): the small trait a replica ("child")
-//!   implements: read, write, write zeroes, flush, size, block status.
+//!   implements: read, write, write zeroes, discard, flush, size, block
+//!   status.
 //! - [`Volume`] (`volume/`): drives the children of one disk. Every
 //!   request fans out to every child in parallel, through each child's
 //!   worker pool (`worker.rs`), and the caller waits for the answers.

@@ -40,6 +40,7 @@ pub(crate) enum Request {
     WriteZeroes {
         offset: u64,
         length: u64,
+        how: Zeroing,
     },
     Flush,
     BlockStatus {
@@ -48,6 +49,26 @@ pub(crate) enum Request {
         limit: usize,
     },
 }
+
+/// How a child makes a range read as zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Zeroing {
+    /// [`Backend::write_zeroes`]: deallocated where the storage allows.
+    Zeroes,
+    /// [`Backend::discard`]: the space freed where the child can.
+    Discard,
+    /// Zero buffers through [`Backend::write_at`], [`ZERO_PIECE`] bytes at a
+    /// time, so that the range stays allocated (NBD's `NO_HOLE`). The
+    /// pieces are one job of the child: the volume holds the range for the
+    /// whole of it, so no read sees some pieces written and not others.
+    Allocated,
+}
+
+/// The largest piece of [`Zeroing::Allocated`].
+pub(crate) const ZERO_PIECE: usize = 1 << 20;
+
+/// The zeroes [`Zeroing::Allocated`] writes (in `.bss`, not allocated).
+static ZEROES: [u8; ZERO_PIECE] = [0; ZERO_PIECE];
 
 /// What a child answered.
 #[derive(Debug)]
@@ -277,9 +298,16 @@ fn execute(
             Ok(Reply::Data(buf))
         }
         Request::Write { offset, data } => backend.write_at(&data, offset).map(|()| Reply::Done),
-        Request::WriteZeroes { offset, length } => {
-            backend.write_zeroes(offset, length).map(|()| Reply::Done)
+        Request::WriteZeroes {
+            offset,
+            length,
+            how,
+        } => match how {
+            Zeroing::Zeroes => backend.write_zeroes(offset, length),
+            Zeroing::Discard => backend.discard(offset, length),
+            Zeroing::Allocated => write_allocated_zeroes(backend, offset, length),
         }
+        .map(|()| Reply::Done),
         Request::Flush => backend.flush().map(|()| Reply::Done),
         Request::BlockStatus {
             offset,
@@ -289,4 +317,22 @@ fn execute(
             .block_status(offset, length, limit.max(1))
             .map(Reply::Extents),
     }
+}
+
+/// Writes `length` zero bytes at `offset` as data, piece by piece (see
+/// [`Zeroing::Allocated`]).
+fn write_allocated_zeroes(
+    backend: &dyn Backend,
+    offset: u64,
+    length: u64,
+) -> Result<(), BackendError> {
+    BackendError::check_range(offset, length, backend.size()?)?;
+    let end = offset + length;
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(ZERO_PIECE as u64) as usize;
+        backend.write_at(&ZEROES[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }

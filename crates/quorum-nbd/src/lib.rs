@@ -131,13 +131,24 @@ pub trait Export: Send + Sync + 'static {
         fua: bool,
     ) -> impl Future<Output = Result<(), ExportError>> + Send;
 
-    /// Writes zeroes; with `no_hole` the range stays allocated; with
-    /// `fua`, durable before it returns.
+    /// Writes zeroes; with `no_hole` the range stays allocated (and the
+    /// zeroes are still one request: a read sees all of them or none);
+    /// with `fua`, durable before it returns.
     fn write_zeroes(
         &self,
         offset: u64,
         length: u32,
         no_hole: bool,
+        fua: bool,
+    ) -> impl Future<Output = Result<(), ExportError>> + Send;
+
+    /// Discards `length` bytes at `offset` (`NBD_CMD_TRIM`): they read as
+    /// zero afterwards on every child, whose space is freed where it can
+    /// be; with `fua`, durable before it returns.
+    fn discard(
+        &self,
+        offset: u64,
+        length: u32,
         fua: bool,
     ) -> impl Future<Output = Result<(), ExportError>> + Send;
 

@@ -225,6 +225,11 @@ async fn run<E: Export>(
             ),
             None,
         ),
+        Command::Trim {
+            offset,
+            length,
+            fua,
+        } => (done(export.discard(offset, length, fua).await, true), None),
         Command::Flush => (done(export.flush().await, false), None),
         Command::BlockStatus {
             offset,

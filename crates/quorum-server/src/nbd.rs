@@ -22,9 +22,6 @@ use crate::budget::{Budget, Reservation};
 use crate::membership::VolumeEntry;
 use crate::telemetry::Telemetry;
 
-/// Zeroes written for `NBD_CMD_FLAG_NO_HOLE`, a piece at a time.
-static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
-
 /// Every volume of the server, by name.
 pub struct NbdExports {
     volumes: BTreeMap<String, Arc<NbdVolume>>,
@@ -163,19 +160,23 @@ impl Export for NbdVolume {
     ) -> Result<(), ExportError> {
         let bytes = u64::from(length);
         self.call(Op::WriteZeroes, bytes, move |v| {
-            if !no_hole {
-                return v.write_zeroes(offset, bytes);
+            if no_hole {
+                v.write_zeroes_allocated(offset, bytes)
+            } else {
+                v.write_zeroes(offset, bytes)
             }
-            // Written as data, so that every child keeps it allocated.
-            let mut at = offset;
-            while at < offset + bytes {
-                let n = (offset + bytes - at).min(ZEROES.len() as u64) as usize;
-                v.write(at, Bytes::from_static(&ZEROES[..n]))?;
-                at += n as u64;
-            }
-            Ok(())
         })
         .await?;
+        if fua {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn discard(&self, offset: u64, length: u32, fua: bool) -> Result<(), ExportError> {
+        let bytes = u64::from(length);
+        self.call(Op::Discard, bytes, move |v| v.discard(offset, bytes))
+            .await?;
         if fua {
             self.flush().await?;
         }

@@ -254,7 +254,7 @@ impl Telemetry {
         m.duration.record(took.as_secs_f64());
         let (count, total) = match op {
             Op::Read => (&v.counts.reads, &v.counts.read_bytes),
-            Op::Write | Op::WriteZeroes => (&v.counts.writes, &v.counts.write_bytes),
+            Op::Write | Op::WriteZeroes | Op::Discard => (&v.counts.writes, &v.counts.write_bytes),
             Op::Flush | Op::BlockStatus => return,
         };
         count.fetch_add(1, Ordering::Relaxed);

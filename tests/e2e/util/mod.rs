@@ -31,6 +31,7 @@
 //! - [`ports`]: the addresses a process listens on, a port that refuses,
 //!   and the lock on the fixed default port;
 //! - [`events`]: `/v1/events` and checks of the events of SPEC section 6;
+//! - [`clients`]: real block clients (`qemu-io` over NBD);
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
 //!   tests' one random generator.
 //!
@@ -40,6 +41,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod bytes;
+mod clients;
 mod config;
 mod events;
 mod http;
@@ -51,6 +53,7 @@ mod sandbox;
 mod server;
 
 pub use self::bytes::*;
+pub use self::clients::*;
 pub use self::config::*;
 pub use self::events::*;
 pub use self::http::*;

@@ -5,8 +5,9 @@
 //! A volume is a prefix `s3://BUCKET/PREFIX` that holds `meta.json` (format,
 //! version, size, chunk size) and one object per chunk,
 //! `chunks/<index as 16 hex digits>`. A chunk that was never written, or is
-//! all zeros, is absent and reads as zeros; write-zeroes deletes whole
-//! chunks; block status lists the chunks and reports absent ones as zero. A
+//! all zeros, is absent and reads as zeros; write-zeroes and discard delete
+//! whole chunks; block status lists the chunks and reports absent ones as
+//! zero. A
 //! write that covers part of a chunk reads, modifies and writes the chunk
 //! under a per-chunk lock, so two writes to different bytes of one chunk do
 //! not lose each other's bytes.
@@ -707,6 +708,15 @@ impl Backend for S3Backend {
                 .await
         })
         .map(drop)
+    }
+
+    /// The same as write-zeroes, which frees all it can already: a whole
+    /// chunk is deleted (an absent chunk reads zero), a partial one at an
+    /// edge is zeroed (and deleted once all zero), each under its chunk's
+    /// stripe lock (`write_chunk`), so that a discard never
+    /// races a write of the same chunk.
+    fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        self.write_zeroes(offset, length)
     }
 
     /// Writes to S3 are durable once acknowledged; flush checks that the

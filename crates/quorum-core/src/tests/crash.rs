@@ -4,14 +4,15 @@
 //! The children and the stale journal sit on simulated storage (`sim.rs`)
 //! that keeps what was not flushed or synced in a volatile cache. One
 //! client thread drives the real [`Volume`] through a random sequence of
-//! writes (each block a unique value), writes of zeroes, flushes, reads,
-//! resync steps, scrubs and block-status calls while the seed's faults
-//! fail some writes, flushes, reads and journal appends. At a crash point
-//! (between operations, or part way through one, each component powered
-//! off after a few more calls) the volume is dropped, every disk and the
-//! journal lose a random part of what was not durable, and a new volume
-//! opens over what survived. The checker (`model.rs`) then reads every
-//! block, runs the resync to the end and reads them again:
+//! writes (each block a unique value), writes of zeroes, discards,
+//! flushes, reads, resync steps, scrubs and block-status calls while the
+//! seed's faults fail some writes, flushes, reads and journal appends. At
+//! a crash point (between operations, or part way through one, each
+//! component powered off after a few more calls) the volume is dropped,
+//! every disk and the journal lose a random part of what was not durable,
+//! and a new volume opens over what survived. The checker (`model.rs`)
+//! then reads every block, runs the resync to the end and reads them
+//! again:
 //!
 //! - a write acknowledged before an acknowledged flush began, and not
 //!   overwritten by a later write, reads back exactly (SPEC 8.3);
@@ -436,10 +437,12 @@ impl Run {
                 let zeroes = dice >= 45;
                 let (offset, length) = bytes(&r);
                 let (result, values) = if zeroes {
-                    (
-                        volume.write_zeroes(offset, length),
-                        vec![Value::Zero; r.len()],
-                    )
+                    let result = if dice >= 48 {
+                        volume.discard(offset, length)
+                    } else {
+                        volume.write_zeroes(offset, length)
+                    };
+                    (result, vec![Value::Zero; r.len()])
                 } else {
                     let mut data = Vec::with_capacity(length as usize);
                     for b in r.clone() {
@@ -457,7 +460,11 @@ impl Run {
                 self.model.write(r.start, &values, acked);
                 self.log.push(format!(
                     "w{id}{} blocks {r:?}: {}",
-                    if zeroes { " (zeroes)" } else { "" },
+                    match dice {
+                        45..48 => " (zeroes)",
+                        48..50 => " (discard)",
+                        _ => "",
+                    },
                     outcome(&result)
                 ));
             }

@@ -22,6 +22,10 @@ struct Mem {
     fail_reads: AtomicBool,
     fail_writes: AtomicBool,
     fail_flush: AtomicBool,
+    /// Fail discards (alone: writes and write-zeroes still work).
+    fail_discards: AtomicBool,
+    /// Discards that reached this child.
+    discards: AtomicU64,
     /// Time out every write, counting the attempts.
     hang_writes: AtomicBool,
     write_attempts: AtomicU64,
@@ -40,6 +44,8 @@ impl Mem {
             fail_reads: AtomicBool::new(false),
             fail_writes: AtomicBool::new(false),
             fail_flush: AtomicBool::new(false),
+            fail_discards: AtomicBool::new(false),
+            discards: AtomicU64::new(0),
             hang_writes: AtomicBool::new(false),
             write_attempts: AtomicU64::new(0),
             stall_writes: (Mutex::new(false), Condvar::new()),
@@ -131,6 +137,13 @@ impl Backend for Mem {
         }
         Ok(())
     }
+    fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        if self.fail_discards.load(Ordering::SeqCst) {
+            return Err(BackendError::from_errno(5));
+        }
+        self.discards.fetch_add(1, Ordering::SeqCst);
+        self.write_zeroes(offset, length)
+    }
     fn flush(&self) -> Result<(), BackendError> {
         if self.fail_flush.load(Ordering::SeqCst) {
             return Err(BackendError::from_errno(5));
@@ -206,6 +219,7 @@ fn setup(opts: VolumeOptions, n: usize, size: usize) -> Setup {
 
 mod block_status;
 mod crash;
+mod discard;
 mod promises;
 mod review;
 mod review2;

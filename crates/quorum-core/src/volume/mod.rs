@@ -13,7 +13,8 @@
 //!   one place a quorum failure is built, and `Voted`, what a vote gives the
 //!   volume's own callers (an answer, or the block without a majority).
 //! - `read.rs`: reads, quorum or fifo, and the rewrite of corrupted copies.
-//! - `write.rs`: writes, write zeroes and flushes, with the write-intent log.
+//! - `write.rs`: writes, write zeroes, discards and flushes, with the
+//!   write-intent log.
 //! - `stale_maps.rs`: which ranges each child missed, and their journal.
 //! - `block_status.rs`: the zero map, merged from the children's.
 //! - `scrub.rs`, `resync.rs`, `reconcile.rs`: the background repairs.

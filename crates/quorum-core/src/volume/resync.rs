@@ -10,7 +10,7 @@ use crate::error::VolumeError;
 use crate::event::Op;
 use crate::report::Reports;
 use crate::vote;
-use crate::worker::{Reply, Request};
+use crate::worker::{Reply, Request, Zeroing};
 
 /// What one [`Volume::resync_step`] did.
 #[derive(Debug)]
@@ -214,6 +214,7 @@ impl Volume {
                         Request::WriteZeroes {
                             offset,
                             length: length as u64,
+                            how: Zeroing::Zeroes,
                         },
                     )])
                     .pop(),

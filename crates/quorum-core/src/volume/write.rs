@@ -1,4 +1,4 @@
-//! Writes, write zeroes and flushes: the write-intent log before a write
+//! Writes, write zeroes, discards and flushes: the write-intent log before a write
 //! goes out, the stale marks after it, and what a flush can promise.
 
 use std::ops::Range;
@@ -13,7 +13,7 @@ use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
 use crate::stale::RangeSet;
 use crate::vote;
-use crate::worker::Request;
+use crate::worker::{Request, Zeroing};
 
 /// The unflushed ranges of a child are kept in whole vote blocks, and
 /// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
@@ -46,38 +46,70 @@ impl Volume {
     /// succeeded.
     pub fn write(&self, offset: u64, data: Bytes) -> Result<(), VolumeError> {
         let length = data.len() as u64;
-        let end = self.check_range(offset, length)?;
-        if length == 0 {
-            return Ok(());
-        }
-        let _guard = self.ranges.exclusive(offset, end);
-        let _intent = self.intend(offset..end)?;
-        let results = self.on_all(&Request::Write { offset, data });
-        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
-        self.require_quorum(Op::Write, offset, length, results, &mut self.reports())?;
-        self.note_write(offset..end, &failed)
+        self.write_request(Op::Write, offset, length, Request::Write { offset, data })
     }
 
-    /// Makes `length` bytes at `offset` read as zero on every child.
+    /// Makes `length` bytes at `offset` read as zero on every child, each
+    /// deallocating them where its storage allows it.
     ///
     /// # Errors
     /// As [`Volume::write`].
     pub fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), VolumeError> {
+        self.zero(Op::WriteZeroes, Zeroing::Zeroes, offset, length)
+    }
+
+    /// Makes `length` bytes at `offset` read as zero on every child and
+    /// keeps them allocated (NBD's `NO_HOLE`): each child writes zeroes as
+    /// data, in pieces, all within this one request, so that a read sees
+    /// all of it or none of it.
+    ///
+    /// # Errors
+    /// As [`Volume::write`].
+    pub fn write_zeroes_allocated(&self, offset: u64, length: u64) -> Result<(), VolumeError> {
+        self.zero(Op::WriteZeroes, Zeroing::Allocated, offset, length)
+    }
+
+    /// Discards `length` bytes at `offset` (SPEC section 10): the range
+    /// reads as zero on every child afterwards, so no vote is lost, and
+    /// each child frees the space where it can ([`crate::Backend::discard`]).
+    /// A write in every other way: a child that fails it is stale there.
+    ///
+    /// # Errors
+    /// As [`Volume::write`].
+    pub fn discard(&self, offset: u64, length: u64) -> Result<(), VolumeError> {
+        self.zero(Op::Discard, Zeroing::Discard, offset, length)
+    }
+
+    /// The write of zeroes that `how` says, counted as `op`.
+    fn zero(&self, op: Op, how: Zeroing, offset: u64, length: u64) -> Result<(), VolumeError> {
+        let request = Request::WriteZeroes {
+            offset,
+            length,
+            how,
+        };
+        self.write_request(op, offset, length, request)
+    }
+
+    /// The path of every client write (`request` covers `length` bytes at
+    /// `offset`): the range checked, held against overlapping requests and
+    /// journaled as intended, then sent to every child; the threshold
+    /// decides, and the children that failed are stale there.
+    fn write_request(
+        &self,
+        op: Op,
+        offset: u64,
+        length: u64,
+        request: Request,
+    ) -> Result<(), VolumeError> {
         let end = self.check_range(offset, length)?;
         if length == 0 {
             return Ok(());
         }
         let _guard = self.ranges.exclusive(offset, end);
         let _intent = self.intend(offset..end)?;
-        let results = self.on_all(&Request::WriteZeroes { offset, length });
+        let results = self.on_all(&request);
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
-        self.require_quorum(
-            Op::WriteZeroes,
-            offset,
-            length,
-            results,
-            &mut self.reports(),
-        )?;
+        self.require_quorum(op, offset, length, results, &mut self.reports())?;
         self.note_write(offset..end, &failed)
     }
 

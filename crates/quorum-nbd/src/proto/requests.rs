@@ -76,7 +76,7 @@ pub enum Command {
         /// Persist before the reply.
         fua: bool,
     },
-    /// Write zeroes (also TRIM for now).
+    /// Write zeroes.
     WriteZeroes {
         /// Where.
         offset: u64,
@@ -84,6 +84,15 @@ pub enum Command {
         length: u32,
         /// Allocate rather than punch.
         no_hole: bool,
+        /// Persist before the reply.
+        fua: bool,
+    },
+    /// Discard (`TRIM`): the range reads as zero and its space is freed.
+    Trim {
+        /// Where.
+        offset: u64,
+        /// How many.
+        length: u32,
         /// Persist before the reply.
         fua: bool,
     },
@@ -204,10 +213,15 @@ pub fn check(h: &RequestHeader, s: &Session) -> Result<Command, Refusal> {
             offset: h.offset,
             length: h.length,
         }),
-        cmd::TRIM | cmd::WRITE_ZEROES => Ok(Command::WriteZeroes {
+        cmd::TRIM => Ok(Command::Trim {
             offset: h.offset,
             length: h.length,
-            no_hole: h.kind == cmd::WRITE_ZEROES && h.flags & cflag::NO_HOLE != 0,
+            fua,
+        }),
+        cmd::WRITE_ZEROES => Ok(Command::WriteZeroes {
+            offset: h.offset,
+            length: h.length,
+            no_hole: h.flags & cflag::NO_HOLE != 0,
             fua,
         }),
         cmd::CACHE => Ok(Command::Cache),

@@ -63,13 +63,29 @@ fn requests_are_checked_against_the_export() {
     assert_eq!(unknown.errno, errno::EINVAL);
     assert_eq!(
         check(&header(cmd::TRIM, cflag::FUA, 0, 4096), &s),
-        Ok(Command::WriteZeroes {
+        Ok(Command::Trim {
             offset: 0,
             length: 4096,
-            no_hole: false,
             fua: true
         })
     );
+    let t = check(&header(cmd::TRIM, cflag::NO_HOLE, 0, 4096), &s).expect_err("NO_HOLE on TRIM");
+    assert_eq!(t.errno, errno::EINVAL);
+    let t = check(&header(cmd::TRIM, 0, size - 1, 2), &s).expect_err("trim past the end");
+    assert_eq!(t.errno, errno::EINVAL);
+    let t = check(&header(cmd::TRIM, 0, u64::MAX, 2), &s).expect_err("trim overflow");
+    assert_eq!(t.errno, errno::EINVAL);
+    for (flags, no_hole) in [(0, false), (cflag::NO_HOLE, true)] {
+        assert_eq!(
+            check(&header(cmd::WRITE_ZEROES, flags, 512, 4096), &s),
+            Ok(Command::WriteZeroes {
+                offset: 512,
+                length: 4096,
+                no_hole,
+                fua: false
+            })
+        );
+    }
     let no_meta = Session {
         base_allocation: false,
         ..s

@@ -1,5 +1,5 @@
 //! The volume's bytes: read (whole or a `Range`), `HEAD`, write,
-//! write-zeroes and flush.
+//! write-zeroes, discard and flush.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use quorum_core::{Op, VolumeError};
+use quorum_core::{Op, Volume, VolumeError};
 use serde::Deserialize;
 
 use super::AppState;
@@ -128,9 +128,31 @@ pub(super) async fn write_zeroes(
     VolumeName(vol): VolumeName,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let entry = state.entry(&vol)?;
-    timed(&state, &vol, Op::WriteZeroes, q.length, move || {
-        entry.run(|v| v.write_zeroes(q.offset, q.length))
+    zero_range(&state, &vol, Op::WriteZeroes, q, Volume::write_zeroes).await
+}
+
+/// `POST .../discard` (SPEC section 10): checked and counted as
+/// write-zeroes is, under its own op.
+pub(super) async fn discard(
+    State(state): State<Arc<AppState>>,
+    VolumeName(vol): VolumeName,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<StatusCode, ApiError> {
+    zero_range(&state, &vol, Op::Discard, q, Volume::discard).await
+}
+
+/// Runs `zero` (a write of zeroes of some kind) over the query's range,
+/// counted as `op`; `204` when it succeeded.
+async fn zero_range(
+    state: &AppState,
+    vol: &str,
+    op: Op,
+    q: RangeQuery,
+    zero: fn(&Volume, u64, u64) -> Result<(), VolumeError>,
+) -> Result<StatusCode, ApiError> {
+    let entry = state.entry(vol)?;
+    timed(state, vol, op, q.length, move || {
+        entry.run(|v| zero(v, q.offset, q.length))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -16,7 +16,7 @@
 //! - `status.rs`: `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //! - `volumes.rs`: `GET /v1/volumes`, `GET /v1/volumes/{vol}`.
 //! - `data.rs`: `GET|HEAD|PUT /v1/volumes/{vol}/data`,
-//!   `POST .../write-zeroes`, `POST .../flush`.
+//!   `POST .../write-zeroes`, `POST .../discard`, `POST .../flush`.
 //! - `block_status.rs`: `GET /v1/volumes/{vol}/block-status`.
 //! - `children.rs`: `POST /v1/volumes/{vol}/children`,
 //!   `DELETE .../children/{name}`.
@@ -56,7 +56,7 @@ use crate::telemetry::Telemetry;
 
 use self::block_status::block_status;
 use self::children::{add_child, remove_child};
-use self::data::{flush, head_data, read_data, write_data, write_zeroes};
+use self::data::{discard, flush, head_data, read_data, write_data, write_zeroes};
 use self::events::{event_kinds, list_events, stream_events};
 use self::guard::{auth, transfer_codings};
 use self::jobs::{cancel_job, get_job, list_jobs, start_scrub};
@@ -113,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(read_data).head(head_data).put(write_data),
         )
         .route("/v1/volumes/{vol}/write-zeroes", post(write_zeroes))
+        .route("/v1/volumes/{vol}/discard", post(discard))
         .route("/v1/volumes/{vol}/flush", post(flush))
         .route("/v1/volumes/{vol}/block-status", get(block_status))
         .route("/v1/volumes/{vol}/scrub", post(start_scrub))
