@@ -17,6 +17,7 @@ mod limits_more;
 mod linearizability;
 mod membership;
 mod nbd;
+mod nbd_tls;
 mod observability;
 mod per_block;
 mod promises;
