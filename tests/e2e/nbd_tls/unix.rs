@@ -4,9 +4,11 @@
 //! at shutdown).
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -140,4 +142,49 @@ fn a_live_socket_or_a_non_socket_path_refuses_the_start() {
             "{f} was created by a refused start"
         );
     }
+}
+
+/// A new connection to the socket and when it was made, if it gets the
+/// server's greeting (one beyond the cap is closed before it).
+fn greeted(socket: &Path) -> Option<(std::os::unix::net::UnixStream, Instant)> {
+    let started = Instant::now();
+    let mut s = nbd_unix(socket);
+    let mut hello = [0u8; 18];
+    s.read_exact(&mut hello).is_ok().then_some((s, started))
+}
+
+/// TCP and the socket share one `max_connections`, and a handshake on the
+/// socket has the same deadline (`header_timeout`) as on TCP.
+#[test]
+fn the_socket_shares_the_connection_cap_and_the_handshake_deadline() {
+    let server = Sandbox::new().serve(&format!(
+        "max_connections = 2\nheader_timeout = \"1s\"\n\n[nbd]\nlisten = \"127.0.0.1:0\"\nsocket = \"nbd.sock\"\n\n{}",
+        abc_volume("1MiB", "")
+    ));
+    let socket = server.file("nbd.sock");
+    let mut tcp = NbdWire::greet(nbd_tcp(server.nbd_addr()));
+    tcp.go("vm");
+    let mut unix = NbdWire::greet(nbd_unix(&socket));
+    unix.go("vm");
+    assert!(
+        greeted(&socket).is_none(),
+        "a third connection is beyond the cap of 2"
+    );
+    unix.write_at(0, &[7; 512]);
+    assert_eq!(unix.read_at(0, 512), vec![7; 512], "the socket's client");
+
+    tcp.disconnect();
+    let mut idle = None;
+    wait_until("a slot freed by the TCP client to serve the socket", || {
+        idle = greeted(&socket);
+        idle.is_some()
+    });
+    // It says nothing: the handshake deadline closes it.
+    let (mut idle, started) = idle.expect("a connection got the greeting");
+    assert!(closed_by_peer(&mut idle), "an idle handshake is closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, header_timeout is 1s"
+    );
 }

@@ -4,7 +4,7 @@
 //! requests it served. Simple replies only; every read is bounded by the
 //! socket's timeout.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -126,11 +126,9 @@ impl<S: Read + Write> NbdWire<S> {
         }
     }
 
-    /// Whether the server has closed the connection (reads end of input,
-    /// or a reset).
+    /// Whether the server closes the connection (see [`closed_by_peer`]).
     pub fn closed_by_server(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+        closed_by_peer(&mut self.s)
     }
 
     fn request(&mut self, kind: u16, cookie: u64, offset: u64, length: u32, payload: &[u8]) {
@@ -189,6 +187,20 @@ impl<S: Read + Write> NbdWire<S> {
             self.closed_by_server(),
             "the server closes after NBD_CMD_DISC"
         );
+    }
+}
+
+/// Whether the peer closes `s` with nothing more to say: the next read
+/// ends the input or finds the connection reset. Bytes, or no answer
+/// within the socket's timeout, are not a close.
+pub fn closed_by_peer(s: &mut impl Read) -> bool {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(n) => n == 0,
+        Err(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+        ),
     }
 }
 
