@@ -18,6 +18,7 @@ mod limits_more;
 mod linearizability;
 mod membership;
 mod nbd;
+mod nbd_tls;
 mod observability;
 mod ownership;
 mod per_block;

@@ -3,22 +3,34 @@
 //! `nbd/server.c` `nbd_negotiate_options` answers them.
 //!
 //! Served: `EXPORT_NAME`, `GO`, `INFO` (`EXPORT`, `NAME`, `DESCRIPTION`,
-//! `BLOCK_SIZE`), `LIST`, `ABORT`, `STRUCTURED_REPLY`, and
-//! `LIST_META_CONTEXT` / `SET_META_CONTEXT` with `base:allocation`.
-//! `STARTTLS` is refused by policy (no TLS yet); any other option (QEMU 10
-//! asks for `EXTENDED_HEADERS` first) gets `NBD_REP_ERR_UNSUP` and the
-//! client may go on. What cannot be answered ends the connection: bad
-//! magic, unknown client flags, option data longer than
-//! [`MAX_OPTION_DATA`], an unknown export after `EXPORT_NAME` (which has
-//! no error reply).
+//! `BLOCK_SIZE`), `LIST`, `ABORT`, `STRUCTURED_REPLY`,
+//! `LIST_META_CONTEXT` / `SET_META_CONTEXT` with `base:allocation`, and
+//! `STARTTLS`. Any other option (QEMU 10 asks for `EXTENDED_HEADERS`
+//! first) gets `NBD_REP_ERR_UNSUP` and the client may go on. What cannot
+//! be answered ends the connection: bad magic, unknown client flags,
+//! option data longer than [`MAX_OPTION_DATA`], an unknown export after
+//! `EXPORT_NAME` (which has no error reply).
+//!
+//! # TLS
+//! Without a [`TlsAcceptor`], `STARTTLS` is refused by policy
+//! (`NBD_REP_ERR_POLICY`, as qemu answers when it has no TLS credentials)
+//! and the connection stays usable. With one, TLS is required on every
+//! connection (the protocol's FORCEDTLS mode, qemu's with `tls-creds`):
+//! before TLS, every option but `STARTTLS` and `ABORT` gets
+//! `NBD_REP_ERR_TLS_REQD` and `EXPORT_NAME`, which cannot be refused,
+//! ends the connection; `STARTTLS` gets `NBD_REP_ACK`, the TLS handshake
+//! follows on the same socket, and the options go on inside TLS, where a
+//! second `STARTTLS` gets `NBD_REP_ERR_INVALID`.
 
 use std::io;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::either::Either;
 
 use crate::proto::{self, InfoRequest, MetaRequest, OptionHeader, ProtoError, info, opt, rep};
+use crate::tls::{MaybeTls, TlsAcceptor};
 use crate::{Export, Exports};
 
 /// The most option data read; longer options end the connection (the
@@ -48,6 +60,17 @@ pub enum HandshakeError {
     /// More than [`MAX_OPTIONS`] options.
     #[error("more than {MAX_OPTIONS} options")]
     TooManyOptions,
+    /// `NBD_OPT_EXPORT_NAME` before TLS on a server that requires it (the
+    /// option has no error reply).
+    #[error("option {0} before STARTTLS on a server that requires TLS")]
+    TlsRequired(u32),
+    /// `NBD_OPT_STARTTLS` with data, on a server that requires TLS: the
+    /// client cannot start TLS correctly, so nothing else could follow.
+    #[error("NBD_OPT_STARTTLS with {0} bytes of data")]
+    StartTlsData(u32),
+    /// The TLS handshake after `NBD_OPT_STARTTLS` failed.
+    #[error("tls handshake: {0}")]
+    Tls(io::Error),
 }
 
 /// What the handshake agreed on.
@@ -63,25 +86,33 @@ pub struct Negotiated<E> {
 }
 
 /// How a handshake ended.
-pub enum Outcome<E> {
-    /// Enter transmission.
-    Transmit(Negotiated<E>),
+pub enum Outcome<E, S> {
+    /// Enter transmission on `stream` (plain, or TLS after `STARTTLS`).
+    Transmit {
+        /// What was agreed.
+        negotiated: Negotiated<E>,
+        /// The connection, to carry on with.
+        stream: MaybeTls<S>,
+    },
     /// The client aborted.
     Aborted,
 }
 
-/// Runs the handshake on `stream` over `exports`.
+/// Runs the handshake on `stream` over `exports`; with `tls`, TLS is
+/// required before anything else (see the module docs).
 ///
 /// # Errors
 /// [`HandshakeError`]: the connection is to be closed.
 pub async fn negotiate<S, X>(
-    stream: &mut S,
+    stream: S,
     exports: &X,
-) -> Result<Outcome<X::Export>, HandshakeError>
+    tls: Option<&TlsAcceptor>,
+) -> Result<Outcome<X::Export, S>, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     X: Exports,
 {
+    let mut stream: MaybeTls<S> = Either::Left(stream);
     let mut hello = BytesMut::with_capacity(18);
     hello.put_u64(proto::NBDMAGIC);
     hello.put_u64(proto::IHAVEOPT);
@@ -97,10 +128,7 @@ where
     let fixed = client & proto::FLAG_C_FIXED_NEWSTYLE != 0;
     let no_zeroes = client & proto::FLAG_C_NO_ZEROES != 0;
 
-    let mut state = State {
-        structured: false,
-        meta: None,
-    };
+    let mut state = State::default();
     for _ in 0..MAX_OPTIONS {
         let mut head = [0u8; OptionHeader::SIZE];
         stream.read_exact(&mut head).await?;
@@ -115,10 +143,39 @@ where
         }
         let mut data = vec![0u8; length as usize];
         stream.read_exact(&mut data).await?;
+        tracing::debug!(option, length, "nbd option");
+        let secure = matches!(stream, Either::Right(_));
+        if let Some(acceptor) = tls.filter(|_| !secure) {
+            if !fixed {
+                return Err(HandshakeError::NotFixedNewstyle(option));
+            }
+            match option {
+                opt::STARTTLS if length > 0 => return Err(HandshakeError::StartTlsData(length)),
+                opt::STARTTLS => {
+                    send(&mut stream, option, rep::ACK, &[]).await?;
+                    stream = match stream {
+                        Either::Left(plain) => Either::Right(Box::new(
+                            acceptor.accept(plain).await.map_err(HandshakeError::Tls)?,
+                        )),
+                        upgraded => upgraded,
+                    };
+                    // Nothing negotiated before TLS carries over.
+                    state = State::default();
+                    tracing::debug!("nbd: tls started");
+                    continue;
+                }
+                opt::EXPORT_NAME => return Err(HandshakeError::TlsRequired(option)),
+                opt::ABORT => {}
+                _ => {
+                    let message = format!("option {option} is not permitted before STARTTLS");
+                    send(&mut stream, option, rep::ERR_TLS_REQD, message.as_bytes()).await?;
+                    continue;
+                }
+            }
+        }
         if !fixed && option != opt::EXPORT_NAME {
             return Err(HandshakeError::NotFixedNewstyle(option));
         }
-        tracing::debug!(option, length, "nbd option");
         match option {
             opt::EXPORT_NAME => {
                 let asked = String::from_utf8_lossy(&data).into_owned();
@@ -128,53 +185,75 @@ where
                 let reply = proto::export_name_reply(export.size(), proto::EXPORT_FLAGS, no_zeroes);
                 stream.write_all(&reply).await?;
                 stream.flush().await?;
-                return Ok(Outcome::Transmit(state.negotiated(name, export)));
+                return Ok(Outcome::Transmit {
+                    negotiated: state.negotiated(name, export),
+                    stream,
+                });
             }
             opt::ABORT => {
                 // The client may not wait for the answer.
-                let _ = send(stream, option, rep::ACK, &[]).await;
+                let _ = send(&mut stream, option, rep::ACK, &[]).await;
                 return Ok(Outcome::Aborted);
             }
             opt::LIST => {
                 if !data.is_empty() {
-                    invalid(stream, option, "NBD_OPT_LIST takes no data").await?;
+                    invalid(&mut stream, option, "NBD_OPT_LIST takes no data").await?;
                     continue;
                 }
                 for name in exports.names() {
-                    send(stream, option, rep::SERVER, &proto::server_data(&name)).await?;
+                    send(&mut stream, option, rep::SERVER, &proto::server_data(&name)).await?;
                 }
-                send(stream, option, rep::ACK, &[]).await?;
+                send(&mut stream, option, rep::ACK, &[]).await?;
             }
             opt::STARTTLS => {
-                let message = "TLS is not configured on this server";
-                send(stream, option, rep::ERR_POLICY, message.as_bytes()).await?;
+                let (kind, message) = if length > 0 {
+                    (rep::ERR_INVALID, "NBD_OPT_STARTTLS takes no data")
+                } else if secure {
+                    (rep::ERR_INVALID, "TLS is already started")
+                } else {
+                    (rep::ERR_POLICY, "TLS is not configured on this server")
+                };
+                send(&mut stream, option, kind, message.as_bytes()).await?;
             }
             opt::INFO | opt::GO => {
                 let request = match InfoRequest::decode(&data) {
                     Ok(r) => r,
                     Err(e) => {
-                        invalid(stream, option, &e.to_string()).await?;
+                        invalid(&mut stream, option, &e.to_string()).await?;
                         continue;
                     }
                 };
                 let Some((name, export)) = exports.resolve(&request.name) else {
-                    unknown(stream, option, &request.name).await?;
+                    unknown(&mut stream, option, &request.name).await?;
                     continue;
                 };
-                send_info(stream, option, &name, &*export, &request.items).await?;
-                send(stream, option, rep::ACK, &[]).await?;
+                send_info(&mut stream, option, &name, &*export, &request.items).await?;
+                send(&mut stream, option, rep::ACK, &[]).await?;
                 if option == opt::GO {
-                    return Ok(Outcome::Transmit(state.negotiated(name, export)));
+                    return Ok(Outcome::Transmit {
+                        negotiated: state.negotiated(name, export),
+                        stream,
+                    });
                 }
             }
             opt::STRUCTURED_REPLY => {
                 if !data.is_empty() {
-                    invalid(stream, option, "NBD_OPT_STRUCTURED_REPLY takes no data").await?;
+                    invalid(
+                        &mut stream,
+                        option,
+                        "NBD_OPT_STRUCTURED_REPLY takes no data",
+                    )
+                    .await?;
                 } else if state.structured {
-                    invalid(stream, option, "structured replies are already negotiated").await?;
+                    invalid(
+                        &mut stream,
+                        option,
+                        "structured replies are already negotiated",
+                    )
+                    .await?;
                 } else {
                     state.structured = true;
-                    send(stream, option, rep::ACK, &[]).await?;
+                    send(&mut stream, option, rep::ACK, &[]).await?;
                 }
             }
             opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => {
@@ -184,33 +263,33 @@ where
                     state.meta = None;
                 }
                 if !state.structured {
-                    invalid(stream, option, "negotiate structured replies first").await?;
+                    invalid(&mut stream, option, "negotiate structured replies first").await?;
                     continue;
                 }
                 let request = match MetaRequest::decode(&data) {
                     Ok(r) => r,
                     Err(e) => {
-                        invalid(stream, option, &e.to_string()).await?;
+                        invalid(&mut stream, option, &e.to_string()).await?;
                         continue;
                     }
                 };
                 let Some((name, _)) = exports.resolve(&request.name) else {
-                    unknown(stream, option, &request.name).await?;
+                    unknown(&mut stream, option, &request.name).await?;
                     continue;
                 };
                 if request.matches_base_allocation(listing) {
                     let data =
                         proto::meta_context_data(proto::BASE_ALLOCATION_ID, proto::BASE_ALLOCATION);
-                    send(stream, option, rep::META_CONTEXT, &data).await?;
+                    send(&mut stream, option, rep::META_CONTEXT, &data).await?;
                     if !listing {
                         state.meta = Some(name);
                     }
                 }
-                send(stream, option, rep::ACK, &[]).await?;
+                send(&mut stream, option, rep::ACK, &[]).await?;
             }
             _ => {
                 let message = format!("option {option} is not supported by quorum");
-                send(stream, option, rep::ERR_UNSUP, message.as_bytes()).await?;
+                send(&mut stream, option, rep::ERR_UNSUP, message.as_bytes()).await?;
             }
         }
     }
@@ -218,6 +297,7 @@ where
 }
 
 /// What earlier options changed.
+#[derive(Default)]
 struct State {
     structured: bool,
     /// The export `base:allocation` was selected for.
@@ -294,3 +374,6 @@ async fn send_info<S: AsyncWrite + Unpin, E: Export>(
     }
     send(stream, option, rep::INFO, &proto::info_block_size()).await
 }
+
+#[cfg(test)]
+mod tests;

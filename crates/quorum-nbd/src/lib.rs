@@ -13,12 +13,15 @@
 //!   sockets;
 //! - [`handshake`]: fixed newstyle option haggling, a loop with one reply
 //!   per option; unknown options get `NBD_REP_ERR_UNSUP` and the
-//!   connection stays usable;
+//!   connection stays usable; with TLS configured, `NBD_OPT_STARTTLS` is
+//!   required first;
+//! - [`tls`]: the server's X.509 identity from PEM files (rustls), and the
+//!   stream that is plain or TLS;
 //! - [`transmission`]: a reader that decodes requests and runs each in a
 //!   task of its own (many in flight), and one writer that sends replies
 //!   as they complete, out of order;
-//! - [`server`]: the listener, with a connection cap and a handshake
-//!   deadline.
+//! - [`server`]: the accept loop, generic over TCP and Unix listeners,
+//!   with a connection cap and a handshake deadline.
 //!
 //! The crate knows nothing of HTTP nor of the engine: it reaches a volume
 //! only through the [`Export`] trait, which quorum-server implements over
@@ -36,6 +39,7 @@ use bytes::Bytes;
 pub mod handshake;
 pub mod proto;
 pub mod server;
+pub mod tls;
 pub mod transmission;
 
 /// Why an export could not serve a request.

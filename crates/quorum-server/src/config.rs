@@ -16,6 +16,11 @@ use quorum_backends::FaultRule;
 use quorum_core::{ReadPattern, VolumeOptions};
 use serde::Deserialize;
 
+mod nbd;
+
+pub use self::nbd::{NbdConfig, NbdTls};
+use self::nbd::{RawNbd, parse_nbd};
+
 /// The config that `quorum-server` serves with no arguments.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
@@ -80,32 +85,6 @@ pub struct Config {
     pub nbd: Option<NbdConfig>,
 }
 
-/// The `[nbd]` section: where the volumes are served over NBD.
-#[derive(Debug, Clone)]
-pub struct NbdConfig {
-    /// The TCP address to listen on.
-    pub listen: SocketAddr,
-    /// Serve beyond loopback without TLS (NBD has no authentication).
-    pub allow_plaintext: bool,
-}
-
-impl NbdConfig {
-    /// Refuses a listen address beyond loopback unless plaintext is
-    /// allowed.
-    ///
-    /// # Errors
-    /// A one-line message that says what to do.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        if self.listen.ip().is_loopback() || self.allow_plaintext {
-            return Ok(());
-        }
-        Err(ConfigError(format!(
-            "nbd listen {}: NBD has no authentication and TLS is not supported yet, so anyone who can reach the port could read and write every volume; listen on a loopback address, or set [nbd] allow_plaintext = true",
-            self.listen
-        )))
-    }
-}
-
 /// One volume of the config.
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
@@ -151,14 +130,6 @@ struct RawConfig {
     nbd: Option<RawNbd>,
     #[serde(default)]
     volume: Vec<toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNbd {
-    listen: String,
-    #[serde(default)]
-    allow_plaintext: bool,
 }
 
 #[derive(Deserialize)]
@@ -287,23 +258,7 @@ impl Config {
         if volumes.is_empty() {
             return Err(ConfigError("no [[volume]] is configured".into()));
         }
-        let nbd = raw
-            .nbd
-            .map(|n| {
-                let listen = n.listen.parse().map_err(|e| {
-                    ConfigError(format!(
-                        "nbd listen {:?}: {e} (write it as IP:PORT)",
-                        n.listen
-                    ))
-                })?;
-                let nbd = NbdConfig {
-                    listen,
-                    allow_plaintext: n.allow_plaintext,
-                };
-                nbd.check()?;
-                Ok::<_, ConfigError>(nbd)
-            })
-            .transpose()?;
+        let nbd = raw.nbd.map(|n| parse_nbd(n, base_dir)).transpose()?;
         Ok(Config {
             listen,
             data_dir,

@@ -4,7 +4,7 @@
 //! children through `quorum-backends` and the volume through `quorum-core`
 //! ([`server`]), and serves the HTTP API of SPEC section 4 ([`api`]) with
 //! axum on tokio, and the volumes over NBD ([`nbd`], the protocol being
-//! `quorum-nbd`'s). The engine is synchronous; [`bridge`] is the one place
+//! `quorum-nbd`'s, on the TCP and Unix listeners of [`nbd_listen`]). The engine is synchronous; [`bridge`] is the one place
 //! where async handlers (and NBD requests) call it. Errors are mapped to statuses in one place
 //! ([`error`]); the event log ([`events`]) numbers, persists and streams
 //! what the engine reports, and [`telemetry`] keeps every metric. The
@@ -30,6 +30,7 @@ pub mod jobs;
 pub mod listener;
 pub mod membership;
 pub mod nbd;
+pub mod nbd_listen;
 pub mod range;
 pub mod resync;
 pub mod server;

@@ -20,7 +20,7 @@ use quorum_nbd::{Export, ExportError, Exports, Extent};
 use crate::bridge::blocking;
 use crate::budget::{Budget, Reservation};
 use crate::membership::VolumeEntry;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Frontend, Telemetry};
 
 /// Every volume of the server, by name.
 pub struct NbdExports {
@@ -88,7 +88,7 @@ impl NbdVolume {
             .await
             .map_err(|e| ExportError::Io(e.to_string()))?;
         self.telemetry
-            .request(&self.name, op, bytes, started.elapsed());
+            .request(&self.name, Frontend::Nbd, op, bytes, started.elapsed());
         result.map_err(|e| export_error(&self.name, e))
     }
 }

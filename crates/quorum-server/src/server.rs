@@ -27,6 +27,7 @@ use crate::events::EventLog;
 use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::nbd::NbdExports;
+use crate::nbd_listen::NbdListeners;
 use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -202,8 +203,9 @@ fn open_volume(
 }
 
 /// Serves `config` until SIGTERM or Ctrl-C. `listen` overrides the config's
-/// address, `nbd` the NBD one. Prints `listening on http://ADDR` on stdout
-/// once bound, then `nbd listening on nbd://ADDR` when NBD is served.
+/// address, `nbd` the NBD TCP one. Prints `listening on http://ADDR` on
+/// stdout once bound, then `nbd listening on nbd://ADDR` and
+/// `nbd listening on nbd+unix:///?socket=PATH` for the NBD listeners.
 pub fn run(
     mut config: Config,
     listen: Option<SocketAddr>,
@@ -213,11 +215,13 @@ pub fn run(
         config.listen = addr;
     }
     if let Some(addr) = nbd {
-        let allow_plaintext = config.nbd.as_ref().is_some_and(|n| n.allow_plaintext);
-        let nbd = NbdConfig {
-            listen: addr,
-            allow_plaintext,
-        };
+        let mut nbd = config.nbd.take().unwrap_or(NbdConfig {
+            listen: None,
+            socket: None,
+            allow_plaintext: false,
+            tls: None,
+        });
+        nbd.listen = Some(addr);
         nbd.check()?;
         config.nbd = Some(nbd);
     }
@@ -230,6 +234,8 @@ pub fn run(
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without a token: anyone who can reach it can read and write the volumes");
     }
+    // Before anything is created: a bad [nbd] table changes nothing.
+    let nbd_listeners = config.nbd.as_ref().map(NbdListeners::bind).transpose()?;
     listener::raise_file_limit(config.max_connections);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -270,7 +276,7 @@ pub fn run(
         header_timeout: config.header_timeout,
         write_timeout: config.body_timeout,
     };
-    let nbd = config.nbd.as_ref().map(|n| {
+    let nbd = nbd_listeners.map(|listeners| {
         let exports = NbdExports::new(
             &state.volumes,
             &state.telemetry,
@@ -282,7 +288,7 @@ pub fn run(
             handshake_timeout: config.header_timeout,
             write_timeout: config.body_timeout,
         };
-        (n.listen, Arc::new(exports), limits)
+        (listeners, Arc::new(exports), limits)
     });
     let served = runtime.block_on(serve(config.listen, nbd, state.clone(), limits));
     let mut busy = std::collections::BTreeSet::new();
@@ -325,8 +331,8 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Exclusive> {
     Ok(lock)
 }
 
-/// What the NBD listener needs: its address, the exports, the bounds.
-type NbdServe = (SocketAddr, Arc<NbdExports>, quorum_nbd::server::Limits);
+/// What the NBD listeners need: themselves, bound; the exports; the bounds.
+type NbdServe = (NbdListeners, Arc<NbdExports>, quorum_nbd::server::Limits);
 
 async fn serve(
     addr: SocketAddr,
@@ -340,33 +346,14 @@ async fn serve(
     let bound = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let nbd_listener = match &nbd {
-        Some((addr, ..)) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for NBD on {addr}"))?;
-            let bound = l
-                .local_addr()
-                .context("cannot read the bound NBD address")?;
-            Some((l, bound))
-        }
-        None => None,
-    };
     println!("listening on http://{bound}");
     tracing::info!(%bound, "listening");
     let shutdown = state.shutdown.clone();
-    let nbd_server = match (nbd, nbd_listener) {
-        (Some((_, exports, nbd_limits)), Some((l, nbd_bound))) => {
-            println!("nbd listening on nbd://{nbd_bound}");
-            tracing::info!(bound = %nbd_bound, "nbd listening");
-            Some(tokio::spawn(quorum_nbd::server::serve(
-                l,
-                exports,
-                nbd_limits,
-                shutdown.clone(),
-            )))
+    let nbd_server = match nbd {
+        Some((listeners, exports, nbd_limits)) => {
+            Some(listeners.start(exports, nbd_limits, shutdown.clone())?)
         }
-        _ => None,
+        None => None,
     };
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
@@ -376,9 +363,7 @@ async fn serve(
     let both = async {
         let http = server.await;
         if let Some(nbd) = nbd_server {
-            if let Err(e) = nbd.await {
-                tracing::error!(error = %e, "the NBD server task failed");
-            }
+            nbd.join().await;
         }
         http
     };

@@ -9,8 +9,8 @@
 //! output is the classic text format that `promtool check metrics` and every
 //! scraper read.
 //!
-//! Labels are bounded: `volume`, `child`, `op`, `type`, `event` — never a uri
-//! or an offset. Events feed the per-child series through [`Observer`], the
+//! Labels are bounded: `volume`, `child`, `op`, `type`, `event`, `frontend`
+//! — never a uri or an offset. Events feed the per-child series through [`Observer`], the
 //! engine's event sink, which forwards each event to the event log too.
 //!
 //! # Series of children that come and go
@@ -63,6 +63,24 @@ fn index<T: VariantArray + PartialEq>(word: T) -> usize {
     T::VARIANTS.iter().position(|w| *w == word).unwrap_or(0)
 }
 
+/// The front end a request came in by: its one string form is the
+/// `frontend` label of the request series (`http`, `nbd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum Frontend {
+    /// The HTTP API.
+    Http,
+    /// The NBD export.
+    Nbd,
+}
+
+impl Frontend {
+    /// The metric label: `http` or `nbd`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Every metric of the server.
 pub struct Telemetry {
     recorder: PrometheusRecorder,
@@ -80,10 +98,16 @@ struct VolumeMetrics {
 }
 
 struct OpMetrics {
+    /// By front end, in `Frontend::VARIANTS` order.
+    by_frontend: Vec<RequestMetrics>,
+    failures: Counter,
+}
+
+/// The request series of one volume, op and front end.
+struct RequestMetrics {
     requests: Counter,
     bytes: Counter,
     duration: Histogram,
-    failures: Counter,
 }
 
 /// The series of one child, outside the exporter's registry (see the
@@ -166,13 +190,22 @@ impl Telemetry {
             .iter()
             .map(|op| {
                 let labels = [("volume", volume), ("op", op.as_str())];
+                let by_frontend = Frontend::VARIANTS
+                    .iter()
+                    .map(|f| {
+                        let labels = [labels[0], labels[1], ("frontend", f.as_str())];
+                        RequestMetrics {
+                            requests: self.counter("quorum_requests_total", &labels),
+                            bytes: self.counter("quorum_request_bytes_total", &labels),
+                            duration: self.recorder.register_histogram(
+                                &key("quorum_request_duration_seconds", &labels),
+                                &METADATA,
+                            ),
+                        }
+                    })
+                    .collect();
                 OpMetrics {
-                    requests: self.counter("quorum_requests_total", &labels),
-                    bytes: self.counter("quorum_request_bytes_total", &labels),
-                    duration: self.recorder.register_histogram(
-                        &key("quorum_request_duration_seconds", &labels),
-                        &METADATA,
-                    ),
+                    by_frontend,
                     failures: self.counter("quorum_failures_total", &labels),
                 }
             })
@@ -243,12 +276,13 @@ impl Telemetry {
             .set(size as f64);
     }
 
-    /// Counts one request of `volume`: its kind, bytes and duration.
-    pub fn request(&self, volume: &str, op: Op, bytes: u64, took: Duration) {
+    /// Counts one request of `volume` that came in by `frontend`: its
+    /// kind, bytes and duration.
+    pub fn request(&self, volume: &str, frontend: Frontend, op: Op, bytes: u64, took: Duration) {
         let Some(v) = self.volumes.get(volume) else {
             return;
         };
-        let m = &v.ops[index(op)];
+        let m = &v.ops[index(op)].by_frontend[index(frontend)];
         m.requests.increment(1);
         m.bytes.increment(bytes);
         m.duration.record(took.as_secs_f64());
@@ -531,12 +565,12 @@ fn describe(r: &PrometheusRecorder) {
         (
             "quorum_requests_total",
             None,
-            "Requests served, by volume and op.",
+            "Requests served, by volume, op and front end.",
         ),
         (
             "quorum_request_bytes_total",
             Some(Unit::Bytes),
-            "Bytes asked for by requests, by volume and op.",
+            "Bytes asked for by requests, by volume, op and front end.",
         ),
         (
             "quorum_failures_total",
@@ -555,7 +589,7 @@ fn describe(r: &PrometheusRecorder) {
     r.describe_histogram(
         KeyName::from("quorum_request_duration_seconds"),
         Some(Unit::Seconds),
-        SharedString::from("Request latency, by volume and op."),
+        SharedString::from("Request latency, by volume, op and front end."),
     );
     r.describe_gauge(
         KeyName::from("quorum_volume_size_bytes"),
@@ -592,7 +626,27 @@ mod tests {
     fn series_exist_at_zero_and_count_events() {
         let t = Telemetry::new([("vm", vec!["a", "b"])]);
         t.set_size("vm", 1024);
-        t.request("vm", Op::Read, 4096, Duration::from_micros(300));
+        t.request(
+            "vm",
+            Frontend::Http,
+            Op::Read,
+            4096,
+            Duration::from_micros(300),
+        );
+        t.request(
+            "vm",
+            Frontend::Nbd,
+            Op::Read,
+            512,
+            Duration::from_micros(300),
+        );
+        t.request(
+            "vm",
+            Frontend::Nbd,
+            Op::Write,
+            1024,
+            Duration::from_micros(300),
+        );
         t.event(
             "vm",
             &Event::ReportBad {
@@ -623,22 +677,26 @@ mod tests {
         );
         let text = t.render(std::iter::empty());
         for line in [
-            "quorum_requests_total{volume=\"vm\",op=\"read\"} 1",
-            "quorum_requests_total{volume=\"vm\",op=\"write\"} 0",
-            "quorum_request_bytes_total{volume=\"vm\",op=\"read\"} 4096",
+            "quorum_requests_total{volume=\"vm\",op=\"read\",frontend=\"http\"} 1",
+            "quorum_requests_total{volume=\"vm\",op=\"read\",frontend=\"nbd\"} 1",
+            "quorum_requests_total{volume=\"vm\",op=\"write\",frontend=\"http\"} 0",
+            "quorum_requests_total{volume=\"vm\",op=\"write\",frontend=\"nbd\"} 1",
+            "quorum_request_bytes_total{volume=\"vm\",op=\"read\",frontend=\"http\"} 4096",
+            "quorum_request_bytes_total{volume=\"vm\",op=\"read\",frontend=\"nbd\"} 512",
+            "quorum_failures_total{volume=\"vm\",op=\"read\"} 0",
             "quorum_bad_reports_total{volume=\"vm\",child=\"b\",type=\"read\"} 1",
             "quorum_child_errors_total{volume=\"vm\",child=\"a\",op=\"write\"} 1",
             "quorum_corrupted_bytes_total{volume=\"vm\",child=\"b\"} 100",
             "quorum_repaired_bytes_total{volume=\"vm\",child=\"b\"} 100",
             "quorum_volume_size_bytes{volume=\"vm\"} 1024",
-            "quorum_request_duration_seconds_bucket{volume=\"vm\",op=\"read\",le=\"0.0005\"} 1",
+            "quorum_request_duration_seconds_bucket{volume=\"vm\",op=\"read\",frontend=\"nbd\",le=\"0.0005\"} 1",
             "# TYPE quorum_request_duration_seconds histogram",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert_eq!(t.child_stats("vm", "b")["corrupted_bytes"], 100);
         assert_eq!(t.child_stats("vm", "a")["errors"], 1);
-        assert_eq!(t.volume_stats("vm")["read_bytes"], 4096);
+        assert_eq!(t.volume_stats("vm")["read_bytes"], 4096 + 512);
     }
 
     /// The lines of `text` that are samples of `child` of volume vm.

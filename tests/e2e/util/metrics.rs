@@ -4,14 +4,30 @@
 //! Tests name a series the way it is exported, `name{label="value",...}`;
 //! the same parser reads that name, so labels may come in any order but
 //! must all be there (`{child="a"}` does not match a series that also has
-//! a `volume`). A histogram's bucket is `NAME_bucket{...,le="BOUND"}`, as
-//! exported.
+//! a `volume`). The one exception is `frontend` (`http`, `nbd`): a series
+//! named without it is the sum over it, as PromQL's `sum without
+//! (frontend)`, since most tests count every request whatever way it came;
+//! a test that cares names it. A histogram's bucket is
+//! `NAME_bucket{...,le="BOUND"}`, as exported.
 
 use std::collections::HashMap;
 
 use prometheus_parse::{Sample, Scrape, Value};
 
 use super::Server;
+
+/// Labels a test may leave out of a series: the samples that differ only
+/// in them are summed.
+const SUMMED: [&str; 1] = ["frontend"];
+
+/// Whether a sample's `have` labels are the series' `want`, but for
+/// [`SUMMED`] labels that `want` leaves out.
+fn matches(have: &HashMap<String, String>, want: &HashMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+        && have
+            .keys()
+            .all(|k| want.contains_key(k) || SUMMED.contains(&k.as_str()))
+}
 
 /// A parsed `/metrics` exposition.
 pub struct Metrics {
@@ -47,13 +63,17 @@ impl Metrics {
     #[track_caller]
     pub fn get(&self, series: &str) -> Option<f64> {
         let (name, labels) = parse_series(series);
-        if let Some(v) = self.samples.iter().find_map(|s| match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => {
-                (s.metric == name && *s.labels == labels).then_some(v)
-            }
-            Value::Histogram(_) | Value::Summary(_) => None,
-        }) {
-            return Some(v);
+        let values: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && matches(&s.labels, &labels))
+            .filter_map(|s| match s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+                Value::Histogram(_) | Value::Summary(_) => None,
+            })
+            .collect();
+        if !values.is_empty() {
+            return Some(values.iter().sum());
         }
         // A bucket: the histogram's sample, without `le`, has it.
         let base = name.strip_suffix("_bucket")?;
@@ -73,13 +93,30 @@ impl Metrics {
         self.histogram(&name, &labels)
     }
 
+    /// The buckets of the histograms that match, summed bound by bound.
     fn histogram(&self, name: &str, labels: &HashMap<String, String>) -> Option<Vec<(f64, f64)>> {
-        self.samples.iter().find_map(|s| match &s.value {
-            Value::Histogram(counts) if s.metric == name && *s.labels == *labels => {
-                Some(counts.iter().map(|c| (c.less_than, c.count)).collect())
-            }
+        let mut matched = self.samples.iter().filter_map(|s| match &s.value {
+            Value::Histogram(counts) if s.metric == name && matches(&s.labels, labels) => Some(
+                counts
+                    .iter()
+                    .map(|c| (c.less_than, c.count))
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
-        })
+        });
+        let mut sum = matched.next()?;
+        for other in matched {
+            let bounds = |h: &[(f64, f64)]| h.iter().map(|(b, _)| *b).collect::<Vec<_>>();
+            assert_eq!(
+                bounds(&sum),
+                bounds(&other),
+                "{name}: histograms summed over {SUMMED:?} have different buckets"
+            );
+            for (total, (_, count)) in sum.iter_mut().zip(other) {
+                total.1 += count;
+            }
+        }
+        Some(sum)
     }
 
     /// The series named `name` (any labels), for messages.
@@ -143,6 +180,51 @@ quorum_request_duration_seconds_bucket{volume="vm",op="read",le="+Inf"} 2
 quorum_request_duration_seconds_sum{volume="vm",op="read"} 0.25
 quorum_request_duration_seconds_count{volume="vm",op="read"} 2
 "#;
+
+    const FRONTENDS: &str = r#"# TYPE quorum_requests_total counter
+quorum_requests_total{volume="vm",op="read",frontend="http"} 3
+quorum_requests_total{volume="vm",op="read",frontend="nbd"} 4
+quorum_requests_total{volume="vm",op="write",frontend="http"} 0
+# TYPE quorum_request_duration_seconds histogram
+quorum_request_duration_seconds_bucket{volume="vm",op="read",frontend="http",le="0.005"} 1
+quorum_request_duration_seconds_bucket{volume="vm",op="read",frontend="http",le="+Inf"} 3
+quorum_request_duration_seconds_sum{volume="vm",op="read",frontend="http"} 0.5
+quorum_request_duration_seconds_count{volume="vm",op="read",frontend="http"} 3
+quorum_request_duration_seconds_bucket{volume="vm",op="read",frontend="nbd",le="0.005"} 2
+quorum_request_duration_seconds_bucket{volume="vm",op="read",frontend="nbd",le="+Inf"} 4
+quorum_request_duration_seconds_sum{volume="vm",op="read",frontend="nbd"} 0.25
+quorum_request_duration_seconds_count{volume="vm",op="read",frontend="nbd"} 4
+"#;
+
+    #[test]
+    fn a_series_without_its_frontend_is_the_sum_over_it() {
+        let m = Metrics::parse(FRONTENDS);
+        let nbd = r#"quorum_requests_total{volume="vm",op="read",frontend="nbd"}"#;
+        assert_eq!(m.get(nbd), Some(4.0));
+        assert_eq!(
+            m.get(r#"quorum_requests_total{volume="vm",op="read"}"#),
+            Some(7.0)
+        );
+        assert_eq!(
+            m.get(r#"quorum_requests_total{volume="vm",op="write"}"#),
+            Some(0.0)
+        );
+        // Only `frontend` is summed over.
+        assert_eq!(m.get(r#"quorum_requests_total{volume="vm"}"#), None);
+        assert_eq!(
+            m.get(r#"quorum_requests_total{volume="vm",op="read",frontend="ftp"}"#),
+            None
+        );
+        let inf = r#"quorum_request_duration_seconds_bucket{volume="vm",op="read",le="+Inf"}"#;
+        assert_eq!(m.get(inf), Some(7.0));
+        let sum = r#"quorum_request_duration_seconds_sum{volume="vm",op="read"}"#;
+        assert_eq!(m.get(sum), Some(0.75));
+        let buckets = m.buckets(r#"quorum_request_duration_seconds{volume="vm",op="read"}"#);
+        assert_eq!(buckets, Some(vec![(0.005, 3.0), (f64::INFINITY, 7.0)]));
+        let http =
+            m.buckets(r#"quorum_request_duration_seconds{volume="vm",op="read",frontend="http"}"#);
+        assert_eq!(http, Some(vec![(0.005, 1.0), (f64::INFINITY, 3.0)]));
+    }
 
     #[test]
     fn samples_are_found_by_name_and_every_label_in_any_order() {

@@ -32,6 +32,8 @@
 //!   and the lock on the fixed default port;
 //! - [`events`]: `/v1/events` and checks of the events of SPEC section 6;
 //! - [`clients`]: real block clients (`qemu-io` over NBD);
+//! - [`nbd_wire`]: an NBD client written by hand, for exact options and
+//!   requests; [`certs`]: X.509 files for NBD over TLS (`openssl`);
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
 //!   tests' one random generator.
 //!
@@ -41,11 +43,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod bytes;
+mod certs;
 mod clients;
 mod config;
 mod events;
 mod http;
 mod metrics;
+mod nbd_wire;
 mod ports;
 mod raw;
 mod rng;
@@ -53,11 +57,13 @@ mod sandbox;
 mod server;
 
 pub use self::bytes::*;
+pub use self::certs::*;
 pub use self::clients::*;
 pub use self::config::*;
 pub use self::events::*;
 pub use self::http::*;
 pub use self::metrics::*;
+pub use self::nbd_wire::*;
 pub use self::ports::*;
 pub use self::raw::*;
 pub use self::rng::*;

@@ -99,6 +99,8 @@ pub mod rep {
     pub const ERR_POLICY: u32 = (1 << 31) + 2;
     /// The option is malformed or out of place.
     pub const ERR_INVALID: u32 = (1 << 31) + 3;
+    /// TLS must be started first.
+    pub const ERR_TLS_REQD: u32 = (1 << 31) + 5;
     /// No such export.
     pub const ERR_UNKNOWN: u32 = (1 << 31) + 6;
     /// The request or the reply is too large.

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::bridge::blocking;
 use crate::budget::Reservation;
 use crate::error::ApiError;
+use crate::telemetry::Frontend;
 
 /// The largest body of a control request (`POST .../children`,
 /// `POST .../scrub`): a few hundred bytes of JSON in practice.
@@ -66,7 +67,7 @@ where
     let result = blocking(f).await?;
     state
         .telemetry
-        .request(volume, op, bytes, started.elapsed());
+        .request(volume, Frontend::Http, op, bytes, started.elapsed());
     Ok(result?)
 }
 

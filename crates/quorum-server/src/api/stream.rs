@@ -17,7 +17,7 @@ use crate::bridge::blocking;
 use crate::budget::{Budget, Reservation};
 use crate::error::ApiError;
 use crate::membership::VolumeEntry;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Frontend, Telemetry};
 
 /// Reads are served in pieces of this size, so memory stays bounded
 /// whatever the length asked for; `max_buffered_bytes` is at least this.
@@ -75,6 +75,7 @@ impl ReadState {
             // Counted before the client can have the last byte.
             self.telemetry.request(
                 &self.volume,
+                Frontend::Http,
                 Op::Read,
                 self.end - self.start,
                 self.started.elapsed(),
@@ -106,6 +107,7 @@ impl Drop for ReadState {
         if self.at < self.end {
             self.telemetry.request(
                 &self.volume,
+                Frontend::Http,
                 Op::Read,
                 self.at - self.start,
                 self.started.elapsed(),
