@@ -47,6 +47,8 @@ pub mod rep {
     pub const INFO: u32 = 3;
     /// `NBD_REP_ERR_UNSUP`.
     pub const ERR_UNSUP: u32 = (1 << 31) + 1;
+    /// `NBD_REP_ERR_UNKNOWN`: no such export.
+    pub const ERR_UNKNOWN: u32 = (1 << 31) + 6;
 }
 
 /// Transmission flags.
@@ -167,16 +169,21 @@ pub fn simple_reply(s: &mut TcpStream) -> io::Result<(u32, u64)> {
     Ok((be32(&h[4..]), be64(&h[8..])))
 }
 
+/// The data of `NBD_OPT_GO` (or `INFO`) for `export`, asking for no
+/// particular information.
+pub fn go_data(export: &str) -> Vec<u8> {
+    let mut data = Vec::new();
+    data.extend((export.len() as u32).to_be_bytes());
+    data.extend(export.as_bytes());
+    data.extend(0u16.to_be_bytes());
+    data
+}
+
 /// Greets and sends `NBD_OPT_GO` for `export`; returns the export's size
 /// and transmission flags once the server acknowledged.
 pub fn go(s: &mut TcpStream, export: &str) -> io::Result<(u64, u16)> {
     greet(s)?;
-    let name_len = u32::try_from(export.len()).map_err(|_| protocol("a long name".into()))?;
-    let mut data = Vec::new();
-    data.extend(name_len.to_be_bytes());
-    data.extend(export.as_bytes());
-    data.extend(0u16.to_be_bytes());
-    send_option(s, opt::GO, &data)?;
+    send_option(s, opt::GO, &go_data(export))?;
     let mut export_info = None;
     // The server sends a few NBD_REP_INFO, then NBD_REP_ACK.
     for _ in 0..16 {
