@@ -8,20 +8,17 @@
 #   ROUNDS=3 SIZE=256M bench/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 rounds=${ROUNDS:-5}
 size=${SIZE:-1G}
-command -v qemu-img >/dev/null || { echo "error: qemu-img is missing (Debian's qemu-utils)" >&2; exit 1; }
+need qemu-img "Debian's qemu-utils"
 
-cargo build --release --quiet --bin quorum-bench
-bench=target/release/quorum-bench
+bench=$(release_bin quorum-bench)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/quorum-bench.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 
 echo "== three raw children of $size in $dir"
-head -c "$size" /dev/urandom > "$dir/a.img"
-cp "$dir/a.img" "$dir/b.img"
-cp "$dir/a.img" "$dir/c.img"
-cat "$dir"/*.img > /dev/null   # into the page cache
+raw_children "$dir" "$size" a b c
 
 qemu_json() {
     local pattern=$1 children="" f
@@ -38,8 +35,6 @@ workloads=(
     "4 KiB fifo reads, QD16|fifo|-s 4k -d 16 -c 100000|--pattern fifo -s 4KiB -d 16 -c 100000"
     "1 MiB quorum reads, QD4|quorum|-s 1M -d 4 -c 2000|-s 1MiB -d 4 -c 2000"
 )
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 printf '\n%-28s %14s %14s %8s\n' "workload" "QEMU ops/s" "quorum ops/s" "ratio"
 for w in "${workloads[@]}"; do

@@ -9,20 +9,18 @@
 #   bench/http.sh                    # SIZE=1G DURATION=10s by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 size=${SIZE:-1G}
 duration=${DURATION:-10s}
-for tool in wrk nginx; do
-    command -v "$tool" >/dev/null || { echo "error: $tool is missing (apt-get install wrk nginx-light)" >&2; exit 1; }
-done
-cargo build --release --quiet --bin quorum-server
+need wrk "apt-get install wrk"
+need nginx "apt-get install nginx-light"
+server=$(release_bin quorum-server)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/quorum-http.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
 
-head -c "$size" /dev/urandom > "$dir/a.img"
-cp "$dir/a.img" "$dir/b.img"; cp "$dir/a.img" "$dir/c.img"
-cat "$dir"/*.img > /dev/null
+raw_children "$dir" "$size" a b c
 bytes=$(stat -c %s "$dir/a.img")
 
 cat > "$dir/quorum.toml" <<TOML
@@ -37,14 +35,14 @@ vote_threshold = 2
   [[volume.child]]
   uri = "c.img"
 TOML
-target/release/quorum-server --config "$dir/quorum.toml" --listen 127.0.0.1:0 > "$dir/quorum.out" 2> "$dir/quorum.err" &
+"$server" --config "$dir/quorum.toml" --listen 127.0.0.1:0 > "$dir/quorum.out" 2> "$dir/quorum.err" &
 qpid=$!; pids+=("$qpid")
-for _ in $(seq 100); do grep -q 'listening on' "$dir/quorum.out" && break; sleep 0.1; done
+wait_for_line "$dir/quorum.out" 'listening on'
 qaddr=$(sed -nE 's/listening on http:\/\/(.*)/\1/p' "$dir/quorum.out")
 
 mkdir -p "$dir/www" "$dir/nginx"
 ln "$dir/b.img" "$dir/www/b.img"
-nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+nport=$(free_port)
 cat > "$dir/nginx/nginx.conf" <<NGINX
 worker_processes 2;
 user root;

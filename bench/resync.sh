@@ -8,9 +8,10 @@
 #   bench/resync.sh                  # SIZE=2G, limited RATE=64MiB
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 size=${SIZE:-2G}
 rate=${RATE:-64MiB}
-cargo build --release --quiet --bin quorum-server
+server=$(release_bin quorum-server)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/quorum-resync.XXXXXX")
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"; }
@@ -40,9 +41,9 @@ vote_threshold = 2
   name = "c"
   uri = "c.img"
 TOML
-    target/release/quorum-server --config "$dir/q.toml" --listen 127.0.0.1:0 > "$dir/out" 2> "$dir/err" &
+    "$server" --config "$dir/q.toml" --listen 127.0.0.1:0 > "$dir/out" 2> "$dir/err" &
     pid=$!
-    for _ in $(seq 100); do grep -q 'listening on' "$dir/out" && break; sleep 0.05; done
+    wait_for_line "$dir/out" 'listening on'
     local addr; addr=$(sed -nE 's/listening on http:\/\/(.*)/\1/p' "$dir/out")
     python3 - "$addr" "$bytes" <<'PY'
 import http.client, json, os, random, sys, time

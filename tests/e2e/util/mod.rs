@@ -28,6 +28,8 @@
 //!   answers parsed by `httparse`;
 //! - [`metrics`]: `/metrics` parsed by `prometheus-parse`, a sample looked
 //!   up by its name and labels;
+//! - [`nbd`]: a small blocking NBD client, and its wire messages one by
+//!   one for hostile tests;
 //! - [`ports`]: the addresses a process listens on, a port that refuses,
 //!   and the lock on the fixed default port;
 //! - [`events`]: `/v1/events` and checks of the events of SPEC section 6;
@@ -49,6 +51,7 @@ mod config;
 mod events;
 mod http;
 mod metrics;
+mod nbd;
 mod nbd_wire;
 mod ports;
 mod raw;
@@ -63,6 +66,7 @@ pub use self::config::*;
 pub use self::events::*;
 pub use self::http::*;
 pub use self::metrics::*;
+pub use self::nbd::*;
 pub use self::nbd_wire::*;
 pub use self::ports::*;
 pub use self::raw::*;

@@ -113,7 +113,7 @@ impl<S: Read + Write> NbdWire<S> {
     /// error reply); the connection is then in transmission.
     #[track_caller]
     pub fn go(&mut self, export: &str) {
-        self.send_option(nbd_opt::GO, &go_data(export));
+        self.send_option(nbd_opt::GO, &super::nbd::go_data(export));
         loop {
             match self.option_reply(nbd_opt::GO) {
                 (nbd_rep::INFO, _) => {}
@@ -202,14 +202,6 @@ pub fn closed_by_peer(s: &mut impl Read) -> bool {
             ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
         ),
     }
-}
-
-/// The data of `NBD_OPT_GO` / `NBD_OPT_INFO` for `export`, no info asked.
-pub fn go_data(export: &str) -> Vec<u8> {
-    let mut d = (export.len() as u32).to_be_bytes().to_vec();
-    d.extend_from_slice(export.as_bytes());
-    d.extend_from_slice(&0u16.to_be_bytes());
-    d
 }
 
 fn be32(b: &[u8]) -> u32 {
