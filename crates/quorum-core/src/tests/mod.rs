@@ -206,6 +206,7 @@ fn setup(opts: VolumeOptions, n: usize, size: usize) -> Setup {
 
 mod block_status;
 mod crash;
+mod damage;
 mod promises;
 mod review;
 mod review2;
