@@ -148,12 +148,22 @@ fn a_corrupt_range_is_damage_until_a_scrub_repairs_it() {
     assert_eq!(vm["damaged_children"], 1, "{vm}");
     assert_eq!(vm["healthy_children"], 2, "{vm}");
 
-    // The list of states the API knows has every state the metrics label.
+    // The states the API knows (every one the metrics label), and what
+    // each means.
     let states = server.get("/v1/child-states");
     states.expect_status(200);
+    let state = |name: &str, serves: bool, needs_operator: bool| {
+        json!({ "state": name, "serves": serves, "needs_operator": needs_operator })
+    };
     assert_eq!(
         states.json(),
-        json!(["healthy", "failed", "stale", "syncing", "damaged"])
+        json!([
+            state("healthy", true, false),
+            state("failed", false, true),
+            state("stale", false, false),
+            state("syncing", false, false),
+            state("damaged", true, true),
+        ])
     );
 
     // A clean restart keeps it.

@@ -48,6 +48,14 @@ impl ChildState {
         matches!(self, ChildState::Healthy | ChildState::Damaged)
     }
 
+    /// Whether an operator must act on a child in this state: `failed` (it
+    /// cannot be reached or answers errors) and `damaged` (a scrub with
+    /// repair, a rewrite or a new replica makes it good). A `stale` or
+    /// `syncing` child catches up by itself; a `healthy` one needs nothing.
+    pub fn needs_operator(self) -> bool {
+        matches!(self, ChildState::Failed | ChildState::Damaged)
+    }
+
     /// The state a child shows when these conditions hold (see the order on
     /// [`ChildState`]).
     pub(crate) fn of(c: Conditions) -> ChildState {
@@ -125,5 +133,11 @@ mod tests {
         assert!(ChildState::Damaged.serves() && ChildState::Healthy.serves());
         assert!(!ChildState::Stale.serves() && !ChildState::Failed.serves());
         assert!(!ChildState::Syncing.serves());
+        let operator: Vec<ChildState> = ChildState::VARIANTS
+            .iter()
+            .copied()
+            .filter(|s| s.needs_operator())
+            .collect();
+        assert_eq!(operator, [ChildState::Failed, ChildState::Damaged]);
     }
 }

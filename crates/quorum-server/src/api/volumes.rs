@@ -64,9 +64,28 @@ pub(super) async fn get_volume(
     Ok(axum::Json(volume_json(&state.telemetry, &vol, &entry)))
 }
 
-/// The name of every state a child can be in, as `GET /v1/volumes` and
-/// `quorum_child_state{state}` spell them (the dashboard reads its list
-/// here rather than keeping a copy).
-pub(super) async fn child_states() -> axum::Json<&'static [ChildState]> {
-    axum::Json(ChildState::VARIANTS)
+/// Every state a child can be in, as `GET /v1/volumes` and
+/// `quorum_child_state{state}` spell it, with what it means for the
+/// volume: `[{"state", "serves", "needs_operator"}]` (see
+/// [`ChildState::serves`] and [`ChildState::needs_operator`]). The
+/// dashboard reads its states here rather than keeping a copy.
+pub(super) async fn child_states() -> axum::Json<Vec<StateInfo>> {
+    axum::Json(
+        ChildState::VARIANTS
+            .iter()
+            .map(|&state| StateInfo {
+                state,
+                serves: state.serves(),
+                needs_operator: state.needs_operator(),
+            })
+            .collect(),
+    )
+}
+
+/// One state as `GET /v1/child-states` lists it.
+#[derive(serde::Serialize)]
+pub(super) struct StateInfo {
+    state: ChildState,
+    serves: bool,
+    needs_operator: bool,
 }
