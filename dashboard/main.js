@@ -31,9 +31,7 @@
 //   GET /v1/volumes/{vol}/jobs     polled every 2 s, and at once on JOB_*
 //                                  events and after a button (scrub, cancel)
 
-import {
-  AuthError, HttpError, api, createAuth, fetchChildStates, fetchEventKinds, streamEvents, wireTokenForm,
-} from './api.js';
+import { AuthError, HttpError, api, createAuth, fetchChildStates, fetchEventKinds, streamEvents, wireTokenForm } from './api.js';
 import { pollDamage } from './damage.js';
 import { $, setPill } from './dom.js';
 import { buildFilters, createFeed, queueEvent, renderFeed } from './feed.js';

@@ -152,9 +152,7 @@ fn a_corrupt_range_is_damage_until_a_scrub_repairs_it() {
     // each means.
     let states = server.get("/v1/child-states");
     states.expect_status(200);
-    let state = |name: &str, serves: bool, needs_operator: bool| {
-        json!({ "state": name, "serves": serves, "needs_operator": needs_operator })
-    };
+    let state = |name: &str, serves: bool, needs_operator: bool| json!({ "state": name, "serves": serves, "needs_operator": needs_operator });
     assert_eq!(
         states.json(),
         json!([

@@ -652,9 +652,7 @@ fn real_prometheus_sees_a_bad_replica() {
     loop {
         match prom.query(series) {
             Ok((result, text)) => {
-                let clean = result
-                    .iter()
-                    .any(|(m, v)| m["volume"] == "vm" && *v == 0.0);
+                let clean = result.iter().any(|(m, v)| m["volume"] == "vm" && *v == 0.0);
                 if clean {
                     break;
                 }

@@ -293,7 +293,12 @@ pub(crate) struct Live<'a> {
 impl Live<'_> {
     /// How many ranges the live maps hold.
     fn len(&self) -> usize {
-        self.stale.iter().chain(self.damaged).map(RangeSet::len).sum::<usize>() + self.dirty.len()
+        self.stale
+            .iter()
+            .chain(self.damaged)
+            .map(RangeSet::len)
+            .sum::<usize>()
+            + self.dirty.len()
     }
 }
 
@@ -693,8 +698,7 @@ mod tests {
         );
         assert!(j.appended() <= 2 * 7 + COMPACT_SLACK + 1);
         drop(j);
-        let (_, replayed) =
-            Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        let (_, replayed) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
         assert_eq!(
             replayed, maps,
             "the compacted journal replays to the live maps"
@@ -712,7 +716,8 @@ mod tests {
         .expect("open");
         j.append_damage(true, 0, &(1000..1100)).expect("damage a");
         j.append_damage(true, 1, &(0..4096)).expect("damage b");
-        j.append_damage(false, 1, &(0..2048)).expect("repair part of b");
+        j.append_damage(false, 1, &(0..2048))
+            .expect("repair part of b");
         j.append('+', 0, &(0..10)).expect("a stale mark");
         drop(j);
         // Names swapped, and b's storage replaced: damage follows the
@@ -743,8 +748,7 @@ mod tests {
         let lines = fs::read_to_string(&path).expect("read").lines().count();
         assert!(lines <= 2 * 8 + COMPACT_SLACK + 8, "{lines} lines");
         drop(j);
-        let (_, replayed) =
-            Journal::open(Box::new(FileStore::new(&path)), &names).expect("replay");
+        let (_, replayed) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("replay");
         assert_eq!(replayed, maps);
     }
 }

@@ -307,10 +307,7 @@ fn announce_caught_up(
             continue;
         }
         tracing::info!(volume = volume.name(), %child, %from, %to, "child caught up");
-        sink.emit(
-            volume.name(),
-            Event::ChildStateChange { child, from, to },
-        );
+        sink.emit(volume.name(), Event::ChildStateChange { child, from, to });
     }
     lagging(volume)
 }

@@ -85,7 +85,10 @@ fn a_lost_vote_is_damage_until_a_write_covers_it() {
     // that took it.
     s.mems[2].poke(AT as usize, &data[AT as usize..(AT + 40) as usize]);
     s.volume
-        .write(AT, Bytes::copy_from_slice(&data[AT as usize..(AT + 40) as usize]))
+        .write(
+            AT,
+            Bytes::copy_from_slice(&data[AT as usize..(AT + 40) as usize]),
+        )
         .expect("write");
     assert_eq!(damage_of(&s.volume, "c"), vec![AT + 40..AT + LEN]);
     assert!(changes(&s.sink.take()).is_empty(), "still damaged");
@@ -120,7 +123,10 @@ fn a_failed_read_is_damage_until_a_scrub_finds_it_good() {
         ChildState::Failed,
         "failed comes first"
     );
-    assert!(changes(&s.sink.take()).is_empty(), "failed before and after");
+    assert!(
+        changes(&s.sink.take()).is_empty(),
+        "failed before and after"
+    );
     // Back: the child serves again, and shows what it holds.
     s.mems[2].fail_reads.store(false, Ordering::SeqCst);
     s.volume.read(0, 100).expect("read elsewhere");
@@ -139,7 +145,9 @@ fn a_failed_read_is_damage_until_a_scrub_finds_it_good() {
 
     // A child that is unreachable (not an I/O error) is failed, not damaged.
     let down = setup(options(2), 3, 4 * B);
-    down.volume.write(0, Bytes::from(vec![7; 4 * B])).expect("write");
+    down.volume
+        .write(0, Bytes::from(vec![7; 4 * B]))
+        .expect("write");
     down.mems[0].hang_writes.store(true, Ordering::SeqCst);
     down.volume
         .write(0, Bytes::from(vec![8; B]))
@@ -155,7 +163,9 @@ fn a_scrub_records_damage_and_a_repair_clears_it() {
     assert_eq!(found.lost, vec![("c".to_owned(), LEN)]);
     assert_eq!(damage_of(&s.volume, "c"), vec![AT..AT + LEN]);
     // A scrub of another range leaves it alone.
-    s.volume.scrub(0, 1 << 20, true).expect("scrub the first MiB");
+    s.volume
+        .scrub(0, 1 << 20, true)
+        .expect("scrub the first MiB");
     assert_eq!(damage_of(&s.volume, "c"), vec![AT..AT + LEN]);
     let events = s.sink.take();
     assert_eq!(
@@ -226,10 +236,7 @@ fn journaled(mems: &[Arc<Mem>], journal: &Path, sink: Arc<RecordingSink>) -> Vol
 fn damage_survives_a_reopen_and_its_journal_stays_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = dir.path().join("stale/vm.jsonl");
-    let mems: Vec<Arc<Mem>> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Mem::new(n, SIZE))
-        .collect();
+    let mems: Vec<Arc<Mem>> = ["a", "b", "c"].iter().map(|n| Mem::new(n, SIZE)).collect();
     let sink = Arc::new(RecordingSink::default());
     let volume = journaled(&mems, &journal, sink.clone());
     let data: Vec<u8> = (0..SIZE).map(|i| (i * 29 % 251) as u8 | 1).collect();
@@ -238,14 +245,20 @@ fn damage_survives_a_reopen_and_its_journal_stays_bounded() {
     mems[2].poke(5 * B, &[0; 3]);
     volume.read(0, SIZE).expect("read");
     assert_eq!(damage_of(&volume, "b"), vec![AT..AT + LEN]);
-    assert_eq!(damage_of(&volume, "c"), vec![5 * B as u64..5 * B as u64 + 3]);
+    assert_eq!(
+        damage_of(&volume, "c"),
+        vec![5 * B as u64..5 * B as u64 + 3]
+    );
     volume.flush_and_settle().expect("flush");
     assert!(volume.close(Duration::from_secs(5)).is_empty());
     drop(volume);
 
     let volume = journaled(&mems, &journal, sink.clone());
     assert_eq!(damage_of(&volume, "b"), vec![AT..AT + LEN]);
-    assert_eq!(damage_of(&volume, "c"), vec![5 * B as u64..5 * B as u64 + 3]);
+    assert_eq!(
+        damage_of(&volume, "c"),
+        vec![5 * B as u64..5 * B as u64 + 3]
+    );
     assert_eq!(state_of(&volume, "b"), ChildState::Damaged);
     assert_eq!(volume.damaged_bytes(), vec![0, LEN, 3]);
     // b's cleared by a write, then the volume reopened after a crash (no
@@ -253,7 +266,10 @@ fn damage_survives_a_reopen_and_its_journal_stays_bounded() {
     // returned, and the reconcile of the region the write dirtied (the
     // whole volume here) repairs c, which clears its damage too.
     volume
-        .write(AT, Bytes::copy_from_slice(&data[AT as usize..(AT + LEN) as usize]))
+        .write(
+            AT,
+            Bytes::copy_from_slice(&data[AT as usize..(AT + LEN) as usize]),
+        )
         .expect("write over b's damage");
     assert!(damage_of(&volume, "b").is_empty());
     drop(volume);
@@ -274,7 +290,10 @@ fn damage_survives_a_reopen_and_its_journal_stays_bounded() {
         mems[0].poke(at as usize, &[0; 9]);
         volume.read(at, 9).expect("read");
         volume
-            .write(at, Bytes::copy_from_slice(&data[at as usize..at as usize + 9]))
+            .write(
+                at,
+                Bytes::copy_from_slice(&data[at as usize..at as usize + 9]),
+            )
             .expect("write");
         if i % 97 == 0 {
             most = most.max(lines());

@@ -141,7 +141,11 @@ impl Volume {
             .failures()
             .iter()
             .filter(|(_, e)| e.is_repairable())
-            .flat_map(|(i, _)| outside(offset..end, unread(*i)).into_iter().map(|r| (*i, true, r)))
+            .flat_map(|(i, _)| {
+                outside(offset..end, unread(*i))
+                    .into_iter()
+                    .map(|r| (*i, true, r))
+            })
             .collect();
         if self.options.blkverify {
             if let [Some(a), Some(b)] = copies.as_slice() {
@@ -204,7 +208,11 @@ impl Volume {
             for (i, _) in answered.iter().enumerate().filter(|(_, a)| **a) {
                 let losses = outcome.losses.iter().filter(|l| l.child == i);
                 let cuts = unread(i).chain(losses.flat_map(|l| &l.ranges));
-                damage.extend(outside(offset..end, cuts).into_iter().map(|r| (i, false, r)));
+                damage.extend(
+                    outside(offset..end, cuts)
+                        .into_iter()
+                        .map(|r| (i, false, r)),
+                );
             }
         }
         if repair {
@@ -270,10 +278,14 @@ impl Volume {
                 Some((_, Ok(Reply::Data(data)))) => {
                     let data = self.buffers.bytes(data);
                     let unreadable = tally.failures().iter().filter(|(_, e)| e.is_repairable());
-                    let mut damage: Vec<DamageEdit> =
-                        unreadable.clone().map(|(c, _)| (*c, true, offset..offset + bytes)).collect();
+                    let mut damage: Vec<DamageEdit> = unreadable
+                        .clone()
+                        .map(|(c, _)| (*c, true, offset..offset + bytes))
+                        .collect();
                     if self.options.rewrite_corrupted {
-                        let repairs = unreadable.map(|(c, _)| (*c, offset, data.clone())).collect();
+                        let repairs = unreadable
+                            .map(|(c, _)| (*c, offset, data.clone()))
+                            .collect();
                         let done = self.rewrite(repairs, reports);
                         damage.extend(
                             done.into_iter()
@@ -292,8 +304,9 @@ impl Volume {
             }
         }
         let unreadable = tally.failures().iter().filter(|(_, e)| e.is_repairable());
-        let damage: Vec<DamageEdit> =
-            unreadable.map(|(c, _)| (*c, true, offset..offset + bytes)).collect();
+        let damage: Vec<DamageEdit> = unreadable
+            .map(|(c, _)| (*c, true, offset..offset + bytes))
+            .collect();
         self.edit_damage(damage, reports);
         Err(self.fail(reports, self.quorum_error(tally, None)))
     }
