@@ -112,6 +112,25 @@ fn a_lost_vote_is_damage_until_a_write_covers_it() {
 }
 
 #[test]
+fn a_damage_listing_is_bounded_and_says_so() {
+    let (s, _) = corrupted(options(2));
+    // Blocks 2, 4, ..., 10 of c lose too: six ranges with the first one.
+    for block in (2..=10).step_by(2) {
+        s.mems[2].poke(block * B + 7, &[0; 3]);
+    }
+    s.volume.read(0, SIZE).expect("read");
+    let all = s.volume.damage("c", 100).expect("c");
+    assert_eq!(all.ranges.len(), 6, "{all:?}");
+    assert!(!all.truncated);
+    assert_eq!(all.bytes, 5 * 3 + LEN);
+    let first = s.volume.damage("c", 4).expect("c");
+    assert_eq!(first.ranges, all.ranges[..4]);
+    assert!(first.truncated);
+    assert_eq!(first.bytes, all.bytes, "the bytes are counted in full");
+    assert_eq!(s.volume.damage("zz", 4), None, "no such child");
+}
+
+#[test]
 fn a_failed_read_is_damage_until_a_scrub_finds_it_good() {
     let (s, _) = corrupted(options(2));
     // c's storage fails reads with EIO: the read is served by a and b.
