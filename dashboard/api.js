@@ -1,6 +1,6 @@
 // Everything that talks to the server: fetch with the token, the token form
-// (shown when the API answers 401), the event kinds, the stored history of
-// events, and the live stream (Server-Sent Events over fetch, so that the
+// (shown when the API answers 401), the event kinds, the child states, a
+// child's damage, the stored history of events, and the live stream (Server-Sent Events over fetch, so that the
 // Authorization header can be sent, resumed from the last event with
 // Last-Event-ID and reconnected with backoff).
 
@@ -99,6 +99,18 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** The names of the events this server emits (GET /v1/event-kinds). */
 export async function fetchEventKinds(app) {
   const res = await api(app, '/v1/event-kinds');
+  return res.json();
+}
+
+/** The states a child can be in, and what each means (GET /v1/child-states). */
+export async function fetchChildStates(app) {
+  const res = await api(app, '/v1/child-states');
+  return res.json();
+}
+
+/** The damaged ranges of a child (GET /v1/volumes/{vol}/children/{name}/damage). */
+export async function fetchDamage(app, vol, child) {
+  const res = await api(app, `/v1/volumes/${encodeURIComponent(vol)}/children/${encodeURIComponent(child)}/damage`);
   return res.json();
 }
 

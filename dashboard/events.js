@@ -115,11 +115,16 @@ export function jobEventText(ev) {
   }
 }
 
+// The detail class of a CHILD_STATE_CHANGE, by the level of the state it
+// went to (model.js stateLook: what the server says of that state).
+const STATE_DETAIL = { ok: 'good', bad: 'err' };
+
 /**
  * Everything a feed row says about an event: {css, label, child, offset,
- * bytes, rangeText, detail, detailClass}.
+ * bytes, rangeText, detail, detailClass}. `levelOf(state)` says what the
+ * server says of a child state ('ok', 'bad', 'catching-up', 'unknown').
  */
-export function describeEvent(ev) {
+export function describeEvent(ev, levelOf = () => 'unknown') {
   const d = ev.data || {};
   const { css, label } = kindStyle(ev.event);
   const [offset, bytes] = eventRange(ev);
@@ -137,7 +142,7 @@ export function describeEvent(ev) {
       detail = `added${d.uri ? ` (${d.uri})` : ''}, syncing before it votes`; detailClass = 'info'; break;
     case 'CHILD_REMOVED': detail = 'removed from the volume'; detailClass = 'muted'; break;
     case 'CHILD_STATE_CHANGE':
-      detail = `${d.from || '?'} \u2192 ${d.to || '?'}`; detailClass = d.to === 'healthy' ? 'good' : 'info'; break;
+      detail = `${d.from || '?'} \u2192 ${d.to || '?'}`; detailClass = STATE_DETAIL[levelOf(d.to)] || 'info'; break;
     default:
       if (isJobEvent(ev.event)) [rangeText, detail, detailClass] = jobEventText(ev);
       else detail = JSON.stringify(d);

@@ -59,14 +59,23 @@ test('membership events say what happened to which child', () => {
   assert.match(added.detail, /added \(d\.img\)/);
   const removed = describeEvent(ev('CHILD_REMOVED', { 'node-name': 'd' }));
   assert.deepEqual([removed.label, removed.child, removed.detail], ['CHILD_REMOVED', 'd', 'removed from the volume']);
-  const st = describeEvent(ev('CHILD_STATE_CHANGE', { 'node-name': 'd', from: 'syncing', to: 'healthy' }));
+  // What a state means is the server's word (model.js stateLook), passed in.
+  const levels = { healthy: 'ok', damaged: 'bad', stale: 'catching-up' };
+  const change = (from, to) =>
+    describeEvent(ev('CHILD_STATE_CHANGE', { 'node-name': 'd', from, to }), (s) => levels[s] || 'unknown');
+  const st = change('syncing', 'healthy');
   assert.deepEqual([st.label, st.detail, st.detailClass], ['CHILD_STATE', 'syncing \u2192 healthy', 'good']);
+  assert.equal(change('healthy', 'damaged').detailClass, 'err');
+  assert.equal(change('healthy', 'stale').detailClass, 'info');
+  assert.equal(change('healthy', 'brand_new').detailClass, 'info');
+  assert.equal(describeEvent(ev('CHILD_STATE_CHANGE', { from: 'a', to: 'healthy' })).detailClass, 'info',
+    'without the server\'s states nothing is called good');
 });
 
 test('vote events: range and detail', () => {
   const lost = describeEvent(ev('QUORUM_REPORT_BAD', { 'node-name': 'c', type: 'read', offset: 8192, bytes: 4096 }));
   assert.deepEqual([lost.label, lost.child, lost.offset, lost.bytes, lost.rangeText, lost.detail, lost.detailClass],
-    ['REPORT_BAD', 'c', 8192, 4096, '4 KiB at 8 KiB', 'lost the vote', 'warn']);
+    ['REPORT_BAD', 'c', 8192, 4096, 'bytes 8192..12288 (4 KiB)', 'lost the vote', 'warn']);
   const failed = describeEvent(ev('QUORUM_REPORT_BAD', { 'node-name': 'c', offset: 0, bytes: 512, error: 'EIO' }));
   assert.deepEqual([failed.detail, failed.detailClass], ['EIO', 'err']);
   const mm = ev('BLKVERIFY_MISMATCH', { offset: 5000, 'request-offset': 4096, 'request-bytes': 4096 });

@@ -6,7 +6,7 @@
 import { $, h, similarEl } from './dom.js';
 import { describeEvent, filterGroups, isChildEvent, isJobEvent } from './events.js';
 import { exactRange, fmtCount, fmtFullTime, fmtTime } from './format.js';
-import { KEEP_EVENTS, eventCounts, feedRecords, toggleHidden } from './model.js';
+import { KEEP_EVENTS, eventCounts, feedRecords, stateLook, toggleHidden } from './model.js';
 
 const FEED_MAX = 200;
 const FLUSH_MS = 100;
@@ -16,10 +16,10 @@ export function createFeed() {
   return { pending: [], timer: null };
 }
 
-function eventRow(rec) {
+function eventRow(app, rec) {
   const { ev, at, source } = rec;
   const d = ev.data || {};
-  const e = describeEvent(ev);
+  const e = describeEvent(ev, (state) => stateLook(app.model, state).level);
   const ts = Date.parse(ev.timestamp);
   const tr = h('tr', {
     class: `event ev-${e.css}${source === 'stream' ? ' live' : ''}`,
@@ -66,7 +66,7 @@ export function renderFeed(app) {
   // Everything queued is in the model already.
   app.feed.pending = [];
   const body = $('events-body');
-  body.replaceChildren(...feedRecords(app.model, FEED_MAX).map(eventRow));
+  body.replaceChildren(...feedRecords(app.model, FEED_MAX).map((rec) => eventRow(app, rec)));
   updateFeedMeta(app);
 }
 
@@ -86,7 +86,7 @@ function flushEvents(app) {
   const rows = [];
   for (let i = batch.length - 1; i >= 0; i--) {
     if (app.model.hidden.has(batch[i].ev.event)) continue;
-    const row = eventRow(batch[i]);
+    const row = eventRow(app, batch[i]);
     row.classList.add('fresh');
     rows.push(row);
   }

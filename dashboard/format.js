@@ -49,14 +49,14 @@ export function fmtExact(n) {
 }
 
 /**
- * "4 KiB at 8 KiB": what an operator reads first; exactRange() gives the
- * exact bytes for the title.
+ * "bytes 1049576..1049676 (100 B)": the exact bytes, the end exclusive, as
+ * an operator gives them to dd or qemu-io, and their size; exactRange()
+ * says the same with separators and the last byte, for titles.
  */
 export function fmtRange(offset, bytes) {
   if (!Number.isFinite(offset)) return '';
-  const at = offset === 0 ? '0' : fmtBytes(offset);
-  if (!Number.isFinite(bytes)) return `at ${at}`;
-  return `${fmtBytes(bytes)} at ${at}`;
+  if (!Number.isFinite(bytes)) return `byte ${offset}`;
+  return `bytes ${offset}..${offset + bytes} (${fmtBytes(bytes)})`;
 }
 
 export function exactRange(offset, bytes) {

@@ -38,10 +38,11 @@ test('fmtCount abbreviates from 10,000 on', () => {
   assert.equal(trimZeros('100'), '100');
 });
 
-test('ranges read short, with the exact bytes apart', () => {
-  assert.equal(fmtRange(8192, 4096), '4 KiB at 8 KiB');
-  assert.equal(fmtRange(0, 512), '512 B at 0');
-  assert.equal(fmtRange(4096, undefined), 'at 4 KiB');
+test('ranges are exact: the bytes, the end exclusive, and the size', () => {
+  assert.equal(fmtRange(1049576, 100), 'bytes 1049576..1049676 (100 B)');
+  assert.equal(fmtRange(8192, 4096), 'bytes 8192..12288 (4 KiB)');
+  assert.equal(fmtRange(0, 512), 'bytes 0..512 (512 B)');
+  assert.equal(fmtRange(4096, undefined), 'byte 4096');
   assert.equal(fmtRange(undefined, 4096), '');
   assert.equal(exactRange(8192, 4096), 'bytes 8,192–12,287 (4,096 bytes)');
   assert.equal(exactRange(10, 0), 'byte 10');

@@ -8,6 +8,7 @@
 //   events.js   what the feed says of an event, filter groups      (pure)
 //   format.js   numbers, sizes, ranges and times                   (pure)
 //   volumes.js  the volume cards and the header's summary
+//   damage.js   each damaged replica's damage map, and its fetch
 //   jobs.js     each volume's Jobs section and its buttons
 //   chart.js    the I/O rate charts
 //   feed.js     the event feed and its filters
@@ -17,6 +18,12 @@
 //   GET /v1/volumes                polled every 2 s (state and counters; the
 //                                  rates are the deltas between polls)
 //   GET /v1/event-kinds            the event names this server emits, once
+//   GET /v1/child-states           the states a replica can be in and what
+//                                  each means (serves, needs an operator),
+//                                  once, before the first volumes are drawn
+//   GET /v1/volumes/{vol}/children/{name}/damage
+//                                  a damaged replica's ranges, when its
+//                                  damaged bytes change (and every 10 s)
 //   GET /v1/events?since=..        the stored history, paged, once at start
 //   GET /v1/events/stream          Server-Sent Events, read with fetch so
 //                                  that the Authorization header can be sent,
@@ -24,15 +31,16 @@
 //   GET /v1/volumes/{vol}/jobs     polled every 2 s, and at once on JOB_*
 //                                  events and after a button (scrub, cancel)
 
-import { AuthError, HttpError, api, createAuth, fetchEventKinds, streamEvents, wireTokenForm } from './api.js';
+import { AuthError, HttpError, api, createAuth, fetchChildStates, fetchEventKinds, streamEvents, wireTokenForm } from './api.js';
+import { pollDamage } from './damage.js';
 import { $, setPill } from './dom.js';
 import { buildFilters, createFeed, queueEvent, renderFeed } from './feed.js';
 import { fmtFullTime, fmtTime } from './format.js';
 import { createJobsPoll, pollJobs, pollJobsSoon } from './jobs.js';
-import { POLL_MS, applyVolumes, createModel, ingestEvent, noteServerDate, setKinds } from './model.js';
+import { POLL_MS, applyVolumes, createModel, ingestEvent, noteServerDate, setKinds, setStates } from './model.js';
 import { renderVolumes } from './volumes.js';
 
-// Marks and relative times move without new data this often.
+// Relative times move without new data this often.
 const REFRESH_MS = 5000;
 
 // The page's whole state. `model` is the data (model.js, pure); the rest is
@@ -45,6 +53,7 @@ const app = {
   feed: createFeed(), // live events not drawn yet (feed.js)
   jobsPoll: createJobsPoll(), // (jobs.js)
   volumesPoll: { busy: false, timer: null, lastAt: 0, last: null, downSince: 0 },
+  damageFetching: new Set(), // "vol\0child" of the damage maps being fetched (damage.js)
   // What one view asks of the others.
   hooks: {
     refresh: () => refresh(),
@@ -65,6 +74,19 @@ async function loadKinds() {
   buildFilters(app);
 }
 
+// The server's child states and what each means: once, before the first
+// volumes are drawn (a state is then never judged by a copy of its name).
+// An older server without the route gets none: every state is then shown as
+// the server names it, neither good nor bad.
+async function loadStates() {
+  try {
+    setStates(app.model, await fetchChildStates(app));
+  } catch (e) {
+    if (e instanceof HttpError && e.status === 404) setStates(app.model, []);
+    else throw e;
+  }
+}
+
 async function poll() {
   const p = app.volumesPoll;
   if (p.busy) return;
@@ -72,6 +94,7 @@ async function poll() {
   clearTimeout(p.timer);
   const t0 = performance.now();
   try {
+    if (app.model.states === null) await loadStates();
     const res = await api(app, '/v1/volumes');
     noteServerDate(app.model, res.headers.get('Date'), Date.now());
     const body = await res.json();
@@ -79,7 +102,9 @@ async function poll() {
     const now = Date.now();
     const dt = p.lastAt ? t0 - p.lastAt : 0;
     p.lastAt = t0;
-    renderVolumes(app, applyVolumes(app.model, p.last, now, dt), now);
+    const result = applyVolumes(app.model, p.last, now, dt);
+    renderVolumes(app, result, now);
+    pollDamage(app, result, now);
     p.downSince = 0;
     document.body.dataset.stale = 'no';
     setPill('poll-status', 'ok', `stats ${fmtTime(now)}`,
@@ -100,8 +125,8 @@ async function poll() {
   }
 }
 
-// Redraws from the last poll's answer: marks and relative times move
-// without new data.
+// Redraws from the last poll's answer: relative times move without new
+// data, and damage maps that arrived are drawn.
 function refresh() {
   const p = app.volumesPoll;
   if (!p.last || p.busy) return;

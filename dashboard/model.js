@@ -1,37 +1,46 @@
 // The dashboard's state, and the reducers that change it: events in
-// (ingestEvent), volume snapshots in (applyVolumes), and what the views
-// draw out. Pure: no DOM, no fetch, the time passed in; tested by
-// model.test.js under `node --test`.
+// (ingestEvent), volume snapshots in (applyVolumes), damage maps in
+// (setDamage), and what the views draw out. Pure: no DOM, no fetch, the
+// time passed in; tested by model.test.js under `node --test`.
 //
-// A replica is BAD when it had a QUORUM_REPORT_BAD, or its error,
-// bad-report or lost-vote counters grew, within the last BAD_WINDOW_MS and
-// after the volume's warnings were last acknowledged; FAILED when the
-// server says its state is failed; stale (not an alarm) while it has bytes a
-// resync has not copied back yet.
+// What a replica's state means comes from the server, never from a copy
+// here: GET /v1/child-states says of each state whether the child serves
+// (takes its part in every vote) and whether it needs an operator. A
+// replica is marked bad while the server says its state needs an operator
+// (e.g. damaged: it holds bytes that lost a vote; failed: it cannot be
+// reached), catching up while its state neither serves nor needs one
+// (e.g. stale, syncing), ok when it serves and needs nothing. The mark lasts
+// exactly as long as the server's state: no timer, no acknowledgement.
+// Quorum failures and blkverify mismatches are events of a volume, not
+// state: they are shown for FAILURE_WINDOW_MS after the last one.
 
-import { fmtBytes, lostBytes } from './format.js';
+import { lostBytes } from './format.js';
 
 export const POLL_MS = 2000;
 export const CHART_WINDOW_MS = 5 * 60 * 1000;
-export const BAD_WINDOW_MS = 5 * 60 * 1000;
+export const FAILURE_WINDOW_MS = 5 * 60 * 1000;
 export const KEEP_EVENTS = 1000;
-export const REPORTS_KEEP = 1000; // per child, for the banner's counts
+export const REPORTS_KEEP = 100; // per child, for the last bad report
 const VOLUME_MARKS_KEEP = 50; // failures and mismatches per volume
 export const JOBS_FINISHED_SHOWN = 3; // finished scrubs listed per volume
+// A damaged child's damage map is fetched again when its damaged bytes
+// change, and at least this often while it has any.
+export const DAMAGE_REFRESH_MS = 10 * 1000;
 
 /** A fresh state. */
 export function createModel() {
   return {
     kinds: null, // the server's event names (GET /v1/event-kinds), once read
+    states: null, // Map: the server's child states (GET /v1/child-states) -> {serves, needsOperator}, once read
     events: [], // feed records {ev, at, source, superseded}, oldest first, at most KEEP_EVENTS
     lastEventId: 0,
     historyLoaded: false,
     hidden: new Set(), // event names filtered out of the feed
     progress: new Map(), // "vol\0job" -> the feed's JOB_PROGRESS record of that job
-    marks: new Map(), // "vol/child" -> {reports, lastBadAt, counterBumpAt, counterNote, lastRewriteAt}
+    marks: new Map(), // "vol/child" -> {reports, lastRewriteAt}
     volMarks: new Map(), // vol -> {failures, mismatches}
-    acks: new Map(), // vol -> time (ms) up to which its warnings were acknowledged
-    vols: new Map(), // vol -> {snapshot, samples, prev, childPrev}: what the polls saw
+    damage: new Map(), // "vol\0child" -> {bytes, ranges, truncated, forBytes, at}: GET .../damage
+    vols: new Map(), // vol -> {snapshot, samples, prev}: what the polls saw
     skewMs: 0, // the server's clock minus this browser's, when it matters
   };
 }
@@ -67,7 +76,7 @@ function markOf(model, vol, child) {
   const key = `${vol}/${child}`;
   let m = model.marks.get(key);
   if (!m) {
-    m = { reports: [], lastBadAt: 0, counterBumpAt: 0, counterNote: '', lastRewriteAt: 0 };
+    m = { reports: [], lastRewriteAt: 0 };
     model.marks.set(key, m);
   }
   return m;
@@ -118,7 +127,6 @@ export function ingestEvent(model, ev, source, now) {
     pushCapped(m.reports, {
       at, offset: d.offset, bytes: d.bytes, type: d.type, error: d.error, suppressed: d.suppressed, id: ev.id,
     }, REPORTS_KEEP);
-    m.lastBadAt = Math.max(m.lastBadAt, at);
   } else if (ev.event === 'QUORUM_REWRITE' && d['node-name']) {
     const m = markOf(model, ev.volume, d['node-name']);
     m.lastRewriteAt = Math.max(m.lastRewriteAt, at);
@@ -163,60 +171,104 @@ export function setKinds(model, names) {
   return model.kinds;
 }
 
-// ------------------------------------------------------------------ marks
+// ----------------------------------------------------------------- states
 
-/** Hides a volume's warnings until something new happens. */
-export function acknowledge(model, vol, now) {
-  model.acks.set(vol, now);
+/**
+ * Keeps the server's list of child states: [{state, serves,
+ * needs_operator}] (anything else is ignored).
+ */
+export function setStates(model, list) {
+  model.states = new Map();
+  for (const s of Array.isArray(list) ? list : []) {
+    if (!s || typeof s.state !== 'string' || !s.state) continue;
+    model.states.set(s.state, { serves: s.serves === true, needsOperator: s.needs_operator === true });
+  }
+  return model.states;
 }
 
-function since(model, vol, now) {
-  return Math.max(now - BAD_WINDOW_MS, model.acks.get(vol) || 0);
+/**
+ * What the server says of a state: {level, serves, needsOperator}, where
+ * level is 'bad' (it needs an operator), 'catching-up' (it does not serve
+ * and needs no operator: it heals by itself), 'ok' (it serves and needs
+ * nothing), or 'unknown' (a state the server did not list).
+ */
+export function stateLook(model, state) {
+  const s = model.states && model.states.get(state);
+  if (!s) return { level: 'unknown', serves: false, needsOperator: false };
+  const level = s.needsOperator ? 'bad' : s.serves ? 'ok' : 'catching-up';
+  return { level, serves: s.serves, needsOperator: s.needsOperator };
 }
 
-/** The child's QUORUM_REPORT_BAD reports in the window, oldest first. */
-export function recentReports(model, vol, child, now) {
-  const m = model.marks.get(`${vol}/${child}`);
-  if (!m) return [];
-  const t = since(model, vol, now);
-  return m.reports.filter((r) => r.at > t);
+/** The state of child `c` of a volume snapshot if it needs an operator, else ''. */
+export function childBadness(model, c) {
+  return stateLook(model, c.state).level === 'bad' ? c.state : '';
 }
 
-/** 'failed', 'bad' or '' for one child `c` of a volume snapshot. */
-export function childBadness(model, vol, c, now) {
-  if (c.state === 'failed') return 'failed';
-  const m = model.marks.get(`${vol}/${c.name}`);
-  if (!m) return '';
-  const t = since(model, vol, now);
-  return m.lastBadAt > t || m.counterBumpAt > t ? 'bad' : '';
+// ----------------------------------------------------------------- damage
+
+const damageKey = (vol, child) => `${vol}\u0000${child}`;
+
+/**
+ * Whether child `c` of volume `vol` wants its damage map (GET
+ * .../children/{name}/damage) fetched now: it has damaged bytes, and the
+ * map was never fetched, was fetched for other damaged bytes, or is older
+ * than DAMAGE_REFRESH_MS.
+ */
+export function damageWanted(model, vol, c, now) {
+  if (!(c.damaged_bytes > 0)) return false;
+  const d = model.damage.get(damageKey(vol, c.name));
+  return !d || d.forBytes !== c.damaged_bytes || now - d.at >= DAMAGE_REFRESH_MS;
+}
+
+/**
+ * Keeps an answer of GET .../damage for child `child` of `vol`, asked
+ * while the child had `forBytes` damaged bytes: {bytes, ranges:
+ * [{offset, length}], truncated}. Malformed ranges are left out.
+ */
+export function setDamage(model, vol, child, body, forBytes, now) {
+  const ranges = (body && Array.isArray(body.ranges) ? body.ranges : [])
+    .filter((r) => r && Number.isFinite(r.offset) && Number.isFinite(r.length) && r.length > 0);
+  const d = {
+    bytes: body && Number.isFinite(body.damaged_bytes) ? body.damaged_bytes : 0,
+    ranges,
+    truncated: !!(body && body.truncated),
+    forBytes,
+    at: now,
+  };
+  model.damage.set(damageKey(vol, child), d);
+  return d;
+}
+
+/**
+ * Where the damaged ranges lie on a volume of `size` bytes, for the map's
+ * bar: [{offset, length, left, width}] with left and width in percent of
+ * the bar (the view gives every mark a minimum width, so that 100 bytes of
+ * a terabyte still show).
+ */
+export function damageMarks(ranges, size) {
+  if (!(size > 0)) return [];
+  return ranges.map((r) => ({
+    offset: r.offset,
+    length: r.length,
+    left: Math.min(100, (r.offset / size) * 100),
+    width: Math.min(100, (r.length / size) * 100),
+  }));
 }
 
 // ---------------------------------------------------------------- volumes
 
-const RATE_KEYS = ['reads', 'writes', 'read_bytes', 'write_bytes'];
-
-// A child whose error, bad-report or lost-vote counter grew since the last
-// poll is marked, with a note of what grew.
-function noteCounters(m, cs, prev, now) {
-  if (!cs || !prev) return;
-  const grewErr = cs.errors - prev.errors;
-  const grewBad = cs.bad_reports - prev.bad_reports;
-  const grewLost = cs.corrupted_bytes - prev.corrupted_bytes;
-  if (!(grewErr > 0 || grewBad > 0 || grewLost > 0)) return;
-  m.counterBumpAt = now;
-  const notes = [];
-  if (grewErr > 0) notes.push(`${grewErr} new error${grewErr === 1 ? '' : 's'}`);
-  if (grewLost > 0) notes.push(`${fmtBytes(grewLost)} more lost votes`);
-  else if (grewBad > 0) notes.push(`${grewBad} new bad report${grewBad === 1 ? '' : 's'}`);
-  m.counterNote = notes.join(', ');
+function failuresSince(now) {
+  return now - FAILURE_WINDOW_MS;
 }
+
+const RATE_KEYS = ['reads', 'writes', 'read_bytes', 'write_bytes'];
 
 // One volume of a snapshot: the rate sample, the children's marks, and
 // what the view shows.
 function volumeView(model, v, now, dtMs) {
   let vs = model.vols.get(v.name);
   if (!vs) {
-    vs = { snapshot: null, samples: [], prev: null, childPrev: new Map() };
+    vs = { snapshot: null, samples: [], prev: null };
     model.vols.set(v.name, vs);
   }
   vs.snapshot = v;
@@ -240,33 +292,36 @@ function volumeView(model, v, now, dtMs) {
 
   const children = [];
   let stale = 0;
-  const names = new Set();
   for (const c of v.children || []) {
-    names.add(c.name);
     const m = markOf(model, v.name, c.name);
-    noteCounters(m, c.stats, vs.childPrev.get(c.name), now);
-    vs.childPrev.set(c.name, c.stats ? { ...c.stats } : null);
-    const badness = childBadness(model, v.name, c, now);
+    const look = stateLook(model, c.state);
+    const badness = look.level === 'bad' ? c.state : '';
     const staleBytes = Number.isFinite(c.stale_bytes) ? c.stale_bytes : 0;
-    if (!badness && (staleBytes > 0 || c.state === 'stale' || c.state === 'syncing')) stale++;
+    const damagedBytes = Number.isFinite(c.damaged_bytes) ? c.damaged_bytes : 0;
+    if (!badness && (staleBytes > 0 || look.level === 'catching-up')) stale++;
+    const key = damageKey(v.name, c.name);
+    if (!(damagedBytes > 0)) model.damage.delete(key);
     children.push({
       c,
+      look,
       badness,
-      badge: badness === 'failed' ? 'FAILED' : badness === 'bad' ? 'BAD' : (c.state || '?').toUpperCase(),
-      kind: badness || (c.state === 'healthy' ? 'ok' : c.state || 'unknown'),
-      // The state beside a BAD badge, unless the stale bytes say it.
-      stateText: badness === 'bad' && c.state && c.state !== 'healthy' &&
-        !(c.state === 'stale' && staleBytes > 0) ? c.state : '',
+      badge: (c.state || '?').toUpperCase(),
+      kind: look.level,
       staleBytes,
+      damagedBytes,
+      damage: damagedBytes > 0 ? model.damage.get(key) : undefined,
       lastReport: m.reports[m.reports.length - 1],
       mark: m,
-      reports: badness ? recentReports(model, v.name, c.name, now) : [],
     });
   }
-  for (const name of [...vs.childPrev.keys()]) if (!names.has(name)) vs.childPrev.delete(name);
+  const names = new Set(children.map((ch) => ch.c.name));
+  for (const key of [...model.damage.keys()]) {
+    const [vol, child] = key.split('\u0000');
+    if (vol === v.name && !names.has(child)) model.damage.delete(key);
+  }
 
   const vm = model.volMarks.get(v.name);
-  const t = since(model, v.name, now);
+  const t = failuresSince(now);
   const failures = vm ? vm.failures.filter((f) => f.at > t) : [];
   const mismatches = vm ? vm.mismatches.filter((f) => f.at > t) : [];
   const bad = children.filter((ch) => ch.badness);
@@ -276,24 +331,47 @@ function volumeView(model, v, now, dtMs) {
 }
 
 /**
+ * "1 damaged, 2 failed": the states of the children of `bad` (records of
+ * volumeView) that need an operator, counted, in the order first seen.
+ */
+export function badStates(bad) {
+  const counts = new Map();
+  for (const ch of bad) counts.set(ch.badness, (counts.get(ch.badness) || 0) + 1);
+  return [...counts].map(([state, n]) => `${n} ${state}`).join(', ');
+}
+
+/**
+ * "1 replica damaged", "3 replicas need attention (1 damaged, 2 failed)":
+ * the children of `bad` for the header, '' without any.
+ */
+export function badSummary(bad) {
+  if (!bad.length) return '';
+  const states = new Set(bad.map((ch) => ch.badness));
+  const n = `${bad.length} replica${bad.length === 1 ? '' : 's'}`;
+  return states.size === 1 ? `${n} ${[...states][0]}` : `${n} need attention (${badStates(bad)})`;
+}
+
+/**
  * Takes one answer of GET /v1/volumes, `dtMs` after the last (0: the same
  * answer again, to move the marks with the time): returns what the views
- * show, {volumes: [...], bad, stale, children, failing} with the totals.
+ * show, {volumes: [...], bad: [children], stale, children, failing} with
+ * the totals.
  */
 export function applyVolumes(model, vols, now, dtMs) {
-  const out = { volumes: [], bad: 0, stale: 0, children: 0, failing: 0 };
+  const out = { volumes: [], bad: [], stale: 0, children: 0, failing: 0 };
   const seen = new Set();
   for (const v of Array.isArray(vols) ? vols : []) {
     if (!v || !v.name || seen.has(v.name)) continue;
     seen.add(v.name);
     const vm = volumeView(model, v, now, dtMs);
     out.volumes.push(vm);
-    out.bad += vm.bad.length;
+    out.bad.push(...vm.bad);
     out.stale += vm.stale;
     out.children += vm.children.length;
     if (vm.health === 'failing') out.failing++;
   }
   for (const name of [...model.vols.keys()]) if (!seen.has(name)) model.vols.delete(name);
+  for (const key of [...model.damage.keys()]) if (!seen.has(key.split('\u0000')[0])) model.damage.delete(key);
   return out;
 }
 

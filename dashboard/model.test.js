@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  BAD_WINDOW_MS, KEEP_EVENTS, acknowledge, applyVolumes, arrangeJobs, childBadness, createModel, eventCounts,
-  eventTime, feedRecords, ingestEvent, jobOutcome, localTime, noteServerDate, recentReports, setKinds, toggleHidden,
+  DAMAGE_REFRESH_MS, FAILURE_WINDOW_MS, KEEP_EVENTS, applyVolumes, arrangeJobs, badSummary, childBadness, createModel,
+  damageMarks, damageWanted, eventCounts, eventTime, feedRecords, ingestEvent, jobOutcome, localTime, noteServerDate,
+  setDamage, setKinds, setStates, stateLook, toggleHidden,
 } from './model.js';
 
 const T0 = Date.parse('2024-05-01T12:00:00Z');
@@ -14,13 +15,27 @@ const ev = (event, data, at = T0, volume = 'vm') =>
 const bad = (child, offset, at) => ev('QUORUM_REPORT_BAD', { 'node-name': child, type: 'read', offset, bytes: 4096 }, at);
 
 const child = (name, stats = {}, extra = {}) => ({
-  name, state: 'healthy', stale_bytes: 0,
+  name, state: 'healthy', stale_bytes: 0, damaged_bytes: 0,
   stats: { errors: 0, bad_reports: 0, corrupted_bytes: 0, repaired_bytes: 0, ...stats }, ...extra,
 });
 const volume = (children, stats = {}) => ({
   name: 'vm', size: 1 << 20, vote_threshold: 2,
   stats: { reads: 0, writes: 0, read_bytes: 0, write_bytes: 0, failures: 0, ...stats }, children,
 });
+
+// What GET /v1/child-states answers; the page knows no state but these.
+const STATES = [
+  { state: 'healthy', serves: true, needs_operator: false },
+  { state: 'failed', serves: false, needs_operator: true },
+  { state: 'stale', serves: false, needs_operator: false },
+  { state: 'syncing', serves: false, needs_operator: false },
+  { state: 'damaged', serves: true, needs_operator: true },
+];
+const withStates = () => {
+  const m = createModel();
+  setStates(m, STATES);
+  return m;
+};
 
 test('events are taken once, in id order, and capped', () => {
   const m = createModel();
@@ -63,90 +78,141 @@ test('the server clock: a skew over 2 s is corrected, and no event is in the fut
   assert.equal(m.skewMs, 60_500, 'a bad header changes nothing');
 });
 
-test('a report marks its child BAD for BAD_WINDOW_MS, until acknowledged', () => {
+test('what a state means is what the server says of it', () => {
   const m = createModel();
-  ingestEvent(m, bad('c', 8192, T0), 'stream', T0);
-  const c = child('c');
-  assert.equal(childBadness(m, 'vm', c, T0 + 1000), 'bad');
-  assert.equal(childBadness(m, 'vm', child('a'), T0 + 1000), '');
-  assert.equal(childBadness(m, 'vm', c, T0 + BAD_WINDOW_MS + 1), '', 'the window passed');
-  assert.equal(childBadness(m, 'vm', { ...c, state: 'failed' }, T0 + BAD_WINDOW_MS + 1), 'failed');
-  assert.equal(recentReports(m, 'vm', 'c', T0 + 1000).length, 1);
-  acknowledge(m, 'vm', T0 + 2000);
-  assert.equal(childBadness(m, 'vm', c, T0 + 3000), '');
-  assert.deepEqual(recentReports(m, 'vm', 'c', T0 + 3000), []);
-  ingestEvent(m, bad('c', 0, T0 + 4000), 'stream', T0 + 4000);
-  assert.equal(childBadness(m, 'vm', c, T0 + 5000), 'bad', 'something new after the acknowledgement');
+  assert.equal(stateLook(m, 'healthy').level, 'unknown', 'before the server said anything');
+  setStates(m, [...STATES, { state: 'new_one', serves: true, needs_operator: false }, null, { state: 7 }, 'x']);
+  assert.deepEqual([...m.states.keys()], ['healthy', 'failed', 'stale', 'syncing', 'damaged', 'new_one']);
+  assert.deepEqual(
+    ['healthy', 'failed', 'stale', 'syncing', 'damaged', 'new_one', 'never_heard_of'].map((s) => stateLook(m, s).level),
+    ['ok', 'bad', 'catching-up', 'catching-up', 'bad', 'ok', 'unknown']);
+  assert.equal(childBadness(m, child('c', {}, { state: 'damaged' })), 'damaged');
+  assert.equal(childBadness(m, child('c', {}, { state: 'failed' })), 'failed');
+  assert.equal(childBadness(m, child('c', {}, { state: 'stale' })), '');
+  assert.equal(childBadness(m, child('c')), '');
+  assert.equal(setStates(m, 'nonsense').size, 0);
 });
 
-test('a volume snapshot: rates between polls, counter bumps, badness and health', () => {
-  const m = createModel();
+test('a replica is bad exactly while the server says so: no timer, no acknowledgement', () => {
+  const m = withStates();
+  // A report alone marks nothing: the server's state does.
+  ingestEvent(m, bad('c', 8192, T0), 'stream', T0);
+  let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0 + 1000, 0);
+  assert.equal(r.volumes[0].health, 'ok');
+  assert.equal(r.volumes[0].children[2].lastReport.offset, 8192, 'the report is still shown as the last one');
+  // Damaged: bad for as long as the server says, long past any window.
+  const damaged = volume([child('a'), child('b'), child('c', {}, { state: 'damaged', damaged_bytes: 100 })]);
+  for (const at of [T0, T0 + FAILURE_WINDOW_MS * 10]) {
+    r = applyVolumes(m, [damaged], at, 0);
+    const vm = r.volumes[0];
+    assert.equal(vm.health, 'degraded');
+    assert.deepEqual(vm.bad.map((ch) => [ch.c.name, ch.badness, ch.badge, ch.kind, ch.damagedBytes]),
+      [['c', 'damaged', 'DAMAGED', 'bad', 100]]);
+    assert.deepEqual(r.bad.map((ch) => ch.c.name), ['c']);
+  }
+  assert.equal(badSummary(r.bad), '1 replica damaged');
+  // Repaired on the server: good again at the next poll.
+  r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0 + 1, 0);
+  assert.equal(r.volumes[0].health, 'ok');
+  assert.deepEqual(r.bad, []);
+  assert.equal(badSummary(r.bad), '');
+  const two = volume([child('a', {}, { state: 'failed' }), child('b', {}, { state: 'damaged' }),
+    child('c', {}, { state: 'damaged' })]);
+  assert.equal(badSummary(applyVolumes(m, [two], T0, 0).bad), '3 replicas need attention (1 failed, 2 damaged)');
+});
+
+test('a volume snapshot: rates between polls, and the children as the server says', () => {
+  const m = withStates();
   let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0, 0);
   assert.equal(r.volumes.length, 1);
-  assert.deepEqual([r.bad, r.stale, r.children, r.failing], [0, 0, 3, 0]);
+  assert.deepEqual([r.bad.length, r.stale, r.children, r.failing], [0, 0, 3, 0]);
   assert.equal(r.volumes[0].health, 'ok');
   assert.deepEqual(r.volumes[0].samples, []);
 
-  // Two seconds later: 8 reads of 4 KiB, and c lost a vote on 4 KiB.
+  // Two seconds later: 8 reads of 4 KiB.
   const v2 = volume([child('a'), child('b'), child('c', { bad_reports: 1, corrupted_bytes: 4096 })],
     { reads: 8, read_bytes: 32768 });
   r = applyVolumes(m, [v2], T0 + 2000, 2000);
   const vm = r.volumes[0];
   assert.deepEqual(vm.samples, [{ t: T0 + 2000, rb: 16384, wb: 0, ro: 4, wo: 0 }]);
-  assert.equal(vm.health, 'degraded');
-  assert.deepEqual(vm.bad.map((ch) => [ch.c.name, ch.badness, ch.badge, ch.kind]), [['c', 'bad', 'BAD', 'bad']]);
-  assert.equal(vm.bad[0].mark.counterNote, '4 KiB more lost votes');
-  assert.equal(r.bad, 1);
+  assert.equal(vm.health, 'ok', 'counters that grew mark nothing: the state does');
 
-  // The same answer again (a refresh) adds no sample and no bump.
+  // The same answer again (a refresh) adds no sample.
   r = applyVolumes(m, [v2], T0 + 3000, 0);
   assert.equal(r.volumes[0].samples.length, 1);
-  assert.equal(m.marks.get('vm/c').counterBumpAt, T0 + 2000);
 
   // Counters that went down (a restarted server) give no sample.
   r = applyVolumes(m, [volume(v2.children, { reads: 1 })], T0 + 4000, 2000);
   assert.equal(r.volumes[0].samples.length, 1);
-
-  // Past the window, c is not bad any more.
-  r = applyVolumes(m, [v2], T0 + 2000 + BAD_WINDOW_MS + 1, 0);
-  assert.equal(r.volumes[0].health, 'ok');
 });
 
 test('stale and syncing children make a volume resyncing, not degraded', () => {
-  const m = createModel();
+  const m = withStates();
   const r = applyVolumes(m, [volume([
     child('a'), child('b', {}, { state: 'stale', stale_bytes: 8192 }), child('d', {}, { state: 'syncing', stale_bytes: 0 }),
   ])], T0, 0);
   const vm = r.volumes[0];
   assert.equal(vm.health, 'resyncing');
   assert.equal(vm.stale, 2);
-  assert.deepEqual(vm.children.map((ch) => [ch.badge, ch.staleBytes]), [['HEALTHY', 0], ['STALE', 8192], ['SYNCING', 0]]);
+  assert.deepEqual(vm.children.map((ch) => [ch.badge, ch.kind, ch.staleBytes]),
+    [['HEALTHY', 'ok', 0], ['STALE', 'catching-up', 8192], ['SYNCING', 'catching-up', 0]]);
+  // Without the server's states, nothing is judged.
+  const blind = applyVolumes(createModel(), [volume([child('b', {}, { state: 'failed' })])], T0, 0).volumes[0];
+  assert.deepEqual([blind.health, blind.children[0].kind, blind.children[0].badge], ['ok', 'unknown', 'FAILED']);
 });
 
-test('quorum failures and blkverify mismatches make a volume failing', () => {
-  const m = createModel();
+test('quorum failures and blkverify mismatches make a volume failing for a while', () => {
+  const m = withStates();
   ingestEvent(m, ev('QUORUM_FAILURE', { type: 'write', offset: 0, bytes: 4096 }), 'stream', T0);
   let r = applyVolumes(m, [volume([child('a')])], T0 + 1000, 0);
   assert.equal(r.volumes[0].health, 'failing');
   assert.equal(r.failing, 1);
   assert.equal(r.volumes[0].failures.length, 1);
-  acknowledge(m, 'vm', T0 + 1000);
-  r = applyVolumes(m, [volume([child('a')])], T0 + 2000, 0);
-  assert.equal(r.volumes[0].health, 'ok');
-  ingestEvent(m, ev('BLKVERIFY_MISMATCH', { offset: 5, 'request-offset': 0, 'request-bytes': 512 }, T0 + 3000), 'stream', T0 + 3000);
-  r = applyVolumes(m, [volume([child('a')])], T0 + 4000, 0);
+  r = applyVolumes(m, [volume([child('a')])], T0 + FAILURE_WINDOW_MS + 1, 0);
+  assert.equal(r.volumes[0].health, 'ok', 'an event of the past');
+  const later = T0 + FAILURE_WINDOW_MS + 3000;
+  ingestEvent(m, ev('BLKVERIFY_MISMATCH', { offset: 5, 'request-offset': 0, 'request-bytes': 512 }, later), 'stream', later);
+  r = applyVolumes(m, [volume([child('a')])], later + 1000, 0);
   assert.equal(r.volumes[0].mismatches.length, 1);
   assert.equal(r.volumes[0].health, 'failing');
 });
 
-test('a volume that is gone is forgotten; duplicates and junk are skipped', () => {
-  const m = createModel();
-  applyVolumes(m, [volume([child('a')]), { ...volume([]), name: 'other' }], T0, 0);
-  assert.deepEqual([...m.vols.keys()], ['vm', 'other']);
-  const r = applyVolumes(m, [volume([child('a')]), volume([child('a')]), null, {}], T0 + 2000, 2000);
-  assert.equal(r.volumes.length, 1);
-  assert.deepEqual([...m.vols.keys()], ['vm']);
-  assert.deepEqual(applyVolumes(m, 'nonsense', T0, 0).volumes, []);
+test('damage maps: fetched when the damaged bytes change or age, dropped once repaired', () => {
+  const m = withStates();
+  const c = child('c', {}, { state: 'damaged', damaged_bytes: 100 });
+  assert.equal(damageWanted(m, 'vm', child('a'), T0), false, 'nothing damaged');
+  assert.equal(damageWanted(m, 'vm', c, T0), true, 'never fetched');
+  setDamage(m, 'vm', 'c', {
+    child: 'c', damaged_bytes: 100, truncated: false,
+    ranges: [{ offset: 1049576, length: 100 }, { offset: 'x', length: 1 }, null, { offset: 0, length: 0 }],
+  }, 100, T0);
+  assert.equal(damageWanted(m, 'vm', c, T0 + 1000), false);
+  assert.equal(damageWanted(m, 'vm', { ...c, damaged_bytes: 200 }, T0 + 1000), true, 'the bytes changed');
+  assert.equal(damageWanted(m, 'vm', c, T0 + DAMAGE_REFRESH_MS), true, 'old');
+  let r = applyVolumes(m, [volume([child('a'), c])], T0 + 1000, 0);
+  const ch = r.volumes[0].children[1];
+  assert.deepEqual(ch.damage.ranges, [{ offset: 1049576, length: 100 }], 'malformed ranges are left out');
+  assert.equal(r.volumes[0].children[0].damage, undefined);
+  // Repaired: the map goes with the damage.
+  r = applyVolumes(m, [volume([child('a'), child('c')])], T0 + 2000, 0);
+  assert.equal(r.volumes[0].children[1].damage, undefined);
+  assert.equal(m.damage.size, 0);
+  // And with the child, or the volume.
+  setDamage(m, 'vm', 'c', { damaged_bytes: 1, ranges: [{ offset: 0, length: 1 }] }, 1, T0);
+  applyVolumes(m, [volume([child('a')])], T0, 0);
+  assert.equal(m.damage.size, 0);
+  setDamage(m, 'vm', 'c', { damaged_bytes: 1, ranges: [] }, 1, T0);
+  applyVolumes(m, [], T0, 0);
+  assert.equal(m.damage.size, 0);
+});
+
+test('damage marks sit where their bytes are on the volume', () => {
+  const size = 4 << 20;
+  assert.deepEqual(damageMarks([{ offset: 1049576, length: 100 }, { offset: 0, length: size }], size), [
+    { offset: 1049576, length: 100, left: (1049576 / size) * 100, width: (100 / size) * 100 },
+    { offset: 0, length: size, left: 0, width: 100 },
+  ]);
+  assert.deepEqual(damageMarks([{ offset: 0, length: 1 }], 0), [], 'a volume of no size');
 });
 
 test('the feed: newest first, filtered by name, with counts', () => {

@@ -1,13 +1,15 @@
-// The Volumes panel: a card per volume (counters, replicas, the warning
-// banner, jobs and charts) and the header's summary, drawn from what
-// model.applyVolumes() returns. Cards are kept by volume and updated in
-// place; a card is rebuilt only when its children change.
+// The Volumes panel: a card per volume (counters, replicas with their
+// damage maps, the warning banner, jobs and charts) and the header's
+// summary, drawn from what model.applyVolumes() returns. Cards are kept by
+// volume and updated in place; a card is rebuilt only when its children
+// change.
 
 import { $, agoEl, h, similarEl, updateAgos } from './dom.js';
 import { buildChart, drawChart } from './chart.js';
+import { buildDamageMap, renderDamageMap } from './damage.js';
 import { buildJobs, renderJobs } from './jobs.js';
 import { exactRange, fmtBytes, fmtCount, fmtExact, fmtFullTime, fmtRange, plural } from './format.js';
-import { BAD_WINDOW_MS, REPORTS_KEEP, acknowledge } from './model.js';
+import { FAILURE_WINDOW_MS, badStates, badSummary } from './model.js';
 
 // key in stats, label, format
 const VOL_COUNTERS = [
@@ -26,11 +28,14 @@ const CHILD_COUNTERS = [
   ['repaired_bytes', 'repaired', fmtBytes, 'bytes rewritten with the winning data'],
 ];
 
+// Columns of the children table: name, state, the counters, last report.
+const CHILD_COLUMNS = 3 + CHILD_COUNTERS.length;
+
 function buildChild(vol, c) {
   const row = { name: c.name, counters: {} };
   row.badge = h('span', { class: 'badge', 'data-badge': '' });
-  row.stateText = h('span', { class: 'state-text' });
   row.stale = h('div', { class: 'stale-bytes', 'data-counter': 'stale_bytes', hidden: true });
+  row.damaged = h('div', { class: 'damaged-bytes', 'data-counter': 'damaged_bytes', hidden: true });
   row.last = h('td', { class: 'c-last' });
   row.uri = h('div', { class: 'uri' });
   const nums = CHILD_COUNTERS.map(([key]) => {
@@ -41,8 +46,11 @@ function buildChild(vol, c) {
   row.el = h('tr', { class: 'child', 'data-child': `${vol}/${c.name}`, 'data-name': c.name },
     h('td', { class: 'c-name' },
       h('div', { class: 'name' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), c.name), row.uri),
-    h('td', { class: 'c-state' }, row.badge, row.stateText, row.stale),
+    h('td', { class: 'c-state' }, row.badge, row.damaged, row.stale),
     nums, row.last);
+  row.map = buildDamageMap(vol, c.name);
+  row.mapRow = h('tr', { class: 'damage-row', 'data-child': `${vol}/${c.name}`, hidden: true },
+    h('td', { colspan: CHILD_COLUMNS }, row.map.el));
   return row;
 }
 
@@ -65,7 +73,7 @@ function buildVolume(app, v, childKey) {
   for (const c of v.children || []) {
     const row = buildChild(v.name, c);
     view.children.set(c.name, row);
-    tbody.append(row.el);
+    tbody.append(row.el, row.mapRow);
   }
   view.chart = buildChart();
   view.jobs = buildJobs(app, v.name);
@@ -104,7 +112,7 @@ function setNum(el, val, fmt) {
   el.title = Number.isFinite(val) ? fmtExact(val) : 'not reported by this server';
 }
 
-function renderChild(row, ch) {
+function renderChild(row, ch, size) {
   const { c, badness } = ch;
   for (const [key, , fmt] of CHILD_COUNTERS) {
     const el = row.counters[key];
@@ -114,11 +122,14 @@ function renderChild(row, ch) {
     el.classList.toggle('good', Number.isFinite(val) && val > 0 && key === 'repaired_bytes');
   }
   row.el.dataset.state = c.state || 'unknown';
+  row.el.dataset.level = ch.kind;
   if (badness) row.el.dataset.bad = badness; else delete row.el.dataset.bad;
   row.badge.textContent = ch.badge;
   row.badge.dataset.badge = ch.kind;
   row.badge.className = `badge badge-${ch.kind}`;
-  row.stateText.textContent = ch.stateText;
+  row.badge.title = ch.kind === 'unknown' ? 'a state this page was not told about by the server'
+    : `${ch.look.serves ? 'takes its part in every vote' : 'left out of the vote where it is behind or down'}` +
+      `${ch.look.needsOperator ? '; needs an operator' : ''}`;
   // Bytes this child missed that the resync has not copied back yet.
   const sb = ch.staleBytes;
   row.stale.dataset.value = c.stale_bytes === undefined ? '' : String(c.stale_bytes);
@@ -128,6 +139,16 @@ function renderChild(row, ch) {
     ? `${fmtExact(sb)} bytes of writes this replica missed; they are left out of its votes until the resync copies them back`
     : '';
   row.el.dataset.staleBytes = String(sb);
+  // Bytes the server keeps as damaged: lost votes and failed reads, not
+  // repaired yet; the map under the row shows where.
+  const db = ch.damagedBytes;
+  row.damaged.dataset.value = c.damaged_bytes === undefined ? '' : String(c.damaged_bytes);
+  row.damaged.hidden = !(db > 0);
+  row.damaged.textContent = db > 0 ? `${fmtBytes(db)} damaged` : '';
+  row.damaged.title = db > 0 ? `${fmtExact(db)} bytes lost a vote or could not be read, not repaired yet` : '';
+  row.el.dataset.damagedBytes = String(db);
+  row.mapRow.hidden = !(db > 0);
+  if (db > 0) renderDamageMap(row.map, ch, size);
   const r = ch.lastReport;
   row.last.textContent = '';
   if (r) {
@@ -140,21 +161,30 @@ function renderChild(row, ch) {
     row.last.append(h('span', { class: 'muted' }, 'none seen'));
     row.last.title = '';
   }
+  // The whole location, as the server gives it (credentials removed).
   row.uri.textContent = [c.backend, c.uri].filter(Boolean).join(' \u00b7 ');
   row.uri.title = row.uri.textContent;
 }
 
-// One line of the banner about a bad or failed replica.
+// One line of the banner about a replica whose state needs an operator.
 function badChildLine(ch) {
-  const { c, badness, mark: m, reports } = ch;
-  const li = h('li', { class: `warn-child warn-${badness}`, 'data-bad-child': c.name });
-  li.append(h('strong', null, `Replica ${c.name} `),
-    h('span', { class: `badge badge-${badness}` }, badness === 'failed' ? 'FAILED' : 'BAD'), ' ');
-  if (badness === 'failed') li.append('out of the vote. ');
-  if (reports.length) {
-    const r = reports[reports.length - 1];
+  const { c, badness, damage, mark: m } = ch;
+  const li = h('li', { class: `warn-child warn-${badness}`, 'data-bad-child': c.name, 'data-state': c.state });
+  li.append(h('strong', null, `Replica ${c.name} `), h('span', { class: 'badge badge-bad' }, ch.badge), ' ');
+  if (!ch.look.serves) li.append('out of the vote. ');
+  if (ch.damagedBytes > 0) {
+    li.append(h('span', { class: 'damaged' }, `${fmtBytes(ch.damagedBytes)} damaged`));
+    if (damage && damage.ranges.length) {
+      const first = damage.ranges[0];
+      li.append(damage.ranges.length === 1 ? ': ' : `, in ${plural(damage.ranges.length, 'range')}, first `,
+        h('span', { class: 'range', title: exactRange(first.offset, first.length) }, fmtRange(first.offset, first.length)));
+    }
+    li.append('. A scrub with repair rewrites it. ');
+  }
+  const r = ch.lastReport;
+  if (r) {
     const range = h('span', { class: 'range', title: exactRange(r.offset, r.bytes) }, fmtRange(r.offset, r.bytes));
-    if (badness === 'failed') li.append('Last: ');
+    li.append('Last report: ');
     if (r.error) {
       li.append(`${r.type || 'request'} of `, range, ` failed (${r.error})`);
       if (r.suppressed > 0) li.append(similarEl(r.suppressed));
@@ -163,22 +193,12 @@ function badChildLine(ch) {
     }
     li.append(', ', agoEl(r.at));
     if (m.lastRewriteAt >= r.at) li.append(h('span', { class: 'repaired' }, ' \u2014 rewritten with the winning data'));
-    // Folded reports ("suppressed") count too.
-    const total = reports.reduce((sum, x) => sum + 1 + (x.suppressed > 0 ? x.suppressed : 0), 0);
-    if (total > 1) {
-      const ranges = new Set(reports.map((x) => `${x.offset}+${x.bytes}`));
-      const n = reports.length >= REPORTS_KEEP ? `over ${fmtCount(total)}` : fmtCount(total);
-      li.append(h('span', { class: 'muted' },
-        `; ${n} reports on ${plural(ranges.size, 'range')} in the last ${BAD_WINDOW_MS / 60000} min`));
-    }
     li.append('.');
-  } else if (m.counterNote && badness !== 'failed') {
-    li.append(`${m.counterNote}, `, agoEl(m.counterBumpAt), '.');
   }
   return li;
 }
 
-function renderBanner(app, view, vm) {
+function renderBanner(view, vm) {
   const b = view.banner;
   const { bad, failures, mismatches } = vm;
   if (!bad.length && !failures.length && !mismatches.length) {
@@ -188,20 +208,21 @@ function renderBanner(app, view, vm) {
     b.removeAttribute('data-bad-children');
     return;
   }
-  const sig = JSON.stringify([bad.map((x) => [x.c.name, x.badness, x.mark.reports.length, x.mark.counterBumpAt,
-    x.mark.lastRewriteAt, x.reports.length]), failures.length, mismatches.length]);
+  const sig = JSON.stringify([bad.map((x) => [x.c.name, x.badness, x.damagedBytes, x.damage && x.damage.ranges[0],
+    x.damage && x.damage.ranges.length, x.mark.reports.length, x.mark.lastRewriteAt]), failures.length, mismatches.length]);
   if (b.dataset.sig === sig && !b.hidden) return;
   b.dataset.sig = sig;
   b.hidden = false;
   b.textContent = '';
   b.dataset.badChildren = bad.map((x) => x.c.name).join(' ');
-  b.dataset.level = failures.length || mismatches.length || bad.some((x) => x.badness === 'failed') ? 'critical' : 'warning';
+  b.dataset.level = failures.length || mismatches.length || bad.some((x) => !x.look.serves) ? 'critical' : 'warning';
 
   const lines = [];
+  const window = `in the last ${FAILURE_WINDOW_MS / 60000} min`;
   for (const f of failures.slice(-1)) {
     lines.push(h('li', { class: 'warn-failure' },
       h('strong', null, 'Quorum failure: '),
-      `${plural(failures.length, 'request')} could not reach the vote threshold`,
+      `${plural(failures.length, 'request')} could not reach the vote threshold ${window}`,
       ` (latest: ${f.type || 'request'} of `, h('span', { class: 'range' }, fmtRange(f.offset, f.bytes)),
       ', ', agoEl(f.at), '). Clients got errors.'));
   }
@@ -211,17 +232,13 @@ function renderBanner(app, view, vm) {
       `the replicas differ at byte ${fmtExact(f.offset)} (${fmtBytes(f.offset)}), `, agoEl(f.at), '.'));
   }
   for (const ch of bad) lines.push(badChildLine(ch));
-  const ack = h('button', {
-    type: 'button', class: 'ack', title: 'hide these warnings until something new happens',
-    onclick: () => { acknowledge(app.model, vm.name, Date.now()); app.hooks.refresh(); },
-  }, 'acknowledge');
   b.append(h('div', { class: 'banner-head' }, h('span', { class: 'banner-icon', 'aria-hidden': 'true' }, '!'),
-    h('ul', null, lines), ack));
+    h('ul', null, lines)));
 }
 
 const HEALTH_TEXT = {
   failing: (vm) => (vm.failures.length ? 'QUORUM FAILURES' : 'BLKVERIFY MISMATCH'),
-  degraded: (vm) => `DEGRADED: ${plural(vm.bad.length, 'bad replica')}`,
+  degraded: (vm) => `DEGRADED: ${badStates(vm.bad)}`,
   resyncing: (vm) => `RESYNCING: ${plural(vm.stale, 'stale replica')}`,
   ok: () => 'healthy',
 };
@@ -242,9 +259,9 @@ function renderVolume(app, vm, now) {
   drawChart(view.chart, vm.samples, now, vm.haveStats);
   for (const ch of vm.children) {
     const row = view.children.get(ch.c.name);
-    if (row) renderChild(row, ch);
+    if (row) renderChild(row, ch, v.size);
   }
-  renderBanner(app, view, vm);
+  renderBanner(view, vm);
   view.el.dataset.health = vm.health;
   view.health.dataset.health = vm.health;
   view.health.textContent = HEALTH_TEXT[vm.health](vm);
@@ -268,13 +285,14 @@ export function renderVolumes(app, result, now) {
   const sum = $('summary');
   sum.textContent = '';
   sum.append(h('span', null, plural(seen.size, 'volume')), h('span', null, plural(result.children, 'replica')));
-  if (bad) sum.append(h('span', { class: 'sum-bad' }, plural(bad, 'bad replica')));
+  const badText = badSummary(bad);
+  if (bad.length) sum.append(h('span', { class: 'sum-bad' }, badText));
   if (failing) sum.append(h('span', { class: 'sum-bad' }, `${plural(failing, 'volume')} with quorum failures`));
   if (stale) sum.append(h('span', { class: 'sum-stale' }, `${plural(stale, 'replica')} resyncing`));
-  if (!bad && !failing && !stale && seen.size) sum.append(h('span', { class: 'sum-ok' }, 'all replicas agree'));
-  document.body.dataset.alert = bad || failing ? 'yes' : 'no';
+  if (!bad.length && !failing && !stale && seen.size) sum.append(h('span', { class: 'sum-ok' }, 'all replicas agree'));
+  document.body.dataset.alert = bad.length || failing ? 'yes' : 'no';
   updateAgos();
-  document.title = bad || failing
-    ? `\u26a0 ${bad ? plural(bad, 'bad replica') : 'quorum failures'} \u2014 quorum`
+  document.title = bad.length || failing
+    ? `\u26a0 ${bad.length ? badText : 'quorum failures'} \u2014 quorum`
     : 'quorum';
 }

@@ -3,21 +3,32 @@
 //   QUORUM_URL=http://127.0.0.1:PORT      a running quorum-server (loopback only)
 //   QUORUM_CHILD_FILE=/path/vm-c.img      the image file of the child to corrupt
 //   QUORUM_VOLUME=vm QUORUM_CHILD=c       which volume and child that is
+//   QUORUM_CHILD_URI=c.img                its uri, as GET /v1/volumes gives it
 //   QUORUM_NEW_CHILD=d                    a child the test adds and removes
 //   QUORUM_NEW_CHILD_URI=d.img            its uri (under the server's child_roots)
-//   SCREENSHOT=/path/dashboard.png        where the screenshot goes
+//   SCREENSHOT=/path/dashboard.png        where the last screenshot goes; the
+//                                         ones of the damaged and the repaired
+//                                         replica go beside it, as
+//                                         dashboard-damaged.png and
+//                                         dashboard-repaired.png
 //   QUORUM_TOKEN=...                      optional: the server's API token; the
 //                                         test then enters it in the page's form
 //   node tests/dashboard/dashboard.test.mjs
 //
 // It opens the page, waits until the volume and the child are rendered and
-// the live event stream is connected, THEN overwrites 4 KiB of the child's
-// file and reads that range through the API. The page, loaded before the
-// event existed, must show it from the stream: a QUORUM_REPORT_BAD row for
-// the child with its range, the child's corrupted_bytes counter above 0, and
-// the bad-replica sign (badge and banner). Then it clicks the volume's
-// "Scrub + repair" button and waits until the Jobs section lists that scrub
-// as completed with the child's mismatch bytes above 0. Last it adds a child
+// the live event stream is connected, THEN overwrites 100 bytes of the
+// child's file at 1,049,576 and reads that 4 KiB block through the API. The
+// page, loaded before the event existed, must show it: from the stream, a
+// QUORUM_REPORT_BAD row for the child with its exact range and a
+// CHILD_STATE_CHANGE to damaged; from the server's state, the child's
+// DAMAGED badge and banner, its corrupted_bytes counter above 0, and its
+// damage map: a bar with one mark where those bytes lie on the volume and
+// their exact range in text. Then it clicks the volume's "Scrub + repair"
+// button and waits until the Jobs section lists that scrub as completed
+// with the child's mismatch bytes above 0, and the child is healthy again:
+// its badge, no banner, no damage map, a live CHILD_STATE_CHANGE back to
+// healthy. Screenshots of the damaged and the repaired replica are saved on
+// the way. Last it adds a child
 // through the API, waits for it to sync, and removes it: the feed must show
 // CHILD_ADDED, CHILD_STATE_CHANGE and CHILD_REMOVED live, each with its own
 // label (the kinds come from the server's GET /v1/event-kinds, which also
@@ -44,9 +55,14 @@ const CHROMIUM_ARGS = [
 const WAIT_MS = 15000;
 const SCRUB_WAIT_MS = 20000;
 const TOTAL_MS = 80000; // under the 90 s the Rust e2e test allows
-const CORRUPT_OFFSET = 8192;
-const CORRUPT_BYTES = 4096;
+const CORRUPT_OFFSET = 1049576;
+const CORRUPT_BYTES = 100;
 const CORRUPT_BYTE = 0x42;
+// The vote block that holds them, read through the API.
+const BLOCK_OFFSET = CORRUPT_OFFSET - (CORRUPT_OFFSET % 4096);
+const BLOCK_BYTES = 4096;
+// How the page must write the range: exact, the end exclusive.
+const EXACT_RANGE = `bytes ${CORRUPT_OFFSET}..${CORRUPT_OFFSET + CORRUPT_BYTES} (${CORRUPT_BYTES} B)`;
 
 function env(name, fallback) {
   const v = process.env[name] || fallback;
@@ -66,6 +82,7 @@ const child = env('QUORUM_CHILD', 'c');
 const screenshot = env('SCREENSHOT');
 const token = process.env.QUORUM_TOKEN || '';
 const newChild = env('QUORUM_NEW_CHILD', 'd');
+const childUri = env('QUORUM_CHILD_URI');
 const newChildUri = env('QUORUM_NEW_CHILD_URI');
 
 const origin = (() => {
@@ -88,6 +105,25 @@ const childSel = `#volumes .child[data-child="${css(`${volume}/${child}`)}"]`;
 const volumeSel = `#volumes .volume[data-volume="${css(volume)}"]`;
 const rowSel = `#events .event[data-event="QUORUM_REPORT_BAD"][data-volume="${css(volume)}"]` +
   `[data-child="${css(child)}"][data-offset="${CORRUPT_OFFSET}"][data-bytes="${CORRUPT_BYTES}"]`;
+const mapSel = `#volumes .damage-map[data-child="${css(`${volume}/${child}`)}"]`;
+const stateRowSel = `#events .event[data-event="CHILD_STATE_CHANGE"][data-volume="${css(volume)}"]` +
+  `[data-child="${css(child)}"][data-source="stream"]`;
+
+// SCREENSHOT with a suffix before its extension: dashboard-damaged.png.
+function besideScreenshot(suffix) {
+  const ext = path.extname(screenshot);
+  return `${screenshot.slice(0, screenshot.length - ext.length)}-${suffix}${ext || '.png'}`;
+}
+
+async function saveScreenshot(page, file) {
+  try {
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    await page.screenshot({ path: file, timeout: WAIT_MS, fullPage: true });
+    log(`screenshot: ${file}`);
+  } catch (e) {
+    missing.push(`a screenshot at ${file}: ${e.message || e}`);
+  }
+}
 
 // The whole run has a deadline, whatever hangs.
 let context = null;
@@ -212,7 +248,8 @@ async function main() {
   log(`before the fault: ${before.rows} matching event rows, child bad="${before.bad}", corrupted_bytes=${before.lost}`);
   if (before.rows !== 0) missing.push('no QUORUM_REPORT_BAD row for that range before the fault (the image was not fresh)');
 
-  // 2. The fault: overwrite 4 KiB of the child's image, then read that range.
+  // 2. The fault: overwrite 100 bytes of the child's image, then read the
+  // block that holds them.
   const fd = fs.openSync(childFile, 'r+');
   try {
     fs.writeSync(fd, Buffer.alloc(CORRUPT_BYTES, CORRUPT_BYTE), 0, CORRUPT_BYTES, CORRUPT_OFFSET);
@@ -222,59 +259,96 @@ async function main() {
   }
   log(`wrote ${CORRUPT_BYTES} bytes of 0x${CORRUPT_BYTE.toString(16)} at ${CORRUPT_OFFSET} of ${childFile}`);
 
-  const range = `bytes=${CORRUPT_OFFSET}-${CORRUPT_OFFSET + CORRUPT_BYTES - 1}`;
+  const range = `bytes=${BLOCK_OFFSET}-${BLOCK_OFFSET + BLOCK_BYTES - 1}`;
   const res = await fetchWithTimeout(`${base}/v1/volumes/${encodeURIComponent(volume)}/data`,
     { headers: apiHeaders({ Range: range }) });
   const body = Buffer.from(await res.arrayBuffer());
+  const at = CORRUPT_OFFSET - BLOCK_OFFSET;
   if (res.status !== 206) {
     missing.push(`the Range read answered ${res.status}, not 206`);
-  } else if (body.length !== CORRUPT_BYTES) {
-    missing.push(`the Range read returned ${body.length} bytes, not ${CORRUPT_BYTES}`);
-  } else if (body.every((b) => b === CORRUPT_BYTE)) {
-    missing.push('the Range read returned the corrupted bytes: the vote did not outvote the child');
+  } else if (body.length !== BLOCK_BYTES) {
+    missing.push(`the Range read returned ${body.length} bytes, not ${BLOCK_BYTES}`);
+  } else if (body.subarray(at, at + CORRUPT_BYTES).some((b) => b === CORRUPT_BYTE)) {
+    missing.push('the Range read returned corrupted bytes: the vote did not outvote the child');
   } else {
     log(`read ${range}: 206, the healthy children's data`);
   }
 
   // 3. What the page must show now (waited for together, within WAIT_MS).
   await Promise.all([
-    expect(page, `a live QUORUM_REPORT_BAD row for ${child} at ${CORRUPT_OFFSET}+${CORRUPT_BYTES} in the feed`,
-      (sel) => {
+    expect(page, `a live QUORUM_REPORT_BAD row for ${child} reading "${EXACT_RANGE}" in the feed`,
+      ({ sel, exact }) => {
         const row = document.querySelector(`${sel}[data-source="stream"]`);
         if (!row || !row.checkVisibility()) return false;
         const text = row.textContent;
-        return text.includes('4 KiB at 8 KiB') && text.includes('REPORT_BAD');
-      }, rowSel),
+        return text.includes(exact) && text.includes('REPORT_BAD');
+      }, { sel: rowSel, exact: EXACT_RANGE }),
+    expect(page, `a live CHILD_STATE_CHANGE row for ${child}: healthy \u2192 damaged`,
+      (sel) => [...document.querySelectorAll(sel)].some((r) =>
+        r.querySelector('.c-detail').textContent.includes('healthy \u2192 damaged') && r.checkVisibility()),
+      stateRowSel),
     expect(page, `the corrupted_bytes counter of ${volume}/${child} is above 0 and shown`,
       (sel) => {
         const el = document.querySelector(`${sel} [data-counter="corrupted_bytes"]`);
         return !!el && Number(el.dataset.value) > 0 && /[1-9]/.test(el.textContent) && el.checkVisibility();
       }, childSel),
-    expect(page, `the child ${volume}/${child} is marked BAD or FAILED`,
-      (sel) => {
+    expect(page, `the child ${volume}/${child} is marked DAMAGED, as the server says, with its damaged bytes`,
+      ({ sel, bytes }) => {
         const row = document.querySelector(sel);
         const badge = row && row.querySelector('.badge');
-        return !!row && !!row.dataset.bad && !!badge && /^(BAD|FAILED)$/.test(badge.textContent.trim()) &&
-          badge.checkVisibility();
-      }, childSel),
-    expect(page, `the volume ${volume} shows a warning banner naming ${child} and the range`,
-      ({ volumeSel, child }) => {
+        const damaged = row && row.querySelector('[data-counter="damaged_bytes"]');
+        return !!row && row.dataset.bad === 'damaged' && row.dataset.state === 'damaged' && !!badge &&
+          badge.textContent.trim() === 'DAMAGED' && badge.checkVisibility() &&
+          !!damaged && damaged.dataset.value === String(bytes) && damaged.checkVisibility();
+      }, { sel: childSel, bytes: CORRUPT_BYTES }),
+    expect(page, `the volume ${volume} shows a warning banner naming ${child} and the exact range`,
+      ({ volumeSel, child, exact }) => {
         const b = document.querySelector(`${volumeSel} .banner`);
         if (!b || b.hidden || !b.checkVisibility()) return false;
         const li = b.querySelector(`[data-bad-child="${CSS.escape(child)}"]`);
-        return !!li && li.textContent.includes(`Replica ${child}`) && li.textContent.includes('4 KiB at 8 KiB');
-      }, { volumeSel, child }),
+        return !!li && li.textContent.includes(`Replica ${child}`) && li.textContent.includes('DAMAGED') &&
+          li.textContent.includes(exact);
+      }, { volumeSel, child, exact: EXACT_RANGE }),
+    expect(page, `the damage map of ${child} marks bytes ${CORRUPT_OFFSET}..${CORRUPT_OFFSET + CORRUPT_BYTES} ` +
+      'where they lie on the volume, and lists them exactly',
+      ({ mapSel, offset, bytes, exact }) => {
+        const map = document.querySelector(mapSel);
+        if (!map || !map.checkVisibility()) return false;
+        const marks = map.querySelectorAll('.damage-mark');
+        const items = map.querySelectorAll('.damage-range');
+        if (marks.length !== 1 || items.length !== 1) return false;
+        const mark = marks[0];
+        if (mark.dataset.offset !== String(offset) || mark.dataset.length !== String(bytes)) return false;
+        if (items[0].textContent.trim() !== exact || !items[0].checkVisibility()) return false;
+        // Where the mark is drawn: its left edge at offset/size of the bar.
+        const size = Number(map.dataset.size);
+        const bar = map.querySelector('.damage-bar').getBoundingClientRect();
+        const box = mark.getBoundingClientRect();
+        const want = bar.left + (offset / size) * bar.width;
+        // The whole bar is inside the volume's card (nothing cut off).
+        const card = map.closest('.volume').getBoundingClientRect();
+        return size > 0 && box.width >= 2 && Math.abs(box.left - want) <= 2 && box.height > 0 &&
+          bar.left >= card.left && bar.right <= card.right + 1;
+      }, { mapSel, offset: CORRUPT_OFFSET, bytes: CORRUPT_BYTES, exact: EXACT_RANGE }),
+    expect(page, `the child ${child} shows its whole location (the uri the server gives)`,
+      ({ sel, uri }) => {
+        const el = document.querySelector(`${sel} .uri`);
+        return !!el && el.textContent.includes(uri) && el.scrollWidth <= el.clientWidth + 1 && el.checkVisibility();
+      }, { sel: childSel, uri: childUri }),
   ]);
 
-  // The other children stay unmarked.
+  // The other children stay unmarked, and have no map.
   const others = await page.evaluate(({ volume, child }) =>
     [...document.querySelectorAll('#volumes .child')]
-      .filter((r) => r.dataset.child.startsWith(`${volume}/`) && r.dataset.child !== `${volume}/${child}` && r.dataset.bad)
+      .filter((r) => r.dataset.child.startsWith(`${volume}/`) && r.dataset.child !== `${volume}/${child}` &&
+        (r.dataset.bad || document.querySelector(`.damage-row[data-child="${CSS.escape(r.dataset.child)}"]`).checkVisibility()))
       .map((r) => r.dataset.child), { volume, child });
   if (others.length) missing.push(`only ${child} is marked, but so are: ${others.join(', ')}`);
+  await saveScreenshot(page, besideScreenshot('damaged'));
 
   // 4. A scrub with repair, started from the page: the Jobs section lists
-  // it as completed, with the bytes the child lost.
+  // it as completed, with the bytes the child lost, and the child is
+  // healthy again, as the server says.
   const jobsSel = `${volumeSel} .jobs`;
   const buttonSel = `${jobsSel} button[data-action="scrub-repair"]`;
   const hasButton = await expect(page, `the volume ${volume} has a visible "Scrub + repair" button`,
@@ -303,6 +377,23 @@ async function main() {
       return row ? row.innerText.replace(/\s+/g, ' ').trim() : '(none)';
     }, jobsSel);
     log(`the scrub row reads: ${shown}`);
+    await Promise.all([
+      expect(page, `the child ${volume}/${child} is HEALTHY again, with no damage map and no banner`,
+        ({ sel, mapSel, volumeSel }) => {
+          const row = document.querySelector(sel);
+          const badge = row && row.querySelector('.badge');
+          const map = document.querySelector(mapSel);
+          const banner = document.querySelector(`${volumeSel} .banner`);
+          return !!row && !row.dataset.bad && row.dataset.state === 'healthy' && !!badge &&
+            badge.textContent.trim() === 'HEALTHY' && (!map || !map.checkVisibility()) &&
+            !!banner && banner.hidden && document.body.dataset.alert === 'no';
+        }, { sel: childSel, mapSel, volumeSel }, SCRUB_WAIT_MS),
+      expect(page, `a live CHILD_STATE_CHANGE row for ${child}: damaged \u2192 healthy`,
+        (sel) => [...document.querySelectorAll(sel)].some((r) =>
+          r.querySelector('.c-detail').textContent.includes('damaged \u2192 healthy') && r.checkVisibility()),
+        stateRowSel, SCRUB_WAIT_MS),
+    ]);
+    await saveScreenshot(page, besideScreenshot('repaired'));
   }
 
   // 5. Membership events, labelled from the server's list of event kinds.
@@ -350,15 +441,7 @@ try {
 } catch (e) {
   missing.push(`the test itself failed: ${e && e.stack ? e.stack : e}`);
 }
-try {
-  if (page) {
-    fs.mkdirSync(path.dirname(path.resolve(screenshot)), { recursive: true });
-    await page.screenshot({ path: screenshot, timeout: WAIT_MS });
-    log(`screenshot: ${screenshot}`);
-  }
-} catch (e) {
-  missing.push(`a screenshot at ${screenshot}: ${e.message || e}`);
-}
+if (page) await saveScreenshot(page, screenshot);
 await cleanup();
 clearTimeout(deadline);
 
@@ -367,6 +450,6 @@ if (missing.length) {
   console.error(`dashboard test: FAILED, missing:\n${missing.map((m) => `  - ${m}`).join('\n')}`);
   process.exit(1);
 }
-log('PASSED: the page showed the live event, the counter, the bad-replica sign, the scrub it started ' +
-  'and the membership events with their own labels');
+log('PASSED: the page showed the live events, the counter, the damaged replica with its damage map, the scrub ' +
+  'it started, the replica healthy again, and the membership events with their own labels');
 process.exit(0);

@@ -85,13 +85,17 @@ fn events_stream_live_and_replay_after_an_id() {
     assert_eq!(data_u64(&got[0], "bytes"), 10);
     let first_id = got[0]["id"].as_u64().expect("id");
 
-    // A second event, then a client that reconnects after the first one
-    // gets only the second, from the backlog.
+    // The report made b damaged: a CHILD_STATE_CHANGE follows it.
+    let seen = server.last_event_id();
+    assert_eq!(seen, first_id + 1, "{:?}", server.all_events());
+
+    // A second report, then a client that reconnects after the events it
+    // had gets only the new ones, from the backlog.
     server.corrupt_file("c.img", 9000, 1);
     server.read_volume("vm", 8192, 4096);
     let replay = collect_sse(
         server.url("/v1/events/stream"),
-        vec![("last-event-id", first_id.to_string())],
+        vec![("last-event-id", seen.to_string())],
         1,
     );
     let got = replay
@@ -99,24 +103,30 @@ fn events_stream_live_and_replay_after_an_id() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the replayed event");
     check_report(&got[0], "vm", "c", "read", None);
-    assert!(got[0]["id"].as_u64().expect("id") > first_id);
-    // The same through ?since=, filtered by volume.
-    let other = collect_sse(server.url("/v1/events/stream?since=0&volume=vm"), vec![], 2);
+    assert!(got[0]["id"].as_u64().expect("id") > seen);
+    // The same through ?since=, filtered by volume: each report, and the
+    // state change it caused.
+    let other = collect_sse(server.url("/v1/events/stream?since=0&volume=vm"), vec![], 4);
     let got = other
         .events
         .recv_timeout(Duration::from_secs(10))
-        .expect("both events");
+        .expect("every event");
     assert_eq!(
         got.iter()
-            .map(|e| e["data"]["node-name"].as_str())
+            .map(|e| (e["event"].as_str(), e["data"]["node-name"].as_str()))
             .collect::<Vec<_>>(),
-        vec![Some("b"), Some("c")]
+        [
+            (Some("QUORUM_REPORT_BAD"), Some("b")),
+            (Some("CHILD_STATE_CHANGE"), Some("b")),
+            (Some("QUORUM_REPORT_BAD"), Some("c")),
+            (Some("CHILD_STATE_CHANGE"), Some("c")),
+        ]
     );
 }
 
 /// SIGTERM during a slow write: the write completes and is acknowledged,
-/// its bytes are on every child, the open event stream (which got the one
-/// event there is and waits for a second) is ended by the server instead
+/// its bytes are on every child, the open event stream (which got the two
+/// events there are and waits for a third) is ended by the server instead
 /// of holding it up, and the exit status is 0.
 #[test]
 fn sigterm_finishes_in_flight_writes() {
@@ -129,11 +139,12 @@ fn sigterm_finishes_in_flight_writes() {
         &[child_with("a", &slow), child("b"), child("c")],
     );
     let mut server = Sandbox::new().serve(&config);
-    // One event (c loses a vote), so the stream shows it is live.
+    // Two events (c loses a vote, and is damaged), so the stream shows it
+    // is live.
     server.corrupt_file("c.img", 100, 1);
     server.read_volume("vm", 0, 4096);
-    assert_eq!(server.all_events().len(), 1);
-    let stream = collect_sse(server.url("/v1/events/stream?since=0"), vec![], 2);
+    assert_eq!(server.all_events().len(), 2);
+    let stream = collect_sse(server.url("/v1/events/stream?since=0"), vec![], 3);
     stream.wait_connected();
     let url = server.url(&format!("{DATA}?offset=4096"));
     let writer = thread::spawn(move || {
@@ -171,8 +182,9 @@ fn sigterm_finishes_in_flight_writes() {
         .events
         .recv_timeout(Duration::from_secs(5))
         .expect("the event stream ended with the server");
-    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
     check_report(&got[0], "vm", "c", "read", None);
+    assert_eq!(got[1]["event"], "CHILD_STATE_CHANGE", "{got:?}");
     for f in ABC {
         assert_all_bytes(&server.read_file_at(f, 4096, 8192), 0x77, f);
     }

@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod block_status;
 mod confinement;
+mod damage;
 mod discard;
 mod faults;
 mod lifecycle;

@@ -2,7 +2,7 @@
 //! server that saw a bad replica, checked by `promtool` and against every
 //! name the Grafana dashboard and the alert rules query; the static checks
 //! of `deploy/` on that live text; Debian's real `prometheus` scraping the
-//! server with the token and raising `QuorumChildBadData`; and the embedded
+//! server with the token and raising `QuorumChildDamaged`; and the embedded
 //! dashboard in headless Chromium showing a bad replica.
 //!
 //! The tools come from `scripts/install-test-deps`; a missing one fails the
@@ -314,6 +314,17 @@ fn live_metrics_pass_promtool_and_name_every_dashboard_metric() {
         r#"quorum_corrupted_bytes_total{volume="vm",child="c"}"#,
         100.0,
     );
+    // The server keeps it as damage: the gauge and the state say so.
+    assert_sample(
+        &text,
+        r#"quorum_child_damaged_bytes{volume="vm",child="c"}"#,
+        100.0,
+    );
+    assert_sample(
+        &text,
+        r#"quorum_child_state{volume="vm",child="c",state="damaged"}"#,
+        1.0,
+    );
     for other in ["a", "b"] {
         assert_sample(
             &text,
@@ -323,6 +334,11 @@ fn live_metrics_pass_promtool_and_name_every_dashboard_metric() {
         assert_sample(
             &text,
             &format!(r#"quorum_corrupted_bytes_total{{volume="vm",child="{other}"}}"#),
+            0.0,
+        );
+        assert_sample(
+            &text,
+            &format!(r#"quorum_child_damaged_bytes{{volume="vm",child="{other}"}}"#),
             0.0,
         );
     }
@@ -629,17 +645,15 @@ fn real_prometheus_sees_a_bad_replica() {
         )
     };
     let deadline = Instant::now() + PROMETHEUS_DEADLINE;
-    let series = r#"quorum_bad_reports_total{child="c"}"#;
+    let series = r#"quorum_child_damaged_bytes{child="c"}"#;
 
-    // Wait for a scrape of the clean state first: increase() needs a sample
-    // before the report to see it.
+    // Wait for a scrape of the clean state first: the series is there, at
+    // zero, read with the token.
     loop {
         match prom.query(series) {
             Ok((result, text)) => {
-                let read_at_zero = result
-                    .iter()
-                    .any(|(m, v)| m["type"] == "read" && m["volume"] == "vm" && *v == 0.0);
-                if read_at_zero {
+                let clean = result.iter().any(|(m, v)| m["volume"] == "vm" && *v == 0.0);
+                if clean {
                     break;
                 }
                 last = vec![format!("query {series}: {text}")];
@@ -652,7 +666,7 @@ fn real_prometheus_sees_a_bad_replica() {
             report(
                 &prom,
                 &last,
-                "Prometheus did not scrape quorum_bad_reports_total{child=\"c\",type=\"read\"} = 0 (with the token)"
+                "Prometheus did not scrape quorum_child_damaged_bytes{child=\"c\"} = 0 (with the token)"
             )
         );
         thread::sleep(Duration::from_millis(250));
@@ -674,7 +688,7 @@ fn real_prometheus_sees_a_bad_replica() {
                 Ok((result, text)) => {
                     seen_value = result
                         .iter()
-                        .any(|(m, v)| m["type"] == "read" && m["volume"] == "vm" && *v > 0.0);
+                        .any(|(m, v)| m["volume"] == "vm" && *v == 512.0);
                     last = vec![format!("query {series}: {text}")];
                 }
                 Err(e) => last = vec![e],
@@ -685,7 +699,7 @@ fn real_prometheus_sees_a_bad_replica() {
                 Ok(v) => {
                     seen_alert = v["alerts"].as_array().is_some_and(|alerts| {
                         alerts.iter().any(|a| {
-                            a["labels"]["alertname"] == "QuorumChildBadData"
+                            a["labels"]["alertname"] == "QuorumChildDamaged"
                                 && a["labels"]["child"] == "c"
                                 && a["labels"]["volume"] == "vm"
                                 && (a["state"] == "pending" || a["state"] == "firing")
@@ -710,9 +724,9 @@ fn real_prometheus_sees_a_bad_replica() {
                 &prom,
                 &last,
                 if seen_value {
-                    "QuorumChildBadData for child c was not pending or firing"
+                    "QuorumChildDamaged for child c was not pending or firing"
                 } else {
-                    "quorum_bad_reports_total{child=\"c\"} did not rise above 0 in Prometheus"
+                    "quorum_child_damaged_bytes{child=\"c\"} did not reach 512 in Prometheus"
                 }
             )
         );
@@ -771,29 +785,39 @@ fn dashboard_in_chromium(token: Option<&str>) {
     let auth = token.map_or_else(String::new, |t| format!("[auth]\ntoken = \"{t}\"\n"));
     let mut server = Sandbox::new().serve(&format!(
         "child_roots = [\".\"]\n{auth}{}",
-        abc_volume("1MiB", "")
+        abc_volume("4MiB", "")
     ));
     if let Some(t) = token {
         // The token is real: without it the API is refused.
         server.get("/v1/volumes").expect_error(401, "unauthorized");
         server.set_token(Some(t));
     }
-    // The script overwrites 4 KiB at 8192 of c's file with 0x42: write data
-    // there that differs in every byte, so c loses the vote on all 4096.
+    // The script overwrites 100 bytes at 1,049,576 of c's file with 0x42:
+    // write data around there that differs in every byte, so c loses the
+    // vote on exactly those 100.
     let data: Vec<u8> = pattern(13, 4 * BLOCK as usize)
         .into_iter()
         .map(|b| if b == 0 || b == 0x42 { 0x5a } else { b })
         .collect();
-    server.write_volume("vm", 0, &data);
+    server.write_volume("vm", MIB, &data);
 
     let artifacts = root().join("target/test-artifacts");
     fs::create_dir_all(&artifacts).expect("create target/test-artifacts");
-    let png = artifacts.join(if token.is_some() {
-        "dashboard-token.png"
+    let name = if token.is_some() {
+        "dashboard-token"
     } else {
-        "dashboard.png"
-    });
-    let _ = fs::remove_file(&png);
+        "dashboard"
+    };
+    // The last screenshot, and those of the damaged and the repaired
+    // replica beside it.
+    let pngs: Vec<PathBuf> = ["", "-damaged", "-repaired"]
+        .iter()
+        .map(|suffix| artifacts.join(format!("{name}{suffix}.png")))
+        .collect();
+    for png in &pngs {
+        let _ = fs::remove_file(png);
+    }
+    let png = &pngs[0];
 
     let mut command = Command::new(&node);
     command
@@ -803,9 +827,10 @@ fn dashboard_in_chromium(token: Option<&str>) {
         .env("QUORUM_CHILD_FILE", server.file("c.img"))
         .env("QUORUM_VOLUME", "vm")
         .env("QUORUM_CHILD", "c")
+        .env("QUORUM_CHILD_URI", "c.img")
         .env("QUORUM_NEW_CHILD", "d")
         .env("QUORUM_NEW_CHILD_URI", "d.img")
-        .env("SCREENSHOT", &png)
+        .env("SCREENSHOT", png)
         .env_remove("QUORUM_TOKEN");
     if let Some(t) = token {
         command.env("QUORUM_TOKEN", t);
@@ -836,30 +861,33 @@ fn dashboard_in_chromium(token: Option<&str>) {
             server.stderr()
         );
     }
-    let meta = fs::metadata(&png).unwrap_or_else(|e| {
-        panic!(
-            "the script passed but left no screenshot at {}: {e}\nits output:\n{}",
+    for png in &pngs {
+        let meta = fs::metadata(png).unwrap_or_else(|e| {
+            panic!(
+                "the script passed but left no screenshot at {}: {e}\nits output:\n{}",
+                png.display(),
+                run.output
+            )
+        });
+        let head = fs::read(png).expect("read the screenshot");
+        assert!(
+            head.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            png.display()
+        );
+        assert!(
+            meta.len() > 10_000,
+            "the screenshot {} is only {} bytes: a blank page?",
             png.display(),
-            run.output
-        )
-    });
-    let head = fs::read(&png).expect("read the screenshot");
-    assert!(
-        head.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{} is not a PNG",
-        png.display()
-    );
-    assert!(
-        meta.len() > 10_000,
-        "the screenshot {} is only {} bytes: a blank page?",
-        png.display(),
-        meta.len()
-    );
+            meta.len()
+        );
+    }
 
     // The server recorded what the page showed: c lost the vote on exactly
-    // the 4 KiB the script overwrote, and only c, once on the script's read
-    // and once in the scrub + repair it started from the page, which
-    // repaired those 4 KiB.
+    // the 100 bytes the script overwrote, and only c, once on the script's
+    // read and once in the scrub + repair it started from the page, which
+    // repaired them; c went damaged and back.
+    const AT: u64 = 1_049_576;
     let events = server.all_events();
     let reports = named(&events, "QUORUM_REPORT_BAD");
     assert_eq!(
@@ -869,8 +897,8 @@ fn dashboard_in_chromium(token: Option<&str>) {
     );
     for ev in &reports {
         check_report(ev, "vm", "c", "read", None);
-        assert_eq!(data_u64(ev, "offset"), 8192, "offset of {ev}");
-        assert_eq!(data_u64(ev, "bytes"), 4096, "bytes of {ev}");
+        assert_eq!(data_u64(ev, "offset"), AT, "offset of {ev}");
+        assert_eq!(data_u64(ev, "bytes"), 100, "bytes of {ev}");
     }
     let started = named(&events, "JOB_STARTED");
     assert_eq!(started.len(), 1, "{events:?}");
@@ -880,9 +908,22 @@ fn dashboard_in_chromium(token: Option<&str>) {
     assert_eq!(completed[0]["data"]["state"], "completed");
     assert_eq!(
         completed[0]["data"]["mismatches"],
-        serde_json::json!({ "c": 4096 })
+        serde_json::json!({ "c": 100 })
     );
-    assert_eq!(completed[0]["data"]["bytes_repaired"], 4096);
+    assert_eq!(completed[0]["data"]["bytes_repaired"], 100);
+    let c_changes: Vec<(&Value, &Value)> = named(&events, "CHILD_STATE_CHANGE")
+        .into_iter()
+        .filter(|e| e["data"]["node-name"] == "c")
+        .map(|e| (&e["data"]["from"], &e["data"]["to"]))
+        .collect();
+    assert_eq!(
+        c_changes,
+        [
+            (&Value::from("healthy"), &Value::from("damaged")),
+            (&Value::from("damaged"), &Value::from("healthy"))
+        ],
+        "{events:?}"
+    );
     let vol = server.get("/v1/volumes/vm");
     vol.expect_status(200);
     let v = vol.json();
@@ -890,12 +931,14 @@ fn dashboard_in_chromium(token: Option<&str>) {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == "c"))
         .unwrap_or_else(|| panic!("no child c in GET /v1/volumes/vm: {v}"));
+    assert_eq!(c["state"], "healthy", "c: {c}");
+    assert_eq!(c["damaged_bytes"], 0, "c: {c}");
     assert_eq!(c["stats"]["bad_reports"], 2, "c's counters: {c}");
-    assert_eq!(c["stats"]["corrupted_bytes"], 8192, "c's counters: {c}");
-    assert_eq!(c["stats"]["repaired_bytes"], 4096, "c's counters: {c}");
+    assert_eq!(c["stats"]["corrupted_bytes"], 200, "c's counters: {c}");
+    assert_eq!(c["stats"]["repaired_bytes"], 100, "c's counters: {c}");
     assert_eq!(
-        server.read_file_at("c.img", 8192, 4096),
-        server.read_file_at("a.img", 8192, 4096),
+        server.read_file_at("c.img", AT, 100),
+        server.read_file_at("a.img", AT, 100),
         "the scrub repaired c"
     );
     // And the membership events the page labelled: d added, synced, removed.

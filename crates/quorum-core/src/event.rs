@@ -137,7 +137,10 @@ pub enum Event {
         /// The child's name.
         child: String,
     },
-    /// A child's state changed (`syncing` or `stale` to `healthy`).
+    /// A child's state changed: `syncing` or `stale` to `healthy` (or
+    /// `damaged`) when the resync caught it up, `healthy` to `damaged` when
+    /// it first holds a range known bad, `damaged` to `healthy` when its
+    /// last one is repaired.
     ChildStateChange {
         /// The child's name.
         child: String,

@@ -52,5 +52,6 @@ pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink};
 pub use job::{JobKind, JobState};
 pub use strum::VariantArray;
 pub use volume::{
-    ChildInfo, ChildSpec, ReadPattern, ResyncBell, ResyncStep, Scrubbed, Volume, VolumeOptions,
+    ChildInfo, ChildSpec, Damage, ReadPattern, ResyncBell, ResyncStep, Scrubbed, Volume,
+    VolumeOptions,
 };

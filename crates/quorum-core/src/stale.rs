@@ -14,6 +14,11 @@
 //! been flushed, so after a power loss a child never looks fresh where its
 //! data is not. The journal is replayed and compacted when the volume opens
 //! and compacted again whenever it has grown well past the live state.
+//!
+//! The same journal keeps each child's damaged ranges (the `damage` module
+//! of the volume: ranges it lost a vote on or could not read, not repaired
+//! yet) and the write-intent regions, with ops of their own, so that one
+//! file, one replay and one compaction serve all three.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,6 +129,11 @@ impl RangeSet {
         self.ranges.range(at..).next().map(|(s, e)| *s..*e)
     }
 
+    /// The ranges of the set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.ranges.iter().map(|(s, e)| *s..*e)
+    }
+
     /// Bytes in the set.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -224,7 +234,9 @@ impl JournalStore for FileStore {
 }
 
 /// The journal of the stale maps of one volume: one JSON line per mark
-/// (`+`) or clear (`-`) of a child's range, replayed in order.
+/// (`+`) or clear (`-`) of a child's stale range, per mark (`b`) or clear
+/// (`g`) of a child's damaged range, and per write-intent region recorded
+/// dirty (`d`) or clean (`c`), replayed in order.
 ///
 /// It is compacted (rewritten from the live maps) when it opens and
 /// whenever the lines appended since the last compaction outnumber the
@@ -260,6 +272,65 @@ impl fmt::Debug for Journal {
 const DIRTY: char = 'd';
 /// The journal op that records a write-intent region clean.
 const CLEAN: char = 'c';
+/// The journal op that marks a child's range stale.
+const STALE: char = '+';
+/// The journal op that marks a child's range damaged.
+const DAMAGED: char = 'b';
+/// The journal op that clears a child's damaged range.
+const REPAIRED: char = 'g';
+
+/// The live maps a journal mirrors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Live<'a> {
+    /// Each child's stale ranges.
+    pub(crate) stale: &'a [RangeSet],
+    /// Each child's damaged ranges.
+    pub(crate) damaged: &'a [RangeSet],
+    /// The dirty write-intent regions.
+    pub(crate) dirty: &'a RangeSet,
+}
+
+impl Live<'_> {
+    /// How many ranges the live maps hold.
+    fn len(&self) -> usize {
+        self.stale
+            .iter()
+            .chain(self.damaged)
+            .map(RangeSet::len)
+            .sum::<usize>()
+            + self.dirty.len()
+    }
+}
+
+/// What a journal replays to: the maps it mirrors, owned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Each child's stale ranges.
+    pub(crate) stale: Vec<RangeSet>,
+    /// Each child's damaged ranges.
+    pub(crate) damaged: Vec<RangeSet>,
+    /// The dirty write-intent regions.
+    pub(crate) dirty: RangeSet,
+}
+
+impl Replayed {
+    pub(crate) fn new(children: usize) -> Replayed {
+        Replayed {
+            stale: vec![RangeSet::default(); children],
+            damaged: vec![RangeSet::default(); children],
+            dirty: RangeSet::default(),
+        }
+    }
+
+    /// A view of the maps for [`Journal::sync`] and [`Journal::catch_up`].
+    pub(crate) fn live(&self) -> Live<'_> {
+        Live {
+            stale: &self.stale,
+            damaged: &self.damaged,
+            dirty: &self.dirty,
+        }
+    }
+}
 
 /// How the journal knows a child: its name, and the identity of its
 /// storage ([`crate::Backend::identity`]), which stays with the storage
@@ -285,19 +356,20 @@ struct Entry {
 }
 
 impl Journal {
-    /// Replays the journal in `store` (empty means nothing is stale) into
-    /// one set per child, and rewrites it compacted. A line belongs to the
-    /// child whose storage has its `id`; a mark also goes to the child that
-    /// now has its name, if that is another (a renamed or replaced child is
-    /// then resynced where it may be behind: a mark too many costs a copy, a
-    /// mark too few could serve old data). A torn or unreadable line is
+    /// Replays the journal in `store` (empty means nothing is stale or
+    /// damaged) into the maps of `children`, and rewrites it compacted. A
+    /// line belongs to the child whose storage has its `id`; a stale mark
+    /// also goes to the child that now has its name, if that is another (a
+    /// renamed or replaced child is then resynced where it may be behind: a
+    /// mark too many costs a copy, a mark too few could serve old data).
+    /// Damage stays with the storage only: new storage under an old name
+    /// holds none of the old bad ranges. A torn or unreadable line is
     /// skipped.
     pub(crate) fn open(
         mut store: Box<dyn JournalStore>,
         children: &[ChildKey],
-    ) -> io::Result<(Journal, Vec<RangeSet>, RangeSet)> {
-        let mut sets = vec![RangeSet::default(); children.len()];
-        let mut dirty = RangeSet::default();
+    ) -> io::Result<(Journal, Replayed)> {
+        let mut maps = Replayed::new(children.len());
         let bytes = store.read_all()?;
         for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let Ok(Entry {
@@ -313,11 +385,11 @@ impl Journal {
             };
             match op {
                 DIRTY => {
-                    dirty.insert(start..end);
+                    maps.dirty.insert(start..end);
                     continue;
                 }
                 CLEAN => {
-                    dirty.remove(start..end);
+                    maps.dirty.remove(start..end);
                     continue;
                 }
                 _ => {}
@@ -329,14 +401,24 @@ impl Journal {
                 children.iter().position(|c| c.id == id)
             };
             match op {
-                '+' => {
+                STALE => {
                     for i in [by_id, by_name].into_iter().flatten() {
-                        sets[i].insert(start..end);
+                        maps.stale[i].insert(start..end);
+                    }
+                }
+                DAMAGED => {
+                    if let Some(i) = by_id {
+                        maps.damaged[i].insert(start..end);
+                    }
+                }
+                REPAIRED => {
+                    if let Some(i) = by_id {
+                        maps.damaged[i].remove(start..end);
                     }
                 }
                 _ => {
                     if let Some(i) = by_id {
-                        sets[i].remove(start..end);
+                        maps.stale[i].remove(start..end);
                     }
                 }
             }
@@ -348,8 +430,8 @@ impl Journal {
             torn: false,
             behind: false,
         };
-        journal.compact(&sets, &dirty)?;
-        Ok((journal, sets, dirty))
+        journal.compact(maps.live())?;
+        Ok((journal, maps))
     }
 
     /// Appends a mark (`+`) or clear (`-`) of `range` on child `child`.
@@ -376,6 +458,19 @@ impl Journal {
         Ok(())
     }
 
+    /// Appends a mark (`true`) or clear of damaged `range` on child
+    /// `child`. The line may sit in a volatile cache until
+    /// [`Journal::sync`].
+    pub(crate) fn append_damage(
+        &mut self,
+        damaged: bool,
+        child: usize,
+        range: &Range<u64>,
+    ) -> io::Result<()> {
+        let op = if damaged { DAMAGED } else { REPAIRED };
+        self.append_line(line(op, &self.children[child], range.start, range.end))
+    }
+
     /// Records the write-intent region `range` dirty (`true`) or clean.
     /// The line may sit in a volatile cache until [`Journal::sync`].
     pub(crate) fn append_intent(&mut self, dirty: bool, range: &Range<u64>) -> io::Result<()> {
@@ -387,46 +482,45 @@ impl Journal {
         self.append_line(line(op, &key, range.start, range.end))
     }
 
-    /// Makes the journal say what `sets` (the live maps) and `dirty` (the
-    /// write-intent regions) say, durably: a sync of what was appended, or
-    /// a rewrite when an append or a compaction failed since the last one.
-    pub(crate) fn sync(&mut self, sets: &[RangeSet], dirty: &RangeSet) -> io::Result<()> {
+    /// Makes the journal say what `live` says, durably: a sync of what was
+    /// appended, or a rewrite when an append or a compaction failed since
+    /// the last one.
+    pub(crate) fn sync(&mut self, live: Live<'_>) -> io::Result<()> {
         if self.behind {
-            return self.compact(sets, dirty);
+            return self.compact(live);
         }
         // After a failed sync the appended lines may be lost (the kernel
         // may drop what it could not write): the next sync rewrites them.
         self.store.sync().inspect_err(|_| self.behind = true)
     }
 
-    /// Compacts the journal from `sets` (the live maps) when an append or
-    /// a compaction failed before, or when the lines appended since the
-    /// last compaction outnumber twice the live ranges by
-    /// [`COMPACT_SLACK`].
-    pub(crate) fn catch_up(&mut self, sets: &[RangeSet], dirty: &RangeSet) -> io::Result<()> {
-        let live = sets.iter().map(RangeSet::len).sum::<usize>() + dirty.len();
-        if self.behind || self.appended > 2 * live + COMPACT_SLACK {
-            self.compact(sets, dirty)?;
+    /// Compacts the journal from `live` when an append or a compaction
+    /// failed before, or when the lines appended since the last compaction
+    /// outnumber twice the live ranges by [`COMPACT_SLACK`].
+    pub(crate) fn catch_up(&mut self, live: Live<'_>) -> io::Result<()> {
+        if self.behind || self.appended > 2 * live.len() + COMPACT_SLACK {
+            self.compact(live)?;
         }
         Ok(())
     }
 
-    /// Rewrites the journal as the marks of `sets` and the dirty regions
-    /// `dirty`, durably.
-    fn compact(&mut self, sets: &[RangeSet], dirty: &RangeSet) -> io::Result<()> {
+    /// Rewrites the journal as the marks of `live`, durably.
+    fn compact(&mut self, live: Live<'_>) -> io::Result<()> {
         self.behind = true;
         let mut out = String::new();
-        for (child, set) in self.children.iter().zip(sets) {
-            for (s, e) in &set.ranges {
-                out.push_str(&line('+', child, *s, *e));
-                out.push('\n');
+        for (op, sets) in [(STALE, live.stale), (DAMAGED, live.damaged)] {
+            for (child, set) in self.children.iter().zip(sets) {
+                for (s, e) in &set.ranges {
+                    out.push_str(&line(op, child, *s, *e));
+                    out.push('\n');
+                }
             }
         }
         let intent = ChildKey {
             name: String::new(),
             id: String::new(),
         };
-        for (s, e) in &dirty.ranges {
+        for (s, e) in &live.dirty.ranges {
             out.push_str(&line(DIRTY, &intent, *s, *e));
             out.push('\n');
         }
@@ -519,7 +613,7 @@ mod tests {
     fn marks_follow_the_storage_when_names_change() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vm.jsonl");
-        let (mut j, _, _) = Journal::open(
+        let (mut j, _) = Journal::open(
             Box::new(FileStore::new(&path)),
             &keys(&[("a", "file:1"), ("b", "file:2")]),
         )
@@ -531,7 +625,7 @@ mod tests {
         // The operator swapped the two names in the config: the marks stay
         // with the storage, and each name's old marks go along too (a mark
         // too many costs a copy; a mark too few could serve old data).
-        let (_, sets, _) = Journal::open(
+        let (_, Replayed { stale: sets, .. }) = Journal::open(
             Box::new(FileStore::new(&path)),
             &keys(&[("b", "file:1"), ("a", "file:2")]),
         )
@@ -548,7 +642,7 @@ mod tests {
             "{\"op\":\"+\",\"child\":\"a\",\"start\":0,\"end\":10}\n{\"op\":\"-\",\"child\":\"a\",\"start\":0,\"end\":5}\n",
         )
         .expect("legacy journal");
-        let (_, sets, _) =
+        let (_, Replayed { stale: sets, .. }) =
             Journal::open(Box::new(FileStore::new(&legacy)), &keys(&[("a", "file:9")]))
                 .expect("legacy");
         assert_eq!(sets[0].within(0..100), vec![5..10]);
@@ -559,16 +653,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stale/vm.jsonl");
         let names = keys(&[("a", "id-a"), ("b \"quoted\"", "id-b")]);
-        let (mut j, sets, _) =
-            Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
-        assert!(sets.iter().all(RangeSet::is_empty));
+        let (mut j, maps) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
+        assert_eq!(maps, Replayed::new(2));
         j.append('+', 0, &(0..100)).expect("append");
         j.append('+', 1, &(50..60)).expect("append");
         j.append('-', 0, &(10..20)).expect("append");
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&path).expect("file");
         f.write_all(b"{\"op\":\"+\",\"chi").expect("torn");
-        let (_, sets, _) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        let (_, Replayed { stale: sets, .. }) =
+            Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
         assert_eq!(sets[0].within(0..1000), vec![0..10, 20..100]);
         assert_eq!(sets[1].within(0..1000), vec![50..60]);
         let lines = fs::read_to_string(&path).expect("read").lines().count();
@@ -580,19 +674,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vm.jsonl");
         let names = keys(&[("a", "id-a")]);
-        let (mut j, mut sets, _) =
+        let (mut j, mut maps) =
             Journal::open(Box::new(FileStore::new(&path)), &names).expect("open");
         let mut most = 0;
         for i in 0..20_000u64 {
             let range = (i % 7) * 4096..(i % 7 + 1) * 4096;
             let op = if i % 2 == 0 { '+' } else { '-' };
             if op == '+' {
-                sets[0].insert(range.clone());
+                maps.stale[0].insert(range.clone());
             } else {
-                sets[0].remove(range.clone());
+                maps.stale[0].remove(range.clone());
             }
             j.append(op, 0, &range).expect("append");
-            j.catch_up(&sets, &RangeSet::default()).expect("compact");
+            j.catch_up(maps.live()).expect("compact");
             if i % 499 == 0 {
                 most = most.max(fs::read_to_string(&path).expect("read").lines().count());
             }
@@ -604,11 +698,57 @@ mod tests {
         );
         assert!(j.appended() <= 2 * 7 + COMPACT_SLACK + 1);
         drop(j);
-        let (_, replayed, _) =
-            Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        let (_, replayed) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
         assert_eq!(
-            replayed, sets,
+            replayed, maps,
             "the compacted journal replays to the live maps"
         );
+    }
+
+    #[test]
+    fn damage_stays_with_the_storage_and_its_journal_stays_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vm.jsonl");
+        let (mut j, _) = Journal::open(
+            Box::new(FileStore::new(&path)),
+            &keys(&[("a", "file:1"), ("b", "file:2")]),
+        )
+        .expect("open");
+        j.append_damage(true, 0, &(1000..1100)).expect("damage a");
+        j.append_damage(true, 1, &(0..4096)).expect("damage b");
+        j.append_damage(false, 1, &(0..2048))
+            .expect("repair part of b");
+        j.append('+', 0, &(0..10)).expect("a stale mark");
+        drop(j);
+        // Names swapped, and b's storage replaced: damage follows the
+        // storage only, never a name.
+        let names = keys(&[("b", "file:1"), ("a", "file:3")]);
+        let (mut j, mut maps) =
+            Journal::open(Box::new(FileStore::new(&path)), &names).expect("reopen");
+        assert_eq!(maps.damaged[0].within(0..1 << 20), vec![1000..1100]);
+        assert!(maps.damaged[1].is_empty(), "{maps:?}");
+        assert_eq!(maps.stale[0].within(0..100), vec![0..10]);
+        assert_eq!(maps.stale[1].within(0..100), vec![0..10], "by name");
+
+        // Marks and clears of damage compact as stale marks do.
+        let mut most = 0;
+        for i in 0..20_000u64 {
+            let range = (i % 5) * 4096..(i % 5) * 4096 + 100;
+            let damaged = i % 3 != 0;
+            if damaged {
+                maps.damaged[1].insert(range.clone());
+            } else {
+                maps.damaged[1].remove(range.clone());
+            }
+            j.append_damage(damaged, 1, &range).expect("append");
+            j.catch_up(maps.live()).expect("compact");
+            most = most.max(j.appended());
+        }
+        assert!(most <= 2 * 8 + COMPACT_SLACK + 1, "{most} lines");
+        let lines = fs::read_to_string(&path).expect("read").lines().count();
+        assert!(lines <= 2 * 8 + COMPACT_SLACK + 8, "{lines} lines");
+        drop(j);
+        let (_, replayed) = Journal::open(Box::new(FileStore::new(&path)), &names).expect("replay");
+        assert_eq!(replayed, maps);
     }
 }

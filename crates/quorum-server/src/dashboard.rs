@@ -40,6 +40,7 @@ pub const FILES: &[(&str, &str, &str)] = &[
     dashboard_file!("format.js", JS),
     dashboard_file!("dom.js", JS),
     dashboard_file!("volumes.js", JS),
+    dashboard_file!("damage.js", JS),
     dashboard_file!("jobs.js", JS),
     dashboard_file!("chart.js", JS),
     dashboard_file!("feed.js", JS),

@@ -279,8 +279,9 @@ fn lagging(volume: &Volume) -> Vec<(String, ChildState)> {
 }
 
 /// Emits `CHILD_STATE_CHANGE` for each child of `before` that has nothing
-/// stale any more (copied by the resync, or rewritten by clients), and
-/// returns the children still behind.
+/// stale any more (copied by the resync, or rewritten by clients), from the
+/// state it had to the state it has now (`healthy`, or `damaged` when it
+/// still holds ranges known bad), and returns the children still behind.
 fn announce_caught_up(
     volume: &Volume,
     sink: &dyn EventSink,
@@ -289,23 +290,24 @@ fn announce_caught_up(
 ) -> Vec<(String, ChildState)> {
     let now = volume.children();
     for (child, state) in before {
-        if now.iter().any(|c| c.name == child && c.stale_bytes == 0) {
-            let from = if volume.done_syncing(&child) {
-                on_synced(volume);
-                ChildState::Syncing
-            } else {
-                state
-            };
-            tracing::info!(volume = volume.name(), %child, %from, "child caught up");
-            sink.emit(
-                volume.name(),
-                Event::ChildStateChange {
-                    child,
-                    from,
-                    to: ChildState::Healthy,
-                },
-            );
+        let Some(to) = now
+            .iter()
+            .find(|c| c.name == child && c.stale_bytes == 0)
+            .map(|c| c.state)
+        else {
+            continue;
+        };
+        let from = if volume.done_syncing(&child) {
+            on_synced(volume);
+            ChildState::Syncing
+        } else {
+            state
+        };
+        if from == to {
+            continue;
         }
+        tracing::info!(volume = volume.name(), %child, %from, %to, "child caught up");
+        sink.emit(volume.name(), Event::ChildStateChange { child, from, to });
     }
     lagging(volume)
 }

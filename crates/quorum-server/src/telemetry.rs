@@ -22,7 +22,7 @@
 //! a loop of additions and removals would grow `/metrics` without bound.
 //! So the per-child families (`quorum_child_*`, `quorum_bad_reports_total`,
 //! `quorum_corrupted_bytes_total`, `quorum_repaired_bytes_total`,
-//! `quorum_stale_bytes`) are not in the registry: each volume keeps its
+//! `quorum_stale_bytes`, `quorum_child_damaged_bytes`) are not in the registry: each volume keeps its
 //! children's counters in a map, [`Telemetry::render`] writes them after
 //! the exporter's text, and [`Telemetry::remove_child`] drops a child's
 //! entry, so its series go with it.
@@ -124,6 +124,7 @@ struct ChildMetrics {
     /// The gauges, as [`Telemetry::render`] last read them from the volume.
     healthy: AtomicU64,
     stale_bytes: AtomicU64,
+    damaged_bytes: AtomicU64,
     /// The index of the child's state in `ChildState::VARIANTS`.
     state: AtomicUsize,
 }
@@ -139,6 +140,7 @@ impl ChildMetrics {
             repaired_bytes: AtomicU64::new(0),
             healthy: AtomicU64::new(1),
             stale_bytes: AtomicU64::new(0),
+            damaged_bytes: AtomicU64::new(0),
             state: AtomicUsize::new(index(ChildState::Healthy)),
         }
     }
@@ -384,6 +386,8 @@ impl Telemetry {
                     let healthy = child.state == ChildState::Healthy;
                     c.healthy.store(u64::from(healthy), Ordering::Relaxed);
                     c.stale_bytes.store(child.stale_bytes, Ordering::Relaxed);
+                    c.damaged_bytes
+                        .store(child.damaged_bytes, Ordering::Relaxed);
                     c.state.store(index(child.state), Ordering::Relaxed);
                 }
             }
@@ -397,7 +401,7 @@ impl Telemetry {
     /// Writes the per-child families (see the module docs) to `out`.
     fn render_children(&self, out: &mut String) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let families: [ChildFamily<'_>; 7] = [
+        let families: [ChildFamily<'_>; 8] = [
             ChildFamily {
                 name: "quorum_child_errors_total",
                 kind: "counter",
@@ -437,7 +441,7 @@ impl Telemetry {
             ChildFamily {
                 name: "quorum_child_healthy",
                 kind: "gauge",
-                help: "1 when the child's last request succeeded, else 0.",
+                help: "1 when the child's state is healthy, else 0.",
                 samples: &|c| vec![(None, get(&c.healthy))],
             },
             ChildFamily {
@@ -447,9 +451,15 @@ impl Telemetry {
                 samples: &|c| vec![(None, get(&c.stale_bytes))],
             },
             ChildFamily {
+                name: "quorum_child_damaged_bytes",
+                kind: "gauge",
+                help: "Bytes of a child that lost a vote or failed to read and are not repaired yet.",
+                samples: &|c| vec![(None, get(&c.damaged_bytes))],
+            },
+            ChildFamily {
                 name: "quorum_child_state",
                 kind: "gauge",
-                help: "1 for the child's current state (healthy, syncing, stale, failed), else 0.",
+                help: "1 for the child's current state (the state label, as GET /v1/child-states lists them), else 0.",
                 samples: &|c| {
                     let now = c.state.load(Ordering::Relaxed);
                     ChildState::VARIANTS
@@ -723,10 +733,10 @@ mod tests {
         let per_child = child_lines(&before, "b").len();
         assert_eq!(per_child, child_lines(&before, "a").len());
         // errors by op, bad reports by type, corrupted, repaired, healthy,
-        // stale, state by state.
+        // stale, damaged, state by state.
         assert_eq!(
             per_child,
-            OPS + REPORT_TYPES.len() + 4 + ChildState::VARIANTS.len(),
+            OPS + REPORT_TYPES.len() + 5 + ChildState::VARIANTS.len(),
             "{before}"
         );
         assert!(

@@ -219,6 +219,7 @@ fn setup(opts: VolumeOptions, n: usize, size: usize) -> Setup {
 
 mod block_status;
 mod crash;
+mod damage;
 mod discard;
 mod promises;
 mod review;

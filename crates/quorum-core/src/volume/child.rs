@@ -46,6 +46,9 @@ pub struct ChildInfo {
     pub state: ChildState,
     /// Bytes it has stale (missed writes not yet resynced).
     pub stale_bytes: u64,
+    /// Bytes it has damaged (lost votes or failed reads, not repaired
+    /// yet; see [`Volume::damage`]).
+    pub damaged_bytes: u64,
 }
 
 /// A child as the volume keeps it.

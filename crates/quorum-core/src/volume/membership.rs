@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::child::HEALTHY;
 use super::{ChildInfo, ChildSpec, Volume, VolumeOptions};
-use crate::child_state::ChildState;
+use crate::child_state::{ChildState, Conditions};
 use crate::error::OpenError;
 use crate::stale::{FileStore, JournalStore, RangeSet};
 
@@ -50,6 +50,7 @@ impl Volume {
     /// The children, in order.
     pub fn children(&self) -> Vec<ChildInfo> {
         let stale = self.stale_bytes();
+        let damaged = self.damaged_bytes();
         let syncing = self
             .syncing
             .lock()
@@ -61,16 +62,14 @@ impl Volume {
             .map(|(i, c)| ChildInfo {
                 name: c.name.clone(),
                 backend: c.backend.kind(),
-                state: if c.state.load(Ordering::Relaxed) != HEALTHY {
-                    ChildState::Failed
-                } else if stale[i] > 0 && syncing.contains(&c.name) {
-                    ChildState::Syncing
-                } else if stale[i] > 0 {
-                    ChildState::Stale
-                } else {
-                    ChildState::Healthy
-                },
+                state: ChildState::of(Conditions {
+                    failed: c.state.load(Ordering::Relaxed) != HEALTHY,
+                    syncing: syncing.contains(&c.name),
+                    stale: stale[i] > 0,
+                    damaged: damaged[i] > 0,
+                }),
                 stale_bytes: stale[i],
+                damaged_bytes: damaged[i],
             })
             .collect()
     }

@@ -16,12 +16,15 @@
 //! - `write.rs`: writes, write zeroes, discards and flushes, with the
 //!   write-intent log.
 //! - `stale_maps.rs`: which ranges each child missed, and their journal.
+//! - `damage.rs`: which ranges of each child are known bad (lost a vote,
+//!   could not be read) and not repaired yet, kept in the same journal.
 //! - `block_status.rs`: the zero map, merged from the children's.
 //! - `scrub.rs`, `resync.rs`, `reconcile.rs`: the background repairs.
 //! - `membership.rs`: what a membership change needs of the old volume.
 
 mod block_status;
 mod child;
+mod damage;
 mod fanout;
 mod membership;
 mod open;
@@ -49,6 +52,7 @@ use crate::stale::RangeSet;
 
 use child::Child;
 pub use child::{ChildInfo, ChildSpec};
+pub use damage::Damage;
 pub use options::{ReadPattern, VolumeOptions};
 pub use resync::ResyncStep;
 pub use scrub::Scrubbed;
@@ -69,6 +73,8 @@ pub struct Volume {
     syncing: Mutex<HashSet<String>>,
     /// Whether any child has a stale range: lets requests skip the lock.
     any_stale: AtomicBool,
+    /// Whether any child has a damaged range: lets writes skip the lock.
+    any_damaged: AtomicBool,
     /// What each child took since its last good flush (coarsened, see
     /// `UNFLUSHED_GRAIN` in `write.rs`): where a child whose flush fails may
     /// have lost data, so it is marked stale there.

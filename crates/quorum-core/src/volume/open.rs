@@ -14,7 +14,7 @@ use crate::error::OpenError;
 use crate::event::EventSink;
 use crate::intent::Intent;
 use crate::ordering::RangeLock;
-use crate::stale::{ChildKey, FileStore, Journal, JournalStore, RangeSet};
+use crate::stale::{ChildKey, FileStore, Journal, JournalStore, RangeSet, Replayed};
 use crate::worker::Workers;
 
 impl Volume {
@@ -114,19 +114,21 @@ impl Volume {
                 id: c.backend.identity(),
             })
             .collect();
-        let (journal, sets, dirty) = match store {
+        let (journal, maps) = match store {
             Some((store, path)) => {
-                let (j, sets, dirty) = Journal::open(store, &names)
+                let (j, maps) = Journal::open(store, &names)
                     .map_err(|source| OpenError::Journal { path, source })?;
-                (Some(j), sets, dirty)
+                (Some(j), maps)
             }
-            None => (
-                None,
-                vec![RangeSet::default(); names.len()],
-                RangeSet::default(),
-            ),
+            None => (None, Replayed::new(names.len())),
         };
+        let Replayed {
+            stale: sets,
+            damaged,
+            dirty,
+        } = maps;
         let any_stale = AtomicBool::new(sets.iter().any(|s| !s.is_empty()));
+        let any_damaged = AtomicBool::new(damaged.iter().any(|s| !s.is_empty()));
         let n_children = names.len();
         let buffers = Arc::new(BufferPool::default());
         let mut started = Vec::with_capacity(children.len());
@@ -154,11 +156,13 @@ impl Volume {
             buffers,
             stale: Mutex::new(StaleMaps {
                 sets,
+                damaged,
                 journal,
                 intent: Intent::with_dirty(dirty),
             }),
             syncing: Mutex::new(HashSet::new()),
             any_stale,
+            any_damaged,
             unflushed: Mutex::new(vec![RangeSet::default(); n_children]),
             sink,
             resync_bell: Mutex::new(None),

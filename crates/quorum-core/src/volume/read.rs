@@ -1,8 +1,11 @@
 //! Reads: voted (quorum) or first-that-answers (fifo), and the rewrite of
 //! the winning data over children that lost the vote or failed.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
+use super::damage::{DamageEdit, outside};
 use super::tally::Voted;
 use super::{ReadPattern, Scrubbed, Volume};
 use crate::error::VolumeError;
@@ -116,6 +119,7 @@ impl Volume {
     ) -> Result<Voted<Bytes>, VolumeError> {
         let results = self.on_all(&Request::Read { offset, length });
         let bytes = length as u64;
+        let end = offset + bytes;
         let mut tally = self.tally(Op::Read, offset, bytes, results.len());
         let mut copies: Vec<Option<Vec<u8>>> = Vec::with_capacity(results.len());
         for (i, result) in results.into_iter().enumerate() {
@@ -129,6 +133,20 @@ impl Volume {
                 }
             }
         }
+        let excluded = self.stale_within(offset..end);
+        let unread = |i: usize| excluded.get(i).into_iter().flatten();
+        // Where a read failed with an I/O error the child is damaged (not
+        // where it is stale: that is the resync's), whatever the vote says.
+        let mut damage: Vec<DamageEdit> = tally
+            .failures()
+            .iter()
+            .filter(|(_, e)| e.is_repairable())
+            .flat_map(|(i, _)| {
+                outside(offset..end, unread(*i))
+                    .into_iter()
+                    .map(|r| (*i, true, r))
+            })
+            .collect();
         if self.options.blkverify {
             if let [Some(a), Some(b)] = copies.as_slice() {
                 if let Some(at) = vote::first_difference(a, b) {
@@ -139,6 +157,7 @@ impl Volume {
                         request_offset: offset,
                         request_bytes: bytes,
                     });
+                    self.edit_damage(damage, reports);
                     return Err(VolumeError::BlkverifyMismatch {
                         offset: at,
                         request_offset: offset,
@@ -147,12 +166,12 @@ impl Volume {
                 }
             }
         }
-        let excluded = self.stale_within(offset..offset + bytes);
         let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
         let outcome =
             match vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded) {
                 Ok(outcome) => outcome,
                 Err(e) => {
+                    self.edit_damage(damage, reports);
                     return match self.no_winner(tally, e) {
                         Ok(none) => Ok(Voted::NoMajority(none)),
                         Err(error) => Err(self.fail(reports, error)),
@@ -169,8 +188,10 @@ impl Volume {
                     r.end - r.start,
                     None,
                 );
+                damage.push((loss.child, true, r.clone()));
             }
         }
+        let answered: Vec<bool> = copies.iter().map(Option::is_some).collect();
         let answer = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
         for copy in copies.into_iter().flatten() {
             self.buffers.give(copy);
@@ -181,6 +202,17 @@ impl Volume {
             for loss in &outcome.losses {
                 let bytes: u64 = loss.ranges.iter().map(|r| r.end - r.start).sum();
                 t.add_lost(&self.children[loss.child].name, bytes);
+            }
+            // A scrub clears what it found good: every child that answered
+            // agrees with the winner outside its losses.
+            for (i, _) in answered.iter().enumerate().filter(|(_, a)| **a) {
+                let losses = outcome.losses.iter().filter(|l| l.child == i);
+                let cuts = unread(i).chain(losses.flat_map(|l| &l.ranges));
+                damage.extend(
+                    outside(offset..end, cuts)
+                        .into_iter()
+                        .map(|r| (i, false, r)),
+                );
             }
         }
         if repair {
@@ -198,14 +230,23 @@ impl Volume {
                 }
             }
             let tried: Vec<usize> = repairs.iter().map(|(c, _, _)| *c).collect();
-            let (repaired, unrepaired) = self.rewrite(repairs, reports);
+            let done = self.rewrite(repairs, reports);
+            damage.extend(
+                done.iter()
+                    .filter(|r| r.done)
+                    .map(|r| (r.child, false, r.range.clone())),
+            );
             if let Some(t) = found {
-                t.repaired += repaired;
+                t.repaired += done
+                    .iter()
+                    .filter(|r| r.done)
+                    .map(|r| r.range.end - r.range.start)
+                    .sum::<u64>();
                 for (i, _) in failures.iter().filter(|(i, _)| !tried.contains(i)) {
                     t.add_unreached(&self.children[*i].name);
                 }
-                for i in unrepaired {
-                    t.add_unreached(&self.children[i].name);
+                for r in done.iter().filter(|r| !r.done) {
+                    t.add_unreached(&self.children[r.child].name);
                 }
             }
         } else if let Some(t) = found {
@@ -213,6 +254,7 @@ impl Volume {
                 t.add_unreached(&self.children[*i].name);
             }
         }
+        self.edit_damage(damage, reports);
         Ok(Voted::Answer(answer))
     }
 
@@ -235,15 +277,23 @@ impl Volume {
             match answer {
                 Some((_, Ok(Reply::Data(data)))) => {
                     let data = self.buffers.bytes(data);
+                    let unreadable = tally.failures().iter().filter(|(_, e)| e.is_repairable());
+                    let mut damage: Vec<DamageEdit> = unreadable
+                        .clone()
+                        .map(|(c, _)| (*c, true, offset..offset + bytes))
+                        .collect();
                     if self.options.rewrite_corrupted {
-                        let repairs = tally
-                            .failures()
-                            .iter()
-                            .filter(|(_, e)| e.is_repairable())
+                        let repairs = unreadable
                             .map(|(c, _)| (*c, offset, data.clone()))
                             .collect();
-                        let _ = self.rewrite(repairs, reports);
+                        let done = self.rewrite(repairs, reports);
+                        damage.extend(
+                            done.into_iter()
+                                .filter(|r| r.done)
+                                .map(|r| (r.child, false, r.range)),
+                        );
                     }
+                    self.edit_damage(damage, reports);
                     return Ok(data);
                 }
                 Some((_, Err(error))) => {
@@ -253,21 +303,25 @@ impl Volume {
                 Some((_, Ok(_))) | None => {}
             }
         }
+        let unreadable = tally.failures().iter().filter(|(_, e)| e.is_repairable());
+        let damage: Vec<DamageEdit> = unreadable
+            .map(|(c, _)| (*c, true, offset..offset + bytes))
+            .collect();
+        self.edit_damage(damage, reports);
         Err(self.fail(reports, self.quorum_error(tally, None)))
     }
 
     /// Writes good data back over children's bad ranges, in parallel.
-    /// Returns the bytes repaired and the children a repair failed on.
+    /// Returns what became of each repair, in order.
     pub(super) fn rewrite(
         &self,
         repairs: Vec<(usize, u64, Bytes)>,
         reports: &mut Reports<'_>,
-    ) -> (u64, Vec<usize>) {
+    ) -> Vec<Repair> {
         if repairs.is_empty() {
-            return (0, Vec::new());
+            return Vec::new();
         }
-        let mut repaired = 0;
-        let mut failed = Vec::new();
+        let mut done = Vec::with_capacity(repairs.len());
         let spans: Vec<(u64, u64)> = repairs
             .iter()
             .map(|(_, o, d)| (*o, d.len() as u64))
@@ -277,18 +331,33 @@ impl Volume {
             .map(|(child, offset, data)| (child, Request::Write { offset, data }))
             .collect();
         for ((child, result), (offset, bytes)) in self.dispatch(jobs).into_iter().zip(spans) {
-            match result {
+            let ok = match result {
                 Ok(_) => {
                     tracing::info!(volume = %self.options.name, child = %self.children[child].name, offset, bytes, "rewrote corrupted range");
                     reports.rewrite(&self.children[child].name, offset, bytes);
-                    repaired += bytes;
+                    true
                 }
                 Err(error) => {
                     self.report_failed(reports, Op::Write, child, offset, bytes, &error);
-                    failed.push(child);
+                    false
                 }
-            }
+            };
+            done.push(Repair {
+                child,
+                range: offset..offset + bytes,
+                done: ok,
+            });
         }
-        (repaired, failed)
+        done
     }
+}
+
+/// One repair that [`Volume::rewrite`] tried.
+pub(super) struct Repair {
+    /// The child's index.
+    pub(super) child: usize,
+    /// The bytes written.
+    pub(super) range: Range<u64>,
+    /// Whether the child took them.
+    pub(super) done: bool,
 }

@@ -177,8 +177,14 @@ impl Volume {
             .into_iter()
             .map(|i| (i, offset, answer.clone()))
             .collect();
-        let (_, failed) = self.rewrite(repairs, &mut self.reports());
-        missed.extend(failed);
+        let mut reports = self.reports();
+        let done = self.rewrite(repairs, &mut reports);
+        missed.extend(done.iter().filter(|r| !r.done).map(|r| r.child));
+        let repaired = done
+            .into_iter()
+            .filter(|r| r.done)
+            .map(|r| (r.child, false, r.range));
+        self.edit_damage(repaired, &mut reports);
         missed
     }
 }

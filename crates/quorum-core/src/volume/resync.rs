@@ -291,8 +291,9 @@ impl Volume {
         };
         match result {
             Ok(_) => {
-                self.edit_stale([(child, false, range)])?;
+                self.edit_stale([(child, false, range.clone())])?;
                 reports.rewrite(&self.children[child].name, offset, bytes);
+                self.edit_damage([(child, false, range)], reports);
                 Ok(())
             }
             Err(error) => {

@@ -1,6 +1,7 @@
 //! Each child's stale ranges (the writes it missed), kept in memory and in
 //! the journal, and what the rest of the volume asks of them.
 
+use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
@@ -8,14 +9,57 @@ use std::sync::{MutexGuard, PoisonError};
 use super::{ResyncBell, Volume};
 use crate::error::VolumeError;
 use crate::intent::Intent;
-use crate::stale::{Journal, RangeSet};
+use crate::stale::{Journal, Live, RangeSet};
 
 /// Every child's stale ranges, and their journal.
 pub(super) struct StaleMaps {
     pub(super) sets: Vec<RangeSet>,
+    /// Every child's damaged ranges (see the `damage` module), kept in the
+    /// same journal.
+    pub(super) damaged: Vec<RangeSet>,
     pub(super) journal: Option<Journal>,
     /// The write-intent regions (kept only with a journal).
     pub(super) intent: Intent,
+}
+
+impl StaleMaps {
+    /// Compacts the journal if it has grown well past the live maps (see
+    /// [`Journal::catch_up`]).
+    pub(super) fn catch_up(&mut self) -> io::Result<()> {
+        let StaleMaps {
+            sets,
+            damaged,
+            journal,
+            intent,
+        } = self;
+        match journal.as_mut() {
+            Some(j) => j.catch_up(Live {
+                stale: sets,
+                damaged,
+                dirty: &intent.dirty,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the journal durable as the live maps are now (see
+    /// [`Journal::sync`]).
+    pub(super) fn sync(&mut self) -> io::Result<()> {
+        let StaleMaps {
+            sets,
+            damaged,
+            journal,
+            intent,
+        } = self;
+        match journal.as_mut() {
+            Some(j) => j.sync(Live {
+                stale: sets,
+                damaged,
+                dirty: &intent.dirty,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Volume {
@@ -46,11 +90,7 @@ impl Volume {
         edits: impl IntoIterator<Item = (usize, bool, Range<u64>)>,
     ) -> Result<(), VolumeError> {
         let mut maps = self.stale_maps();
-        let StaleMaps {
-            sets,
-            journal,
-            intent,
-        } = &mut *maps;
+        let StaleMaps { sets, journal, .. } = &mut *maps;
         let mut failed = None;
         let mut marked = false;
         for (i, stale, range) in edits {
@@ -76,15 +116,13 @@ impl Volume {
                 }
             }
         }
-        if let Some(j) = journal.as_mut() {
-            // The records are in; a compaction that fails is tried again at
-            // the next change or flush (which fails if it still cannot).
-            if let Err(error) = j.catch_up(sets, &intent.dirty) {
-                tracing::error!(volume = %self.options.name, %error, "cannot compact the stale-map journal");
-            }
-        }
         self.any_stale
             .store(sets.iter().any(|s| !s.is_empty()), Ordering::Release);
+        // The records are in; a compaction that fails is tried again at the
+        // next change or flush (which fails if it still cannot).
+        if let Err(error) = maps.catch_up() {
+            tracing::error!(volume = %self.options.name, %error, "cannot compact the stale-map journal");
+        }
         drop(maps);
         if marked {
             self.ring_resync_bell();
@@ -161,16 +199,7 @@ impl Volume {
     /// # Errors
     /// [`VolumeError::Journal`] when the journal cannot be synced.
     pub fn sync_journal(&self) -> Result<(), VolumeError> {
-        let mut maps = self.stale_maps();
-        let StaleMaps {
-            sets,
-            journal,
-            intent,
-        } = &mut *maps;
-        match journal.as_mut() {
-            Some(j) => j.sync(sets, &intent.dirty).map_err(VolumeError::Journal),
-            None => Ok(()),
-        }
+        self.stale_maps().sync().map_err(VolumeError::Journal)
     }
 
     /// The first range that is fresh on fewer than `vote_threshold`

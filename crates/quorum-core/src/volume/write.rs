@@ -11,7 +11,7 @@ use super::{StaleMaps, Volume};
 use crate::error::VolumeError;
 use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
-use crate::stale::RangeSet;
+use crate::stale::{Live, RangeSet};
 use crate::vote;
 use crate::worker::{Request, Zeroing};
 
@@ -124,6 +124,7 @@ impl Volume {
         let mut maps = self.stale_maps();
         let StaleMaps {
             sets,
+            damaged,
             journal,
             intent,
         } = &mut *maps;
@@ -139,7 +140,13 @@ impl Volume {
             let recorded = fresh
                 .iter()
                 .try_for_each(|r| j.append_intent(true, r))
-                .and_then(|()| j.sync(sets, &intent.dirty));
+                .and_then(|()| {
+                    j.sync(Live {
+                        stale: sets,
+                        damaged,
+                        dirty: &intent.dirty,
+                    })
+                });
             if let Err(error) = recorded {
                 intent.unrecorded(&fresh);
                 intent.end(ticket);
@@ -156,8 +163,12 @@ impl Volume {
     /// After a write that met its threshold: the children that failed it
     /// missed `range`; those that took it hold it again once their copy is
     /// flushed, so they are flushed before their stale marks are cleared (a
-    /// clear must not outlive a power loss that the data did not).
+    /// clear must not outlive a power loss that the data did not). Their
+    /// damage there is cleared at once: were the write lost with a power
+    /// loss, the write-intent log has the region reconciled (scrubbed with
+    /// repair) at the next open.
     fn note_write(&self, range: Range<u64>, failed: &[bool]) -> Result<(), VolumeError> {
+        self.clear_damage_written(&range, failed);
         {
             let grain = range.start - range.start % UNFLUSHED_GRAIN
                 ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;

@@ -1,4 +1,5 @@
-//! A volume's children: add one (it syncs before it votes), remove one.
+//! A volume's children: add one (it syncs before it votes), remove one,
+//! list the ranges of one that are damaged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub(super) async fn add_child(
             "backend": child.backend,
             "state": child.state.as_str(),
             "stale_bytes": child.stale_bytes,
+            "damaged_bytes": child.damaged_bytes,
         })),
     )
         .into_response())
@@ -82,4 +84,33 @@ pub(super) async fn remove_child(
     let entry = state.entry(&vol)?;
     blocking(move || entry.remove_child(&name)).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The most ranges one `GET .../damage` lists; past it the answer says
+/// `truncated` (the bytes are counted in full).
+pub(crate) const MAX_DAMAGE_RANGES: usize = 10_000;
+
+/// The damaged ranges of a child (lost votes and failed reads not repaired
+/// yet): `{"child", "damaged_bytes", "ranges": [{offset, length}],
+/// "truncated"}`, at most [`MAX_DAMAGE_RANGES`] ranges, in order.
+pub(super) async fn child_damage(
+    State(state): State<Arc<AppState>>,
+    Path((vol, name)): Path<(String, String)>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let entry = state.entry(&vol)?;
+    let damage = entry
+        .volume()
+        .damage(&name, MAX_DAMAGE_RANGES)
+        .ok_or_else(|| ApiError::NoSuchChild(format!("volume {vol:?} has no child {name:?}")))?;
+    let ranges: Vec<_> = damage
+        .ranges
+        .iter()
+        .map(|r| json!({ "offset": r.start, "length": r.end - r.start }))
+        .collect();
+    Ok(axum::Json(json!({
+        "child": name,
+        "damaged_bytes": damage.bytes,
+        "ranges": ranges,
+        "truncated": damage.truncated,
+    })))
 }

@@ -14,12 +14,13 @@
 //! - `stream.rs`: answers sent in pieces while they hold the budget: the
 //!   streamed read and JSON answers.
 //! - `status.rs`: `GET /healthz`, `GET /readyz`, `GET /metrics`.
-//! - `volumes.rs`: `GET /v1/volumes`, `GET /v1/volumes/{vol}`.
+//! - `volumes.rs`: `GET /v1/volumes`, `GET /v1/volumes/{vol}`,
+//!   `GET /v1/child-states`.
 //! - `data.rs`: `GET|HEAD|PUT /v1/volumes/{vol}/data`,
 //!   `POST .../write-zeroes`, `POST .../discard`, `POST .../flush`.
 //! - `block_status.rs`: `GET /v1/volumes/{vol}/block-status`.
 //! - `children.rs`: `POST /v1/volumes/{vol}/children`,
-//!   `DELETE .../children/{name}`.
+//!   `DELETE .../children/{name}`, `GET .../children/{name}/damage`.
 //! - `jobs.rs`: `POST /v1/volumes/{vol}/scrub`, `GET .../jobs`,
 //!   `GET|DELETE .../jobs/{id}`.
 //! - `events.rs`: `GET /v1/event-kinds`, `GET /v1/events`,
@@ -55,14 +56,14 @@ use crate::membership::VolumeEntry;
 use crate::telemetry::Telemetry;
 
 use self::block_status::block_status;
-use self::children::{add_child, remove_child};
+use self::children::{add_child, child_damage, remove_child};
 use self::data::{discard, flush, head_data, read_data, write_data, write_zeroes};
 use self::events::{event_kinds, list_events, stream_events};
 use self::guard::{auth, transfer_codings};
 use self::jobs::{cancel_job, get_job, list_jobs, start_scrub};
 use self::status::{healthz, metrics, readyz};
 pub(crate) use self::stream::READ_CHUNK;
-use self::volumes::{get_volume, list_volumes};
+use self::volumes::{child_states, get_volume, list_volumes};
 
 /// What every handler shares.
 pub struct AppState {
@@ -119,12 +120,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/volumes/{vol}/scrub", post(start_scrub))
         .route("/v1/volumes/{vol}/children", post(add_child))
         .route("/v1/volumes/{vol}/children/{name}", delete(remove_child))
+        .route(
+            "/v1/volumes/{vol}/children/{name}/damage",
+            get(child_damage),
+        )
         .route("/v1/volumes/{vol}/jobs", get(list_jobs))
         .route(
             "/v1/volumes/{vol}/jobs/{id}",
             get(get_job).delete(cancel_job),
         )
         .route("/v1/event-kinds", get(event_kinds))
+        .route("/v1/child-states", get(child_states))
         .route("/v1/events", get(list_events))
         .route("/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))

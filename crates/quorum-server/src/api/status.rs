@@ -17,25 +17,28 @@ pub(super) async fn healthz() -> &'static str {
 }
 
 /// Whether every volume can serve: at least `vote_threshold` of its
-/// children are healthy (neither failed nor missing writes). 200 when all
-/// can, 503 otherwise; the body says which cannot, by volume name and
-/// counts only, since it is open to unauthenticated probes as `/healthz`.
+/// children serve (neither failed nor missing writes). A damaged child
+/// serves: its other ranges are good and the vote outvotes its bad ones
+/// ([`ChildState::serves`]), so it counts, and the body says how many of
+/// the serving children are damaged. 200 when all can, 503 otherwise; the
+/// body says which cannot, by volume name and counts only, since it is open
+/// to unauthenticated probes as `/healthz`.
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let volumes: Vec<_> = state
         .volumes
         .iter()
         .map(|(name, entry)| {
             let volume = entry.volume();
-            let healthy = volume
-                .children()
-                .iter()
-                .filter(|c| c.state == ChildState::Healthy)
-                .count();
+            let children = volume.children();
+            let count = |state: ChildState| children.iter().filter(|c| c.state == state).count();
+            let serving = children.iter().filter(|c| c.state.serves()).count();
             let threshold = volume.options().vote_threshold;
             json!({
                 "volume": name,
-                "ready": healthy >= threshold,
-                "healthy_children": healthy,
+                "ready": serving >= threshold,
+                "serving_children": serving,
+                "healthy_children": count(ChildState::Healthy),
+                "damaged_children": count(ChildState::Damaged),
                 "vote_threshold": threshold,
             })
         })

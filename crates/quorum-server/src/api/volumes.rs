@@ -1,8 +1,10 @@
-//! The volumes as the API shows them: options, children, statistics.
+//! The volumes as the API shows them: options, children, statistics, and
+//! the states a child can be in.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use quorum_core::{ChildState, VariantArray};
 use serde_json::json;
 
 use super::AppState;
@@ -26,6 +28,7 @@ fn volume_json(telemetry: &Telemetry, name: &str, entry: &VolumeEntry) -> serde_
                 "backend": c.backend,
                 "state": c.state.as_str(),
                 "stale_bytes": c.stale_bytes,
+                "damaged_bytes": c.damaged_bytes,
                 "stats": telemetry.child_stats(name, &c.name),
             })
         })
@@ -59,4 +62,30 @@ pub(super) async fn get_volume(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let entry = state.entry(&vol)?;
     Ok(axum::Json(volume_json(&state.telemetry, &vol, &entry)))
+}
+
+/// Every state a child can be in, as `GET /v1/volumes` and
+/// `quorum_child_state{state}` spell it, with what it means for the
+/// volume: `[{"state", "serves", "needs_operator"}]` (see
+/// [`ChildState::serves`] and [`ChildState::needs_operator`]). The
+/// dashboard reads its states here rather than keeping a copy.
+pub(super) async fn child_states() -> axum::Json<Vec<StateInfo>> {
+    axum::Json(
+        ChildState::VARIANTS
+            .iter()
+            .map(|&state| StateInfo {
+                state,
+                serves: state.serves(),
+                needs_operator: state.needs_operator(),
+            })
+            .collect(),
+    )
+}
+
+/// One state as `GET /v1/child-states` lists it.
+#[derive(serde::Serialize)]
+pub(super) struct StateInfo {
+    state: ChildState,
+    serves: bool,
+    needs_operator: bool,
 }
