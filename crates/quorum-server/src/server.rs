@@ -234,11 +234,8 @@ pub fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let _data_dir = lock_data_dir(&config.data_dir)?;
-    let events = Arc::new(
-        EventLog::open(&config.data_dir, config.max_events).with_context(|| {
-            format!("cannot open the event log in {}", config.data_dir.display())
-        })?,
-    );
+    let events = EventLog::open(&config.data_dir, config.max_events)
+        .with_context(|| format!("cannot open the event log in {}", config.data_dir.display()))?;
     let telemetry = Arc::new(Telemetry::new(config.volumes.iter().map(|v| {
         let children = v.children.iter().map(|c| c.name.as_str()).collect();
         (v.options.name.as_str(), children)
@@ -294,6 +291,7 @@ pub fn run(
     }
     served?;
     runtime.block_on(close_volumes(&state, &busy));
+    state.events.flush_folds();
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
