@@ -163,8 +163,8 @@ function badChildLine(ch) {
     }
     li.append(', ', agoEl(r.at));
     if (m.lastRewriteAt >= r.at) li.append(h('span', { class: 'repaired' }, ' \u2014 rewritten with the winning data'));
-    // Folded reports ("suppressed") count too.
-    const total = reports.reduce((sum, x) => sum + 1 + (x.suppressed > 0 ? x.suppressed : 0), 0);
+    // A folded event stands for its `suppressed` reports.
+    const total = reports.reduce((sum, x) => sum + (x.suppressed > 0 ? x.suppressed : 1), 0);
     if (total > 1) {
       const ranges = new Set(reports.map((x) => `${x.offset}+${x.bytes}`));
       const n = reports.length >= REPORTS_KEEP ? `over ${fmtCount(total)}` : fmtCount(total);
