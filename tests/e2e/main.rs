@@ -18,6 +18,7 @@ mod linearizability;
 mod membership;
 mod nbd;
 mod observability;
+mod operators_events;
 mod ownership;
 mod per_block;
 mod promises;

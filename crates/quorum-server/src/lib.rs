@@ -33,6 +33,7 @@ pub mod listener;
 pub mod membership;
 pub mod nbd;
 pub mod range;
+pub mod reopen;
 pub mod resync;
 pub mod server;
 pub mod telemetry;
