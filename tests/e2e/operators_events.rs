@@ -20,11 +20,6 @@ const DATA: &str = "/v1/volumes/vm/data";
 /// reopening backs off up to 30 s between attempts, then the resync copies.
 const REOPEN_DEADLINE: Duration = Duration::from_secs(60);
 
-/// How many reports an event stands for: a folded one, its `suppressed`.
-fn stands_for(ev: &Value) -> u64 {
-    ev["data"]["suppressed"].as_u64().unwrap_or(1)
-}
-
 /// 500 reads of one corrupted block: a handful of `QUORUM_REPORT_BAD`
 /// events, not 500; the folded ones say how many reports they stand for
 /// (500 in all) and the exact range; the last one comes when its second
@@ -64,7 +59,7 @@ fn reads_of_one_bad_block_fold_into_a_few_events_that_count_them_all() {
                 .into_iter()
                 .cloned()
                 .collect();
-            reports.iter().map(stands_for).sum::<u64>() >= READS
+            reports.iter().map(reports_in).sum::<u64>() >= READS
         },
     );
     let waited = last_read.elapsed();
@@ -73,7 +68,7 @@ fn reads_of_one_bad_block_fold_into_a_few_events_that_count_them_all() {
         "the last fold came {waited:?} after the last read"
     );
     assert_eq!(
-        reports.iter().map(stands_for).sum::<u64>(),
+        reports.iter().map(reports_in).sum::<u64>(),
         READS,
         "{reports:?}"
     );
@@ -95,7 +90,7 @@ fn reads_of_one_bad_block_fold_into_a_few_events_that_count_them_all() {
     let (offset, bytes) = (data_u64(first, "offset"), data_u64(first, "bytes"));
     for fold in &reports[1..] {
         check_report(fold, "vm", "c", "read", None);
-        assert!(stands_for(fold) >= 1, "{fold}");
+        assert!(reports_in(fold) >= 1, "{fold}");
         assert_eq!(data_u64(fold, "first-offset"), offset, "{fold}");
         assert_eq!(
             fold["data"]["ranges"],
@@ -139,12 +134,18 @@ fn job_progress_is_streamed_live_and_not_logged() {
         .events
         .recv_timeout(Duration::from_secs(30))
         .expect("the stream gave the scrub's events");
-    let names: Vec<&str> = streamed.iter().filter_map(|e| e["event"].as_str()).collect();
+    let names: Vec<&str> = streamed
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
     let progress: Vec<u64> = named(&streamed, "JOB_PROGRESS")
         .iter()
         .map(|e| event_id(e))
         .collect();
-    assert!(!progress.is_empty(), "no JOB_PROGRESS on the stream: {names:?}");
+    assert!(
+        !progress.is_empty(),
+        "no JOB_PROGRESS on the stream: {names:?}"
+    );
     assert_eq!(names.first(), Some(&"JOB_STARTED"), "{names:?}");
     assert_eq!(names.last(), Some(&"JOB_COMPLETED"), "{names:?}");
     let ids: Vec<u64> = streamed.iter().map(event_id).collect();
@@ -260,6 +261,9 @@ fn a_volume_starts_without_a_block_server_that_is_down_and_resyncs_it() {
     blocks[1].restart();
     let front = Sandbox::new().serve(&config);
     let expected = serve_while_failed(&front, "r2");
+    // Nothing is known of r2 (the volume never ran with it): it is stale
+    // over the whole volume.
+    assert_eq!(child_of(&front, "r2")["stale_bytes"], MIB);
     blocks[2].restart();
     wait_resynced(&front, "r2");
     let disks: Vec<Vec<u8>> = blocks.iter().map(|b| b.read_file("disk.img")).collect();
@@ -302,4 +306,51 @@ fn a_volume_starts_without_its_s3_store_that_is_down_and_resyncs_it() {
         &expected,
         "the store's copy",
     );
+}
+
+/// A volume that ran with all its children restarts while one is down: it
+/// starts without it, and the child gets back exactly what it missed (its
+/// stale map from the journal, and the writes made without it), not the
+/// whole volume.
+#[test]
+fn a_child_down_at_a_restart_gets_back_only_what_it_missed() {
+    let mut blocks: Vec<Server> = (0..3).map(|_| block_server("1MiB", "")).collect();
+    let children: Vec<String> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
+        .collect();
+    let mut front = Sandbox::new().serve(&volume("vm", "1MiB", 2, "", &children));
+    let mut expected = pattern(50, MIB as usize);
+    front.write_volume("vm", 0, &expected);
+    assert!(front.stop().success());
+    blocks[0].kill();
+    front.restart();
+    let listed = child_of(&front, "r0");
+    assert_eq!(listed["state"], "failed", "{listed}");
+    assert_eq!(listed["stale_bytes"], 0, "the journal knew r0: {listed}");
+    let missed = pattern(51, 10_000);
+    front.write_volume("vm", 200_000, &missed);
+    expected[200_000..210_000].copy_from_slice(&missed);
+    let stale = child_of(&front, "r0")["stale_bytes"]
+        .as_u64()
+        .expect("stale_bytes");
+    assert!(
+        (10_000..MIB / 2).contains(&stale),
+        "r0 is stale over {stale} bytes after missing one write of 10000"
+    );
+    assert_bytes_eq(
+        &front.read_volume("vm", 0, MIB),
+        &expected,
+        "the volume with r0 down",
+    );
+    blocks[0].restart();
+    wait_resynced(&front, "r0");
+    for (i, b) in blocks.iter().enumerate() {
+        assert_bytes_eq(
+            &b.read_file("disk.img"),
+            &expected,
+            &format!("r{i}'s disk.img"),
+        );
+    }
 }

@@ -157,25 +157,23 @@ fn a_missing_config_file_is_refused() {
 fn children_unreachable_at_start_below_the_threshold_are_refused_with_one_line() {
     let refusing = RefusingPort::new();
     let port = refusing.port;
-    let http = |name: &str| {
-        format!(
+    // A child table of `kind` on the refusing port.
+    let far = |kind: &str, name: &str| match kind {
+        "http" => format!(
             "  [[volume.child]]\n  name = \"{name}\"\n  uri = \"http://127.0.0.1:{port}/v1/volumes/{name}\"\n  options = {{ timeout = \"2s\", connect_timeout = \"500ms\" }}\n"
-        )
-    };
-    let s3 = |name: &str| {
-        format!(
+        ),
+        _ => format!(
             "  [[volume.child]]\n  name = \"{name}\"\n  uri = \"s3://blocks/{name}\"\n  options = {{ aws_endpoint = \"http://127.0.0.1:{port}\", aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = \"k\", aws_secret_access_key = \"s\" }}\n"
-        )
+        ),
     };
-    let cases: [(&str, &dyn Fn(&str) -> String); 2] = [("http", &http), ("s3", &s3)];
-    for (what, far) in cases {
+    for what in ["http", "s3"] {
         let sandbox = Sandbox::new();
         let failure = sandbox.start_expecting_failure(&volume(
             "vm",
             "1MiB",
             2,
             "",
-            &[child("a"), far("far1"), far("far2")],
+            &[child("a"), far(what, "far1"), far(what, "far2")],
         ));
         let line = failure.one_line();
         assert!(

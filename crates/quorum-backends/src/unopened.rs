@@ -27,12 +27,7 @@ impl Unopened {
 
     /// The child `name` at `uri`, of `size` bytes, which could not be
     /// opened because of `why`.
-    pub fn new(
-        name: impl Into<String>,
-        uri: &str,
-        why: impl Into<String>,
-        size: u64,
-    ) -> Unopened {
+    pub fn new(name: impl Into<String>, uri: &str, why: impl Into<String>, size: u64) -> Unopened {
         Unopened {
             name: name.into(),
             uri: crate::redact_uri(uri),

@@ -97,7 +97,8 @@ impl Folded {
         if first < last {
             let start = self.ranges[first].start.min(range.start);
             let end = self.ranges[last - 1].end.max(range.end);
-            self.ranges.splice(first..last, [start..end]);
+            self.ranges.drain(first + 1..last);
+            self.ranges[first] = start..end;
         } else if self.ranges.len() < MAX_FOLDED_RANGES {
             self.ranges.insert(first, range);
         } else {

@@ -140,6 +140,10 @@ pub enum MembershipError {
     Closing,
 }
 
+/// A change of a volume's children's configs, with the membership change
+/// that makes it.
+type ConfigEdit<'a> = dyn FnMut(&mut Vec<ChildConfig>) + 'a;
+
 /// The saved membership of a volume.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Saved {
@@ -355,7 +359,9 @@ impl VolumeEntry {
             .find(|c| c.name == name && c.backend.kind() == Unopened::KIND)
             .ok_or_else(|| MembershipError::NoSuchChild(name.to_owned()))?;
         *slot = ChildSpec::new(name.to_owned(), backend);
-        self.swap(specs, old.syncing(), |_| {}, |_| Ok(()))?;
+        // The membership is unchanged: nothing to save (a saved membership
+        // would take the place of the config file's children at start).
+        self.swap(specs, old.syncing(), None, |_| Ok(()))?;
         self.volume()
             .children()
             .into_iter()
@@ -443,7 +449,7 @@ impl VolumeEntry {
         self.swap(
             specs,
             syncing,
-            |children| children.push(config),
+            Some(&mut |children: &mut Vec<ChildConfig>| children.push(config.clone())),
             |v| v.mark_stale(name, std::slice::from_ref(&everything)),
         )?;
         self.rebuild.telemetry.add_child(old.name(), name);
@@ -495,7 +501,7 @@ impl VolumeEntry {
         self.swap(
             specs,
             syncing,
-            |children| children.retain(|c| c.name != name),
+            Some(&mut |children: &mut Vec<ChildConfig>| children.retain(|c| c.name != name)),
             |_| Ok(()),
         )?;
         self.rebuild.telemetry.remove_child(old.name(), name);
@@ -510,12 +516,13 @@ impl VolumeEntry {
     }
 
     /// With the gate held: stops the jobs, opens the new volume, prepares
-    /// it, swaps it in, saves the membership, starts the jobs again.
+    /// it, swaps it in, applies `edit` to the children's configs and saves
+    /// the membership (when there is an edit), starts the jobs again.
     fn swap(
         &self,
         specs: Vec<ChildSpec>,
         syncing: Vec<String>,
-        edit: impl FnOnce(&mut Vec<ChildConfig>),
+        edit: Option<&mut ConfigEdit<'_>>,
         prepare: impl FnOnce(&Volume) -> Result<(), VolumeError>,
     ) -> Result<(), MembershipError> {
         let r = &self.rebuild;
@@ -546,8 +553,10 @@ impl VolumeEntry {
         }
         volume.set_syncing(syncing);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = volume.clone();
-        edit(&mut self.children.lock().unwrap_or_else(PoisonError::into_inner));
-        save_membership(&r.data_dir, &volume, &self.children);
+        if let Some(edit) = edit {
+            edit(&mut self.children.lock().unwrap_or_else(PoisonError::into_inner));
+            save_membership(&r.data_dir, &volume, &self.children);
+        }
         self.restart_jobs(volume);
         Ok(())
     }

@@ -79,6 +79,36 @@ pub fn reports_for<'a>(events: &'a [Value], node: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// How many reports a `QUORUM_REPORT_BAD` stands for: a folded one (the
+/// reports of a child within a second after the first) its `suppressed`,
+/// any other 1.
+pub fn reports_in(ev: &Value) -> u64 {
+    ev["data"]["suppressed"].as_u64().unwrap_or(1)
+}
+
+/// The byte ranges a `QUORUM_REPORT_BAD` names, as (offset, bytes): a
+/// folded one's `ranges` (the union of the reports it stands for; it must
+/// list them all), any other its `offset` and `bytes`.
+#[track_caller]
+pub fn report_ranges(ev: &Value) -> Vec<(u64, u64)> {
+    match ev["data"]["ranges"].as_array() {
+        Some(ranges) => {
+            assert_eq!(ev["data"]["ranges-truncated"], false, "{ev}");
+            ranges
+                .iter()
+                .map(|r| {
+                    let field = |k: &str| {
+                        r[k].as_u64()
+                            .unwrap_or_else(|| panic!("a range without {k} in {ev}"))
+                    };
+                    (field("offset"), field("bytes"))
+                })
+                .collect()
+        }
+        None => vec![(data_u64(ev, "offset"), data_u64(ev, "bytes"))],
+    }
+}
+
 /// An unsigned field of an event's data.
 #[track_caller]
 pub fn data_u64(ev: &Value, key: &str) -> u64 {
