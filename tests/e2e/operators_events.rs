@@ -109,6 +109,10 @@ fn reads_of_one_bad_block_fold_into_a_few_events_that_count_them_all() {
     let after = reports_for(&server.events(&format!("since={before}")), "c").len();
     assert_eq!(after, reports.len(), "an event came after the last fold");
 
+    eprintln!(
+        "{READS} reads of one bad block in {took:?}: {} QUORUM_REPORT_BAD events, the last {waited:?} after the last read",
+        reports.len()
+    );
     // The metrics count every report.
     let counted = server.metric(r#"quorum_bad_reports_total{volume="vm",child="c",type="read"}"#);
     assert_eq!(counted, READS as f64);
