@@ -54,10 +54,10 @@ export function setPill(id, st, text, title) {
   if (title !== undefined) el.title = title;
 }
 
-/** "+49 similar": identical error reports the server folded into this one. */
+/** "×49 in 1 s": the reports the server folded into one event. */
 export function similarEl(n) {
   return h('span', {
     class: 'similar', 'data-suppressed': n,
-    title: `${fmtExact(n)} more identical error report${n === 1 ? '' : 's'} within a second, folded into this one`,
-  }, ` +${fmtCount(n)} similar`);
+    title: `${fmtExact(n)} report${n === 1 ? '' : 's'} of this kind within a second, folded by the server into this event`,
+  }, ` \u00d7${fmtCount(n)} in 1 s`);
 }

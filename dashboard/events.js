@@ -9,7 +9,7 @@
 // heard of still gets its own label (the name without "QUORUM_") and its
 // own filter button.
 
-import { fmtBytes, fmtExact, fmtPct, fmtRange, jobName, mismatchText, pct } from './format.js';
+import { fmtBytes, fmtCount, fmtDuration, fmtExact, fmtPct, fmtRange, jobName, mismatchText, pct } from './format.js';
 
 // name -> [css kind, label]; only where the generic rule would not do.
 const LOOKS = {
@@ -148,4 +148,75 @@ export function describeEvent(ev, levelOf = () => 'unknown') {
       else detail = JSON.stringify(d);
   }
   return { css, label, child: eventChild(ev), offset, bytes, rangeText, detail, detailClass };
+}
+
+// ---------------------------------------------------------------- repeats
+
+/** Events of one kind and child this close together share a feed row. */
+export const REPEAT_GAP_MS = 30 * 1000;
+/**
+ * The server folds the reports of a child that come within a second of
+ * the first into one event at the end of that second; `suppressed` says
+ * how many it stands for.
+ */
+export const FOLD_WINDOW_MS = 1000;
+
+/**
+ * What makes events repeats of each other: the same name, volume and
+ * child, and for reports the same type and whether the child failed or
+ * lost a vote. Jobs and membership events are never grouped (null).
+ */
+export function repeatKey(ev) {
+  if (isJobEvent(ev.event) || isChildEvent(ev.event)) return null;
+  const d = ev.data || {};
+  return [ev.volume, ev.event, eventChild(ev), d.type || '', d.error ? 'failed' : ''].join('\u0000');
+}
+
+/** How many reports an event stands for: a folded one, its `suppressed`. */
+export function reportCount(ev) {
+  const n = (ev.data || {}).suppressed;
+  return Number.isFinite(n) && n > 0 ? n : 1;
+}
+
+/**
+ * Groups feed records (newest first, as feedRecords gives them) into rows:
+ * a record joins the last group of its repeatKey when it came at most
+ * `gapMs` after that group's newest. Returns the groups newest first, each
+ * placed by its newest record: {rec (the newest), records (newest first),
+ * count (reports it stands for), firstAt, lastAt}. A folded event's reports
+ * came in the second before it, so its group starts a second earlier.
+ */
+export function groupRepeats(records, gapMs = REPEAT_GAP_MS) {
+  const groups = [];
+  const open = new Map();
+  let order = 0;
+  for (let i = records.length - 1; i >= 0; i--) {
+    const rec = records[i];
+    const key = repeatKey(rec.ev);
+    const folded = (rec.ev.data || {}).suppressed > 0;
+    const from = rec.at - (folded ? FOLD_WINDOW_MS : 0);
+    const g = key === null ? undefined : open.get(key);
+    if (g && rec.at - g.lastAt <= gapMs) {
+      g.rec = rec;
+      g.records.unshift(rec);
+      g.count += reportCount(rec.ev);
+      g.firstAt = Math.min(g.firstAt, from);
+      g.lastAt = Math.max(g.lastAt, rec.at);
+      g.order = order++;
+      continue;
+    }
+    const fresh = { rec, records: [rec], count: reportCount(rec.ev), firstAt: from, lastAt: rec.at, order: order++ };
+    groups.push(fresh);
+    if (key !== null) open.set(key, fresh);
+  }
+  groups.sort((a, b) => b.order - a.order);
+  return groups.map(({ order: _, ...g }) => g);
+}
+
+/** "×37 in 2 s" for a row that stands for several reports, else "". */
+export function repeatText(group) {
+  if (!(group.count > 1)) return '';
+  const ms = group.lastAt - group.firstAt;
+  const span = ms < 1000 ? 'under 1 s' : fmtDuration(ms / 1000);
+  return `\u00d7${fmtCount(group.count)} in ${span}`;
 }

@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { describeEvent, eventRange, filterGroups, isChildEvent, isJobEvent, kindStyle } from './events.js';
+import {
+  describeEvent, eventRange, filterGroups, groupRepeats, isChildEvent, isJobEvent, kindStyle, repeatText, reportCount,
+} from './events.js';
 
 // What GET /v1/event-kinds answers (the server's order).
 const SERVER_KINDS = [
@@ -98,4 +100,52 @@ test('job events: progress and what a finished scrub found', () => {
   assert.equal(done({ state: 'completed', mismatches: { c: 4096 } }).detailClass, 'warn');
   assert.equal(done({ state: 'completed', unrecoverable: [[0, 4096]] }).detailClass, 'err');
   assert.equal(done({ state: 'cancelled' }).detailClass, 'muted');
+});
+
+// Feed records as the model keeps them, newest first: `at` in ms.
+const rec = (at, event, data, volume = 'vm') => ({ ev: { id: at, timestamp: '', event, volume, data }, at, source: 'stream' });
+const lostAt = (at, child, volume = 'vm') =>
+  rec(at, 'QUORUM_REPORT_BAD', { 'node-name': child, type: 'read', offset: 8192, bytes: 4096 }, volume);
+
+test('repeats of one kind for one child share a row, placed by the newest', () => {
+  const records = [
+    lostAt(5000, 'c'),
+    rec(4500, 'QUORUM_REPORT_BAD', { 'node-name': 'c', type: 'read', offset: 0, bytes: 512, error: 'EIO' }),
+    lostAt(4000, 'b'),
+    rec(3000, 'QUORUM_REPORT_BAD', { 'node-name': 'c', type: 'read', offset: 8192, bytes: 4096, suppressed: 35 }),
+    rec(2500, 'JOB_PROGRESS', { job: 1, kind: 'scrub' }),
+    rec(2400, 'JOB_PROGRESS', { job: 1, kind: 'scrub' }),
+    lostAt(2000, 'c'),
+    lostAt(1500, 'c', 'other'),
+  ];
+  const groups = groupRepeats(records);
+  assert.deepEqual(groups.map((g) => [g.rec.at, g.records.length, g.count]), [
+    [5000, 3, 37], // c lost votes: one, a fold of 35, one
+    [4500, 1, 1], // c failed: another kind
+    [4000, 1, 1], // b
+    [2500, 1, 1], // jobs are never grouped
+    [2400, 1, 1],
+    [1500, 1, 1], // another volume
+  ]);
+  // The fold's reports came in the second before it: from 2000 to 5000.
+  assert.deepEqual([groups[0].firstAt, groups[0].lastAt], [2000, 5000]);
+  assert.equal(repeatText(groups[0]), '\u00d737 in 3 s');
+  assert.equal(repeatText(groups[1]), '');
+});
+
+test('a repeat after a long quiet starts a row of its own', () => {
+  const groups = groupRepeats([lostAt(100_000, 'c'), lostAt(60_000, 'c'), lostAt(50_000, 'c')]);
+  assert.deepEqual(groups.map((g) => g.count), [1, 2]);
+  assert.equal(repeatText(groups[1]), '\u00d72 in 10 s');
+  assert.deepEqual(groupRepeats([]), []);
+});
+
+test('a lone folded event stands for its count within its second', () => {
+  const [g] = groupRepeats([rec(9000, 'QUORUM_REPORT_BAD',
+    { 'node-name': 'c', type: 'read', offset: 0, bytes: 4096, suppressed: 499 })]);
+  assert.equal(g.count, 499);
+  assert.equal(repeatText(g), '\u00d7499 in 1 s');
+  assert.equal(reportCount({ data: {} }), 1);
+  assert.equal(reportCount({ data: { suppressed: 12 } }), 12);
+  assert.equal(repeatText({ count: 3, firstAt: 0, lastAt: 400 }), '\u00d73 in under 1 s');
 });

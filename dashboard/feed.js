@@ -1,10 +1,12 @@
-// The Events panel: the live feed (newest first, at most FEED_MAX rows)
+// The Events panel: the live feed (newest first, at most FEED_MAX events)
 // and its filter buttons, one per group of the server's event kinds.
-// Live events are drawn in batches, so that a burst (a replica that fails
-// every request) costs one redraw, not one per event.
+// Repeats of one kind for one child share a row ("×37 in 2 s", see
+// groupRepeats), placed by the newest. Live events are drawn in batches,
+// so that a burst (a replica that fails every request) costs one redraw,
+// not one per event.
 
-import { $, h, similarEl } from './dom.js';
-import { describeEvent, filterGroups, isChildEvent, isJobEvent } from './events.js';
+import { $, h } from './dom.js';
+import { describeEvent, filterGroups, groupRepeats, isChildEvent, isJobEvent, repeatText } from './events.js';
 import { exactRange, fmtCount, fmtFullTime, fmtTime } from './format.js';
 import { KEEP_EVENTS, eventCounts, feedRecords, stateLook, toggleHidden } from './model.js';
 
@@ -16,11 +18,12 @@ export function createFeed() {
   return { pending: [], timer: null };
 }
 
-function eventRow(app, rec) {
-  const { ev, at, source } = rec;
+function eventRow(app, group) {
+  const { ev, at, source } = group.rec;
   const d = ev.data || {};
   const e = describeEvent(ev, (state) => stateLook(app.model, state).level);
   const ts = Date.parse(ev.timestamp);
+  const repeats = repeatText(group);
   const tr = h('tr', {
     class: `event ev-${e.css}${source === 'stream' ? ' live' : ''}`,
     'data-id': ev.id,
@@ -32,6 +35,7 @@ function eventRow(app, rec) {
     'data-source': source,
     'data-job': isJobEvent(ev.event) ? d.job : null,
     'data-suppressed': d.suppressed > 0 ? d.suppressed : null,
+    'data-repeats': group.count > 1 ? group.count : null,
     title: `#${ev.id} ${ev.event}\n${fmtFullTime(at)}\n${JSON.stringify(d)}`,
   },
   h('td', { class: 'c-time', title: `${fmtFullTime(ts)} (server: ${ev.timestamp})` }, fmtTime(ts)),
@@ -41,7 +45,11 @@ function eventRow(app, rec) {
   h('td', { class: 'c-range', title: exactRange(e.offset, e.bytes) },
     d.type ? h('span', { class: 'op' }, `${d.type} `) : '', e.rangeText),
   h('td', { class: `c-detail ${e.detailClass}`, title: e.detail }, e.detail,
-    d.suppressed > 0 ? similarEl(d.suppressed) : null));
+    repeats ? h('span', {
+      class: 'similar',
+      title: `${fmtCount(group.count)} reports in ${group.records.length} event${group.records.length === 1 ? '' : 's'}` +
+        ' (the server folds what comes within a second of a report into one event)',
+    }, ` ${repeats}`) : null));
   if (ev.event === 'QUORUM_REPORT_BAD' && !d.error) tr.dataset.lost = 'true';
   return tr;
 }
@@ -61,38 +69,28 @@ function updateFeedMeta(app) {
   }
 }
 
-/** Draws the whole feed from the model (after the history, or a filter). */
-export function renderFeed(app) {
+/**
+ * Draws the whole feed from the model (after the history, a filter, or a
+ * batch of live events); the rows whose newest event is in `fresh` are
+ * marked so.
+ */
+export function renderFeed(app, fresh = new Set()) {
   // Everything queued is in the model already.
   app.feed.pending = [];
   const body = $('events-body');
-  body.replaceChildren(...feedRecords(app.model, FEED_MAX).map((rec) => eventRow(app, rec)));
+  body.replaceChildren(...groupRepeats(feedRecords(app.model, FEED_MAX)).map((g) => {
+    const row = eventRow(app, g);
+    if (fresh.has(g.rec)) row.classList.add('fresh');
+    return row;
+  }));
   updateFeedMeta(app);
 }
 
 function flushEvents(app) {
   const feed = app.feed;
   feed.timer = null;
-  const batch = feed.pending.slice(-FEED_MAX).filter((r) => !r.superseded);
-  feed.pending = [];
-  const body = $('events-body');
-  // The progress rows these events replace.
-  for (const r of batch) {
-    if (r.ev.event !== 'JOB_PROGRESS' && r.ev.event !== 'JOB_COMPLETED') continue;
-    for (const row of body.querySelectorAll(`tr[data-event="JOB_PROGRESS"][data-job="${Number(r.ev.data && r.ev.data.job)}"]`)) {
-      if (row.dataset.volume === r.ev.volume) row.remove();
-    }
-  }
-  const rows = [];
-  for (let i = batch.length - 1; i >= 0; i--) {
-    if (app.model.hidden.has(batch[i].ev.event)) continue;
-    const row = eventRow(app, batch[i]);
-    row.classList.add('fresh');
-    rows.push(row);
-  }
-  body.prepend(...rows);
-  while (body.rows.length > FEED_MAX) body.deleteRow(body.rows.length - 1);
-  updateFeedMeta(app);
+  const batch = feed.pending;
+  renderFeed(app, new Set(batch));
   const names = batch.map((r) => r.ev.event);
   // Show the marks now rather than at the next poll.
   if (names.some((n) => n !== 'QUORUM_REWRITE' && !isJobEvent(n))) app.hooks.refresh();

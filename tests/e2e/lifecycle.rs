@@ -10,18 +10,18 @@ use crate::util::*;
 const DATA: &str = "/v1/volumes/vm/data";
 
 /// An open SSE stream read on a thread.
-struct Sse {
+pub struct Sse {
     /// One message once the answer's head arrived: the server subscribed
     /// the stream to live events before it answered.
-    connected: mpsc::Receiver<()>,
+    pub connected: mpsc::Receiver<()>,
     /// The events, once `want` of them arrived or the stream ended.
-    events: mpsc::Receiver<Vec<serde_json::Value>>,
+    pub events: mpsc::Receiver<Vec<serde_json::Value>>,
 }
 
 impl Sse {
     /// Waits (bounded) until the stream is subscribed.
     #[track_caller]
-    fn wait_connected(&self) {
+    pub fn wait_connected(&self) {
         self.connected
             .recv_timeout(Duration::from_secs(10))
             .expect("the event stream answered within 10 s");
@@ -31,6 +31,16 @@ impl Sse {
 /// Reads SSE `data:` lines from `url` on a thread until `want` of them
 /// arrived or the stream ended; returns them as JSON.
 fn collect_sse(url: String, headers: Vec<(&'static str, String)>, want: usize) -> Sse {
+    collect_sse_until(url, headers, move |got| got.len() == want)
+}
+
+/// Reads SSE `data:` lines from `url` on a thread until `done` says the
+/// events so far are enough, or the stream ended; returns them as JSON.
+pub fn collect_sse_until(
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    done: impl Fn(&[serde_json::Value]) -> bool + Send + 'static,
+) -> Sse {
     let (connected_tx, connected) = mpsc::channel();
     let (tx, events) = mpsc::channel();
     thread::spawn(move || {
@@ -54,7 +64,7 @@ fn collect_sse(url: String, headers: Vec<(&'static str, String)>, want: usize) -
             let Ok(line) = line else { break };
             if let Some(data) = line.strip_prefix("data:") {
                 got.push(serde_json::from_str(data.trim()).expect("an event's JSON"));
-                if got.len() == want {
+                if done(&got) {
                     break;
                 }
             }

@@ -21,6 +21,7 @@ mod membership;
 mod nbd;
 mod nbd_tls;
 mod observability;
+mod operators_events;
 mod ownership;
 mod per_block;
 mod promises;

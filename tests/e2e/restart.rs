@@ -15,11 +15,6 @@ fn cause_an_event(server: &Server, seed: u64) {
     assert_bytes_eq(&server.read_volume("vm", 0, 4096), &data, "the voted read");
 }
 
-/// The names of `events`.
-fn names(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["event"].as_str()).collect()
-}
-
 const BAD: &str = "QUORUM_REPORT_BAD";
 const STATE: &str = "CHILD_STATE_CHANGE";
 
@@ -32,12 +27,7 @@ fn events_survive(stop: impl FnOnce(&mut Server), clean: bool) {
     let mut server = Sandbox::new().serve(&abc_volume("1MiB", ""));
     cause_an_event(&server, 40);
     cause_an_event(&server, 41);
-    let before = server.all_events();
-    assert_eq!(
-        names(&before),
-        [BAD, STATE, STATE, BAD, STATE],
-        "{before:?}"
-    );
+    let before = server.events_settled(0, &[BAD, STATE, STATE, BAD, STATE]);
     let old_max = server.last_event_id();
 
     stop(&mut server);
@@ -62,14 +52,13 @@ fn events_survive(stop: impl FnOnce(&mut Server), clean: bool) {
     }
     let restarted = after.len();
     cause_an_event(&server, 42);
-    let all = server.all_events();
     // After a clean stop c is still damaged: the write heals it first.
     let caused: &[&str] = if clean {
         &[STATE, BAD, STATE]
     } else {
         &[BAD, STATE]
     };
-    assert_eq!(names(&all[restarted..]), caused, "{all:?}");
+    let all = server.events_settled(restarted, caused);
     assert_eq!(
         &all[..before.len()],
         &before[..],

@@ -82,7 +82,9 @@ impl Weed {
         weed
     }
 
-    fn spawn(&mut self) {
+    /// Starts the instance (again, after [`Weed::kill`]: same ports, same
+    /// data) and waits until it serves S3.
+    pub fn spawn(&mut self) {
         let d = self.dir.path();
         let [master, volume, filer, s3, admin] = self.ports;
         let log = fs::OpenOptions::new()
@@ -186,7 +188,8 @@ impl Weed {
         assert!(ok.success());
     }
 
-    fn kill(&mut self) {
+    /// Stops the instance at once, as a crash would.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

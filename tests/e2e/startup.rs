@@ -146,34 +146,43 @@ fn a_missing_config_file_is_refused() {
     );
 }
 
-/// A child that cannot be reached at start (a remote block server or an S3
-/// endpoint whose port refuses connections) stops the start: a non-zero
-/// exit with one line naming the volume and the child, within the start
-/// deadline (the client's bounded timeouts, not object_store's minutes of
-/// retries).
+/// Children that cannot be reached at start (remote block servers or S3
+/// endpoints whose port refuses connections), so many that the others are
+/// fewer than `vote_threshold`, stop the start: a non-zero exit with one
+/// line naming the volume, each child and why, within the start deadline
+/// (the client's bounded timeouts, not object_store's minutes of retries).
+/// (With one of three unreachable the volume starts degraded:
+/// `operators_events`.)
 #[test]
-fn a_child_unreachable_at_start_is_refused_with_one_line() {
+fn children_unreachable_at_start_below_the_threshold_are_refused_with_one_line() {
     let refusing = RefusingPort::new();
     let port = refusing.port;
-    let http = format!(
-        "  [[volume.child]]\n  name = \"far\"\n  uri = \"http://127.0.0.1:{port}/v1/volumes/blk\"\n  options = {{ timeout = \"2s\", connect_timeout = \"500ms\" }}\n"
-    );
-    let s3 = format!(
-        "  [[volume.child]]\n  name = \"far\"\n  uri = \"s3://blocks/vm\"\n  options = {{ aws_endpoint = \"http://127.0.0.1:{port}\", aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = \"k\", aws_secret_access_key = \"s\" }}\n"
-    );
-    for (what, child_table) in [("http", http), ("s3", s3)] {
+    // A child table of `kind` on the refusing port.
+    let far = |kind: &str, name: &str| match kind {
+        "http" => format!(
+            "  [[volume.child]]\n  name = \"{name}\"\n  uri = \"http://127.0.0.1:{port}/v1/volumes/{name}\"\n  options = {{ timeout = \"2s\", connect_timeout = \"500ms\" }}\n"
+        ),
+        _ => format!(
+            "  [[volume.child]]\n  name = \"{name}\"\n  uri = \"s3://blocks/{name}\"\n  options = {{ aws_endpoint = \"http://127.0.0.1:{port}\", aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = \"k\", aws_secret_access_key = \"s\" }}\n"
+        ),
+    };
+    for what in ["http", "s3"] {
         let sandbox = Sandbox::new();
         let failure = sandbox.start_expecting_failure(&volume(
             "vm",
             "1MiB",
             2,
             "",
-            &[child("a"), child("b"), child_table],
+            &[child("a"), far(what, "far1"), far(what, "far2")],
         ));
         let line = failure.one_line();
         assert!(
-            line.contains("vm") && line.contains("far"),
-            "{what}: the line should name the volume and the child: {line}"
+            line.contains("\"vm\"") && line.contains("\"far1\"") && line.contains("\"far2\""),
+            "{what}: the line should name the volume and both children: {line}"
+        );
+        assert!(
+            line.contains("vote_threshold 2"),
+            "{what}: the line should say the threshold: {line}"
         );
         // And the reason: it could not reach the port (not another refusal
         // that happens to name the child).
@@ -182,7 +191,7 @@ fn a_child_unreachable_at_start_is_refused_with_one_line() {
             || line.contains("connect");
         assert!(
             unreachable,
-            "{what}: the line should say the child could not be reached: {line}"
+            "{what}: the line should say the children could not be reached: {line}"
         );
     }
 }

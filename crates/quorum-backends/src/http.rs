@@ -132,10 +132,9 @@ impl HttpBackend {
             timeout,
             size: 0,
         };
-        let remote = backend.remote_size().map_err(|e| OpenError::Remote {
-            uri: backend.base.clone(),
-            problem: e.to_string(),
-        })?;
+        let remote = backend
+            .remote_size()
+            .map_err(|e| OpenError::remote(&backend.base, e, ""))?;
         if let Some(expected) = size {
             if remote != expected {
                 return Err(OpenError::Remote {
@@ -415,5 +414,40 @@ impl Backend for HttpBackend {
 
     fn max_in_flight(&self) -> usize {
         IN_FLIGHT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A closed port is unreachable (the server may start without it); a
+    /// uri that cannot be used is not.
+    #[test]
+    fn a_remote_that_does_not_answer_is_unreachable() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let options = BTreeMap::from([("connect_timeout".to_owned(), "300ms".to_owned())]);
+        let uri = format!("http://127.0.0.1:{port}/v1/volumes/x");
+        match HttpBackend::open(&uri, &options, Some(4096), None) {
+            Err(OpenError::Unreachable { uri: shown, source }) => {
+                assert_eq!(shown, uri);
+                assert!(
+                    matches!(
+                        source,
+                        BackendError::Unavailable(_) | BackendError::Timeout(_)
+                    ),
+                    "{source:?}"
+                );
+            }
+            Err(e) => panic!("not unreachable: {e:?}"),
+            Ok(_) => panic!("a closed port opened"),
+        }
+        let bad = HttpBackend::open("http://[::1", &options, Some(4096), None);
+        assert!(matches!(bad, Err(OpenError::BadUri { .. })));
     }
 }

@@ -112,6 +112,19 @@ pub enum OpenError {
         /// What went wrong.
         problem: String,
     },
+    /// A remote child (S3 or http) gave no answer: the connection was
+    /// refused or reset, the name did not resolve, or nothing answered in
+    /// time. Unlike every other error it may go away by itself: the server
+    /// starts without such a child (failed, and retried) when the others
+    /// reach the volume's threshold.
+    #[error("{uri}: {source}")]
+    Unreachable {
+        /// The remote's uri, without credentials.
+        uri: String,
+        /// What the attempt got: [`quorum_core::BackendError::Unavailable`]
+        /// or [`quorum_core::BackendError::Timeout`].
+        source: quorum_core::BackendError,
+    },
     /// An option the backend does not know.
     #[error("unknown option {option:?} for a {backend} child")]
     UnknownOption {
@@ -183,6 +196,31 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// The error of a remote child that gave no answer to `attempt`:
+    /// [`OpenError::Unreachable`] when the attempt timed out or found
+    /// nothing to talk to, else [`OpenError::Remote`] saying `attempt`
+    /// failed with it.
+    #[cfg(any(feature = "s3", feature = "http"))]
+    fn remote(uri: &str, source: quorum_core::BackendError, attempt: &str) -> OpenError {
+        use quorum_core::BackendError;
+        match source {
+            BackendError::Unavailable(_) | BackendError::Timeout(_) => OpenError::Unreachable {
+                uri: uri.to_owned(),
+                source,
+            },
+            other => OpenError::Remote {
+                uri: uri.to_owned(),
+                problem: if attempt.is_empty() {
+                    other.to_string()
+                } else {
+                    format!("{attempt}: {other}")
+                },
+            },
+        }
+    }
+}
+
 /// Opens the child that `source` describes.
 pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
     for (i, rule) in source.faults.iter().enumerate() {
@@ -249,6 +287,15 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
 /// failed, not what the remote answered (that goes to the server's log).
 fn quiet(e: OpenError, confine: Option<&Confinement>) -> OpenError {
     match (e, confine) {
+        (OpenError::Unreachable { uri, source }, Some(_)) => {
+            tracing::warn!(%uri, error = %source, "a run-time child could not be reached");
+            OpenError::Unreachable {
+                uri,
+                source: quorum_core::BackendError::Unavailable(
+                    "it cannot be reached (the server's log says why)".into(),
+                ),
+            }
+        }
         (OpenError::Remote { uri, problem }, Some(_)) => {
             tracing::warn!(%uri, %problem, "a run-time child could not be opened");
             OpenError::Remote {

@@ -1,10 +1,12 @@
-//! `unopened`: a child added at run time that could not be opened again
-//! when the server started (its store gone, its keys revoked, its file
-//! replaced by a symlink). A caller must not be able to keep the whole
-//! server from starting through a child they control, so the volume starts
-//! without it: every call to it fails, the volume serves from the others,
-//! and the child shows failed (and stale everywhere) until it is removed or
-//! opens again at a later start.
+//! `unopened`: a child that could not be opened when the server started,
+//! in its place until it opens: a remote of the config file that could not
+//! be reached (a store or server down), or a child added at run time that
+//! could not be opened again (its store gone, its keys revoked, its file
+//! replaced by a symlink; a caller must not be able to keep the whole
+//! server from starting through a child they control). The volume starts
+//! without it when the others reach its threshold: every call to it fails,
+//! the volume serves from the others, and the child shows failed while the
+//! server tries to open it again.
 
 use std::fmt;
 
@@ -14,23 +16,28 @@ use quorum_core::{Backend, BackendError, Extent};
 #[derive(Debug)]
 pub struct Unopened {
     name: String,
+    uri: String,
     why: String,
     size: u64,
 }
 
 impl Unopened {
-    /// The child `name` of `size` bytes, which could not be opened because
-    /// of `why`.
-    pub fn new(name: impl Into<String>, why: impl Into<String>, size: u64) -> Unopened {
+    /// Its [`Backend::kind`], which tells an unopened child from others.
+    pub const KIND: &'static str = "unopened";
+
+    /// The child `name` at `uri`, of `size` bytes, which could not be
+    /// opened because of `why`.
+    pub fn new(name: impl Into<String>, uri: &str, why: impl Into<String>, size: u64) -> Unopened {
         Unopened {
             name: name.into(),
+            uri: crate::redact_uri(uri),
             why: why.into(),
             size,
         }
     }
 
     fn refused(&self) -> BackendError {
-        BackendError::Unavailable(format!("not opened at start: {}", self.why))
+        BackendError::Unavailable(format!("not opened yet: {}", self.why))
     }
 }
 
@@ -42,7 +49,13 @@ impl fmt::Display for Unopened {
 
 impl Backend for Unopened {
     fn kind(&self) -> &'static str {
-        "unopened"
+        Unopened::KIND
+    }
+
+    /// Its uri: the storage it stands for is not known until it opens, and
+    /// two children of one uri are one copy all the same.
+    fn identity(&self) -> String {
+        format!("unopened:{}", self.uri)
     }
 
     fn size(&self) -> Result<u64, BackendError> {

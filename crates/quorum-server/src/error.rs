@@ -145,7 +145,7 @@ impl From<crate::membership::MembershipError> for ApiError {
             M::BelowThreshold { .. } => ApiError::BelowThreshold(e.to_string()),
             M::LastCopy { .. } => ApiError::LastCopy(e.to_string()),
             M::NoSuchChild(_) => ApiError::NoSuchChild(e.to_string()),
-            M::Busy(_) => ApiError::Busy(e.to_string()),
+            M::Busy(_) | M::Closing => ApiError::Busy(e.to_string()),
         }
     }
 }

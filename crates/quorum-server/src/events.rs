@@ -9,31 +9,37 @@
 //! rewritten down to the ring when it holds twice as many lines, so it stays
 //! bounded too.
 //!
-//! A child that fails every request would otherwise push one report per
-//! request into the log and wash out everything else. So, as QEMU does,
-//! `QUORUM_REPORT_BAD` events that carry an error are folded per volume,
-//! child and type: the first is recorded, the ones within the next
-//! [`FOLD_WINDOW`] are only counted, and the next one recorded carries
-//! `"suppressed": N`, the number folded into it. Reports without an error
-//! (lost votes, which say where a replica is bad) are never folded, and the
-//! metrics count every report.
+//! A child that loses every vote or fails every request would push one
+//! report per request into the log and wash out everything else, so
+//! `QUORUM_REPORT_BAD` is rate-limited as QEMU does it: one event a second
+//! per child and kind of report, the rest folded into an event emitted when
+//! the second ends (see [`crate::fold`]). The metrics count every report.
+//!
+//! `JOB_PROGRESS` goes to live subscribers only: it takes an id like any
+//! event, but is neither kept in the ring nor written to the file, so that
+//! a long scrub does not fill the history. The next id is noted in
+//! `events.next-id` after each, so that ids keep increasing across a
+//! restart for a client that saw it live.
 
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use quorum_core::{Event, EventSink};
+use quorum_core::{Event, EventKind, EventSink};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::background::{Bell, Runner};
+use crate::fold::{FOLD_WINDOW, FoldTimer, Folded, Folds, Verdict};
+
 /// The name of the log file under the data directory.
 const LOG_FILE: &str = "events.jsonl";
-/// Error reports of one child and type closer together than this are folded.
-pub const FOLD_WINDOW: Duration = Duration::from_secs(1);
+/// The file that notes the next id when the last one given out went to
+/// live subscribers only.
+const NEXT_ID_FILE: &str = "events.next-id";
 
 /// One stored event: its id, its volume, and its JSON exactly as served.
 #[derive(Debug, Clone)]
@@ -50,6 +56,11 @@ pub struct StoredEvent {
 pub struct EventLog {
     inner: Mutex<Inner>,
     live: broadcast::Sender<StoredEvent>,
+    /// Emits folded reports when their window ends (stopped when the log
+    /// is dropped).
+    timer: Mutex<Option<Runner<()>>>,
+    /// Wakes the timer when a window opens.
+    bell: OnceLock<Bell>,
 }
 
 struct Inner {
@@ -59,14 +70,23 @@ struct Inner {
     path: PathBuf,
     file: File,
     lines_in_file: usize,
-    /// Per (volume, child, type): when an error report was last recorded,
-    /// and how many were folded since.
-    folds: HashMap<(String, String, &'static str), (Instant, u64)>,
+    /// The open windows of `QUORUM_REPORT_BAD`.
+    folds: Folds,
 }
 
 impl EventLog {
-    /// Opens (or creates) the log under `data_dir`, keeping `capacity` events.
-    pub fn open(data_dir: &Path, capacity: usize) -> io::Result<EventLog> {
+    /// Opens (or creates) the log under `data_dir`, keeping `capacity`
+    /// events, and starts the timer that ends its fold windows.
+    pub fn open(data_dir: &Path, capacity: usize) -> io::Result<Arc<EventLog>> {
+        EventLog::open_folding(data_dir, capacity, FOLD_WINDOW)
+    }
+
+    /// Like [`EventLog::open`], with fold windows of `window`.
+    fn open_folding(
+        data_dir: &Path,
+        capacity: usize,
+        window: Duration,
+    ) -> io::Result<Arc<EventLog>> {
         let path = data_dir.join(LOG_FILE);
         let mut ring = VecDeque::with_capacity(capacity.min(4096));
         let mut next_id = 1;
@@ -101,8 +121,9 @@ impl EventLog {
             .append(true)
             .open(&path)?;
         end_with_whole_line(&file)?;
+        next_id = next_id.max(read_next_id(data_dir));
         let (live, _) = broadcast::channel(1024);
-        Ok(EventLog {
+        let log = Arc::new(EventLog {
             inner: Mutex::new(Inner {
                 next_id,
                 ring,
@@ -110,10 +131,21 @@ impl EventLog {
                 path,
                 file,
                 lines_in_file,
-                folds: HashMap::new(),
+                folds: Folds::new(window),
             }),
             live,
-        })
+            timer: Mutex::new(None),
+            bell: OnceLock::new(),
+        });
+        let timer = Runner::spawn(
+            FoldTimer {
+                log: Arc::downgrade(&log),
+            },
+            |()| {},
+        )?;
+        let _ = log.bell.set(timer.bell());
+        *log.timer.lock().unwrap_or_else(PoisonError::into_inner) = Some(timer);
+        Ok(log)
     }
 
     /// Events with id greater than `since`, oldest first, of `volume` if
@@ -143,57 +175,105 @@ impl EventLog {
         self.record_at(volume, event, Instant::now());
     }
 
-    /// Records `event`, folding it if it is an error report that comes,
-    /// at the moment `now`, within [`FOLD_WINDOW`] of the last one recorded
-    /// for its child and type.
+    /// Records `event`, or folds it if it is a report that comes, at the
+    /// moment `now`, within the window of an earlier one of its child and
+    /// kind. The folds of windows that ended go first.
     fn record_at(&self, volume: &str, event: &Event, now: Instant) {
         let mut inner = self.lock();
-        let mut suppressed = 0;
-        if let Event::ReportBad {
-            op,
-            child,
-            error: Some(_),
-            ..
-        } = event
-        {
-            let key = (volume.to_owned(), child.clone(), op.event_type());
-            match inner.folds.get_mut(&key) {
-                Some((last, folded)) if now.duration_since(*last) < FOLD_WINDOW => {
-                    *folded += 1;
-                    return;
-                }
-                Some((last, folded)) => {
-                    suppressed = std::mem::take(folded);
-                    *last = now;
-                }
-                None => {
-                    inner.folds.insert(key, (now, 0));
-                }
+        for folded in inner.folds.due(now) {
+            self.store_folded(&mut inner, &folded);
+        }
+        let opened = match inner.folds.offer(volume, event, now) {
+            Verdict::Folded => return,
+            Verdict::Log { opened } => opened,
+        };
+        let json = to_json(inner.next_id, SystemTime::now(), volume, event, None);
+        self.store(
+            &mut inner,
+            volume,
+            json,
+            event.kind() != EventKind::JobProgress,
+        );
+        drop(inner);
+        if opened {
+            if let Some(bell) = self.bell.get() {
+                bell.ring();
             }
         }
+    }
+
+    /// Emits the folds of the windows that ended; says when the next one
+    /// ends, if one is open. The timer calls it.
+    pub(crate) fn flush_due(&self) -> Option<Instant> {
+        let mut inner = self.lock();
+        for folded in inner.folds.due(Instant::now()) {
+            self.store_folded(&mut inner, &folded);
+        }
+        inner.folds.next_end()
+    }
+
+    /// Emits every fold pending, its window ended or not: at shutdown, so
+    /// that no report goes unsaid.
+    pub fn flush_folds(&self) {
+        let mut inner = self.lock();
+        for folded in inner.folds.drain() {
+            self.store_folded(&mut inner, &folded);
+        }
+    }
+
+    fn store_folded(&self, inner: &mut Inner, folded: &Folded) {
+        let event = Event::ReportBad {
+            op: folded.op,
+            child: folded.child.clone(),
+            offset: folded.span.start,
+            bytes: folded.span.end - folded.span.start,
+            error: folded.error.clone(),
+        };
+        let json = to_json(
+            inner.next_id,
+            SystemTime::now(),
+            &folded.volume,
+            &event,
+            Some(folded),
+        );
+        self.store(inner, &folded.volume, json, true);
+    }
+
+    /// Gives `json` (made with the next id) that id, keeps it when
+    /// `logged` (in the ring and the file), and sends it to live
+    /// subscribers.
+    fn store(&self, inner: &mut Inner, volume: &str, json: Value, logged: bool) {
         let id = inner.next_id;
         inner.next_id += 1;
-        let json: Arc<str> = to_json(id, SystemTime::now(), volume, event, suppressed)
-            .to_string()
-            .into();
         let stored = StoredEvent {
             id,
             volume: volume.to_owned(),
-            json,
+            json: json.to_string().into(),
         };
-        if let Err(e) = inner.append(&stored) {
-            tracing::error!(error = %e, file = %inner.path.display(), "cannot persist an event");
+        if logged {
+            if let Err(e) = inner.append(&stored) {
+                tracing::error!(error = %e, file = %inner.path.display(), "cannot persist an event");
+            }
+            if inner.ring.len() == inner.capacity {
+                inner.ring.pop_front();
+            }
+            inner.ring.push_back(stored.clone());
+        } else if let Err(e) = inner.note_next_id() {
+            tracing::warn!(error = %e, "cannot note the next event id");
         }
-        if inner.ring.len() == inner.capacity {
-            inner.ring.pop_front();
-        }
-        inner.ring.push_back(stored.clone());
         // No subscriber is not an error.
         let _ = self.live.send(stored);
     }
 }
 
 impl Inner {
+    /// Notes the next id beside the log (an event given out live only is
+    /// not in the file, which would otherwise give its id again).
+    fn note_next_id(&self) -> io::Result<()> {
+        let path = self.path.with_file_name(NEXT_ID_FILE);
+        fs::write(path, format!("{}\n", self.next_id))
+    }
+
     fn append(&mut self, event: &StoredEvent) -> io::Result<()> {
         let mut line = String::with_capacity(event.json.len() + 1);
         line.push_str(&event.json);
@@ -262,6 +342,14 @@ fn end_with_whole_line(file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// The next id noted beside the log, or 0 when none is (or it is torn).
+fn read_next_id(data_dir: &Path) -> u64 {
+    fs::read_to_string(data_dir.join(NEXT_ID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn parse_stored(line: &str) -> Option<StoredEvent> {
     let value: Value = serde_json::from_str(line).ok()?;
     Some(StoredEvent {
@@ -277,8 +365,9 @@ fn sectors(offset: u64, bytes: u64) -> (u64, u64) {
     (first, (offset + bytes).div_ceil(512) - first)
 }
 
-/// The wire form of an event (SPEC section 6).
-fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, suppressed: u64) -> Value {
+/// The wire form of an event (SPEC section 6); `folded` says what a
+/// folded report stands for.
+fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, folded: Option<&Folded>) -> Value {
     let data = match event {
         Event::ReportBad {
             op,
@@ -299,8 +388,8 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, suppressed: u64
             if let Some(error) = error {
                 data["error"] = json!(error);
             }
-            if suppressed > 0 {
-                data["suppressed"] = json!(suppressed);
+            if let Some(folded) = folded {
+                add_folded(&mut data, folded);
             }
             data
         }
@@ -385,6 +474,20 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, suppressed: u64
     })
 }
 
+/// The fields of a folded report: how many it stands for, the first one's
+/// offset, and the union of their ranges.
+fn add_folded(data: &mut Value, folded: &Folded) {
+    let ranges: Vec<Value> = folded
+        .ranges
+        .iter()
+        .map(|r| json!({ "offset": r.start, "bytes": r.end - r.start }))
+        .collect();
+    data["suppressed"] = json!(folded.count);
+    data["first-offset"] = json!(folded.first_offset);
+    data["ranges"] = json!(ranges);
+    data["ranges-truncated"] = json!(folded.truncated);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,8 +535,13 @@ mod tests {
     fn the_log_stays_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = EventLog::open(dir.path(), 10).expect("open");
+        let rewrite = |offset| Event::Rewrite {
+            child: "c".into(),
+            offset,
+            bytes: 512,
+        };
         for i in 0..55 {
-            log.emit("vm", bad(i * 512));
+            log.emit("vm", rewrite(i * 512));
         }
         let kept = log.since(0, None, 1000);
         assert_eq!(kept.len(), 10);
@@ -449,38 +557,133 @@ mod tests {
         assert_eq!(log.since(55, None, 10)[0].id, 56);
     }
 
-    #[test]
-    fn error_reports_of_a_child_fold_within_a_second() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open(dir.path(), 100).expect("open");
-        let failed = |child: &str| Event::ReportBad {
+    fn failed(child: &str) -> Event {
+        Event::ReportBad {
             op: Op::Write,
             child: child.into(),
             offset: 0,
             bytes: 10,
             error: Some("Input/output error".into()),
-        };
+        }
+    }
+
+    fn json(e: &StoredEvent) -> Value {
+        serde_json::from_str(&e.json).expect("json")
+    }
+
+    #[test]
+    fn reports_of_a_child_fold_per_kind_and_the_fold_says_what_it_folds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path(), 100).expect("open");
         // On a clock the test moves: nothing waits for the window to pass.
         let start = Instant::now();
-        for _ in 0..50 {
+        for i in 0..50 {
             log.record_at("vm", &failed("a"), start);
-            log.record_at("vm", &bad(0), start);
+            log.record_at("vm", &bad(4096 * (i % 3)), start);
         }
         log.record_at("vm", &failed("b"), start);
         let kept = log.since(0, None, 1000);
-        // One error report for a, one for b, and every lost-vote report.
-        assert_eq!(kept.len(), 52);
+        // The first of each child and kind.
+        assert_eq!(kept.len(), 3, "{kept:?}");
         // Just inside the window: still folded.
         let inside = start + FOLD_WINDOW - Duration::from_millis(1);
         log.record_at("vm", &failed("a"), inside);
-        assert_eq!(log.since(0, None, 1000).len(), 52);
-        // Once the window has passed: recorded, with the count folded.
+        assert_eq!(log.since(0, None, 1000).len(), 3);
+        // Once the window has passed, the folds come first, then the event.
         log.record_at("vm", &failed("a"), start + FOLD_WINDOW);
         let all = log.since(0, None, 1000);
-        assert_eq!(all.len(), 53);
-        let last: Value = serde_json::from_str(&all.last().expect("event").json).expect("json");
-        assert_eq!(last["data"]["node-name"], "a");
-        assert_eq!(last["data"]["suppressed"], 50);
+        assert_eq!(all.len(), 5, "{all:?}");
+        let errors = json(&all[3]);
+        assert_eq!(errors["data"]["node-name"], "a");
+        assert_eq!(errors["data"]["error"], "Input/output error");
+        assert_eq!(errors["data"]["suppressed"], 50);
+        let lost = json(&all[4]);
+        assert_eq!(lost["event"], "QUORUM_REPORT_BAD");
+        assert!(lost["data"].get("error").is_none(), "{lost}");
+        assert_eq!(lost["data"]["suppressed"], 49);
+        assert_eq!(lost["data"]["first-offset"], 4096);
+        assert_eq!(
+            lost["data"]["ranges"],
+            json!([
+                { "offset": 0, "bytes": 1000 },
+                { "offset": 4096, "bytes": 1000 },
+                { "offset": 8192, "bytes": 1000 },
+            ])
+        );
+        assert_eq!(lost["data"]["ranges-truncated"], false);
+        assert_eq!(lost["data"]["offset"], 0);
+        assert_eq!(lost["data"]["bytes"], 9192);
+        assert_eq!(lost["data"]["sectors-count"], 18);
+        // The report that ended the window opened the next one: folded.
+        assert_eq!(log.since(0, None, 1000).len(), 5);
+        log.flush_folds();
+        let last = json(log.since(5, None, 10).first().expect("flushed at shutdown"));
+        assert_eq!(last["data"]["suppressed"], 1);
+    }
+
+    #[test]
+    fn a_fold_is_emitted_when_its_window_ends_without_another_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let window = Duration::from_millis(300);
+        let log = EventLog::open_folding(dir.path(), 100, window).expect("open");
+        let mut live = log.subscribe();
+        let started = Instant::now();
+        for _ in 0..500 {
+            log.emit("vm", bad(8192));
+        }
+        assert_eq!(log.since(0, None, 1000).len(), 1);
+        // The timer emits the fold; nothing else is recorded meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let folded = loop {
+            if let Some(e) = log.since(1, None, 10).first() {
+                break json(e);
+            }
+            assert!(Instant::now() < deadline, "no folded event came");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = started.elapsed();
+        assert!(took >= window, "emitted before the window ended: {took:?}");
+        assert_eq!(folded["data"]["suppressed"], 499);
+        assert_eq!(
+            folded["data"]["ranges"],
+            json!([{ "offset": 8192, "bytes": 1000 }])
+        );
+        // Live subscribers got both.
+        let ids: Vec<u64> = std::iter::from_fn(|| live.try_recv().ok())
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+        // The window opened again and closes empty: nothing more comes.
+        std::thread::sleep(3 * window);
+        assert_eq!(log.since(0, None, 1000).len(), 2);
+    }
+
+    #[test]
+    fn job_progress_goes_live_only_and_its_id_is_not_given_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path(), 100).expect("open");
+        let mut live = log.subscribe();
+        log.emit("vm", bad(0));
+        log.emit(
+            "vm",
+            Event::JobProgress {
+                id: 1,
+                kind: quorum_core::JobKind::Scrub,
+                bytes_done: 10,
+                bytes_total: 100,
+            },
+        );
+        let sent: Vec<StoredEvent> = std::iter::from_fn(|| live.try_recv().ok()).collect();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(json(&sent[1])["event"], "JOB_PROGRESS");
+        assert_eq!(sent[1].id, 2);
+        let kept = log.since(0, None, 100);
+        assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1]);
+        drop(log);
+        let log = EventLog::open(dir.path(), 100).expect("reopen");
+        assert_eq!(log.since(0, None, 100).len(), 1);
+        log.emit("vm", failed("a"));
+        assert_eq!(log.since(1, None, 10)[0].id, 3, "id 2 was given out");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! `quorum-nbd`'s, on the TCP and Unix listeners of [`nbd_listen`]). The engine is synchronous; [`bridge`] is the one place
 //! where async handlers (and NBD requests) call it. Errors are mapped to statuses in one place
 //! ([`error`]); the event log ([`events`]) numbers, persists and streams
-//! what the engine reports, and [`telemetry`] keeps every metric. The
+//! what the engine reports (rate-limited by [`fold`]), and [`telemetry`]
+//! keeps every metric. The
 //! volume's background jobs ([`jobs`]: scrubs, and the [`resync`]) are
 //! workers of one shape ([`background`]), each on its own thread. The
 //! dashboard (`dashboard/` at the repository root) is embedded and served at
@@ -26,12 +27,14 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod fold;
 pub mod jobs;
 pub mod listener;
 pub mod membership;
 pub mod nbd;
 pub mod nbd_listen;
 pub mod range;
+pub mod reopen;
 pub mod resync;
 pub mod server;
 pub mod telemetry;

@@ -30,15 +30,18 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard};
-use quorum_backends::{ChildSource, Confinement, OpenError};
-use quorum_core::{ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions};
+use quorum_backends::{ChildSource, Confinement, OpenError, Unopened};
+use quorum_core::{
+    Backend, ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::background::NotStopped;
+use crate::background::{NotStopped, Runner};
 use crate::config::{ChildConfig, NAME_RULE, valid_name};
 use crate::jobs::Jobs;
 use crate::resync::ResyncConfig;
@@ -132,7 +135,14 @@ pub enum MembershipError {
     /// Requests in flight (or a job's step) did not end in time.
     #[error("the volume stayed busy for {0:?}; try again")]
     Busy(Duration),
+    /// The volume is shutting down.
+    #[error("the volume is shutting down")]
+    Closing,
 }
+
+/// A change of a volume's children's configs, with the membership change
+/// that makes it.
+type ConfigEdit<'a> = dyn FnMut(&mut Vec<ChildConfig>) + 'a;
 
 /// The saved membership of a volume.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -206,6 +216,10 @@ pub struct VolumeEntry {
     /// child has synced.
     children: Arc<Mutex<Vec<ChildConfig>>>,
     rebuild: Rebuild,
+    /// Opens again the children that could not be opened at start.
+    reopen: Mutex<Option<Runner<()>>>,
+    /// Set at shutdown: no membership change starts after it.
+    closing: AtomicBool,
 }
 
 impl VolumeEntry {
@@ -231,6 +245,8 @@ impl VolumeEntry {
             jobs: Mutex::new(jobs),
             children,
             rebuild,
+            reopen: Mutex::new(None),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -279,14 +295,78 @@ impl VolumeEntry {
             .ok_or(MembershipError::Busy(DRAIN_WAIT))
     }
 
-    /// Stops the jobs at a checkpoint.
+    /// Stops the reopening of children and the jobs (at a checkpoint); no
+    /// membership change starts after it.
     ///
     /// # Errors
     /// The background workers that did not stop in time (each still in a
     /// step that may write): the volume must not be settled over them.
     pub fn stop(&self) -> Result<(), Vec<NotStopped>> {
-        let stuck = self.jobs().stop();
+        self.closing.store(true, Ordering::Release);
+        let mut stuck = Vec::new();
+        let reopen = self
+            .reopen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runner) = reopen {
+            if let Err(e) = runner.stop(Instant::now() + self.jobs().stop_wait()) {
+                stuck.push(e);
+            }
+        }
+        stuck.extend(self.jobs().stop());
         if stuck.is_empty() { Ok(()) } else { Err(stuck) }
+    }
+
+    /// Keeps `runner`, the worker that opens this volume's unopened
+    /// children again, until [`VolumeEntry::stop`].
+    pub(crate) fn set_reopener(&self, runner: Runner<()>) {
+        *self.reopen.lock().unwrap_or_else(PoisonError::into_inner) = Some(runner);
+    }
+
+    /// What the volume's children are opened with.
+    pub(crate) fn rebuild(&self) -> &Rebuild {
+        &self.rebuild
+    }
+
+    /// The config of child `name` (uri, options, fault rules).
+    pub(crate) fn child_config(&self, name: &str) -> Option<ChildConfig> {
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    /// Puts `backend` in place of child `name`, which must still be
+    /// [`Unopened`]: a membership change that keeps the membership, so the
+    /// child's stale ranges carry over (the journal knows them by name) and
+    /// the resync copies them. Returns the child as it is now.
+    pub(crate) fn replace_unopened(
+        &self,
+        name: &str,
+        backend: Arc<dyn Backend>,
+    ) -> Result<ChildInfo, MembershipError> {
+        let _gate = self.gate_write()?;
+        if self.closing.load(Ordering::Acquire) {
+            return Err(MembershipError::Closing);
+        }
+        let old = self.volume();
+        let mut specs = old.child_specs();
+        let slot = specs
+            .iter_mut()
+            .find(|c| c.name == name && c.backend.kind() == Unopened::KIND)
+            .ok_or_else(|| MembershipError::NoSuchChild(name.to_owned()))?;
+        *slot = ChildSpec::new(name.to_owned(), backend);
+        // The membership is unchanged: nothing to save (a saved membership
+        // would take the place of the config file's children at start).
+        self.swap(specs, old.syncing(), None, |_| Ok(()))?;
+        self.volume()
+            .children()
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| MembershipError::NoSuchChild(name.to_owned()))
     }
 
     /// Adds a child, confined to what the server allows; it syncs before
@@ -345,6 +425,9 @@ impl VolumeEntry {
             }
         })?;
         let _gate = self.gate_write()?;
+        if self.closing.load(Ordering::Acquire) {
+            return Err(MembershipError::Closing);
+        }
         let old = self.volume();
         if old.children().iter().any(|c| c.name == name) {
             return Err(MembershipError::NameTaken(name.to_owned()));
@@ -366,7 +449,7 @@ impl VolumeEntry {
         self.swap(
             specs,
             syncing,
-            |children| children.push(config),
+            Some(&mut |children: &mut Vec<ChildConfig>| children.push(config.clone())),
             |v| v.mark_stale(name, std::slice::from_ref(&everything)),
         )?;
         self.rebuild.telemetry.add_child(old.name(), name);
@@ -388,6 +471,9 @@ impl VolumeEntry {
     /// Removes a child. Call it on a blocking thread.
     pub fn remove_child(&self, name: &str) -> Result<(), MembershipError> {
         let _gate = self.gate_write()?;
+        if self.closing.load(Ordering::Acquire) {
+            return Err(MembershipError::Closing);
+        }
         let old = self.volume();
         if !old.children().iter().any(|c| c.name == name) {
             return Err(MembershipError::NoSuchChild(name.to_owned()));
@@ -415,7 +501,7 @@ impl VolumeEntry {
         self.swap(
             specs,
             syncing,
-            |children| children.retain(|c| c.name != name),
+            Some(&mut |children: &mut Vec<ChildConfig>| children.retain(|c| c.name != name)),
             |_| Ok(()),
         )?;
         self.rebuild.telemetry.remove_child(old.name(), name);
@@ -430,12 +516,13 @@ impl VolumeEntry {
     }
 
     /// With the gate held: stops the jobs, opens the new volume, prepares
-    /// it, swaps it in, saves the membership, starts the jobs again.
+    /// it, swaps it in, applies `edit` to the children's configs and saves
+    /// the membership (when there is an edit), starts the jobs again.
     fn swap(
         &self,
         specs: Vec<ChildSpec>,
         syncing: Vec<String>,
-        edit: impl FnOnce(&mut Vec<ChildConfig>),
+        edit: Option<&mut ConfigEdit<'_>>,
         prepare: impl FnOnce(&Volume) -> Result<(), VolumeError>,
     ) -> Result<(), MembershipError> {
         let r = &self.rebuild;
@@ -466,8 +553,10 @@ impl VolumeEntry {
         }
         volume.set_syncing(syncing);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = volume.clone();
-        edit(&mut self.children.lock().unwrap_or_else(PoisonError::into_inner));
-        save_membership(&r.data_dir, &volume, &self.children);
+        if let Some(edit) = edit {
+            edit(&mut self.children.lock().unwrap_or_else(PoisonError::into_inner));
+            save_membership(&r.data_dir, &volume, &self.children);
+        }
         self.restart_jobs(volume);
         Ok(())
     }

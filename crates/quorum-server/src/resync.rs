@@ -12,10 +12,14 @@
 //! that a reconcile could not finish is retried the same way. It is listed
 //! among the jobs as job 0, kind `resync`, and cannot be cancelled; it can
 //! be paused and resumed ([`ResyncCommand`], not on the HTTP API yet).
+//! A child that could not be opened ([`Unopened`]) has nothing to copy
+//! onto: while only such children are behind, the resync waits (the
+//! reopening starts a new one when the child opens).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quorum_backends::Unopened;
 use quorum_core::{ChildState, Event, EventSink, JobKind, JobState, ResyncStep, Volume};
 use serde::Serialize;
 
@@ -181,6 +185,11 @@ impl Worker for ResyncWorker {
             &self.on_synced,
             std::mem::take(&mut self.behind),
         );
+        if only_unopened_behind(volume) {
+            self.from = 0;
+            self.spell = None;
+            return WorkerState::Idle;
+        }
         let started = Instant::now();
         match volume.resync_step(STEP, self.from) {
             ResyncStep::Copied { child, range, next } => {
@@ -268,6 +277,19 @@ impl Worker for ResyncWorker {
     }
 }
 
+/// Whether every child with stale ranges is [`Unopened`] (and no region
+/// waits for a reconcile): then no step could copy anything.
+fn only_unopened_behind(volume: &Volume) -> bool {
+    let stale = volume.stale_bytes();
+    let specs = volume.child_specs();
+    stale.iter().any(|&b| b > 0)
+        && !volume.awaits_reconcile()
+        && specs
+            .iter()
+            .zip(&stale)
+            .all(|(c, &b)| b == 0 || c.backend.kind() == Unopened::KIND)
+}
+
 /// The children that are syncing or stale, with that state.
 fn lagging(volume: &Volume) -> Vec<(String, ChildState)> {
     volume
@@ -310,4 +332,48 @@ fn announce_caught_up(
         sink.emit(volume.name(), Event::ChildStateChange { child, from, to });
     }
     lagging(volume)
+}
+
+#[cfg(test)]
+mod tests {
+    use quorum_backends::FileBackend;
+    use quorum_core::{ChildSpec, NullSink, ReadPattern, VolumeOptions};
+
+    use super::*;
+
+    /// Only an unopened child behind: nothing to copy; a file child behind
+    /// too, or none at all: the resync steps (or idles as ever).
+    #[test]
+    fn an_unopened_child_alone_behind_gives_the_resync_nothing_to_do() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let size = 1 << 20;
+        let mut children: Vec<ChildSpec> = ["a", "b"]
+            .into_iter()
+            .map(|name| {
+                let file = FileBackend::open(&dir.path().join(name), Some(size)).expect("file");
+                ChildSpec::new(name, Arc::new(file))
+            })
+            .collect();
+        let far = Unopened::new("far", "http://127.0.0.1:9/v1/volumes/x", "down", size);
+        children.push(ChildSpec::new("far", Arc::new(far)));
+        let options = VolumeOptions {
+            name: "vm".into(),
+            vote_threshold: 2,
+            read_pattern: ReadPattern::Quorum,
+            rewrite_corrupted: false,
+            blkverify: false,
+            child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
+        };
+        let volume = Volume::open(options, children, Arc::new(NullSink)).expect("open");
+        assert!(!only_unopened_behind(&volume), "nothing is stale");
+        volume
+            .mark_stale("far", std::slice::from_ref(&(0..size)))
+            .expect("mark far");
+        assert!(only_unopened_behind(&volume));
+        volume
+            .mark_stale("b", std::slice::from_ref(&(0..4096)))
+            .expect("mark b");
+        assert!(!only_unopened_behind(&volume), "b can be copied onto");
+        volume.close(Duration::from_secs(5));
+    }
 }

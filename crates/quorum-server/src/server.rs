@@ -1,7 +1,11 @@
 //! Start-up and shutdown: open every volume, serve, stop cleanly.
 //!
 //! Start-up validates everything before it listens: the config, every
-//! child (created sparse if missing, sizes checked), the event log. Shutdown
+//! child (created sparse if missing, sizes checked), the event log. A
+//! remote child that cannot be reached (an S3 store or a quorum-server that
+//! is down) does not stop the start when the others reach the volume's
+//! `vote_threshold`: the volume opens without it, failed, and
+//! [`crate::reopen`] opens it when it can. Shutdown
 //! on SIGTERM or Ctrl-C stops accepting, lets in-flight requests finish
 //! (their engine calls run to completion on the blocking pool), ends live
 //! event streams, then flushes every volume and stops its workers, saying
@@ -16,8 +20,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use quorum_backends::lock::Exclusive;
-use quorum_backends::{ChildSource, Confinement};
-use quorum_core::{ChildSpec, EventSink, Volume};
+use quorum_backends::{ChildSource, Confinement, OpenError};
+use quorum_core::{ChildSpec, ChildState, Event, EventSink, Volume};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -28,6 +32,7 @@ use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::nbd::NbdExports;
 use crate::nbd_listen::NbdListeners;
+use crate::reopen::{Reopener, Unreached};
 use crate::telemetry::{Observer, Telemetry};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -36,7 +41,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Opens the volumes of `config` with their events going to `sink`, and
-/// starts their jobs.
+/// starts their jobs and the reopening of the children they start without.
 ///
 /// # Errors
 /// The first volume or child that cannot be opened, as one line naming
@@ -53,8 +58,9 @@ pub fn open_volumes(
     }
     let confine = Arc::new(confine);
     let mut volumes: BTreeMap<String, Arc<VolumeEntry>> = BTreeMap::new();
+    let mut missing = Vec::new();
     for vc in &config.volumes {
-        let entry = open_volume(config, vc, sink, telemetry, &confine)?;
+        let (entry, unreached) = open_volume(config, vc, sink, telemetry, &confine)?;
         let volume = entry.volume();
         for child in volume.child_specs() {
             if let Some((other, owner)) = membership::claimed(&volumes, &child.backend.identity()) {
@@ -66,22 +72,49 @@ pub fn open_volumes(
             }
         }
         volumes.insert(vc.options.name.clone(), Arc::new(entry));
+        missing.push((vc.options.name.clone(), unreached));
     }
     // Said once every volume is open: a refusal stays the only line.
     for (name, entry) in &volumes {
         let volume = entry.volume();
         tracing::info!(volume = %name, size = volume.size(), children = volume.children().len(), "volume opened");
     }
+    let all: Vec<_> = volumes.values().map(Arc::downgrade).collect();
+    for (name, unreached) in missing {
+        let Some(entry) = volumes.get(&name) else {
+            continue;
+        };
+        for (u, why) in &unreached {
+            tracing::warn!(volume = %name, child = %u.child, error = %why, "a child cannot be opened: the volume starts without it (failed; every write it misses is marked stale) and opens it when it can");
+            sink.emit(
+                &name,
+                Event::ChildStateChange {
+                    child: u.child.clone(),
+                    from: ChildState::Healthy,
+                    to: ChildState::Failed,
+                },
+            );
+        }
+        let children = unreached.into_iter().map(|(u, _)| u).collect();
+        Reopener::start(entry, all.clone(), children).with_context(|| {
+            format!("volume {name:?}: cannot start reopening its unopened children")
+        })?;
+    }
     Ok(volumes)
 }
 
+/// Opens one volume. A child that cannot be opened is an error, unless it
+/// is a remote that cannot be reached ([`OpenError::Unreachable`]) or was
+/// added at run time, and the other children reach `vote_threshold`: then
+/// the volume opens without it (an [`quorum_backends::Unopened`] in its
+/// place, failed) and it is returned with why, to be opened again.
 fn open_volume(
     config: &Config,
     vc: &VolumeConfig,
     sink: &Arc<dyn EventSink>,
     telemetry: &Arc<Telemetry>,
     confine: &Arc<Confinement>,
-) -> anyhow::Result<VolumeEntry> {
+) -> anyhow::Result<(VolumeEntry, Vec<(Unreached, String)>)> {
     let name = &vc.options.name;
     let saved_at = membership::saved_path(&config.data_dir, name);
     let saved = membership::load(&saved_at)
@@ -119,7 +152,7 @@ fn open_volume(
         )
     })?;
     let mut opened = Vec::with_capacity(children.len());
-    let mut unopened = Vec::new();
+    let mut unopened: Vec<(Unreached, String)> = Vec::new();
     for child in &children {
         // A child the config file does not name was added through the API:
         // it is opened as confined as it was added, and never created again;
@@ -140,13 +173,28 @@ fn open_volume(
         });
         match result {
             Ok(backend) => opened.push(Some(backend)),
-            Err(e) if !from_config => {
-                tracing::error!(volume = %name, child = %child.name, error = %e, "a child added at run time cannot be opened; the volume starts without it (failed and stale everywhere) until it is removed or opens again");
-                unopened.push((child.name.clone(), e.to_string()));
+            // A remote that is down may come back; any other failure of
+            // a config file's child is a mistake to fix first.
+            Err(e) if !from_config || matches!(e, OpenError::Unreachable { .. }) => {
+                let child = child.name.clone();
+                unopened.push((Unreached { child, from_config }, e.to_string()));
                 opened.push(None);
             }
             Err(e) => return Err(anyhow!("volume {name:?}, child {:?}: {e}", child.name)),
         }
+    }
+    let reachable = opened.iter().flatten().count();
+    let threshold = vc.options.vote_threshold;
+    if !unopened.is_empty() && reachable < threshold {
+        let why: Vec<String> = unopened
+            .iter()
+            .map(|(u, why)| format!("child {:?}: {why}", u.child))
+            .collect();
+        return Err(anyhow!(
+            "volume {name:?}: only {reachable} of {} children can be opened, fewer than vote_threshold {threshold}; {}",
+            children.len(),
+            why.join("; ")
+        ));
     }
     let size = match vc.size {
         Some(size) => Some(size),
@@ -159,10 +207,15 @@ fn open_volume(
             (None, Some(size)) => {
                 let why = unopened
                     .iter()
-                    .find(|(n, _)| *n == child.name)
+                    .find(|(u, _)| u.child == child.name)
                     .map(|(_, why)| why.clone())
                     .unwrap_or_default();
-                Arc::new(quorum_backends::Unopened::new(&child.name, why, size))
+                Arc::new(quorum_backends::Unopened::new(
+                    &child.name,
+                    &child.uri,
+                    why,
+                    size,
+                ))
             }
             (None, None) => {
                 return Err(anyhow!(
@@ -173,14 +226,27 @@ fn open_volume(
         specs.push(ChildSpec::new(child.name.clone(), backend));
     }
     let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
+    // A journal from an earlier start says what each child missed until
+    // then; without one nothing is known of a child that is not there, and
+    // writes may have reached the others without it.
+    let known = journal.exists();
     let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))
         .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
     volume.set_syncing(syncing);
-    for (child, _) in &unopened {
+    for (u, _) in &unopened {
+        volume.mark_failed(&u.child);
+        if known {
+            continue;
+        }
         let everything = 0..volume.size();
         volume
-            .mark_stale(child, std::slice::from_ref(&everything))
-            .map_err(|e| anyhow!("volume {name:?}, child {child:?}: cannot mark it stale: {e}"))?;
+            .mark_stale(&u.child, std::slice::from_ref(&everything))
+            .map_err(|e| {
+                anyhow!(
+                    "volume {name:?}, child {:?}: cannot mark it stale: {e}",
+                    u.child
+                )
+            })?;
     }
     for child in &children {
         telemetry.add_child(name, &child.name);
@@ -198,8 +264,9 @@ fn open_volume(
         confine: confine.clone(),
         mark,
     };
-    VolumeEntry::start(volume, children, rebuild)
-        .with_context(|| format!("volume {name:?}: cannot start its background jobs"))
+    let entry = VolumeEntry::start(volume, children, rebuild)
+        .with_context(|| format!("volume {name:?}: cannot start its background jobs"))?;
+    Ok((entry, unopened))
 }
 
 /// Serves `config` until SIGTERM or Ctrl-C. `listen` overrides the config's
@@ -240,11 +307,8 @@ pub fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let _data_dir = lock_data_dir(&config.data_dir)?;
-    let events = Arc::new(
-        EventLog::open(&config.data_dir, config.max_events).with_context(|| {
-            format!("cannot open the event log in {}", config.data_dir.display())
-        })?,
-    );
+    let events = EventLog::open(&config.data_dir, config.max_events)
+        .with_context(|| format!("cannot open the event log in {}", config.data_dir.display()))?;
     let telemetry = Arc::new(Telemetry::new(config.volumes.iter().map(|v| {
         let children = v.children.iter().map(|c| c.name.as_str()).collect();
         (v.options.name.as_str(), children)
@@ -300,6 +364,7 @@ pub fn run(
     }
     served?;
     runtime.block_on(close_volumes(&state, &busy));
+    state.events.flush_folds();
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::Server;
+use super::{Server, wait_until};
 
 impl Server {
     /// Events of `/v1/events?QUERY`, with their shape checked (SPEC section 6).
@@ -30,6 +30,31 @@ impl Server {
     #[track_caller]
     pub fn all_events(&self) -> Vec<Value> {
         self.events("since=0")
+    }
+
+    /// Every event, once those after the first `from` are `expected` by
+    /// name in any order: a report folded with an earlier one is logged
+    /// when its second ends, after the state changes it caused. Waits a
+    /// bounded time.
+    #[track_caller]
+    pub fn events_settled(&self, from: usize, expected: &[&str]) -> Vec<Value> {
+        let mut want: Vec<&str> = expected.to_vec();
+        want.sort_unstable();
+        let mut all = Vec::new();
+        wait_until(
+            &format!("the events {expected:?} after the first {from}"),
+            || {
+                all = self.all_events();
+                let mut got: Vec<&str> = all
+                    .iter()
+                    .skip(from)
+                    .filter_map(|e| e["event"].as_str())
+                    .collect();
+                got.sort_unstable();
+                got == want
+            },
+        );
+        all
     }
 
     /// The id of the newest event, 0 without any.
@@ -77,6 +102,36 @@ pub fn reports_for<'a>(events: &'a [Value], node: &str) -> Vec<&'a Value> {
         .into_iter()
         .filter(|e| e["data"]["node-name"] == node)
         .collect()
+}
+
+/// How many reports a `QUORUM_REPORT_BAD` stands for: a folded one (the
+/// reports of a child within a second after the first) its `suppressed`,
+/// any other 1.
+pub fn reports_in(ev: &Value) -> u64 {
+    ev["data"]["suppressed"].as_u64().unwrap_or(1)
+}
+
+/// The byte ranges a `QUORUM_REPORT_BAD` names, as (offset, bytes): a
+/// folded one's `ranges` (the union of the reports it stands for; it must
+/// list them all), any other its `offset` and `bytes`.
+#[track_caller]
+pub fn report_ranges(ev: &Value) -> Vec<(u64, u64)> {
+    match ev["data"]["ranges"].as_array() {
+        Some(ranges) => {
+            assert_eq!(ev["data"]["ranges-truncated"], false, "{ev}");
+            ranges
+                .iter()
+                .map(|r| {
+                    let field = |k: &str| {
+                        r[k].as_u64()
+                            .unwrap_or_else(|| panic!("a range without {k} in {ev}"))
+                    };
+                    (field("offset"), field("bytes"))
+                })
+                .collect()
+        }
+        None => vec![(data_u64(ev, "offset"), data_u64(ev, "bytes"))],
+    }
 }
 
 /// An unsigned field of an event's data.

@@ -282,7 +282,7 @@ impl S3Backend {
         };
         match backend
             .call(backend.read_meta())
-            .map_err(|e| remote(e.to_string()))?
+            .map_err(|e| OpenError::remote(uri, e, ""))?
         {
             Some(meta) => {
                 backend.volume_id = meta.id.clone();
@@ -334,7 +334,7 @@ impl S3Backend {
                 );
                 backend
                     .call(backend.write_meta(mark))
-                    .map_err(|e| remote(format!("cannot create the volume: {e}")))?;
+                    .map_err(|e| OpenError::remote(uri, e, "cannot create the volume"))?;
             }
         }
         Ok(backend)

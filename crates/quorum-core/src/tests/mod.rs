@@ -397,6 +397,24 @@ fn writes_failing_on_two_of_three_fail_and_report_each() {
     assert_eq!(s.volume.children()[1].state, ChildState::Healthy);
 }
 
+/// A child whose storage could not be opened shows failed before any
+/// request, and healthy again once one succeeds on it.
+#[test]
+fn a_child_marked_failed_shows_failed_until_a_request_succeeds() {
+    let s = setup(options(2), 3, 64 * 1024);
+    assert!(s.volume.mark_failed("b"));
+    assert!(!s.volume.mark_failed("nobody"));
+    let states: Vec<ChildState> = s.volume.children().iter().map(|c| c.state).collect();
+    assert_eq!(
+        states,
+        [ChildState::Healthy, ChildState::Failed, ChildState::Healthy]
+    );
+    s.volume
+        .write(0, Bytes::from(vec![1; 10]))
+        .expect("a write");
+    assert_eq!(s.volume.children()[1].state, ChildState::Healthy);
+}
+
 #[test]
 fn the_error_vote_names_the_most_common_error() {
     let s = setup(options(3), 3, 4 * B);

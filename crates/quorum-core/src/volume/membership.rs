@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use super::child::HEALTHY;
+use super::child::{FAILED, HEALTHY};
 use super::{ChildInfo, ChildSpec, Volume, VolumeOptions};
 use crate::child_state::{ChildState, Conditions};
 use crate::error::OpenError;
@@ -113,6 +113,17 @@ impl Volume {
             }
             fresh.first()
         })
+    }
+
+    /// Shows `child` as failed until a request to it succeeds: for a child
+    /// whose storage could not be opened, before any request has failed on
+    /// it. Says whether the volume has such a child.
+    pub fn mark_failed(&self, child: &str) -> bool {
+        let found = self.children.iter().find(|c| c.name == child);
+        if let Some(c) = found {
+            c.state.store(FAILED, Ordering::Relaxed);
+        }
+        found.is_some()
     }
 
     /// Says which children are syncing (joined and not yet copied): their
