@@ -114,10 +114,7 @@ where
         let command = match proto::check(&header, &session) {
             Ok(command) => command,
             Err(refusal) => {
-                if refusal.discard > 0 {
-                    let mut payload = (&mut rd).take(u64::from(refusal.discard));
-                    tokio::io::copy(&mut payload, &mut tokio::io::sink()).await?;
-                }
+                skip(&mut rd, refusal.discard).await?;
                 tracing::debug!(export = %name, ?header, message = refusal.message, "nbd: request refused");
                 let body = ReplyBody::Error {
                     errno: refusal.errno,
@@ -139,13 +136,15 @@ where
             Command::Disconnect => break Ok(()),
             Command::Write { length, .. } => {
                 // Room first, then the bytes: the payload never exceeds
-                // the budget.
-                let permit = export.reserve(u64::from(length)).await;
-                let mut data = BytesMut::zeroed(length as usize);
-                rd.read_exact(&mut data).await?;
-                match permit {
-                    Ok(p) => (data.freeze(), Some(p)),
+                // the budget, and one refused is read without being kept.
+                match export.reserve(u64::from(length)).await {
+                    Ok(p) => {
+                        let mut data = BytesMut::zeroed(length as usize);
+                        rd.read_exact(&mut data).await?;
+                        (data.freeze(), Some(p))
+                    }
                     Err(e) => {
+                        skip(&mut rd, length).await?;
                         let _ = tx.send(Outgoing {
                             cookie: header.cookie,
                             body: error_body(&e, true),
@@ -177,6 +176,16 @@ where
         Err(e) => tracing::error!(export = %name, error = %e, "nbd: the reply writer failed"),
     }
     ended
+}
+
+/// Reads `length` bytes of a refused write's payload and drops them.
+async fn skip<R: AsyncRead + Unpin>(rd: &mut R, length: u32) -> io::Result<()> {
+    let mut payload = rd.take(u64::from(length));
+    let copied = tokio::io::copy(&mut payload, &mut tokio::io::sink()).await?;
+    if copied < u64::from(length) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 /// Counts the connection out when it ends, however it ends.
