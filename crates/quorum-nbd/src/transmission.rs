@@ -2,8 +2,9 @@
 //!
 //! One reader (this connection's task) decodes each request header,
 //! checks it ([`proto::check`]), reads a write's payload into memory taken
-//! from the server's budget first, and starts the request in a task of its
-//! own; at most [`MAX_IN_FLIGHT`] requests of a connection run or wait to
+//! from the server's budget as its bytes arrive (so that headers alone
+//! hold nothing), within the payload timeout, and starts the request in a
+//! task of its own; at most [`MAX_IN_FLIGHT`] requests of a connection run or wait to
 //! be sent at once, so a connection holds bounded memory. One writer task
 //! owns the socket's write half and sends each reply as its request
 //! completes, in completion order, flushing when it has nothing else
@@ -13,7 +14,8 @@
 //! than the maximum) ends the connection after the replies in flight; a
 //! request it can follow but refuses (out of range, unknown command, bad
 //! flags) gets an error reply, its payload is read and dropped, and
-//! nothing is written. `NBD_CMD_DISC`, end of input and server shutdown
+//! nothing is written. A payload that does not arrive within the payload
+//! timeout ends the connection too. `NBD_CMD_DISC`, end of input and server shutdown
 //! all stop the reader; the requests in flight complete and are answered
 //! before the connection closes (an engine call cannot be cancelled
 //! anyway).
@@ -23,7 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    BufWriter,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +51,8 @@ struct Outgoing<P> {
 
 /// Serves requests on `stream` until the client disconnects, breaks the
 /// protocol, or `shutdown` is cancelled. A reply the client does not take
-/// within `write_timeout` ends the connection.
+/// within `write_timeout` ends the connection, and so does a write's
+/// payload that does not arrive within `payload_timeout` of its header.
 ///
 /// # Errors
 /// The socket's error, or why the client's stream could not be followed.
@@ -54,6 +60,7 @@ pub async fn serve<S, E>(
     stream: S,
     negotiated: Negotiated<E>,
     write_timeout: Duration,
+    payload_timeout: Duration,
     shutdown: CancellationToken,
 ) -> io::Result<()>
 where
@@ -114,7 +121,9 @@ where
         let command = match proto::check(&header, &session) {
             Ok(command) => command,
             Err(refusal) => {
-                skip(&mut rd, refusal.discard).await?;
+                if let Err(e) = skip(&mut rd, refusal.discard, payload_timeout).await {
+                    break Err(e);
+                }
                 tracing::debug!(export = %name, ?header, message = refusal.message, "nbd: request refused");
                 let body = ReplyBody::Error {
                     errno: refusal.errno,
@@ -135,16 +144,10 @@ where
         let (data, permit) = match command {
             Command::Disconnect => break Ok(()),
             Command::Write { length, .. } => {
-                // Room first, then the bytes: the payload never exceeds
-                // the budget, and one refused is read without being kept.
-                match export.reserve(u64::from(length)).await {
-                    Ok(p) => {
-                        let mut data = BytesMut::zeroed(length as usize);
-                        rd.read_exact(&mut data).await?;
-                        (data.freeze(), Some(p))
-                    }
-                    Err(e) => {
-                        skip(&mut rd, length).await?;
+                match read_payload(&mut rd, &*export, length, payload_timeout).await {
+                    Ok(Ok((data, permit))) => (data, Some(permit)),
+                    Err(e) => break Err(e),
+                    Ok(Err(e)) => {
                         let _ = tx.send(Outgoing {
                             cookie: header.cookie,
                             body: error_body(&e, true),
@@ -178,14 +181,88 @@ where
     ended
 }
 
-/// Reads `length` bytes of a refused write's payload and drops them.
-async fn skip<R: AsyncRead + Unpin>(rd: &mut R, length: u32) -> io::Result<()> {
+/// Reads a write's `length` bytes of payload within `timeout`, taking
+/// each piece from the budget as it arrives (with what is still to come
+/// as its need). When the budget finds no room in time, the rest of the
+/// payload is read and dropped (within `timeout` again) and the budget's
+/// refusal is the answer.
+///
+/// # Errors
+/// The socket's error; [`io::ErrorKind::TimedOut`] when the payload is
+/// not all there in time; [`io::ErrorKind::UnexpectedEof`] when the
+/// client closed before.
+async fn read_payload<R, E>(
+    rd: &mut R,
+    export: &E,
+    length: u32,
+    timeout: Duration,
+) -> io::Result<Result<(Bytes, E::Permit), ExportError>>
+where
+    R: AsyncBufRead + Unpin,
+    E: Export,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let length = length as usize;
+    let mut permit = match export.reserve(0).await {
+        Ok(p) => p,
+        Err(e) => {
+            skip(rd, length as u32, timeout).await?;
+            return Ok(Err(e));
+        }
+    };
+    let mut data = BytesMut::new();
+    while data.len() < length {
+        let arrived = within(deadline, rd.fill_buf()).await?;
+        if arrived.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = arrived.len().min(length - data.len());
+        let held = (data.len() + n) as u64;
+        let need = length as u64 - held;
+        if let Err(e) = export.grow(&mut permit, held, need, deadline).await {
+            let rest = length - data.len();
+            drop((data, permit));
+            skip(rd, rest as u32, timeout).await?;
+            return Ok(Err(e));
+        }
+        if data.capacity() == 0 {
+            data.reserve(length);
+        }
+        // Still buffered: this returns the same bytes at once.
+        let arrived = rd.fill_buf().await?;
+        data.extend_from_slice(&arrived[..n]);
+        rd.consume(n);
+    }
+    Ok(Ok((data.freeze(), permit)))
+}
+
+/// Reads `length` bytes of a refused write's payload within `timeout`
+/// and drops them.
+async fn skip<R: AsyncRead + Unpin>(rd: &mut R, length: u32, timeout: Duration) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut payload = rd.take(u64::from(length));
-    let copied = tokio::io::copy(&mut payload, &mut tokio::io::sink()).await?;
+    let copied = within(
+        deadline,
+        tokio::io::copy(&mut payload, &mut tokio::io::sink()),
+    )
+    .await?;
     if copied < u64::from(length) {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
+}
+
+/// `io`, or [`io::ErrorKind::TimedOut`] if it is not done by `deadline`.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout_at(deadline, io).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not send a write's payload in time",
+        )
+    })?
 }
 
 /// Counts the connection out when it ends, however it ends.

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{Disk, reply, send, send_payload, serve};
+use common::{Disk, WRITE_TIMEOUT, reply, send, send_payload, serve};
 use quorum_nbd::proto::{cmd, errno};
 
 /// A field of `/proc/self/status` in bytes (`VmHWM`: the peak resident
@@ -28,7 +28,7 @@ fn proc_status_bytes(field: &str) -> u64 {
 #[tokio::test(flavor = "current_thread")]
 async fn a_write_refused_for_the_budget_fills_no_memory_with_its_payload() {
     let disk = Disk::new(1 << 20);
-    let (mut c, _task) = serve(&disk);
+    let (mut c, _task) = serve(&disk, WRITE_TIMEOUT);
     // Warm up: the connection's buffers exist before the peak is read.
     send(&mut c, cmd::WRITE, 0, 0, 512).await;
     send_payload(&mut c, 0x11, 512).await;

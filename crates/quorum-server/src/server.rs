@@ -287,6 +287,7 @@ pub fn run(
             max_connections: config.max_connections,
             handshake_timeout: config.header_timeout,
             write_timeout: config.body_timeout,
+            payload_timeout: config.body_timeout,
         };
         (listeners, Arc::new(exports), limits)
     });

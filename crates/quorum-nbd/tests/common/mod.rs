@@ -91,6 +91,20 @@ impl Export for Disk {
         })
     }
 
+    async fn grow(
+        &self,
+        permit: &mut Permit,
+        bytes: u64,
+        _need: u64,
+        _deadline: tokio::time::Instant,
+    ) -> Result<(), ExportError> {
+        if bytes > permit.bytes {
+            self.budget.take(bytes - permit.bytes)?;
+            permit.bytes = bytes;
+        }
+        Ok(())
+    }
+
     async fn read(&self, offset: u64, length: u32) -> Result<Bytes, ExportError> {
         let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
         let at = offset as usize;
@@ -144,9 +158,13 @@ impl Export for Disk {
 /// The connection's bounds in these tests.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `disk` on one end of a pipe (simple replies); returns the
-/// client's end and the connection's task.
-pub fn serve(disk: &Arc<Disk>) -> (DuplexStream, JoinHandle<std::io::Result<()>>) {
+/// Serves `disk` on one end of a pipe (simple replies), a write's payload
+/// due within `payload_timeout` of its header; returns the client's end
+/// and the connection's task.
+pub fn serve(
+    disk: &Arc<Disk>,
+    payload_timeout: Duration,
+) -> (DuplexStream, JoinHandle<std::io::Result<()>>) {
     let (client, server) = duplex(64 << 10);
     let negotiated = Negotiated {
         name: "vm".to_owned(),
@@ -158,6 +176,7 @@ pub fn serve(disk: &Arc<Disk>) -> (DuplexStream, JoinHandle<std::io::Result<()>>
         server,
         negotiated,
         WRITE_TIMEOUT,
+        payload_timeout,
         CancellationToken::new(),
     ));
     (client, task)
