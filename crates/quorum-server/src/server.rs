@@ -223,6 +223,7 @@ pub fn run(
         });
         nbd.listen = Some(addr);
         nbd.check()?;
+        crate::config::check_nbd_budget(config.max_buffered_bytes)?;
         config.nbd = Some(nbd);
     }
     if config.token.is_none() {

@@ -323,3 +323,43 @@ fn write_headers_without_payload_hold_no_budget_and_are_closed() {
         );
     }
 }
+
+/// NBD advertises requests of up to 32 MiB, so `max_buffered_bytes` below
+/// that refuses the start when NBD is served, by `[nbd]` or by `--nbd`
+/// (such requests could only ever fail with EIO after `body_timeout`).
+#[test]
+fn nbd_needs_max_buffered_bytes_of_32_mib() {
+    let sandbox = Sandbox::new();
+    let small = format!(
+        "max_request_bytes = \"1MiB\"\nmax_buffered_bytes = \"16MiB\"\n\n{}",
+        abc_volume("1MiB", "")
+    );
+    let line = sandbox
+        .start_expecting_failure(&with_nbd(&small))
+        .one_line()
+        .to_owned();
+    assert!(
+        line.contains("max_buffered_bytes") && line.contains("32MiB"),
+        "the refusal names max_buffered_bytes and its least value: {line}"
+    );
+    let config = sandbox.write_config(&small).display().to_string();
+    let refused = sandbox.run_expecting_failure(&[
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--nbd",
+        "127.0.0.1:0",
+    ]);
+    let line = refused.one_line();
+    assert!(
+        line.contains("max_buffered_bytes") && line.contains("32MiB"),
+        "--nbd is refused alike: {line}"
+    );
+    for f in ABC {
+        assert!(
+            !sandbox.file(f).exists(),
+            "{f} was created by a refused start"
+        );
+    }
+}
