@@ -40,6 +40,11 @@ use crate::{Export, ExportError};
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Descriptors in one block status reply at most.
 pub const MAX_DESCRIPTORS: usize = 1 << 16;
+/// What one extent of a block status reply may take while it is built and
+/// sent: the engine's extent (24 bytes) and its descriptor (8 bytes). The
+/// request holds this times its limit from the budget until its reply is
+/// sent.
+pub const BLOCK_STATUS_BYTES_PER_EXTENT: u64 = 32;
 
 /// A reply ready to send, and what it holds until it is sent.
 struct Outgoing<P> {
@@ -274,8 +279,9 @@ impl<E: Export> Drop for Gone<E> {
     }
 }
 
-/// Runs one checked request; returns the reply and the read buffer's
-/// budget, to hold until the data is sent.
+/// Runs one checked request; returns the reply and the budget its data
+/// (a read's bytes, a block status's extents) took, to hold until it is
+/// sent.
 async fn run<E: Export>(
     export: &E,
     command: Command,
@@ -323,6 +329,13 @@ async fn run<E: Export>(
             req_one,
         } => {
             let limit = if req_one { 1 } else { MAX_DESCRIPTORS };
+            let permit = match export
+                .reserve(limit as u64 * BLOCK_STATUS_BYTES_PER_EXTENT)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return (error_body(&e, false), None),
+            };
             match export.block_status(offset, length, limit).await {
                 Ok(extents) => {
                     let mut list = proto::descriptors(
@@ -335,7 +348,7 @@ async fn run<E: Export>(
                         // Status 0 ("data, contents unknown") is always true.
                         list.push(proto::Descriptor { length, flags: 0 });
                     }
-                    (ReplyBody::Extents(list), None)
+                    (ReplyBody::Extents(list), Some(permit))
                 }
                 Err(e) => (error_body(&e, false), None),
             }

@@ -8,8 +8,9 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Disk, reply, send, send_payload, serve};
-use quorum_nbd::proto::cmd;
+use common::{Disk, chunk, reply, send, send_flags, send_payload, serve, serve_structured};
+use quorum_nbd::proto::{cflag, cmd, errno, reply as chunk_type};
+use quorum_nbd::transmission::{BLOCK_STATUS_BYTES_PER_EXTENT, MAX_DESCRIPTORS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The payload timeout of these tests.
@@ -107,4 +108,36 @@ async fn a_stalled_refused_payload_ends_the_connection() {
         .expect("the connection task");
     assert!(ended.is_err(), "ended by the timeout: {ended:?}");
     assert_eq!(disk.writes.load(Ordering::SeqCst), 0, "nothing written");
+}
+
+/// A block status request takes the memory of its answer from the budget
+/// while the engine builds it (its limit of extents, one with `REQ_ONE`),
+/// and gets `EIO` when the budget has no room for it.
+#[tokio::test]
+async fn block_status_takes_its_answer_from_the_budget() {
+    let disk = Disk::new(64 << 20);
+    let (mut c, _task) = serve_structured(&disk);
+    let full = MAX_DESCRIPTORS as u64 * BLOCK_STATUS_BYTES_PER_EXTENT;
+    for (flags, cookie, held) in [
+        (0, 1, full),
+        (cflag::REQ_ONE, 2, BLOCK_STATUS_BYTES_PER_EXTENT),
+    ] {
+        send_flags(&mut c, flags, cmd::BLOCK_STATUS, cookie, 0, 1 << 20).await;
+        let (_, kind, answered, _) = chunk(&mut c).await;
+        assert_eq!((kind, answered), (chunk_type::TYPE_BLOCK_STATUS, cookie));
+        assert_eq!(
+            disk.held_in_block_status.load(Ordering::SeqCst),
+            held,
+            "held while the block status of flags {flags:#x} ran"
+        );
+    }
+    assert_eq!(disk.budget.held(), 0, "given back once sent");
+
+    let small = Disk::new(full - 1);
+    let (mut c, _task) = serve_structured(&small);
+    send(&mut c, cmd::BLOCK_STATUS, 3, 0, 1 << 20).await;
+    let (_, kind, answered, payload) = chunk(&mut c).await;
+    assert_eq!((kind, answered), (chunk_type::TYPE_ERROR, 3));
+    let value = u32::from_be_bytes(payload[..4].try_into().expect("an error value"));
+    assert_eq!(value, errno::EIO, "no room for the answer");
 }

@@ -60,6 +60,8 @@ pub struct Disk {
     pub budget: Arc<Budget>,
     pub data: Mutex<Vec<u8>>,
     pub writes: AtomicUsize,
+    /// What the budget held while the last block status ran.
+    pub held_in_block_status: AtomicU64,
 }
 
 impl Disk {
@@ -72,6 +74,7 @@ impl Disk {
             }),
             data: Mutex::new(vec![0; SIZE as usize]),
             writes: AtomicUsize::new(0),
+            held_in_block_status: AtomicU64::new(0),
         })
     }
 }
@@ -147,6 +150,8 @@ impl Export for Disk {
         length: u32,
         _limit: usize,
     ) -> Result<Vec<Extent>, ExportError> {
+        self.held_in_block_status
+            .store(self.budget.held(), Ordering::SeqCst);
         Ok(vec![Extent {
             offset,
             length: u64::from(length),
@@ -165,12 +170,25 @@ pub fn serve(
     disk: &Arc<Disk>,
     payload_timeout: Duration,
 ) -> (DuplexStream, JoinHandle<std::io::Result<()>>) {
+    serve_with(disk, payload_timeout, false)
+}
+
+/// [`serve`] with structured replies and `base:allocation` negotiated.
+pub fn serve_structured(disk: &Arc<Disk>) -> (DuplexStream, JoinHandle<std::io::Result<()>>) {
+    serve_with(disk, WRITE_TIMEOUT, true)
+}
+
+fn serve_with(
+    disk: &Arc<Disk>,
+    payload_timeout: Duration,
+    structured: bool,
+) -> (DuplexStream, JoinHandle<std::io::Result<()>>) {
     let (client, server) = duplex(64 << 10);
     let negotiated = Negotiated {
         name: "vm".to_owned(),
         export: disk.clone(),
-        structured: false,
-        base_allocation: false,
+        structured,
+        base_allocation: structured,
     };
     let task = tokio::spawn(transmission::serve(
         server,
@@ -184,8 +202,20 @@ pub fn serve(
 
 /// Sends a request header.
 pub async fn send(c: &mut DuplexStream, kind: u16, cookie: u64, offset: u64, length: u32) {
+    send_flags(c, 0, kind, cookie, offset, length).await;
+}
+
+/// Sends a request header with command flags.
+pub async fn send_flags(
+    c: &mut DuplexStream,
+    flags: u16,
+    kind: u16,
+    cookie: u64,
+    offset: u64,
+    length: u32,
+) {
     let header = RequestHeader {
-        flags: 0,
+        flags,
         kind,
         cookie,
         offset,
@@ -213,4 +243,16 @@ pub async fn reply(c: &mut DuplexStream) -> (u32, u64) {
     let errno = c.read_u32().await.expect("the error");
     let cookie = c.read_u64().await.expect("the cookie");
     (errno, cookie)
+}
+
+/// Reads one structured reply chunk: (flags, type, cookie, payload).
+pub async fn chunk(c: &mut DuplexStream) -> (u16, u16, u64, Vec<u8>) {
+    let magic = c.read_u32().await.expect("a reply");
+    assert_eq!(magic, proto::STRUCTURED_REPLY_MAGIC, "a structured reply");
+    let flags = c.read_u16().await.expect("the flags");
+    let kind = c.read_u16().await.expect("the type");
+    let cookie = c.read_u64().await.expect("the cookie");
+    let mut payload = vec![0; c.read_u32().await.expect("the length") as usize];
+    c.read_exact(&mut payload).await.expect("the payload");
+    (flags, kind, cookie, payload)
 }
