@@ -115,10 +115,24 @@ pub trait Export: Send + Sync + 'static {
     }
 
     /// Takes `bytes` from the server's memory budget, waiting for room
-    /// for a bounded time; the connection holds it for a write's payload
-    /// from before it is read, and for a read's data until it is sent.
+    /// for a bounded time; the connection holds it for a read's data until
+    /// it is sent. A permit of 0 bytes is had at once, to
+    /// [`grow`](Export::grow).
     fn reserve(&self, bytes: u64)
     -> impl Future<Output = Result<Self::Permit, ExportError>> + Send;
+
+    /// Makes `permit` hold `bytes` in all, with at most `need` more still
+    /// to come, waiting for room until `deadline`. A write's payload takes
+    /// its bytes this way as they arrive, so that a client that declares
+    /// 32 MiB and sends nothing holds nothing; `need` lets the budget
+    /// refuse bytes to payloads that could then not all be finished.
+    fn grow(
+        &self,
+        permit: &mut Self::Permit,
+        bytes: u64,
+        need: u64,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Result<(), ExportError>> + Send;
 
     /// Reads `length` bytes at `offset`, voting like any read.
     fn read(

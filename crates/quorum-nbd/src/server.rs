@@ -7,7 +7,8 @@
 //! share the slots). Every connection takes a slot (one that finds none is
 //! closed at once), must finish its handshake, TLS included, within
 //! `handshake_timeout`, and is dropped when a reply waits longer than
-//! `write_timeout` for the client to take it. On shutdown the loops stop
+//! `write_timeout` for the client to take it, or a write's payload takes
+//! longer than `payload_timeout` to arrive. On shutdown the loops stop
 //! accepting, handshakes end, and connections in transmission stop reading
 //! new requests, answer those in flight and close; [`Server::serve`]
 //! returns when every connection has ended.
@@ -37,6 +38,9 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// The longest a reply may wait for the client to read it.
     pub write_timeout: Duration,
+    /// The longest a write's payload may take to arrive once its header
+    /// has (and to find room in the budget).
+    pub payload_timeout: Duration,
 }
 
 /// A source of connections: a TCP or a Unix listener.
@@ -158,9 +162,14 @@ impl<X: Exports> Server<X> {
             Ok(Ok(Outcome::Aborted)) => tracing::debug!(?peer, "nbd: the client aborted"),
             Ok(Ok(Outcome::Transmit { negotiated, stream })) => {
                 let shutdown = self.shutdown.clone();
-                if let Err(e) =
-                    transmission::serve(stream, negotiated, limits.write_timeout, shutdown).await
-                {
+                let served = transmission::serve(
+                    stream,
+                    negotiated,
+                    limits.write_timeout,
+                    limits.payload_timeout,
+                    shutdown,
+                );
+                if let Err(e) = served.await {
                     tracing::debug!(?peer, error = %e, "nbd: connection ended");
                 }
             }

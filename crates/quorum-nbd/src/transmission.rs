@@ -2,8 +2,9 @@
 //!
 //! One reader (this connection's task) decodes each request header,
 //! checks it ([`proto::check`]), reads a write's payload into memory taken
-//! from the server's budget first, and starts the request in a task of its
-//! own; at most [`MAX_IN_FLIGHT`] requests of a connection run or wait to
+//! from the server's budget as its bytes arrive (so that headers alone
+//! hold nothing), within the payload timeout, and starts the request in a
+//! task of its own; at most [`MAX_IN_FLIGHT`] requests of a connection run or wait to
 //! be sent at once, so a connection holds bounded memory. One writer task
 //! owns the socket's write half and sends each reply as its request
 //! completes, in completion order, flushing when it has nothing else
@@ -13,7 +14,8 @@
 //! than the maximum) ends the connection after the replies in flight; a
 //! request it can follow but refuses (out of range, unknown command, bad
 //! flags) gets an error reply, its payload is read and dropped, and
-//! nothing is written. `NBD_CMD_DISC`, end of input and server shutdown
+//! nothing is written. A payload that does not arrive within the payload
+//! timeout ends the connection too. `NBD_CMD_DISC`, end of input and server shutdown
 //! all stop the reader; the requests in flight complete and are answered
 //! before the connection closes (an engine call cannot be cancelled
 //! anyway).
@@ -23,7 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    BufWriter,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +40,11 @@ use crate::{Export, ExportError};
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Descriptors in one block status reply at most.
 pub const MAX_DESCRIPTORS: usize = 1 << 16;
+/// What one extent of a block status reply may take while it is built and
+/// sent: the engine's extent (24 bytes) and its descriptor (8 bytes). The
+/// request holds this times its limit from the budget until its reply is
+/// sent.
+pub const BLOCK_STATUS_BYTES_PER_EXTENT: u64 = 32;
 
 /// A reply ready to send, and what it holds until it is sent.
 struct Outgoing<P> {
@@ -46,7 +56,8 @@ struct Outgoing<P> {
 
 /// Serves requests on `stream` until the client disconnects, breaks the
 /// protocol, or `shutdown` is cancelled. A reply the client does not take
-/// within `write_timeout` ends the connection.
+/// within `write_timeout` ends the connection, and so does a write's
+/// payload that does not arrive within `payload_timeout` of its header.
 ///
 /// # Errors
 /// The socket's error, or why the client's stream could not be followed.
@@ -54,6 +65,7 @@ pub async fn serve<S, E>(
     stream: S,
     negotiated: Negotiated<E>,
     write_timeout: Duration,
+    payload_timeout: Duration,
     shutdown: CancellationToken,
 ) -> io::Result<()>
 where
@@ -114,9 +126,8 @@ where
         let command = match proto::check(&header, &session) {
             Ok(command) => command,
             Err(refusal) => {
-                if refusal.discard > 0 {
-                    let mut payload = (&mut rd).take(u64::from(refusal.discard));
-                    tokio::io::copy(&mut payload, &mut tokio::io::sink()).await?;
+                if let Err(e) = skip(&mut rd, refusal.discard, payload_timeout).await {
+                    break Err(e);
                 }
                 tracing::debug!(export = %name, ?header, message = refusal.message, "nbd: request refused");
                 let body = ReplyBody::Error {
@@ -138,14 +149,10 @@ where
         let (data, permit) = match command {
             Command::Disconnect => break Ok(()),
             Command::Write { length, .. } => {
-                // Room first, then the bytes: the payload never exceeds
-                // the budget.
-                let permit = export.reserve(u64::from(length)).await;
-                let mut data = BytesMut::zeroed(length as usize);
-                rd.read_exact(&mut data).await?;
-                match permit {
-                    Ok(p) => (data.freeze(), Some(p)),
-                    Err(e) => {
+                match read_payload(&mut rd, &*export, length, payload_timeout).await {
+                    Ok(Ok((data, permit))) => (data, Some(permit)),
+                    Err(e) => break Err(e),
+                    Ok(Err(e)) => {
                         let _ = tx.send(Outgoing {
                             cookie: header.cookie,
                             body: error_body(&e, true),
@@ -179,6 +186,90 @@ where
     ended
 }
 
+/// Reads a write's `length` bytes of payload within `timeout`, taking
+/// each piece from the budget as it arrives (with what is still to come
+/// as its need). When the budget finds no room in time, the rest of the
+/// payload is read and dropped (within `timeout` again) and the budget's
+/// refusal is the answer.
+///
+/// # Errors
+/// The socket's error; [`io::ErrorKind::TimedOut`] when the payload is
+/// not all there in time; [`io::ErrorKind::UnexpectedEof`] when the
+/// client closed before.
+async fn read_payload<R, E>(
+    rd: &mut R,
+    export: &E,
+    length: u32,
+    timeout: Duration,
+) -> io::Result<Result<(Bytes, E::Permit), ExportError>>
+where
+    R: AsyncBufRead + Unpin,
+    E: Export,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let length = length as usize;
+    let mut permit = match export.reserve(0).await {
+        Ok(p) => p,
+        Err(e) => {
+            skip(rd, length as u32, timeout).await?;
+            return Ok(Err(e));
+        }
+    };
+    let mut data = BytesMut::new();
+    while data.len() < length {
+        let arrived = within(deadline, rd.fill_buf()).await?;
+        if arrived.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = arrived.len().min(length - data.len());
+        let held = (data.len() + n) as u64;
+        let need = length as u64 - held;
+        if let Err(e) = export.grow(&mut permit, held, need, deadline).await {
+            let rest = length - data.len();
+            drop((data, permit));
+            skip(rd, rest as u32, timeout).await?;
+            return Ok(Err(e));
+        }
+        if data.capacity() == 0 {
+            data.reserve(length);
+        }
+        // Still buffered: this returns the same bytes at once.
+        let arrived = rd.fill_buf().await?;
+        data.extend_from_slice(&arrived[..n]);
+        rd.consume(n);
+    }
+    Ok(Ok((data.freeze(), permit)))
+}
+
+/// Reads `length` bytes of a refused write's payload within `timeout`
+/// and drops them.
+async fn skip<R: AsyncRead + Unpin>(rd: &mut R, length: u32, timeout: Duration) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut payload = rd.take(u64::from(length));
+    let copied = within(
+        deadline,
+        tokio::io::copy(&mut payload, &mut tokio::io::sink()),
+    )
+    .await?;
+    if copied < u64::from(length) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// `io`, or [`io::ErrorKind::TimedOut`] if it is not done by `deadline`.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout_at(deadline, io).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not send a write's payload in time",
+        )
+    })?
+}
+
 /// Counts the connection out when it ends, however it ends.
 struct Gone<E: Export>(Arc<E>);
 
@@ -188,8 +279,9 @@ impl<E: Export> Drop for Gone<E> {
     }
 }
 
-/// Runs one checked request; returns the reply and the read buffer's
-/// budget, to hold until the data is sent.
+/// Runs one checked request; returns the reply and the budget its data
+/// (a read's bytes, a block status's extents) took, to hold until it is
+/// sent.
 async fn run<E: Export>(
     export: &E,
     command: Command,
@@ -237,6 +329,13 @@ async fn run<E: Export>(
             req_one,
         } => {
             let limit = if req_one { 1 } else { MAX_DESCRIPTORS };
+            let permit = match export
+                .reserve(limit as u64 * BLOCK_STATUS_BYTES_PER_EXTENT)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return (error_body(&e, false), None),
+            };
             match export.block_status(offset, length, limit).await {
                 Ok(extents) => {
                     let mut list = proto::descriptors(
@@ -249,7 +348,7 @@ async fn run<E: Export>(
                         // Status 0 ("data, contents unknown") is always true.
                         list.push(proto::Descriptor { length, flags: 0 });
                     }
-                    (ReplyBody::Extents(list), None)
+                    (ReplyBody::Extents(list), Some(permit))
                 }
                 Err(e) => (error_body(&e, false), None),
             }

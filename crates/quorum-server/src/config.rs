@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 mod nbd;
 
-pub use self::nbd::{NbdConfig, NbdTls};
+pub use self::nbd::{NbdConfig, NbdTls, check_nbd_budget};
 use self::nbd::{RawNbd, parse_nbd};
 
 /// The config that `quorum-server` serves with no arguments.
@@ -259,6 +259,9 @@ impl Config {
             return Err(ConfigError("no [[volume]] is configured".into()));
         }
         let nbd = raw.nbd.map(|n| parse_nbd(n, base_dir)).transpose()?;
+        if nbd.is_some() {
+            check_nbd_budget(max_buffered_bytes)?;
+        }
         Ok(Config {
             listen,
             data_dir,

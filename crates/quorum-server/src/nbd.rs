@@ -134,6 +134,19 @@ impl Export for NbdVolume {
             .map_err(|e| ExportError::Busy(e.to_string()))
     }
 
+    async fn grow(
+        &self,
+        permit: &mut Reservation,
+        bytes: u64,
+        need: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ExportError> {
+        self.budget
+            .grow_to(permit, bytes, need, deadline)
+            .await
+            .map_err(|e| ExportError::Busy(e.to_string()))
+    }
+
     async fn read(&self, offset: u64, length: u32) -> Result<Bytes, ExportError> {
         self.call(Op::Read, u64::from(length), move |v| {
             v.read(offset, length as usize)

@@ -290,6 +290,7 @@ pub fn run(
         });
         nbd.listen = Some(addr);
         nbd.check()?;
+        crate::config::check_nbd_budget(config.max_buffered_bytes)?;
         config.nbd = Some(nbd);
     }
     if config.token.is_none() {
@@ -351,6 +352,7 @@ pub fn run(
             max_connections: config.max_connections,
             handshake_timeout: config.header_timeout,
             write_timeout: config.body_timeout,
+            payload_timeout: config.body_timeout,
         };
         (listeners, Arc::new(exports), limits)
     });

@@ -265,3 +265,101 @@ fn nbd_beyond_loopback_needs_allow_plaintext() {
         "the refusal says what to do: {line}"
     );
 }
+
+/// NBD write headers that declare 32 MiB and send nothing hold none of
+/// `max_buffered_bytes`: HTTP and NBD requests are served meanwhile at
+/// once, and the silent connections are closed after `body_timeout`.
+#[test]
+fn write_headers_without_payload_hold_no_budget_and_are_closed() {
+    let server = Sandbox::new().serve(&with_nbd(&format!(
+        "max_request_bytes = \"1MiB\"\nmax_buffered_bytes = \"64MiB\"\nbody_timeout = \"3s\"\n\n{}",
+        abc_volume("64MiB", "")
+    )));
+    let addr = server.nbd_addr();
+    let mut silent: Vec<TcpStream> = (0..2u64)
+        .map(|i| {
+            let mut s = transmission(addr);
+            let length = 32 * MIB as u32;
+            send(&mut s, cmd::WRITE, i, i * 32 * MIB, length, &[]);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = std::time::Instant::now();
+    server.write_volume("vm", 0, &[0x42; 65_536]);
+    let mut s = transmission(addr);
+    send(&mut s, cmd::READ, 1, 0, 65_536, &[]);
+    assert_eq!(
+        reply(&mut s),
+        (0, 1),
+        "an NBD read beside the silent writes"
+    );
+    let mut data = vec![0u8; 65_536];
+    s.read_exact(&mut data).expect("the read's data");
+    assert_all_bytes(&data, 0x42, "the HTTP write read over NBD");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "served after {took:?}: the silent writes held the budget"
+    );
+
+    let started = std::time::Instant::now();
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("a read timeout");
+        assert_closed(s, "a write whose payload never came");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "closed after {waited:?}, body_timeout is 3s"
+    );
+    for f in ABC {
+        assert_all_bytes(
+            &server.read_file_at(f, 65_536, (HOSTILE_SIZE - 65_536) as usize),
+            0,
+            &format!("{f}: nothing of the silent writes"),
+        );
+    }
+}
+
+/// NBD advertises requests of up to 32 MiB, so `max_buffered_bytes` below
+/// that refuses the start when NBD is served, by `[nbd]` or by `--nbd`
+/// (such requests could only ever fail with EIO after `body_timeout`).
+#[test]
+fn nbd_needs_max_buffered_bytes_of_32_mib() {
+    let sandbox = Sandbox::new();
+    let small = format!(
+        "max_request_bytes = \"1MiB\"\nmax_buffered_bytes = \"16MiB\"\n\n{}",
+        abc_volume("1MiB", "")
+    );
+    let line = sandbox
+        .start_expecting_failure(&with_nbd(&small))
+        .one_line()
+        .to_owned();
+    assert!(
+        line.contains("max_buffered_bytes") && line.contains("32MiB"),
+        "the refusal names max_buffered_bytes and its least value: {line}"
+    );
+    let config = sandbox.write_config(&small).display().to_string();
+    let refused = sandbox.run_expecting_failure(&[
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--nbd",
+        "127.0.0.1:0",
+    ]);
+    let line = refused.one_line();
+    assert!(
+        line.contains("max_buffered_bytes") && line.contains("32MiB"),
+        "--nbd is refused alike: {line}"
+    );
+    for f in ABC {
+        assert!(
+            !sandbox.file(f).exists(),
+            "{f} was created by a refused start"
+        );
+    }
+}

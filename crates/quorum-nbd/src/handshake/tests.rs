@@ -31,6 +31,16 @@ impl Export for Disk {
         Ok(())
     }
 
+    async fn grow(
+        &self,
+        _permit: &mut (),
+        _bytes: u64,
+        _need: u64,
+        _deadline: tokio::time::Instant,
+    ) -> Result<(), ExportError> {
+        Ok(())
+    }
+
     async fn read(&self, _offset: u64, length: u32) -> Result<Bytes, ExportError> {
         Ok(Bytes::from(vec![0; length as usize]))
     }

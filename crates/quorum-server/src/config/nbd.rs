@@ -58,6 +58,23 @@ impl NbdConfig {
     }
 }
 
+/// Refuses a `max_buffered_bytes` below NBD's maximum request
+/// ([`quorum_nbd::proto::MAX_PAYLOAD`], 32 MiB, advertised to every
+/// client): a read or write of that size could never find room, and would
+/// fail with `EIO` after `body_timeout`.
+///
+/// # Errors
+/// A one-line message that says what to do.
+pub fn check_nbd_budget(max_buffered_bytes: u64) -> Result<(), ConfigError> {
+    let max = u64::from(quorum_nbd::proto::MAX_PAYLOAD);
+    if max_buffered_bytes >= max {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "max_buffered_bytes ({max_buffered_bytes}) is below {max} bytes (32 MiB), the largest NBD request a client may send: such requests could never be served; make it at least 32MiB, or serve no NBD"
+    )))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNbd {
@@ -152,6 +169,34 @@ mod tests {
             assert!(!e.contains('\n'), "{e}");
             assert!(e.contains(needle), "{e:?} should say {needle:?}");
         }
+    }
+
+    /// NBD advertises requests of up to 32 MiB: a smaller
+    /// `max_buffered_bytes` could never serve them, so it refuses the
+    /// config when NBD is served, and only then.
+    #[test]
+    fn nbd_needs_max_buffered_bytes_of_32_mib() {
+        let budget = |bytes: &str, nbd: bool| {
+            let table = if nbd {
+                "[nbd]\nsocket = \"q.sock\"\n"
+            } else {
+                ""
+            };
+            let text = format!(
+                "max_request_bytes = \"1MiB\"\nmax_buffered_bytes = \"{bytes}\"\n{table}{VOLUME}"
+            );
+            Config::parse(&text, Path::new("/etc/q")).map_err(|e| e.to_string())
+        };
+        let e = budget("16MiB", true).expect_err("16 MiB with NBD");
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.contains("max_buffered_bytes (16777216)") && e.contains("32MiB"),
+            "{e}"
+        );
+        budget("32MiB", true).expect("32 MiB with NBD");
+        budget("16MiB", false).expect("16 MiB without NBD");
+        assert!(check_nbd_budget(32 << 20).is_ok());
+        assert!(check_nbd_budget((32 << 20) - 1).is_err());
     }
 
     /// Each case of the plaintext rule: loopback is served; beyond it,

@@ -8,7 +8,9 @@
 //! remote becomes a child error within seconds. Remote errors map to child
 //! errors: a `503 quorum_failure` is an I/O error of this child (the remote
 //! quorum could not serve it), a `401` says the token is wrong, a `416` is
-//! a bug on our side and says so.
+//! a bug on our side and says so. A remote without the discard route (a
+//! quorum-server from before it) gets write-zeroes instead, which read the
+//! same.
 //!
 //! Options: `token` (the remote's bearer token), `timeout` (per request,
 //! default 5s) and `connect_timeout` (default 2s), as durations like "500ms".
@@ -16,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quorum_core::{Backend, BackendError, Extent};
@@ -38,6 +41,9 @@ const IN_FLIGHT: usize = 16;
 const REMOTE_PAGE_MAX: usize = 1 << 16;
 /// The header of a block status page cut short: where the next one starts.
 const NEXT_OFFSET: &str = "quorum-next-offset";
+/// The error code of a quorum-server's `404` for a route it does not have
+/// (SPEC section 4), as opposed to `no_such_volume`.
+const ROUTE_NOT_FOUND: &str = "not_found";
 
 /// A child on a remote quorum-server volume.
 pub struct HttpBackend {
@@ -47,6 +53,8 @@ pub struct HttpBackend {
     token: Option<String>,
     timeout: Duration,
     size: u64,
+    /// The remote has no discard route: discards go as write-zeroes.
+    no_discard: AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +139,7 @@ impl HttpBackend {
             token,
             timeout,
             size: 0,
+            no_discard: AtomicBool::new(false),
         };
         let remote = backend
             .remote_size()
@@ -184,11 +193,13 @@ impl HttpBackend {
 
     fn status_error(&self, response: Response) -> BackendError {
         let status = response.status();
-        let message = response
-            .json::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let body = response.json::<serde_json::Value>().unwrap_or_default();
+        self.error_of(status, &body)
+    }
+
+    /// The child error of a remote's answer `status` with JSON `body`.
+    fn error_of(&self, status: StatusCode, body: &serde_json::Value) -> BackendError {
+        let message = body["error"]["message"].as_str().unwrap_or_default();
         match status {
             StatusCode::UNAUTHORIZED => BackendError::Refused(format!(
                 "401 unauthorized from {}: the child's token option is wrong or missing",
@@ -334,9 +345,33 @@ impl Backend for HttpBackend {
         self.post_range("write-zeroes", offset, length)
     }
 
-    /// Forwarded: the remote volume's children free the space.
+    /// Forwarded: the remote volume's children free the space. A remote
+    /// that has no discard route (`405`, or `404 not_found` rather than
+    /// `no_such_volume`) gets write-zeroes, now and from then on, so that
+    /// a child on an older server is not failed by every discard.
     fn discard(&self, offset: u64, length: u64) -> Result<(), BackendError> {
-        self.post_range("discard", offset, length)
+        if !self.no_discard.load(Ordering::Relaxed) {
+            self.check(offset, length)?;
+            let url = format!("{}/discard?offset={offset}&length={length}", self.base);
+            let response = self
+                .request(self.client.post(url))
+                .send()
+                .map_err(|e| self.transport_error(&e))?;
+            let status = response.status();
+            if status == StatusCode::NO_CONTENT {
+                return Ok(());
+            }
+            let body = response.json::<serde_json::Value>().unwrap_or_default();
+            let no_route = status == StatusCode::METHOD_NOT_ALLOWED
+                || (status == StatusCode::NOT_FOUND
+                    && body["error"]["code"].as_str() == Some(ROUTE_NOT_FOUND));
+            if !no_route {
+                return Err(self.error_of(status, &body));
+            }
+            tracing::warn!(remote = %self.base, "the remote server has no discard route (an older quorum-server): discards are sent as write-zeroes");
+            self.no_discard.store(true, Ordering::Relaxed);
+        }
+        self.write_zeroes(offset, length)
     }
 
     fn flush(&self) -> Result<(), BackendError> {
@@ -418,36 +453,4 @@ impl Backend for HttpBackend {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::TcpListener;
-
-    use super::*;
-
-    /// A closed port is unreachable (the server may start without it); a
-    /// uri that cannot be used is not.
-    #[test]
-    fn a_remote_that_does_not_answer_is_unreachable() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a port")
-            .port();
-        let options = BTreeMap::from([("connect_timeout".to_owned(), "300ms".to_owned())]);
-        let uri = format!("http://127.0.0.1:{port}/v1/volumes/x");
-        match HttpBackend::open(&uri, &options, Some(4096), None) {
-            Err(OpenError::Unreachable { uri: shown, source }) => {
-                assert_eq!(shown, uri);
-                assert!(
-                    matches!(
-                        source,
-                        BackendError::Unavailable(_) | BackendError::Timeout(_)
-                    ),
-                    "{source:?}"
-                );
-            }
-            Err(e) => panic!("not unreachable: {e:?}"),
-            Ok(_) => panic!("a closed port opened"),
-        }
-        let bad = HttpBackend::open("http://[::1", &options, Some(4096), None);
-        assert!(matches!(bad, Err(OpenError::BadUri { .. })));
-    }
-}
+mod tests;
