@@ -197,7 +197,7 @@ fn open_volume(
         confine: confine.clone(),
         mark,
     };
-    VolumeEntry::start(volume, children, rebuild)
+    VolumeEntry::start(volume, children, rebuild, &vc.controls)
         .with_context(|| format!("volume {name:?}: cannot start its background jobs"))
 }
 

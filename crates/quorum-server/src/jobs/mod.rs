@@ -27,6 +27,7 @@
 //! - `status.rs`: the statuses as the API shows them, and the saved record.
 
 mod board;
+pub mod schedule;
 mod scrub;
 mod status;
 
