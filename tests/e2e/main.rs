@@ -14,6 +14,7 @@ mod discard;
 mod faults;
 mod lifecycle;
 mod limits;
+mod limits_io;
 mod limits_more;
 mod linearizability;
 mod membership;
