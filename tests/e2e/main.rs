@@ -31,5 +31,8 @@ mod s3;
 mod s3_heal;
 mod s3_races;
 mod scrub;
+mod scrub_schedule;
 mod stale;
 mod startup;
+mod stats;
+mod suspend;

@@ -102,7 +102,7 @@ impl ScrubClock {
             }),
         };
         if interval.is_some() && clock.lock().scheduled_since.is_none() {
-            clock.lock().scheduled_since = Some(SystemTime::now());
+            clock.lock().scheduled_since = Some(to_millis(SystemTime::now()));
             clock.save()?;
         }
         Ok(clock)
@@ -145,7 +145,7 @@ impl ScrubClock {
         let bell = {
             let mut times = self.lock();
             if state == JobState::Completed {
-                times.last_completed = Some(SystemTime::now());
+                times.last_completed = Some(to_millis(SystemTime::now()));
             }
             times.bell.clone()
         };
@@ -180,6 +180,14 @@ impl ScrubClock {
         )?;
         std::fs::rename(&tmp, &self.path)
     }
+}
+
+/// `t` to the millisecond, as the file keeps it: what the metric says
+/// before a restart it says after.
+fn to_millis(t: SystemTime) -> SystemTime {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    SystemTime::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The sink of a volume's jobs: forwards every event, and tells the clock
@@ -328,13 +336,8 @@ mod tests {
         let last = clock.last_completed().expect("completed");
         assert!(last >= since);
         let again = ScrubClock::load(dir.path(), "vm", Some(week)).expect("reload");
-        let millis = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_millis()
-        };
-        assert_eq!(again.last_completed().map(millis), Some(millis(last)));
-        assert_eq!(again.next_due().map(millis), Some(millis(last + week)));
+        assert_eq!(again.last_completed(), Some(last));
+        assert_eq!(again.next_due(), Some(last + week));
         let unscheduled = ScrubClock::load(dir.path(), "other", None).expect("load");
         assert_eq!(unscheduled.last_or_since(), None);
         assert_eq!(unscheduled.next_due(), None);
