@@ -12,9 +12,9 @@
 //!
 //! The limits change at run time ([`Throttle::set`]): as QEMU's
 //! `throttle_config`, a change starts from empty buckets, and the requests
-//! waiting meanwhile wake and wait again by the new limits. The wait ends
-//! when the client goes (the request's future is dropped); nothing else
-//! bounds it, as in QEMU.
+//! waiting meanwhile wake and wait again by the new limits. Nothing but
+//! the buckets bounds a wait, as in QEMU; a request whose future is
+//! dropped (its HTTP client gone) leaves the line.
 //!
 //! - `limits.rs`: the keys and their checks (`throttle_is_valid`).
 //! - `bucket.rs`: the arithmetic, pure, over a clock passed in.
