@@ -181,12 +181,17 @@ fn fetch_metrics(server: &Server) -> String {
     String::from_utf8(r.body).expect("/metrics is UTF-8")
 }
 
-/// The volume `vm` (a, b, c; threshold 2) with 4 KiB of data at 0, child c's
-/// file corrupted for 100 bytes at 1000, and one read through the server:
-/// c loses the vote on exactly those 100 bytes. Returns the server and the
-/// `/metrics` text it then exports, saved as `SANDBOX/metrics.txt`.
+/// The volume `vm` (a, b, c; threshold 2; served over NBD too) with 4 KiB
+/// of data at 0, child c's file corrupted for 100 bytes at 1000, and one
+/// read through the server: c loses the vote on exactly those 100 bytes.
+/// Returns the server and the `/metrics` text it then exports, saved as
+/// `SANDBOX/metrics.txt`.
 fn server_after_bad_read() -> (Server, String, PathBuf) {
-    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    let config = format!(
+        "[nbd]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        abc_volume("1MiB", "")
+    );
+    let server = Sandbox::new().serve(&config);
     let data = pattern(5, BLOCK as usize);
     server.write_volume("vm", 0, &data);
     server.corrupt_file("c.img", 1000, 100);

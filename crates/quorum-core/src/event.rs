@@ -81,10 +81,33 @@ pub enum EventKind {
     JobProgress,
     /// [`Event::JobCompleted`].
     JobCompleted,
+    /// [`Event::VolumeSuspended`].
+    VolumeSuspended,
+    /// [`Event::VolumeResumed`].
+    VolumeResumed,
 }
 
 impl EventKind {
     /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What ended a volume's suspension ([`Event::VolumeResumed`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum ResumedBy {
+    /// An operator resumed it: the held requests are retried in order.
+    Operator,
+    /// `suspend_timeout` passed: the held requests failed.
+    Timeout,
+}
+
+impl ResumedBy {
+    /// `operator` or `timeout`.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -188,6 +211,27 @@ pub enum Event {
         /// Blocks without a majority (not repaired), as volume byte ranges.
         unrecoverable: Vec<std::ops::Range<u64>>,
     },
+    /// A request failed its quorum on a volume whose error policy is
+    /// `suspend`: it and every later request are held until the volume is
+    /// resumed or `suspend_timeout` passes (SPEC 11).
+    VolumeSuspended {
+        /// The kind of the request that failed.
+        op: Op,
+        /// Its first byte.
+        offset: u64,
+        /// Its length.
+        bytes: u64,
+        /// Why it failed, as its error says.
+        cause: String,
+    },
+    /// A suspended volume serves again.
+    VolumeResumed {
+        /// What ended the suspension.
+        by: ResumedBy,
+        /// The requests held then: retried in order (by an operator) or
+        /// failed (by the timeout).
+        held: u64,
+    },
     /// blkverify found the two children different.
     BlkverifyMismatch {
         /// The first differing byte, as a volume offset.
@@ -213,6 +257,8 @@ impl Event {
             Event::JobStarted { .. } => EventKind::JobStarted,
             Event::JobProgress { .. } => EventKind::JobProgress,
             Event::JobCompleted { .. } => EventKind::JobCompleted,
+            Event::VolumeSuspended { .. } => EventKind::VolumeSuspended,
+            Event::VolumeResumed { .. } => EventKind::VolumeResumed,
         }
     }
 
@@ -286,6 +332,8 @@ mod tests {
                 "JOB_STARTED",
                 "JOB_PROGRESS",
                 "JOB_COMPLETED",
+                "VOLUME_SUSPENDED",
+                "VOLUME_RESUMED",
             ]
         );
         for kind in EventKind::VARIANTS {

@@ -48,7 +48,7 @@ mod tests;
 pub use backend::{Backend, BackendError, Extent};
 pub use child_state::ChildState;
 pub use error::{ChildFailure, OpenError, QuorumError, VolumeError};
-pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink};
+pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink, ResumedBy};
 pub use job::{JobKind, JobState};
 pub use strum::VariantArray;
 pub use volume::{

@@ -1,7 +1,7 @@
 //! Serde for the product's words (child states, event and job kinds, ops):
 //! through their one string form (strum's), never by a second rule.
 
-use crate::{ChildState, EventKind, JobKind, JobState, Op};
+use crate::{ChildState, EventKind, JobKind, JobState, Op, ResumedBy};
 
 macro_rules! serde_as_str {
     ($($word:ty),* $(,)?) => {$(
@@ -25,4 +25,4 @@ macro_rules! serde_as_str {
     )*};
 }
 
-serde_as_str!(ChildState, EventKind, JobKind, JobState, Op);
+serde_as_str!(ChildState, EventKind, JobKind, JobState, Op, ResumedBy);

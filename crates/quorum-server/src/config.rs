@@ -21,6 +21,9 @@ mod nbd;
 pub use self::nbd::{NbdConfig, NbdTls, check_nbd_budget};
 use self::nbd::{RawNbd, parse_nbd};
 
+use crate::controls::ControlsConfig;
+use crate::throttle::IoLimits;
+
 /// The config that `quorum-server` serves with no arguments.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
@@ -94,6 +97,8 @@ pub struct VolumeConfig {
     pub size: Option<u64>,
     /// The children, in order.
     pub children: Vec<ChildConfig>,
+    /// The operator's controls (SPEC 11).
+    pub controls: ControlsConfig,
 }
 
 /// One child of a volume.
@@ -151,6 +156,10 @@ struct RawVolume {
     #[serde(default)]
     blkverify: bool,
     child_timeout: Option<String>,
+    limits: Option<IoLimits>,
+    on_quorum_failure: Option<String>,
+    suspend_timeout: Option<String>,
+    scrub_interval: Option<String>,
     #[serde(default)]
     child: Vec<toml::Table>,
 }
@@ -307,6 +316,7 @@ fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, Config
     if !valid_name(&raw.name) {
         return Err(ConfigError(format!("{label}: {NAME_RULE}")));
     }
+    let controls = parse_controls(&label, &raw)?;
     let mut children = Vec::with_capacity(raw.child.len());
     for (i, table) in raw.child.into_iter().enumerate() {
         children.push(parse_child(&label, i, table)?);
@@ -331,6 +341,35 @@ fn parse_volume(index: usize, table: toml::Table) -> Result<VolumeConfig, Config
         options,
         size: raw.size.map(|s| s.as_u64()),
         children,
+        controls,
+    })
+}
+
+/// A volume's `limits`, `on_quorum_failure`, `suspend_timeout` and
+/// `scrub_interval` (SPEC 11).
+fn parse_controls(label: &str, raw: &RawVolume) -> Result<ControlsConfig, ConfigError> {
+    let in_volume = |e: ConfigError| ConfigError(format!("{label}: {}", e.0));
+    let limits = raw.limits.unwrap_or_default();
+    limits
+        .validate()
+        .map_err(|e| ConfigError(format!("{label}: limits: {e}")))?;
+    let on_quorum_failure = match raw.on_quorum_failure.as_deref() {
+        None => Default::default(),
+        Some(text) => text.parse().map_err(|_| {
+            ConfigError(format!(
+                "{label}: on_quorum_failure {text:?} is neither \"report\" nor \"suspend\""
+            ))
+        })?,
+    };
+    let defaults = ControlsConfig::default();
+    Ok(ControlsConfig {
+        limits,
+        on_quorum_failure,
+        suspend_timeout: duration("suspend_timeout", raw.suspend_timeout.as_deref())
+            .map_err(in_volume)?
+            .unwrap_or(defaults.suspend_timeout),
+        scrub_interval: duration("scrub_interval", raw.scrub_interval.as_deref())
+            .map_err(in_volume)?,
     })
 }
 

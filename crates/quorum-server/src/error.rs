@@ -61,6 +61,10 @@ pub enum ApiError {
     /// The quorum was not reached; the answer lists every failed child.
     #[error(transparent)]
     QuorumFailure(QuorumError),
+    /// A request held while its volume was suspended, and failed when it
+    /// was not resumed in time: still a quorum failure, by its cause.
+    #[error(transparent)]
+    Unresumed(crate::suspend::Unresumed),
     /// No job of that id.
     #[error("no job {0}")]
     NoSuchJob(u64),
@@ -97,7 +101,9 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             ApiError::OutOfRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "out_of_range"),
-            ApiError::QuorumFailure(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failure"),
+            ApiError::QuorumFailure(_) | ApiError::Unresumed(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "quorum_failure")
+            }
             ApiError::NoSuchJob(_) => (StatusCode::NOT_FOUND, "no_such_job"),
             ApiError::BlkverifyMismatch(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "blkverify_mismatch")
@@ -119,6 +125,17 @@ impl From<VolumeError> for ApiError {
             VolumeError::Quorum(q) => ApiError::QuorumFailure(q),
             VolumeError::BlkverifyMismatch { .. } => ApiError::BlkverifyMismatch(e.to_string()),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::io::IoError> for ApiError {
+    fn from(e: crate::io::IoError) -> Self {
+        use crate::io::IoError;
+        match e {
+            IoError::Volume(e) => e.into(),
+            IoError::Unresumed(e) => ApiError::Unresumed(e),
+            IoError::Bridge(e) => e,
         }
     }
 }

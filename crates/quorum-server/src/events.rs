@@ -464,6 +464,19 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, folded: Option<
                 "unrecoverable": unrecoverable,
             })
         }
+        Event::VolumeSuspended {
+            op,
+            offset,
+            bytes,
+            cause,
+        } => json!({
+            "type": op.event_type(),
+            "op": op,
+            "offset": offset,
+            "bytes": bytes,
+            "cause": cause,
+        }),
+        Event::VolumeResumed { by, held } => json!({ "by": by, "held": held }),
     };
     json!({
         "id": id,

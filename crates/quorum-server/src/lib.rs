@@ -11,6 +11,9 @@
 //! keeps every metric. The
 //! volume's background jobs ([`jobs`]: scrubs, and the [`resync`]) are
 //! workers of one shape ([`background`]), each on its own thread. The
+//! operator's controls of SPEC 11 ([`controls`]: I/O limits in
+//! [`throttle`], the error policy in [`suspend`], [`stats`], scheduled
+//! scrubs) sit on the one path of every data request, [`io`]. The
 //! dashboard (`dashboard/` at the repository root) is embedded and served at
 //! `/`. This crate knows no backend internals.
 
@@ -24,10 +27,12 @@ pub mod background;
 pub mod bridge;
 pub mod budget;
 pub mod config;
+pub mod controls;
 pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod fold;
+pub mod io;
 pub mod jobs;
 pub mod listener;
 pub mod membership;
@@ -37,7 +42,10 @@ pub mod range;
 pub mod reopen;
 pub mod resync;
 pub mod server;
+pub mod stats;
+pub mod suspend;
 pub mod telemetry;
+pub mod throttle;
 
 /// The command line of `quorum-server`.
 #[derive(Debug, clap::Parser)]

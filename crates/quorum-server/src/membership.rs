@@ -43,7 +43,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::background::{NotStopped, Runner};
 use crate::config::{ChildConfig, NAME_RULE, valid_name};
+use crate::controls::{Controls, ControlsConfig};
 use crate::jobs::Jobs;
+use crate::jobs::schedule::ClockedSink;
 use crate::resync::ResyncConfig;
 use crate::telemetry::Telemetry;
 
@@ -207,11 +209,15 @@ pub struct Rebuild {
 }
 
 /// A served volume: the current engine volume, its jobs, its children's
-/// config, and the gate that keeps membership changes between requests.
+/// config, the gate that keeps membership changes between requests, and
+/// the operator's controls (which outlive membership changes).
 pub struct VolumeEntry {
     current: RwLock<Arc<Volume>>,
     gate: FairLock<()>,
-    jobs: Mutex<Arc<Jobs>>,
+    /// Shared with the scrub schedule, which starts scrubs on the current
+    /// jobs.
+    jobs: Arc<Mutex<Arc<Jobs>>>,
+    controls: Controls,
     /// Shared with the resync's callback, which saves the membership when a
     /// child has synced.
     children: Arc<Mutex<Vec<ChildConfig>>>,
@@ -223,12 +229,21 @@ pub struct VolumeEntry {
 }
 
 impl VolumeEntry {
-    /// Serves `volume`, whose children are `children`, and starts its jobs.
+    /// Serves `volume`, whose children are `children`, with the
+    /// `controls` of its config, and starts its jobs.
     pub fn start(
         volume: Volume,
         children: Vec<ChildConfig>,
-        rebuild: Rebuild,
+        mut rebuild: Rebuild,
+        controls: &ControlsConfig,
     ) -> std::io::Result<VolumeEntry> {
+        let scrubs = Controls::scrub_clock(&rebuild.data_dir, volume.name(), controls)?;
+        let events = rebuild.sink.clone();
+        // The jobs' events tell the scrub clock when a scrub completed.
+        rebuild.sink = Arc::new(ClockedSink {
+            inner: events.clone(),
+            clock: scrubs.clone(),
+        });
         let volume = Arc::new(volume);
         let children = Arc::new(Mutex::new(children));
         let jobs = Jobs::start(
@@ -239,10 +254,13 @@ impl VolumeEntry {
             rebuild.scrub_rate,
             resync_config(&rebuild, &children),
         )?;
+        let jobs = Arc::new(Mutex::new(jobs));
+        let controls = Controls::start(volume.name(), controls, scrubs, jobs.clone(), events)?;
         Ok(VolumeEntry {
             current: RwLock::new(volume),
             gate: FairLock::new(()),
-            jobs: Mutex::new(jobs),
+            jobs,
+            controls,
             children,
             rebuild,
             reopen: Mutex::new(None),
@@ -264,6 +282,11 @@ impl VolumeEntry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The volume's I/O limits, error policy, statistics and scrub clock.
+    pub fn controls(&self) -> &Controls {
+        &self.controls
     }
 
     /// The children's uris, in order, without credentials.
@@ -303,14 +326,15 @@ impl VolumeEntry {
     /// step that may write): the volume must not be settled over them.
     pub fn stop(&self) -> Result<(), Vec<NotStopped>> {
         self.closing.store(true, Ordering::Release);
-        let mut stuck = Vec::new();
+        let deadline = Instant::now() + self.jobs().stop_wait();
+        let mut stuck: Vec<NotStopped> = self.controls.stop(deadline).err().into_iter().collect();
         let reopen = self
             .reopen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(runner) = reopen {
-            if let Err(e) = runner.stop(Instant::now() + self.jobs().stop_wait()) {
+            if let Err(e) = runner.stop(deadline) {
                 stuck.push(e);
             }
         }

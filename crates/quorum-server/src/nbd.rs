@@ -3,9 +3,10 @@
 //!
 //! `quorum-nbd` speaks the protocol; here each of its calls becomes the
 //! engine call an HTTP handler would make, the same way: the request's
-//! memory from the server-wide [`Budget`], the engine call on the blocking
-//! pool through [`blocking`] with the membership gate held
-//! ([`VolumeEntry::run`]), and the request counted in [`Telemetry`]. So an
+//! memory from the server-wide [`Budget`], the engine call through the
+//! volume's one data path ([`VolumeEntry::io`]: I/O limits, error policy,
+//! statistics, then the blocking pool with the membership gate held), and
+//! the request counted in [`Telemetry`]. So an
 //! NBD read votes, reports, repairs and marks stale exactly like an HTTP
 //! read, and the same events and metrics follow.
 
@@ -17,8 +18,8 @@ use bytes::Bytes;
 use quorum_core::{Op, Volume, VolumeError};
 use quorum_nbd::{Export, ExportError, Exports, Extent};
 
-use crate::bridge::blocking;
 use crate::budget::{Budget, Reservation};
+use crate::io::IoError;
 use crate::membership::VolumeEntry;
 use crate::telemetry::{Frontend, Telemetry};
 
@@ -79,14 +80,11 @@ impl NbdVolume {
     /// Runs `f` on the volume as HTTP does, and counts it as `op`.
     async fn call<T, F>(&self, op: Op, bytes: u64, f: F) -> Result<T, ExportError>
     where
-        F: FnOnce(&Volume) -> Result<T, VolumeError> + Send + 'static,
+        F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
         T: Send + 'static,
     {
-        let entry = self.entry.clone();
         let started = Instant::now();
-        let result = blocking(move || entry.run(f))
-            .await
-            .map_err(|e| ExportError::Io(e.to_string()))?;
+        let result = self.entry.io(op, bytes, f).await;
         self.telemetry
             .request(&self.name, Frontend::Nbd, op, bytes, started.elapsed());
         result.map_err(|e| export_error(&self.name, e))
@@ -94,13 +92,13 @@ impl NbdVolume {
 }
 
 /// Folds an engine error into what NBD can say.
-fn export_error(volume: &str, e: VolumeError) -> ExportError {
+fn export_error(volume: &str, e: IoError) -> ExportError {
     match e {
-        VolumeError::OutOfRange {
+        IoError::Volume(VolumeError::OutOfRange {
             offset,
             length,
             size,
-        } => ExportError::OutOfRange {
+        }) => ExportError::OutOfRange {
             offset,
             end: offset.saturating_add(length),
             size,
@@ -156,7 +154,7 @@ impl Export for NbdVolume {
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), ExportError> {
         let bytes = data.len() as u64;
-        self.call(Op::Write, bytes, move |v| v.write(offset, data))
+        self.call(Op::Write, bytes, move |v| v.write(offset, data.clone()))
             .await?;
         if fua {
             self.flush().await?;

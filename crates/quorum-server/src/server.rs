@@ -264,7 +264,7 @@ fn open_volume(
         confine: confine.clone(),
         mark,
     };
-    let entry = VolumeEntry::start(volume, children, rebuild)
+    let entry = VolumeEntry::start(volume, children, rebuild, &vc.controls)
         .with_context(|| format!("volume {name:?}: cannot start its background jobs"))?;
     Ok((entry, unopened))
 }

@@ -370,7 +370,9 @@ impl Telemetry {
             | Event::ChildStateChange { .. }
             | Event::JobStarted { .. }
             | Event::JobProgress { .. }
-            | Event::JobCompleted { .. } => {}
+            | Event::JobCompleted { .. }
+            | Event::VolumeSuspended { .. }
+            | Event::VolumeResumed { .. } => {}
         }
     }
 

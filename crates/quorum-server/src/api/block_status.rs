@@ -66,8 +66,8 @@ pub(super) async fn block_status(
         .budget
         .reserve(limit as u64 * BLOCK_STATUS_BYTES_PER_EXTENT, deadline)
         .await?;
-    let extents = timed(&state, &vol, Op::BlockStatus, 0, move || {
-        entry.run(|v| v.block_status(q.offset, q.length, limit))
+    let extents = timed(&state, &entry, &vol, Op::BlockStatus, 0, move |v| {
+        v.block_status(q.offset, q.length, limit)
     })
     .await?;
     // The engine checked the range: the sum does not overflow.

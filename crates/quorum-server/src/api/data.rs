@@ -58,7 +58,11 @@ pub(super) async fn read_data(
             let value = value
                 .to_str()
                 .map_err(|_| ApiError::BadRequest("the Range header is not ASCII".into()))?;
-            let r = range::parse(value, size)?;
+            let r = range::parse(value, size).inspect_err(|e| {
+                if matches!(e, ApiError::OutOfRange { .. }) {
+                    entry.controls().stats.invalid(Op::Read);
+                }
+            })?;
             (StatusCode::PARTIAL_CONTENT, r.offset, r.length)
         }
         None => (StatusCode::OK, 0, size),
@@ -105,6 +109,7 @@ pub(super) async fn write_data(
             return Err(ApiError::PayloadTooLarge { limit });
         }
         if q.offset.checked_add(len).is_none_or(|end| end > size) {
+            entry.controls().stats.invalid(Op::Write);
             return Err(VolumeError::OutOfRange {
                 offset: q.offset,
                 length: len,
@@ -115,11 +120,12 @@ pub(super) async fn write_data(
     }
     let data = read_body(&state, body, content_length(&headers)?, limit).await?;
     let bytes = data.len() as u64;
-    timed(&state, &vol, Op::Write, bytes, move || {
-        let (data, _reservation) = data.into_parts();
-        entry.run(|v| v.write(q.offset, data))
+    let (data, reservation) = data.into_parts();
+    timed(&state, &entry, &vol, Op::Write, bytes, move |v| {
+        v.write(q.offset, data.clone())
     })
     .await?;
+    drop(reservation);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,8 +157,8 @@ async fn zero_range(
     zero: fn(&Volume, u64, u64) -> Result<(), VolumeError>,
 ) -> Result<StatusCode, ApiError> {
     let entry = state.entry(vol)?;
-    timed(state, vol, op, q.length, move || {
-        entry.run(|v| zero(v, q.offset, q.length))
+    timed(state, &entry, vol, op, q.length, move |v| {
+        zero(v, q.offset, q.length)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -163,6 +169,6 @@ pub(super) async fn flush(
     VolumeName(vol): VolumeName,
 ) -> Result<StatusCode, ApiError> {
     let entry = state.entry(&vol)?;
-    timed(&state, &vol, Op::Flush, 0, move || entry.run(|v| v.flush())).await?;
+    timed(&state, &entry, &vol, Op::Flush, 0, Volume::flush).await?;
     Ok(StatusCode::NO_CONTENT)
 }

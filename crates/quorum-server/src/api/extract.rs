@@ -2,6 +2,7 @@
 //! the body (read within `body_timeout`, from the budget); and `timed`,
 //! which runs an engine call and counts it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -9,13 +10,13 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
-use quorum_core::{Op, VolumeError};
+use quorum_core::{Op, Volume, VolumeError};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::bridge::blocking;
 use crate::budget::Reservation;
 use crate::error::ApiError;
+use crate::membership::VolumeEntry;
 use crate::telemetry::Frontend;
 
 /// The largest body of a control request (`POST .../children`,
@@ -50,21 +51,23 @@ impl<S: Send + Sync> FromRequestParts<S> for VolumeName {
     }
 }
 
-/// Runs an engine call off the async workers and counts it as a request
-/// of `op` on `volume`.
+/// Runs an engine call on `entry` through its one data path
+/// ([`VolumeEntry::io`]: limits, error policy, statistics) and counts it
+/// as a request of `op` on `volume`.
 pub(super) async fn timed<T, F>(
     state: &AppState,
+    entry: &Arc<VolumeEntry>,
     volume: &str,
     op: Op,
     bytes: u64,
     f: F,
 ) -> Result<T, ApiError>
 where
-    F: FnOnce() -> Result<T, VolumeError> + Send + 'static,
+    F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
     T: Send + 'static,
 {
     let started = Instant::now();
-    let result = blocking(f).await?;
+    let result = entry.io(op, bytes, f).await;
     state
         .telemetry
         .request(volume, Frontend::Http, op, bytes, started.elapsed());

@@ -23,11 +23,14 @@
 //!   `DELETE .../children/{name}`, `GET .../children/{name}/damage`.
 //! - `jobs.rs`: `POST /v1/volumes/{vol}/scrub`, `GET .../jobs`,
 //!   `GET|DELETE .../jobs/{id}`.
+//! - `controls.rs`: `GET|PUT /v1/volumes/{vol}/limits`,
+//!   `POST .../resume`, `GET .../stats` (SPEC 11).
 //! - `events.rs`: `GET /v1/event-kinds`, `GET /v1/events`,
 //!   `GET /v1/events/stream`.
 
 mod block_status;
 mod children;
+mod controls;
 mod data;
 mod events;
 mod extract;
@@ -57,6 +60,7 @@ use crate::telemetry::Telemetry;
 
 use self::block_status::block_status;
 use self::children::{add_child, child_damage, remove_child};
+use self::controls::{get_limits, put_limits, resume, stats};
 use self::data::{discard, flush, head_data, read_data, write_data, write_zeroes};
 use self::events::{event_kinds, list_events, stream_events};
 use self::guard::{auth, transfer_codings};
@@ -125,6 +129,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(child_damage),
         )
         .route("/v1/volumes/{vol}/jobs", get(list_jobs))
+        .route("/v1/volumes/{vol}/limits", get(get_limits).put(put_limits))
+        .route("/v1/volumes/{vol}/resume", post(resume))
+        .route("/v1/volumes/{vol}/stats", get(stats))
         .route(
             "/v1/volumes/{vol}/jobs/{id}",
             get(get_job).delete(cancel_job),

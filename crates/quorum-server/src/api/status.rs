@@ -58,9 +58,10 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|(name, e)| (name.as_str(), e.volume()))
         .collect();
-    let text = state
+    let mut text = state
         .telemetry
         .render(volumes.iter().map(|(name, v)| (*name, &**v)));
+    text.push_str(&crate::controls::render_metrics(&state.volumes));
     (
         [(
             header::CONTENT_TYPE,

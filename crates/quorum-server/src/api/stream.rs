@@ -13,7 +13,6 @@ use futures_util::{StreamExt, stream};
 use quorum_core::Op;
 
 use super::AppState;
-use crate::bridge::blocking;
 use crate::budget::{Budget, Reservation};
 use crate::error::ApiError;
 use crate::membership::VolumeEntry;
@@ -41,8 +40,10 @@ struct ReadState {
 }
 
 impl ReadState {
-    /// Reads the next span: budget first, then one atomic engine read on a
-    /// blocking thread that holds the membership gate only while it reads.
+    /// Reads the next span: budget first, then one atomic engine read
+    /// through the volume's data path ([`VolumeEntry::io`]: limits, error
+    /// policy, statistics), on a blocking thread that holds the membership
+    /// gate only while it reads.
     ///
     /// A span longer than [`READ_CHUNK`] is read with `read_chunks`: one
     /// range lock from its first piece to its last (so it is as atomic as
@@ -56,8 +57,8 @@ impl ReadState {
         let reservation = self.budget.reserve(n, deadline).await?;
         let (entry, at) = (self.entry.clone(), self.at);
         let len = usize::try_from(n).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let bytes = blocking(move || {
-            entry.run(|v| {
+        let bytes = entry
+            .io(Op::Read, n, move |v| {
                 if len <= READ_CHUNK {
                     return v.read(at, len);
                 }
@@ -68,8 +69,7 @@ impl ReadState {
                 })?;
                 Ok(buf.freeze())
             })
-        })
-        .await??;
+            .await?;
         self.at += n;
         if self.at == self.end {
             // Counted before the client can have the last byte.

@@ -33,7 +33,7 @@ fn volume_json(telemetry: &Telemetry, name: &str, entry: &VolumeEntry) -> serde_
             })
         })
         .collect();
-    json!({
+    let mut volume = json!({
         "name": name,
         "size": v.size(),
         "vote_threshold": o.vote_threshold,
@@ -42,7 +42,11 @@ fn volume_json(telemetry: &Telemetry, name: &str, entry: &VolumeEntry) -> serde_
         "blkverify": o.blkverify,
         "stats": telemetry.volume_stats(name),
         "children": children,
-    })
+    });
+    if let Some(map) = volume.as_object_mut() {
+        map.extend(entry.controls().json());
+    }
+    volume
 }
 
 pub(super) async fn list_volumes(

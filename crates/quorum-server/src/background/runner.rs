@@ -35,7 +35,23 @@ impl<C: Send + 'static> Runner<C> {
     /// The thread could not be started.
     pub fn spawn<W>(
         worker: W,
+        post: impl FnMut(W::Status) + Send + 'static,
+    ) -> std::io::Result<Runner<C>>
+    where
+        W: Worker<Command = C>,
+    {
+        Runner::spawn_with_bell(worker, post, |_| {})
+    }
+
+    /// As [`Runner::spawn`], handing the worker's bell to `bell` before the
+    /// thread starts: whatever rings it then cannot miss the first step.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn spawn_with_bell<W>(
+        worker: W,
         mut post: impl FnMut(W::Status) + Send + 'static,
+        bell: impl FnOnce(Bell),
     ) -> std::io::Result<Runner<C>>
     where
         W: Worker<Command = C>,
@@ -43,6 +59,7 @@ impl<C: Send + 'static> Runner<C> {
         let name = worker.name();
         post(worker.status());
         let inbox = Arc::new(Inbox::new());
+        bell(Bell::new(&inbox));
         let (alive, exited) = mpsc::channel::<()>();
         let theirs = inbox.clone();
         let thread = thread::Builder::new().name(name.clone()).spawn(move || {

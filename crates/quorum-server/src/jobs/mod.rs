@@ -25,8 +25,11 @@
 //! - `board.rs`: where the runners post statuses: the list the API shows,
 //!   the job file and the job events.
 //! - `status.rs`: the statuses as the API shows them, and the saved record.
+//! - `schedule.rs`: scheduled scrubs (`scrub_interval`): the clock of the
+//!   last completed scrub, and the worker that starts them when due.
 
 mod board;
+pub mod schedule;
 mod scrub;
 mod status;
 

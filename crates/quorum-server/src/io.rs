@@ -1,0 +1,100 @@
+//! The one path of a data request through a volume, HTTP and NBD alike:
+//! [`VolumeEntry::io`].
+//!
+//! In order: the I/O limits (the request waits on a tokio timer until its
+//! buckets allow it, [`crate::throttle`]); the error policy (while the
+//! volume is suspended the request is held, [`crate::suspend`]); the engine
+//! call, on the blocking pool through [`blocking`] with the membership gate
+//! held ([`VolumeEntry::run`]); then, if it failed for lack of quorum on a
+//! volume that suspends, the hold and the retry; and last the request is
+//! counted in the volume's statistics ([`crate::stats`]). Nothing here
+//! blocks an async worker: every wait is a future, and the engine call is
+//! the bridge's.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use quorum_core::{Op, Volume, VolumeError};
+
+use crate::bridge::blocking;
+use crate::error::ApiError;
+use crate::membership::VolumeEntry;
+use crate::stats::Outcome;
+use crate::suspend::{Released, Unresumed};
+
+/// Why a data request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// The engine's error (for a request that was held and never resumed,
+    /// the error it failed with first).
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// The request was held while the volume was suspended and never ran:
+    /// the volume was not resumed in time.
+    #[error(transparent)]
+    Unresumed(#[from] Unresumed),
+    /// The engine call could not run (it panicked).
+    #[error(transparent)]
+    Bridge(#[from] ApiError),
+}
+
+impl IoError {
+    /// How the statistics count the request that failed with it.
+    fn outcome(&self) -> Outcome {
+        match self {
+            IoError::Volume(VolumeError::OutOfRange { .. }) => Outcome::Invalid,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+impl VolumeEntry {
+    /// Serves one data request of `op` and `bytes`: `f` on the current
+    /// volume, after the throttle and the suspension (see the module docs).
+    /// `f` may run more than once: again after a resume, when its first
+    /// run failed for lack of quorum on a volume that suspends.
+    ///
+    /// # Errors
+    /// The engine's error, or a held request that the timeout failed.
+    pub async fn io<T, F>(self: &Arc<Self>, op: Op, bytes: u64, f: F) -> Result<T, IoError>
+    where
+        F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let started = Instant::now();
+        let controls = self.controls();
+        controls.throttle.admit(op, bytes).await;
+        let suspension = &controls.suspension;
+        let mut turn = match suspension.admit().await {
+            None => None,
+            Some(Released::Retry(turn)) => Some(turn),
+            Some(Released::Failed(e)) => {
+                controls
+                    .stats
+                    .record(op, bytes, started.elapsed(), Outcome::Failed);
+                return Err(e.into());
+            }
+        };
+        let f = Arc::new(f);
+        let result = loop {
+            let (entry, f) = (self.clone(), f.clone());
+            match blocking(move || entry.run(|v| f(v))).await {
+                Ok(Err(VolumeError::Quorum(q))) if suspension.holds(&q) => {
+                    match suspension.hold(turn.take(), &q).await {
+                        Released::Retry(next) => turn = Some(next),
+                        Released::Failed(_) => break Err(VolumeError::Quorum(q).into()),
+                    }
+                }
+                Ok(result) => break result.map_err(IoError::from),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        // The next held request goes once this one is done.
+        drop(turn);
+        let outcome = result
+            .as_ref()
+            .map_or_else(IoError::outcome, |_| Outcome::Done);
+        controls.stats.record(op, bytes, started.elapsed(), outcome);
+        result
+    }
+}

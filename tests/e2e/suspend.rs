@@ -1,0 +1,199 @@
+//! SPEC 11, error policy: `on_quorum_failure = "suspend"`. A 2-of-3 volume
+//! whose two remote children (real block servers) stop answering holds a
+//! writer's request instead of failing it, and every request after it;
+//! once the children are back, `POST .../resume` retries them in order and
+//! the write lands; with no resume, `suspend_timeout` fails them.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::remote::{block_server, remote_child};
+use crate::util::*;
+
+const DATA: &str = "/v1/volumes/vm/data";
+
+/// Two block servers and a front volume vm of a local file and the two
+/// remote volumes, threshold 2, that suspends for `timeout`.
+fn suspending(timeout: &str) -> (Vec<Server>, Server) {
+    let blocks: Vec<Server> = (0..2).map(|_| block_server("1MiB", "")).collect();
+    let children = [
+        child("a"),
+        remote_child("r1", &blocks[0], "blk", ""),
+        remote_child("r2", &blocks[1], "blk", ""),
+    ];
+    let options = format!("on_quorum_failure = \"suspend\"\nsuspend_timeout = \"{timeout}\"");
+    let front = Sandbox::new().serve(&volume("vm", "1MiB", 2, &options, &children));
+    (blocks, front)
+}
+
+fn volume_json(front: &Server) -> Value {
+    front.get("/v1/volumes/vm").json()
+}
+
+/// Waits until vm is suspended with `held` requests held.
+#[track_caller]
+fn wait_suspended(front: &Server, held: u64) {
+    let mut seen = Value::Null;
+    wait_until(&format!("vm suspended with {held} requests held"), || {
+        seen = volume_json(front);
+        seen["state"] == "suspended" && seen["suspension"]["held"] == held
+    });
+    assert_eq!(seen["on_quorum_failure"], "suspend", "{seen}");
+    assert!(
+        seen["suspension"]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("children succeeded, 2 needed")),
+        "{seen}"
+    );
+}
+
+/// The `VOLUME_*` events of the front, oldest first.
+fn volume_events(front: &Server) -> Vec<Value> {
+    front
+        .all_events()
+        .into_iter()
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("VOLUME_"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_held_write_completes_after_the_children_return_and_a_resume() {
+    let (mut blocks, front) = suspending("60s");
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    assert_eq!(volume_json(&front)["state"], "running");
+    front
+        .post("/v1/volumes/vm/resume")
+        .expect_error(409, "conflict");
+
+    for b in &mut blocks {
+        b.stop();
+    }
+    let data = pattern(2, 4096);
+    thread::scope(|s| {
+        let writer = s.spawn(|| front.put(&format!("{DATA}?offset=8192"), data.clone()));
+        wait_suspended(&front, 1);
+        // Every later request is held too, behind the write.
+        let reader = s.spawn(|| front.get_range(DATA, "bytes=8192-12287"));
+        wait_suspended(&front, 2);
+        let suspended = volume_events(&front);
+        assert_eq!(suspended.len(), 1, "{suspended:?}");
+        let event = &suspended[0];
+        assert_eq!(event["event"], "VOLUME_SUSPENDED");
+        assert_eq!(event["data"]["op"], "write");
+        assert_eq!(data_u64(event, "offset"), 8192);
+        assert_eq!(data_u64(event, "bytes"), 4096);
+        assert!(
+            event["data"]["cause"]
+                .as_str()
+                .is_some_and(|c| c.contains("\"r1\"") && c.contains("\"r2\"")),
+            "the cause names the failed children: {event}"
+        );
+        assert_eq!(front.metric(r#"quorum_volume_suspended{volume="vm"}"#), 1.0);
+        thread::sleep(Duration::from_millis(500));
+        assert!(
+            !writer.is_finished() && !reader.is_finished(),
+            "held requests stay held"
+        );
+
+        for b in &mut blocks {
+            b.restart();
+        }
+        // Resumed while a child's breaker still refuses it (it was
+        // unreachable a moment ago), the retry fails again and the volume
+        // suspends again with the write first in line: resume until the
+        // line is through, as an operator would.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut resumes = 0;
+        while !(writer.is_finished() && reader.is_finished()) {
+            assert!(
+                Instant::now() < deadline,
+                "the held requests did not complete after {resumes} resumes: {}",
+                volume_json(&front)
+            );
+            if volume_json(&front)["state"] == "suspended" {
+                let r = front.post("/v1/volumes/vm/resume");
+                if r.status == 200 {
+                    resumes += 1;
+                    assert!(r.json()["held"].as_u64().is_some_and(|h| h >= 1), "{r:?}");
+                }
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!("the held requests completed after {resumes} resume(s)");
+        writer.join().expect("the writer").expect_status(204);
+        let read = reader.join().expect("the reader");
+        read.expect_status(206);
+        assert_bytes_eq(&read.body, &data, "the held read, retried after the write");
+    });
+    assert_bytes_eq(&front.read_volume("vm", 8192, 4096), &data, "read back");
+    let state = volume_json(&front);
+    assert_eq!(state["state"], "running", "{state}");
+    assert_eq!(state["suspension"], Value::Null);
+    assert_eq!(front.metric(r#"quorum_volume_suspended{volume="vm"}"#), 0.0);
+    let events = volume_events(&front);
+    let resumed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "VOLUME_RESUMED")
+        .collect();
+    assert!(!resumed.is_empty(), "{events:?}");
+    for e in &resumed {
+        assert_eq!(e["data"]["by"], "operator", "{e}");
+    }
+    assert_eq!(data_u64(resumed[0], "held"), 2);
+    // The children that missed nothing of it once back hold the write, or
+    // get it from the resync.
+    for b in &blocks {
+        wait_until("the block servers to hold the write", || {
+            b.read_file_at("disk.img", 8192, 4096) == data
+        });
+    }
+}
+
+#[test]
+fn held_requests_fail_at_the_suspend_timeout() {
+    let (mut blocks, front) = suspending("3s");
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    for b in &mut blocks {
+        b.stop();
+    }
+    let (write, read, took) = thread::scope(|s| {
+        let started = Instant::now();
+        let writer = s.spawn(|| front.put(&format!("{DATA}?offset=8192"), pattern(3, 4096)));
+        wait_suspended(&front, 1);
+        let reader = s.spawn(|| front.get_range(DATA, "bytes=0-4095"));
+        wait_suspended(&front, 2);
+        let write = writer.join().expect("the writer");
+        let took = started.elapsed();
+        (write, reader.join().expect("the reader"), took)
+    });
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
+        "the held write failed after {took:?}, not at the 3 s timeout"
+    );
+    // The write fails with its own error; the read, which never ran, with
+    // one that names the suspension's cause.
+    let message = write.expect_error(503, "quorum_failure");
+    assert!(
+        message.contains("write of 4096 bytes at 8192 failed"),
+        "{message}"
+    );
+    let message = read.expect_error(503, "quorum_failure");
+    assert!(
+        message.contains("suspend_timeout (3s)") && message.contains("write of 4096 bytes at 8192"),
+        "{message}"
+    );
+    let events = volume_events(&front);
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names, ["VOLUME_SUSPENDED", "VOLUME_RESUMED"], "{events:?}");
+    assert_eq!(events[1]["data"]["by"], "timeout");
+    assert_eq!(data_u64(&events[1], "held"), 2);
+    let state = volume_json(&front);
+    assert_eq!(state["state"], "running", "{state}");
+    assert_eq!(front.metric(r#"quorum_volume_suspended{volume="vm"}"#), 0.0);
+}
