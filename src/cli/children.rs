@@ -55,11 +55,9 @@ fn wait_for_sync(client: &Client, volume: &str, name: &str) -> Result<(), Error>
     let mut bar = None;
     loop {
         let v = volumes::get(client, volume)?;
-        let child = v
-            .children
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| Error::JobEnded(format!("child {name} left {volume} while it synced")))?;
+        let child = v.children.iter().find(|c| c.name == name).ok_or_else(|| {
+            Error::JobEnded(format!("child {name} left {volume} while it synced"))
+        })?;
         let bar = bar.get_or_insert_with(|| output::job_bar(v.size, &format!("sync of {name}")));
         bar.set_position(v.size.saturating_sub(child.stale_bytes));
         if child.is(ChildState::Healthy) && child.stale_bytes == 0 {

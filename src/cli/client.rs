@@ -97,7 +97,11 @@ impl Client {
     /// # Errors
     /// [`Error::Invalid`] when the HTTP client cannot be built or the URL is
     /// not `http://`.
-    pub fn new(base: Url, token: Option<String>, timeout: Option<Duration>) -> Result<Client, Error> {
+    pub fn new(
+        base: Url,
+        token: Option<String>,
+        timeout: Option<Duration>,
+    ) -> Result<Client, Error> {
         if base.scheme() != "http" {
             return Err(Error::Invalid(format!(
                 "{base}: only http:// URLs are supported (put a TLS proxy in front for https)"
@@ -259,7 +263,10 @@ mod tests {
         );
         let base: Url = "http://h:1/quorum/".parse().expect("url");
         let c = Client::new(base, None, None).expect("client");
-        assert_eq!(c.url(&["v1", "volumes"]).as_str(), "http://h:1/quorum/v1/volumes");
+        assert_eq!(
+            c.url(&["v1", "volumes"]).as_str(),
+            "http://h:1/quorum/v1/volumes"
+        );
     }
 
     #[test]

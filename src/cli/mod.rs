@@ -245,7 +245,11 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Unrecoverable) => ExitCode::from(EXIT_UNRECOVERABLE),
         Err(e) => {
-            let line = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let line = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!("error: {line}");
             ExitCode::from(EXIT_ERROR)
         }

@@ -43,9 +43,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<(), Error> {
         })
         .and_then(|()| tw.flush());
     written.map_err(|e| Error::io("cannot lay out a table", e))?;
-    let text = tw
-        .into_inner()
-        .map_err(|e| Error::io("cannot lay out a table", std::io::Error::other(e.to_string())))?;
+    let text = tw.into_inner().map_err(|e| {
+        Error::io(
+            "cannot lay out a table",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
     std::io::stdout()
         .write_all(&text)
         .map_err(|e| Error::io("cannot write to stdout", e))
@@ -108,9 +111,6 @@ mod tests {
         assert_eq!(size(0), "0 B");
         assert_eq!(rate(1024.0 * 1024.0), "1.0 MiB/s");
         assert_eq!(duration(72.4), "1m 12s");
-        assert_eq!(
-            job_message(2048.0, Some(3.0)),
-            "2.0 KiB/s, ETA 3s"
-        );
+        assert_eq!(job_message(2048.0, Some(3.0)), "2.0 KiB/s, ETA 3s");
     }
 }

@@ -38,9 +38,9 @@ pub mod unopened;
 pub use confine::Confinement;
 pub use faulty::{FaultRule, Faulty};
 pub use file::FileBackend;
-pub use probe::{Probe, probe};
 #[cfg(feature = "http")]
 pub use http::HttpBackend;
+pub use probe::{Probe, probe};
 #[cfg(feature = "s3")]
 pub use s3::S3Backend;
 pub use unopened::Unopened;

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::Access;
 
@@ -59,8 +59,7 @@ pub fn probe(source: ChildSource<'_>) -> Result<Probe, OpenError> {
         #[cfg(feature = "http")]
         Some("http" | "https") => {
             use quorum_core::Backend as _;
-            let backend =
-                crate::HttpBackend::open(source.uri, source.options, source.size, None)?;
+            let backend = crate::HttpBackend::open(source.uri, source.options, source.size, None)?;
             Ok(Probe {
                 size: Some(backend.size().map_err(|e| OpenError::Remote {
                     uri: crate::redact_uri(source.uri),
@@ -141,7 +140,7 @@ fn probe_file(path: &Path, size: Option<u64>, create: bool) -> Result<Probe, Ope
                 .map_err(|e| at(e.into()))?;
             Ok(Probe {
                 size: None,
-                identity: format!("new-file:{}", PathBuf::from(dir).join(name).display()),
+                identity: format!("new-file:{}", dir.join(name).display()),
             })
         }
         Err(e) => Err(at(e)),

@@ -198,12 +198,16 @@ fn check_volume(
 /// where it may be made.
 fn check_data_dir(dir: &Path) -> anyhow::Result<()> {
     let writable = |path: &Path| {
-        rustix::fs::access(path, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK)
-            .map_err(io::Error::from)
+        rustix::fs::access(
+            path,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .map_err(io::Error::from)
     };
     match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => writable(dir)
-            .with_context(|| format!("data_dir {} cannot be written", dir.display())),
+        Ok(meta) if meta.is_dir() => {
+            writable(dir).with_context(|| format!("data_dir {} cannot be written", dir.display()))
+        }
         Ok(_) => bail!("data_dir {} is not a directory", dir.display()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut parent = dir.parent();
@@ -230,13 +234,15 @@ fn check_data_dir(dir: &Path) -> anyhow::Result<()> {
                     ),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => parent = p.parent(),
                     Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("cannot create data_dir {}", dir.display())
-                        });
+                        return Err(e)
+                            .with_context(|| format!("cannot create data_dir {}", dir.display()));
                     }
                 }
             }
-            bail!("cannot create data_dir {}: no parent directory", dir.display())
+            bail!(
+                "cannot create data_dir {}: no parent directory",
+                dir.display()
+            )
         }
         Err(e) => Err(e).with_context(|| format!("cannot read data_dir {}", dir.display())),
     }

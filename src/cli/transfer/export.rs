@@ -35,8 +35,14 @@ struct Fetch {
 
 /// A piece of the volume, in order.
 enum Pending {
-    Zero { offset: u64, length: u64 },
-    Data { offset: u64, reply: Receiver<Result<Bytes, Error>> },
+    Zero {
+        offset: u64,
+        length: u64,
+    },
+    Data {
+        offset: u64,
+        reply: Receiver<Result<Bytes, Error>>,
+    },
 }
 
 /// Where the bytes go.
@@ -92,9 +98,9 @@ pub fn export(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
                     }
                     Pending::Data { offset, reply } => {
                         *in_flight -= 1;
-                        let bytes = reply.recv().map_err(|_| {
-                            Error::Invalid("a download worker stopped".into())
-                        })??;
+                        let bytes = reply
+                            .recv()
+                            .map_err(|_| Error::Invalid("a download worker stopped".into()))??;
                         hasher.update(&bytes);
                         sink.data(offset, &bytes, path)?;
                         data += bytes.len() as u64;
@@ -175,10 +181,7 @@ fn download(client: &Client, volume: &str, rx: &Receiver<Fetch>) {
             if bytes.len() as u64 != length {
                 return Err(Error::Protocol {
                     url: url.to_string(),
-                    problem: format!(
-                        "{} bytes for a range of {length} at {offset}",
-                        bytes.len()
-                    ),
+                    problem: format!("{} bytes for a range of {length} at {offset}", bytes.len()),
                 });
             }
             Ok(bytes)
@@ -214,8 +217,11 @@ impl Sink {
                 let mut at = 0;
                 while at < bytes.len() {
                     // Runs of non-zero blocks are written in one call.
-                    let is_zero =
-                        |i: usize| bytes[i..(i + SPARSE_BLOCK).min(bytes.len())].iter().all(|&b| b == 0);
+                    let is_zero = |i: usize| {
+                        bytes[i..(i + SPARSE_BLOCK).min(bytes.len())]
+                            .iter()
+                            .all(|&b| b == 0)
+                    };
                     if is_zero(at) {
                         at += SPARSE_BLOCK;
                         continue;

@@ -95,7 +95,10 @@ pub fn file_map(file: &File, len: u64, name: &str) -> Result<Vec<Extent>, Error>
     let seek = |to: SeekFrom| match rustix::fs::seek(file, to) {
         Ok(at) => Ok(at),
         Err(Errno::NXIO) => Ok(len),
-        Err(e) => Err(Error::io(format!("cannot map the holes of {name}"), e.into())),
+        Err(e) => Err(Error::io(
+            format!("cannot map the holes of {name}"),
+            e.into(),
+        )),
     };
     let mut map = Vec::new();
     let mut push = |offset: u64, end: u64, zero: bool| {
@@ -140,7 +143,11 @@ impl NonZero {
     /// The ranges of `start..end` that hold data; `start` never goes back
     /// from one call to the next.
     pub fn within(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        while self.extents.get(self.next).is_some_and(|e| e.end() <= start) {
+        while self
+            .extents
+            .get(self.next)
+            .is_some_and(|e| e.end() <= start)
+        {
             self.next += 1;
         }
         self.extents[self.next..]

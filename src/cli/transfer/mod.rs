@@ -78,7 +78,10 @@ struct FirstError(Mutex<Option<Error>>);
 
 impl FirstError {
     fn set(&self, e: Error) {
-        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         slot.get_or_insert(e);
     }
 

@@ -32,13 +32,16 @@
 //!   and the lock on the fixed default port;
 //! - [`events`]: `/v1/events` and checks of the events of SPEC section 6;
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
-//!   tests' one random generator.
+//!   tests' one random generator;
+//! - [`bad_configs`]: the configs a start refuses, for the start-up tests
+//!   and `quorum-server check`.
 //!
 //! Tests `use crate::util::*;`: everything public is re-exported here.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod bad_configs;
 mod bytes;
 mod config;
 mod events;
@@ -50,6 +53,7 @@ mod rng;
 mod sandbox;
 mod server;
 
+pub use self::bad_configs::*;
 pub use self::bytes::*;
 pub use self::config::*;
 pub use self::events::*;

@@ -247,8 +247,7 @@ impl S3Backend {
                 })
             }
             None if !create => Err(remote(
-                "no volume there (a child added at run time is not created again at start)"
-                    .into(),
+                "no volume there (a child added at run time is not created again at start)".into(),
             )),
             None if size.is_none() => Err(remote(
                 "no volume there, and the volume has no size to create it with".into(),
