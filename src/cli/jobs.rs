@@ -53,7 +53,7 @@ pub struct Job {
 }
 
 /// Blocks no version of which reached the threshold.
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize)]
 pub struct Unrecoverable {
     /// Where they start.
     pub offset: u64,
