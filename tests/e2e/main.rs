@@ -9,6 +9,7 @@ mod util;
 mod bad_input;
 mod basic;
 mod block_status;
+mod cli;
 mod confinement;
 mod damage;
 mod discard;

@@ -3,117 +3,19 @@
 
 use crate::util::*;
 
-/// Each case: what it is, the config, words the message must contain.
-fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
-    let abc = || vec![child("a"), child("b"), child("c")];
-    vec![
-        (
-            "threshold 0",
-            volume("vm", "1MiB", 0, "", &abc()),
-            vec!["vm", "threshold"],
-        ),
-        (
-            "threshold above the children",
-            volume("vm", "1MiB", 4, "", &abc()),
-            vec!["vm", "threshold"],
-        ),
-        (
-            "unknown read pattern",
-            volume("vm", "1MiB", 2, "read_pattern = \"random\"", &abc()),
-            vec!["vm", "random"],
-        ),
-        (
-            "unknown key",
-            volume("vm", "1MiB", 2, "colour = \"blue\"", &abc()),
-            vec!["colour"],
-        ),
-        (
-            "bad size",
-            volume("vm", "ten megs", 2, "", &abc()),
-            vec!["ten megs"],
-        ),
-        ("no child", volume("vm", "1MiB", 1, "", &[]), vec!["vm"]),
-        (
-            "bad volume name",
-            volume("bad/name", "1MiB", 2, "", &abc()),
-            vec!["bad/name"],
-        ),
-        (
-            "blkverify with threshold 1",
-            volume(
-                "vm",
-                "1MiB",
-                1,
-                "blkverify = true",
-                &[child("a"), child("b")],
-            ),
-            vec!["vm", "blkverify"],
-        ),
-        (
-            "blkverify with rewrite_corrupted",
-            volume(
-                "vm",
-                "1MiB",
-                2,
-                "blkverify = true\nrewrite_corrupted = true",
-                &[child("a"), child("b")],
-            ),
-            vec!["vm", "blkverify"],
-        ),
-        (
-            "children of different sizes (left.img 1 MiB, right.img 2 MiB)",
-            "[[volume]]\nname = \"vm\"\nvote_threshold = 1\n\
-             [[volume.child]]\nname = \"left\"\nuri = \"left.img\"\n\
-             [[volume.child]]\nname = \"right\"\nuri = \"right.img\"\n"
-                .to_string(),
-            vec!["vm", "right"],
-        ),
-        (
-            "a child file that cannot be created",
-            volume(
-                "vm",
-                "1MiB",
-                1,
-                "",
-                &[
-                    "  [[volume.child]]\n  name = \"lost\"\n  uri = \"no/such/dir/lost.img\"\n"
-                        .to_string(),
-                ],
-            ),
-            vec!["vm", "lost"],
-        ),
-        (
-            "an unknown fault op",
-            volume(
-                "vm",
-                "1MiB",
-                1,
-                "",
-                &[child_with("a", &fault("munch", &["error = \"EIO\""]))],
-            ),
-            vec!["munch"],
-        ),
-        (
-            "two volumes with one name",
-            format!(
-                "{}\n{}",
-                volume("vm", "1MiB", 1, "", &[child("a")]),
-                volume("vm", "1MiB", 1, "", &[child("b")])
-            ),
-            vec!["vm"],
-        ),
-    ]
-}
-
 /// Every bad config is refused at start with a one-line message naming
 /// what is wrong. All cases run; the failures are reported together.
 #[test]
 fn bad_configs_are_refused_with_one_line() {
     let mut problems = Vec::new();
-    for (what, config, words) in cases() {
-        let sandbox = Sandbox::new();
-        sandbox.create_file("left.img", MIB);
-        sandbox.create_file("right.img", 2 * MIB);
+    for BadConfig {
+        what,
+        config,
+        words,
+        ..
+    } in bad_configs()
+    {
+        let sandbox = bad_config_sandbox();
         let failure = sandbox.start_expecting_failure(&config);
         let stderr = failure.stderr.trim();
         if failure.status.success() {

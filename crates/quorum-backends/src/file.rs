@@ -255,7 +255,7 @@ fn take_lock(file: &File, path: &Path) -> Result<Exclusive, OpenError> {
 }
 
 /// The identity of the file with this device and inode.
-fn file_identity(dev: u64, ino: u64) -> String {
+pub(crate) fn file_identity(dev: u64, ino: u64) -> String {
     format!("file:{dev}:{ino}")
 }
 

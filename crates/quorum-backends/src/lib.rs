@@ -10,7 +10,9 @@
 //! to run on a fresh child of each kind.
 //!
 //! [`open`] turns a child's `uri` and options from the config into a
-//! backend, so that the server needs to know nothing of the backends.
+//! backend, so that the server needs to know nothing of the backends;
+//! [`probe()`] looks at one the same way without changing anything (for
+//! `quorum-server check`).
 
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod lock;
+pub mod probe;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod unopened;
@@ -37,6 +40,7 @@ pub use faulty::{FaultRule, Faulty};
 pub use file::FileBackend;
 #[cfg(feature = "http")]
 pub use http::HttpBackend;
+pub use probe::{Probe, probe};
 #[cfg(feature = "s3")]
 pub use s3::S3Backend;
 pub use unopened::Unopened;

@@ -26,6 +26,7 @@ pub mod api;
 pub mod background;
 pub mod bridge;
 pub mod budget;
+pub mod check;
 pub mod config;
 pub mod controls;
 pub mod dashboard;
@@ -47,12 +48,29 @@ pub mod suspend;
 pub mod telemetry;
 pub mod throttle;
 
+/// The environment `quorum-server` reads, and its exit codes, for `--help`.
+const AFTER_HELP: &str = "\
+Environment:
+  QUORUM_TOKEN   the bearer token when the config's [auth] has none
+  RUST_LOG       the log filter (default: info), e.g. quorum_server=debug
+  AWS_*          defaults of s3 children (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                 AWS_REGION, AWS_ENDPOINT, ...); a child's options win
+  NOTIFY_SOCKET  set by systemd (Type=notify): READY=1 is sent once listening
+
+Exit codes:
+  0  stopped by SIGTERM or Ctrl-C after a clean shutdown; `check`: the config is fine
+  1  the config or a child is refused (one line on stderr naming the volume,
+     the child and the problem), or the server failed
+  2  the command line is wrong";
+
 /// The command line of `quorum-server`.
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "quorum-server",
     version,
-    about = "Keeps a virtual disk on several replicas and votes on every read."
+    about = "Keeps a virtual disk on several replicas and votes on every read.",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     /// The config file (TOML). Without it, the embedded default is served:
@@ -67,6 +85,32 @@ pub struct Cli {
     /// listen` (127.0.0.1:0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     pub nbd: Option<SocketAddr>,
+    /// How log lines are written on stderr: text, or json (one object a
+    /// line, for journald or a log shipper).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Instead of serving: `check`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `quorum-server` does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Checks a config without serving it (like `nginx -t`): every error a
+    /// start would refuse, and each child opened read-only (unless
+    /// --offline); creates nothing. Prints `config ok: N volumes, M
+    /// children`.
+    Check(check::CheckArgs),
+}
+
+/// The format of the log on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Runs the server the command line asks for, until SIGTERM or Ctrl-C.
@@ -74,7 +118,10 @@ pub struct Cli {
 /// # Errors
 /// A config, child or start-up error, as one line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(cli.log_format);
+    if let Some(Command::Check(args)) = &cli.command {
+        return check::run(args);
+    }
     let config = match &cli.config {
         Some(path) => config::Config::load(path)?,
         None => config::Config::embedded_default()?,
@@ -88,12 +135,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// (SPEC 2), not a retry log before it.
 const DEFAULT_LOG_FILTER: &str = "info,tower_http=warn,object_store=warn";
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => log.try_init(),
+        LogFormat::Json => log.json().try_init(),
+    };
 }

@@ -422,9 +422,14 @@ async fn serve(
         }
         None => None,
     };
+    // Under systemd (Type=notify), ready once every listener is bound.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd the server is ready");
+    }
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
     wait_for_signal().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.cancel();
     let both = async {

@@ -37,13 +37,16 @@
 //! - [`nbd_wire`]: an NBD client written by hand, for exact options and
 //!   requests; [`certs`]: X.509 files for NBD over TLS (`openssl`);
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
-//!   tests' one random generator.
+//!   tests' one random generator;
+//! - [`bad_configs`]: the configs a start refuses, for the start-up tests
+//!   and `quorum-server check`.
 //!
 //! Tests `use crate::util::*;`: everything public is re-exported here.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod bad_configs;
 mod bytes;
 mod certs;
 mod clients;
@@ -59,6 +62,7 @@ mod rng;
 mod sandbox;
 mod server;
 
+pub use self::bad_configs::*;
 pub use self::bytes::*;
 pub use self::certs::*;
 pub use self::clients::*;

@@ -161,6 +161,28 @@ impl Sandbox {
         self.serve_config(config, env, false)
     }
 
+    /// Like [`Sandbox::serve`] with more arguments after `--config` and
+    /// `--listen` (`--log-format json`).
+    #[track_caller]
+    pub fn serve_with_args(self, config: &str, extra: &[&str]) -> Server {
+        let path = self.write_config(config);
+        let mut args: Vec<String> = vec![
+            "--config".into(),
+            path.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let launch = Launch {
+            args,
+            env: vec![],
+            cwd: self.file("cwd"),
+            fixed_addr: None,
+            pin_port: false,
+        };
+        Server::start(self, launch)
+    }
+
     /// Starts the server on `config` at a port of 127.0.0.1 the kernel
     /// picks, and restarts it (after a kill) on that port, so that others
     /// that name its address find it again (see `ports`).

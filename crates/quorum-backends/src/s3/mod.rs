@@ -180,6 +180,123 @@ impl S3Backend {
         confine: Option<&Confinement>,
         create: bool,
     ) -> Result<S3Backend, OpenError> {
+        let (mut backend, settings) = S3Backend::connect(uri, options, confine)?;
+        let remote = |problem: String| OpenError::Remote {
+            uri: uri.to_owned(),
+            problem,
+        };
+        match backend
+            .call(backend.read_meta())
+            .map_err(|e| OpenError::remote(uri, e, ""))?
+        {
+            Some(meta) => {
+                backend.volume_id = meta.id.clone();
+                if confine.is_some() && meta.owner.as_deref() != Some(mark) {
+                    return Err(OpenError::NotOurs {
+                        place: crate::redact_uri(uri),
+                        identity: backend.identity(),
+                    });
+                }
+                backend.fit(&meta, size, &settings).map_err(remote)?;
+            }
+            None if !create => {
+                return Err(remote(
+                    "no volume there (a child added at run time is not created again at start)"
+                        .into(),
+                ));
+            }
+            None => {
+                let size = size.ok_or_else(|| {
+                    remote("no volume there, and the volume has no size to create it with".into())
+                })?;
+                backend.size = size;
+                backend.volume_id = Some(
+                    crate::confine::random_id()
+                        .map_err(|e| remote(format!("cannot make the volume's id: {e}")))?,
+                );
+                backend
+                    .call(backend.write_meta(mark))
+                    .map_err(|e| OpenError::remote(uri, e, "cannot create the volume"))?;
+            }
+        }
+        Ok(backend)
+    }
+
+    /// Looks at the volume at `uri` as [`S3Backend::open`] would open it,
+    /// changing nothing (see [`crate::probe()`]).
+    pub(crate) fn probe(
+        uri: &str,
+        options: &BTreeMap<String, String>,
+        size: Option<u64>,
+        create: bool,
+    ) -> Result<crate::Probe, OpenError> {
+        let (mut backend, settings) = S3Backend::connect(uri, options, None)?;
+        let remote = |problem: String| OpenError::Remote {
+            uri: uri.to_owned(),
+            problem,
+        };
+        match backend
+            .call(backend.read_meta())
+            .map_err(|e| OpenError::remote(uri, e, ""))?
+        {
+            Some(meta) => {
+                backend.volume_id = meta.id.clone();
+                backend.fit(&meta, size, &settings).map_err(remote)?;
+                Ok(crate::Probe {
+                    size: Some(meta.size),
+                    identity: backend.identity(),
+                })
+            }
+            None if !create => Err(remote(
+                "no volume there (a child added at run time is not created again at start)".into(),
+            )),
+            None if size.is_none() => Err(remote(
+                "no volume there, and the volume has no size to create it with".into(),
+            )),
+            None => Ok(crate::Probe {
+                size: None,
+                identity: backend.identity(),
+            }),
+        }
+    }
+
+    /// Takes the size and chunk size of an existing volume's `meta`, which
+    /// must be of this format and of `size` (when given).
+    fn fit(&mut self, meta: &Meta, size: Option<u64>, settings: &Settings) -> Result<(), String> {
+        if meta.format != FORMAT || meta.version != VERSION {
+            return Err(format!(
+                "meta.json is {} version {}, not {FORMAT} version {VERSION}",
+                meta.format, meta.version
+            ));
+        }
+        if let Some(expected) = size {
+            if meta.size != expected {
+                return Err(format!(
+                    "the volume there has {} bytes but this volume has {expected}",
+                    meta.size
+                ));
+            }
+        }
+        if let Some(asked) = settings.chunk_size {
+            if asked != meta.chunk_size {
+                return Err(format!(
+                    "the volume there has chunks of {} bytes, not the chunk_size option's {asked}",
+                    meta.chunk_size
+                ));
+            }
+        }
+        self.size = meta.size;
+        self.chunk_size = meta.chunk_size;
+        Ok(())
+    }
+
+    /// The backend for `uri` and `options`, checked against `confine`,
+    /// before anything is read: its volume's size is not known yet.
+    fn connect(
+        uri: &str,
+        options: &BTreeMap<String, String>,
+        confine: Option<&Confinement>,
+    ) -> Result<(S3Backend, Settings), OpenError> {
         let (bucket, prefix) = parse_uri(uri)?;
         let settings = settings(options)?;
         if let Some(confine) = confine {
@@ -263,7 +380,7 @@ impl S3Backend {
                 uri: uri.to_owned(),
                 problem: format!("cannot start the I/O runtime: {e}"),
             })?;
-        let mut backend = S3Backend {
+        let backend = S3Backend {
             store: Arc::new(store),
             http,
             runtime,
@@ -276,68 +393,7 @@ impl S3Backend {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             volume_id: None,
         };
-        let remote = |problem: String| OpenError::Remote {
-            uri: uri.to_owned(),
-            problem,
-        };
-        match backend
-            .call(backend.read_meta())
-            .map_err(|e| OpenError::remote(uri, e, ""))?
-        {
-            Some(meta) => {
-                backend.volume_id = meta.id.clone();
-                if confine.is_some() && meta.owner.as_deref() != Some(mark) {
-                    return Err(OpenError::NotOurs {
-                        place: crate::redact_uri(uri),
-                        identity: backend.identity(),
-                    });
-                }
-                if meta.format != FORMAT || meta.version != VERSION {
-                    return Err(remote(format!(
-                        "meta.json is {} version {}, not {FORMAT} version {VERSION}",
-                        meta.format, meta.version
-                    )));
-                }
-                if let Some(expected) = size {
-                    if meta.size != expected {
-                        return Err(remote(format!(
-                            "the volume there has {} bytes but this volume has {expected}",
-                            meta.size
-                        )));
-                    }
-                }
-                if let Some(asked) = settings.chunk_size {
-                    if asked != meta.chunk_size {
-                        return Err(remote(format!(
-                            "the volume there has chunks of {} bytes, not the chunk_size option's {asked}",
-                            meta.chunk_size
-                        )));
-                    }
-                }
-                backend.size = meta.size;
-                backend.chunk_size = meta.chunk_size;
-            }
-            None if !create => {
-                return Err(remote(
-                    "no volume there (a child added at run time is not created again at start)"
-                        .into(),
-                ));
-            }
-            None => {
-                let size = size.ok_or_else(|| {
-                    remote("no volume there, and the volume has no size to create it with".into())
-                })?;
-                backend.size = size;
-                backend.volume_id = Some(
-                    crate::confine::random_id()
-                        .map_err(|e| remote(format!("cannot make the volume's id: {e}")))?,
-                );
-                backend
-                    .call(backend.write_meta(mark))
-                    .map_err(|e| OpenError::remote(uri, e, "cannot create the volume"))?;
-            }
-        }
-        Ok(backend)
+        Ok((backend, settings))
     }
 
     /// Runs an async call on the backend's runtime, bounded by `op_timeout`.

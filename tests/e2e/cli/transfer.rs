@@ -1,0 +1,188 @@
+//! `quorum import` and `quorum export`: a 256 MiB sparse image in and out,
+//! byte for byte, its holes kept on both sides, its BLAKE3 printed.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use super::{QUORUM, Ran, quorum, run_in};
+use crate::util::*;
+
+const SIZE: u64 = 256 * MIB;
+
+/// A sparse image of [`SIZE`] bytes at `path`: data extents of many sizes
+/// (some not block-aligned), holes between, nothing past 192 MiB.
+fn sparse_image(path: &Path) -> u64 {
+    let f = File::create(path).expect("create the image");
+    f.set_len(SIZE).expect("size the image");
+    let mut rng = Rng(17);
+    let mut written = 0;
+    for i in 0..48u64 {
+        let len = match i % 4 {
+            0 => 4 * KIB,
+            1 => 1000 + rng.below(3000),
+            2 => MIB + rng.below(MIB),
+            _ => 64 * KIB,
+        };
+        let offset = i * 4 * MIB + rng.below(2 * MIB);
+        f.write_all_at(&pattern(i + 1, len as usize), offset)
+            .expect("write the image");
+        written += len;
+    }
+    written
+}
+
+/// The bytes a file takes on disk.
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).expect("stat").blocks() * 512
+}
+
+/// The volume's block status, every page of it.
+fn block_status(server: &Server) -> Vec<(u64, u64, bool)> {
+    let mut at = 0;
+    let mut all = Vec::new();
+    while at < SIZE {
+        let r = server.get(&format!(
+            "/v1/volumes/vm/block-status?offset={at}&length={}",
+            SIZE - at
+        ));
+        r.expect_status(200);
+        for e in r.json().as_array().expect("a list of extents") {
+            let (o, l) = (e["offset"].as_u64(), e["length"].as_u64());
+            all.push((o.expect("offset"), l.expect("length"), e["zero"] == true));
+        }
+        match r.header("quorum-next-offset") {
+            Some(next) => at = next.parse().expect("a number"),
+            None => break,
+        }
+    }
+    all
+}
+
+/// The line `HEX  FILE` a copy prints, for `name`.
+#[track_caller]
+fn checksum_line(text: &str, name: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.ends_with(&format!("  {name}")))
+        .unwrap_or_else(|| panic!("no `HEX  {name}` line in {text:?}"));
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_sparse_image_goes_in_and_out_byte_for_byte_with_its_holes() {
+    let server = Sandbox::new().serve(&abc_volume("256MiB", ""));
+    let image = server.file("image.raw");
+    let written = sparse_image(&image);
+    let image_bytes = fs::read(&image).expect("read the image");
+    let hash = blake3::hash(&image_bytes).to_hex().to_string();
+    // Data where the image has holes: the import must zero it.
+    server.write_volume("vm", 200 * MIB, &pattern(99, 4 * MIB as usize));
+    let image_arg = image.display().to_string();
+
+    let ran = quorum(&server, &["import", "vm", &image_arg]);
+    let out = ran.ok();
+    assert_eq!(checksum_line(&out, &image_arg), hash, "the import's BLAKE3");
+    assert!(ran.stderr.contains("imported"), "{}", ran.stderr);
+    assert_bytes_eq(
+        &server.read_file("a.img"),
+        &image_bytes,
+        "child a after the import",
+    );
+    assert_bytes_eq(
+        &server.read_file("c.img"),
+        &image_bytes,
+        "child c after the import",
+    );
+    // Holes stay holes: the volume holds no more data than the image.
+    let map = block_status(&server);
+    let data: u64 = map.iter().filter(|e| !e.2).map(|e| e.1).sum();
+    assert!(
+        data <= allocated(&image) && data >= written,
+        "the volume holds {data} bytes of data for an image of {written} written, {} allocated: {map:?}",
+        allocated(&image)
+    );
+    assert!(
+        map.iter()
+            .filter(|e| e.0 < 204 * MIB && e.0 + e.1 > 200 * MIB)
+            .all(|e| e.2),
+        "the data under the image's hole at 200 MiB was zeroed: {map:?}"
+    );
+
+    let out_path = server.file("exported.raw");
+    let out_arg = out_path.display().to_string();
+    let out = quorum(&server, &["export", "vm", &out_arg]).ok();
+    assert_eq!(checksum_line(&out, &out_arg), hash, "the export's BLAKE3");
+    assert_bytes_eq(
+        &fs::read(&out_path).expect("read"),
+        &image_bytes,
+        "the export",
+    );
+    assert_eq!(fs::metadata(&out_path).expect("stat").len(), SIZE);
+    assert!(
+        allocated(&out_path) <= allocated(&image),
+        "the export takes {} bytes on disk, the image {}",
+        allocated(&out_path),
+        allocated(&image)
+    );
+
+    // Through a pipe both ways: every byte, the same hash.
+    let ran = quorum(&server, &["export", "vm", "-"]);
+    ran.code(0);
+    assert_bytes_eq(&ran.stdout, &image_bytes, "export to stdout");
+    assert_eq!(checksum_line(&ran.stderr, "-"), hash, "{}", ran.stderr);
+    server.write_volume("vm", 240 * MIB, &pattern(98, MIB as usize));
+    let url = server.url("");
+    let ran = run_in(
+        &server,
+        QUORUM,
+        &["--url", &url, "import", "vm", "-"],
+        &[],
+        Some(image),
+    );
+    assert_eq!(checksum_line(&ran.ok(), "-"), hash);
+    assert_bytes_eq(
+        &server.read_file("b.img"),
+        &image_bytes,
+        "child b after stdin",
+    );
+    // From a pipe, zeros become holes in runs of 64 KiB: at most two
+    // runs more an extent of the image than from the file.
+    let map = block_status(&server);
+    let data_after: u64 = map.iter().filter(|e| !e.2).map(|e| e.1).sum();
+    let slack = 48 * 2 * 64 * KIB;
+    assert!(
+        data_after <= allocated(&server.file("image.raw")) + slack,
+        "stdin's zeros became holes: {data_after} bytes of data"
+    );
+    assert!(
+        map.iter()
+            .filter(|e| e.0 < 241 * MIB && e.0 + e.1 > 240 * MIB)
+            .all(|e| e.2),
+        "the data under the image's hole at 240 MiB was zeroed: {map:?}"
+    );
+}
+
+#[test]
+fn an_image_larger_than_the_volume_changes_nothing() {
+    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(7, MIB as usize));
+    let before = server.snapshot(&ABC);
+    let big = server.file("big.raw");
+    fs::write(&big, pattern(8, 2 * MIB as usize)).expect("write the image");
+    let ran: Ran = quorum(&server, &["import", "vm", &big.display().to_string()]);
+    let line = ran.error_line();
+    assert!(
+        line.contains("more than") && line.contains("nothing was written"),
+        "{line}"
+    );
+    server.assert_unchanged(&before, "a refused import");
+    let missing = server.file("missing.raw").display().to_string();
+    let line = quorum(&server, &["import", "vm", &missing]).error_line();
+    assert!(line.contains("missing.raw"), "{line}");
+    let line = quorum(&server, &["export", "nope", "x.raw"]).error_line();
+    assert!(line.starts_with("error: 404 no_such_volume"), "{line}");
+}
