@@ -17,6 +17,8 @@ const SAMPLE_MS = 1000;
 // Samples further apart than this (the page could not poll, the server
 // restarted) are not joined by a line.
 const GAP_MS = 5 * SAMPLE_MS;
+// Half the width of a lone sample's dash, in the chart's units.
+const LONE = 3;
 
 // The charts of a volume: the key of each series in a sample (history.js
 // chartSample), its legend, and its colour class; `area`: whether the
@@ -79,7 +81,8 @@ export function paths(samples, key, now, max, span) {
   let seg = [];
   const flush = () => {
     if (!seg.length) return;
-    const pts = seg.length === 1 ? [seg[0], [seg[0][0] + 2, seg[0][1]]] : seg;
+    // A lone sample (a second of I/O between idle ones) is a short dash.
+    const pts = seg.length === 1 ? [[seg[0][0] - LONE, seg[0][1]], [seg[0][0] + LONE, seg[0][1]]] : seg;
     line += `M${pts.map(xy).join('L')}`;
     area += `M${pts[0][0].toFixed(1)},${CH}L${pts.map(xy).join('L')}L${pts[pts.length - 1][0].toFixed(1)},${CH}Z`;
     seg = [];

@@ -27,7 +27,7 @@ test('paths: one segment per run of samples, broken by a gap or a missing value'
   const span = 60_000;
   const s = (t, v) => ({ t, v });
   const one = paths([s(30_000, 50)], 'v', now, 100, span);
-  assert.equal(one.line, 'M300.0,50.0L302.0,50.0', 'a lone sample is a short dash');
+  assert.equal(one.line, 'M297.0,50.0L303.0,50.0', 'a lone sample is a short dash');
   assert.equal(one.points, 1);
   const two = paths([s(0, 0), s(1_000, 100), s(60_000, 100)], 'v', now, 100, span);
   assert.equal((two.line.match(/M/g) || []).length, 2, 'a gap of over five seconds breaks the line');

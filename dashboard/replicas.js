@@ -97,7 +97,7 @@ export function buildReplicas(app, vol) {
   const rep = { vol, busy: false, msgTimer: null };
   const id = (what) => `replica-${what}-${vol}`;
   rep.name = h('input', {
-    id: id('name'), name: 'name', required: true, spellcheck: 'false', autocomplete: 'off', placeholder: 'd',
+    id: id('name'), name: 'name', required: true, spellcheck: 'false', autocomplete: 'off', placeholder: 'a new name, e.g. d',
   });
   rep.uri = h('input', {
     id: id('uri'), name: 'uri', required: true, spellcheck: 'false', autocomplete: 'off',
