@@ -25,6 +25,7 @@
 //!   `GET|DELETE .../jobs/{id}`.
 //! - `controls.rs`: `GET|PUT /v1/volumes/{vol}/limits`,
 //!   `POST .../resume`, `GET .../stats` (SPEC 11).
+//! - `history.rs`: `GET /v1/volumes/{vol}/history`.
 //! - `events.rs`: `GET /v1/event-kinds`, `GET /v1/events`,
 //!   `GET /v1/events/stream`.
 
@@ -35,6 +36,7 @@ mod data;
 mod events;
 mod extract;
 mod guard;
+mod history;
 mod jobs;
 mod status;
 mod stream;
@@ -64,6 +66,7 @@ use self::controls::{get_limits, put_limits, resume, stats};
 use self::data::{discard, flush, head_data, read_data, write_data, write_zeroes};
 use self::events::{event_kinds, list_events, stream_events};
 use self::guard::{auth, transfer_codings};
+use self::history::volume_history;
 use self::jobs::{cancel_job, get_job, list_jobs, start_scrub};
 use self::status::{healthz, metrics, readyz};
 pub(crate) use self::stream::READ_CHUNK;
@@ -132,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/volumes/{vol}/limits", get(get_limits).put(put_limits))
         .route("/v1/volumes/{vol}/resume", post(resume))
         .route("/v1/volumes/{vol}/stats", get(stats))
+        .route("/v1/volumes/{vol}/history", get(volume_history))
         .route(
             "/v1/volumes/{vol}/jobs/{id}",
             get(get_job).delete(cancel_job),
