@@ -220,12 +220,12 @@ impl History {
             match direction {
                 Direction::Read => {
                     open.sample.reads += 1;
-                    open.sample.read_bytes += bytes;
+                    open.sample.read_bytes = open.sample.read_bytes.saturating_add(bytes);
                     open.read_latency.add(ns);
                 }
                 Direction::Write => {
                     open.sample.writes += 1;
-                    open.sample.write_bytes += bytes;
+                    open.sample.write_bytes = open.sample.write_bytes.saturating_add(bytes);
                     open.write_latency.add(ns);
                 }
             }
