@@ -266,3 +266,50 @@ fn bad_limits_are_refused_and_change_nothing() {
         );
     }
 }
+
+/// A request refused as outside the volume takes nothing from the buckets
+/// (QEMU checks the range before its throttle): a hostile write-zeroes or
+/// discard of 2^64 - 1 bytes must not hold every later write of the volume
+/// behind a bucket that would take centuries to leak.
+#[test]
+fn requests_outside_the_volume_take_nothing_from_the_buckets() {
+    let server = Sandbox::new().serve(&limited("bps_write = 1048576"));
+    let huge = u64::MAX;
+    for route in ["write-zeroes", "discard"] {
+        server
+            .post(&format!("/v1/volumes/vm/{route}?offset=0&length={huge}"))
+            .expect_error(416, "out_of_range");
+        server
+            .post(&format!(
+                "/v1/volumes/vm/{route}?offset=4096&length=16777216"
+            ))
+            .expect_error(416, "out_of_range");
+    }
+    // A chunked write past the end (no Content-Length to check first).
+    let refused = server.raw_chunked(
+        "PUT",
+        &format!("/v1/volumes/vm/data?offset={}", 16 * MIB - 4096),
+        &[&[1u8; 8192]],
+    );
+    assert_eq!(refused.status, 416, "{refused:?}");
+
+    // The buckets are as empty as before: a small write goes at once.
+    let client = http_client(Duration::from_secs(5));
+    let started = Instant::now();
+    let answer = client
+        .put(server.url("/v1/volumes/vm/data?offset=0"))
+        .body(vec![9u8; 4096])
+        .send()
+        .map(|r| r.status().as_u16());
+    let took = started.elapsed();
+    assert_eq!(
+        answer.ok(),
+        Some(204),
+        "a 4 KiB write after refused requests waited {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "it waited {took:?}");
+    let stats = server.get("/v1/volumes/vm/stats").json();
+    for (op, n) in [("write_zeroes", 2), ("discard", 2), ("write", 1)] {
+        assert_eq!(stats["ops"][op]["invalid_ops"], n, "{op}: {stats}");
+    }
+}
