@@ -197,3 +197,55 @@ fn held_requests_fail_at_the_suspend_timeout() {
     assert_eq!(state["state"], "running", "{state}");
     assert_eq!(front.metric(r#"quorum_volume_suspended{volume="vm"}"#), 0.0);
 }
+
+/// SIGTERM while requests are held: they fail at once (a 503, not a
+/// connection cut 30 s later), the write that ran with its own error, the
+/// read that never ran with one that says the server is shutting down; and
+/// the server stops within its usual deadline instead of waiting for a
+/// resume that cannot come.
+#[test]
+fn sigterm_fails_the_held_requests_and_stops_at_once() {
+    let (mut blocks, mut front) = suspending("60s");
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    for b in &mut blocks {
+        b.stop();
+    }
+    let held = |request: reqwest::blocking::RequestBuilder| {
+        thread::spawn(move || {
+            let answer = request.send().expect("an answer, not a cut connection");
+            let status = answer.status().as_u16();
+            (status, answer.text().unwrap_or_default())
+        })
+    };
+    let client = http_client(Duration::from_secs(60));
+    let writer = held(
+        client
+            .put(front.url(&format!("{DATA}?offset=8192")))
+            .body(pattern(4, 4096)),
+    );
+    wait_suspended(&front, 1);
+    let reader = held(client.get(front.url(DATA)).header("Range", "bytes=0-4095"));
+    wait_suspended(&front, 2);
+    let started = Instant::now();
+    let status = front.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+    let (code, body) = writer.join().expect("the writer");
+    assert_eq!(
+        (code, error_code(body.as_bytes()).as_str()),
+        (503, "quorum_failure"),
+        "{body}"
+    );
+    assert!(
+        body.contains("write of 4096 bytes at 8192 failed"),
+        "{body}"
+    );
+    let (code, body) = reader.join().expect("the reader");
+    assert_eq!(
+        (code, error_code(body.as_bytes()).as_str()),
+        (503, "quorum_failure"),
+        "{body}"
+    );
+    assert!(body.contains("shutting down"), "{body}");
+}

@@ -20,6 +20,12 @@
 //!   ran with an error that names the suspension's cause, and the volume
 //!   runs again (the next failure suspends it again).
 //!
+//! At shutdown ([`Suspension::shut_down`]) no resume can come: the held
+//! requests fail at once, as at the timeout (`VOLUME_RESUMED` by
+//! `shutdown`), and a request that fails for lack of quorum from then on
+//! fails instead of being held, so that the server stops within its drain
+//! deadline and every client gets an answer.
+//!
 //! So a client never sees an I/O error for a replica outage that ends
 //! within the timeout. Only an outage suspends: a vote whose children
 //! answered but disagree (no version reached the threshold) is reported,
@@ -81,19 +87,32 @@ impl VolumeState {
     }
 }
 
-/// A held request that the timeout failed before any resume.
+/// A held request that failed before any resume.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "volume {volume:?} was suspended after a quorum failure ({cause}) and not resumed within suspend_timeout ({}s): the requests held meanwhile fail",
-    timeout.as_secs()
-)]
-pub struct Unresumed {
-    /// The volume.
-    pub volume: String,
-    /// The failure that suspended it.
-    pub cause: Arc<str>,
-    /// Its `suspend_timeout`.
-    pub timeout: Duration,
+pub enum Unresumed {
+    /// `suspend_timeout` passed.
+    #[error(
+        "volume {volume:?} was suspended after a quorum failure ({cause}) and not resumed within suspend_timeout ({}s): the requests held meanwhile fail",
+        timeout.as_secs()
+    )]
+    Timeout {
+        /// The volume.
+        volume: String,
+        /// The failure that suspended it.
+        cause: Arc<str>,
+        /// Its `suspend_timeout`.
+        timeout: Duration,
+    },
+    /// The server is shutting down.
+    #[error(
+        "volume {volume:?} was suspended after a quorum failure ({cause}) and the server is shutting down: the requests held meanwhile fail"
+    )]
+    ShuttingDown {
+        /// The volume.
+        volume: String,
+        /// The failure that suspended it.
+        cause: Arc<str>,
+    },
 }
 
 /// Why a resume was refused.
@@ -126,6 +145,9 @@ enum Verdict {
     Retry(Turn),
     /// Fail: the volume was not resumed in time after this cause.
     Fail(Arc<str>),
+    /// Fail: the server is shutting down (the volume was suspended after
+    /// this cause).
+    ShutDown(Arc<str>),
 }
 
 /// What [`Suspension::hold`] and [`Suspension::admit`] come back with.
@@ -167,6 +189,8 @@ struct Inner {
     held: VecDeque<oneshot::Sender<Verdict>>,
     generation: u64,
     timer: Option<tokio::task::AbortHandle>,
+    /// The server is shutting down: nothing is held any more.
+    closing: bool,
 }
 
 /// The error policy of one volume and its suspension, if any.
@@ -196,6 +220,7 @@ impl Suspension {
                 held: VecDeque::new(),
                 generation: 0,
                 timer: None,
+                closing: false,
             }),
         }
     }
@@ -265,6 +290,13 @@ impl Suspension {
         let (tx, rx) = oneshot::channel();
         let suspended = {
             let mut inner = self.lock();
+            if inner.closing {
+                // The turn, if any, passes on as the request ends.
+                return Released::Failed(Unresumed::ShuttingDown {
+                    volume: self.volume.clone(),
+                    cause: error.to_string().into(),
+                });
+            }
             let first = turn.is_some();
             if let Some(mut turn) = turn {
                 turn.armed = false;
@@ -316,10 +348,16 @@ impl Suspension {
         let cause = match rx.await {
             Ok(Verdict::Retry(turn)) => return Released::Retry(turn),
             Ok(Verdict::Fail(cause)) => cause,
+            Ok(Verdict::ShutDown(cause)) => {
+                return Released::Failed(Unresumed::ShuttingDown {
+                    volume: self.volume.clone(),
+                    cause,
+                });
+            }
             // Not told: the volume is gone.
             Err(_) => "the volume closed".into(),
         };
-        Released::Failed(Unresumed {
+        Released::Failed(Unresumed::Timeout {
             volume: self.volume.clone(),
             cause,
             timeout: self.timeout,
@@ -391,9 +429,41 @@ impl Suspension {
             match next.send(Verdict::Retry(turn)) {
                 Ok(()) => return,
                 Err(Verdict::Retry(mut turn)) => turn.armed = false,
-                Err(Verdict::Fail(_)) => {}
+                Err(Verdict::Fail(_) | Verdict::ShutDown(_)) => {}
             }
         }
+    }
+
+    /// At shutdown: the held requests fail at once (a resume cannot come),
+    /// and from now on a request that fails for lack of quorum fails
+    /// rather than being held.
+    pub fn shut_down(&self) {
+        let (cause, held) = {
+            let mut inner = self.lock();
+            inner.closing = true;
+            if let Some(timer) = inner.timer.take() {
+                timer.abort();
+            }
+            let cause = match std::mem::replace(&mut inner.phase, Phase::Running) {
+                Phase::Suspended { cause, .. } => cause,
+                Phase::Resuming => "a quorum failure before the resume".into(),
+                Phase::Running => return,
+            };
+            let held = std::mem::take(&mut inner.held);
+            let n = held.len();
+            for tx in held {
+                let _ = tx.send(Verdict::ShutDown(cause.clone()));
+            }
+            (cause, n)
+        };
+        tracing::warn!(volume = self.volume, held, %cause, "shutting down while suspended: the held requests fail");
+        self.sink.emit(
+            &self.volume,
+            Event::VolumeResumed {
+                by: ResumedBy::Shutdown,
+                held: held as u64,
+            },
+        );
     }
 
     /// The timeout of suspension `generation`: if it still holds, every
