@@ -249,3 +249,56 @@ fn sigterm_fails_the_held_requests_and_stops_at_once() {
     );
     assert!(body.contains("shutting down"), "{body}");
 }
+
+/// A suspended volume holds every request until a resume, so `/readyz`
+/// says it is not ready, even once its children are back and healthy.
+#[test]
+fn a_suspended_volume_is_not_ready() {
+    let (mut blocks, front) = suspending("60s");
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    front.get("/readyz").expect_status(200);
+    for b in &mut blocks {
+        b.stop();
+    }
+    let url = front.url(&format!("{DATA}?offset=8192"));
+    let writer = thread::spawn(move || {
+        http_client(Duration::from_secs(60))
+            .put(url)
+            .body(pattern(5, 4096))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    wait_suspended(&front, 1);
+    for b in &mut blocks {
+        b.restart();
+    }
+    // A scrub (scheduled, or an operator's) reads every child: they serve
+    // again while the volume stays suspended (scrubs are tried until the
+    // children's breakers let them through; the held write that reached a
+    // alone leaves it damaged there, which serves).
+    wait_until_within("every child serving again", Duration::from_secs(20), || {
+        let v = volume_json(&front);
+        let healthy = v["children"].as_array().is_some_and(|c| {
+            c.iter()
+                .all(|c| c["state"] == "healthy" || c["state"] == "damaged")
+        });
+        if !healthy {
+            front.send(
+                front
+                    .request(reqwest::Method::POST, "/v1/volumes/vm/scrub")
+                    .body("{}"),
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        healthy
+    });
+    assert_eq!(volume_json(&front)["state"], "suspended");
+    let ready = front.get("/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let body = ready.json();
+    assert_eq!(body["volumes"][0]["ready"], false, "{body}");
+    assert_eq!(body["volumes"][0]["state"], "suspended", "{body}");
+    front.post("/v1/volumes/vm/resume").expect_status(200);
+    assert_eq!(writer.join().expect("the writer").ok(), Some(204));
+    front.get("/readyz").expect_status(200);
+}
