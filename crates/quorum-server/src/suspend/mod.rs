@@ -229,6 +229,14 @@ impl Suspension {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The line without the requests whose client went away: they are
+    /// neither counted nor kept (a client that retries while the volume is
+    /// suspended would otherwise add one each time).
+    fn line(inner: &mut Inner) -> &mut VecDeque<oneshot::Sender<Verdict>> {
+        inner.held.retain(|tx| !tx.is_closed());
+        &mut inner.held
+    }
+
     /// The volume's error policy.
     pub fn policy(&self) -> ErrorPolicy {
         self.policy
@@ -256,13 +264,14 @@ impl Suspension {
 
     /// The suspension, while there is one.
     pub fn suspended(&self) -> Option<Suspended> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let held = Self::line(&mut inner).len();
         match &inner.phase {
             Phase::Suspended { cause, since, .. } => Some(Suspended {
                 cause: cause.clone(),
                 since: *since,
                 fails_at: *since + self.timeout,
-                held: inner.held.len(),
+                held,
             }),
             Phase::Running | Phase::Resuming => None,
         }
@@ -277,7 +286,7 @@ impl Suspension {
                 return None;
             }
             let (tx, rx) = oneshot::channel();
-            inner.held.push_back(tx);
+            Self::line(&mut inner).push_back(tx);
             rx
         };
         Some(self.wait(rx).await)
@@ -322,10 +331,11 @@ impl Suspension {
                     old.abort();
                 }
             }
+            let line = Self::line(&mut inner);
             if first {
-                inner.held.push_front(tx);
+                line.push_front(tx);
             } else {
-                inner.held.push_back(tx);
+                line.push_back(tx);
             }
             suspended
         };
@@ -383,7 +393,7 @@ impl Suspension {
             if let Some(timer) = inner.timer.take() {
                 timer.abort();
             }
-            inner.held.len()
+            Self::line(&mut inner).len()
         };
         tracing::info!(
             volume = self.volume,
@@ -449,7 +459,7 @@ impl Suspension {
                 Phase::Resuming => "a quorum failure before the resume".into(),
                 Phase::Running => return,
             };
-            let held = std::mem::take(&mut inner.held);
+            let held = std::mem::take(Self::line(&mut inner));
             let n = held.len();
             for tx in held {
                 let _ = tx.send(Verdict::ShutDown(cause.clone()));
@@ -481,7 +491,7 @@ impl Suspension {
             };
             inner.timer = None;
             inner.phase = Phase::Running;
-            let held = std::mem::take(&mut inner.held);
+            let held = std::mem::take(Self::line(&mut inner));
             let n = held.len();
             for tx in held {
                 let _ = tx.send(Verdict::Fail(cause.clone()));

@@ -185,3 +185,33 @@ async fn a_shutdown_fails_the_held_requests_and_holds_no_more() {
     assert_eq!(s.state(), VolumeState::Running);
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test(start_paused = true)]
+async fn gone_clients_are_neither_counted_nor_kept() {
+    let (s, sink) = suspension(Duration::from_secs(300));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let one = tokio::spawn(request(s.clone(), 1, vec![false, true], log.clone()));
+    settle().await;
+    // A client that retries every few seconds while the volume is
+    // suspended, each attempt given up: one held request, not a thousand.
+    for id in 2..1002 {
+        let gone = tokio::spawn(request(s.clone(), id, vec![true], log.clone()));
+        settle().await;
+        gone.abort();
+        settle().await;
+    }
+    assert_eq!(s.suspended().map(|x| x.held), Some(1));
+    assert!(s.lock().held.len() <= 2, "{} kept", s.lock().held.len());
+    assert_eq!(s.resume().expect("suspended"), 1);
+    one.await.expect("join").expect("1 succeeds");
+    assert!(matches!(
+        sink.events().last(),
+        Some((
+            _,
+            Event::VolumeResumed {
+                by: ResumedBy::Operator,
+                held: 1
+            }
+        ))
+    ));
+}
