@@ -313,3 +313,49 @@ fn requests_outside_the_volume_take_nothing_from_the_buckets() {
         assert_eq!(stats["ops"][op]["invalid_ops"], n, "{op}: {stats}");
     }
 }
+
+/// Writes waiting in the throttle hold no memory: their bodies are read
+/// once the buckets let them go. Before, five 8 MiB writes queued behind a
+/// 1 MiB/s limit held 32 MiB of `max_buffered_bytes` while they waited,
+/// so a read of another, unlimited volume found no budget and got 503
+/// `busy` after `body_timeout`.
+#[test]
+fn writes_waiting_in_the_throttle_hold_no_budget() {
+    let config = format!(
+        "max_buffered_bytes = \"32MiB\"\nmax_request_bytes = \"8MiB\"\nbody_timeout = \"3s\"\n{}\n{}",
+        abc_volume("64MiB", "[volume.limits]\nbps_write = 1048576\n"),
+        volume("other", "4MiB", 1, "", &[child("x")]),
+    );
+    let server = Sandbox::new().serve(&config);
+    let piece = 8 * MIB as usize;
+    let writers: Vec<_> = (0..5u64)
+        .map(|i| {
+            let request = http_client(Duration::from_secs(120))
+                .put(server.url(&format!("/v1/volumes/vm/data?offset={}", i * 8 * MIB)))
+                .body(pattern(i, piece));
+            thread::spawn(move || request.send().map(|r| r.status().as_u16()).ok())
+        })
+        .collect();
+    // One goes at once; the others wait for the bucket (8 s each).
+    wait_until("the first write to complete", || {
+        server.get("/v1/volumes/vm/stats").json()["ops"]["write"]["ops"] == 1
+    });
+    thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let read = server.get_range("/v1/volumes/other/data", "bytes=0-4194303");
+    let took = started.elapsed();
+    assert_eq!(read.status, 206, "after {took:?}: {}", read.preview());
+    assert!(took < Duration::from_secs(2), "the read waited {took:?}");
+    // Lift the limit: the waiting writes go, whole.
+    server.put(LIMITS, b"{}".to_vec()).expect_status(200);
+    for w in writers {
+        assert_eq!(w.join().expect("a writer"), Some(204));
+    }
+    for i in 0..5u64 {
+        assert_bytes_eq(
+            &server.read_volume("vm", i * 8 * MIB, 4096),
+            &pattern(i, piece)[..4096],
+            "a throttled write",
+        );
+    }
+}

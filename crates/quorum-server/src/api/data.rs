@@ -2,7 +2,7 @@
 //! write-zeroes, discard and flush.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -12,7 +12,7 @@ use quorum_core::{Op, Volume, VolumeError};
 use serde::Deserialize;
 
 use super::AppState;
-use super::extract::{ApiQuery, VolumeName, content_length, read_body, timed};
+use super::extract::{ApiQuery, VolumeName, content_length, read_body, timed, timed_admitted};
 use super::stream::{READ_CHUNK, stream_read};
 use crate::error::ApiError;
 use crate::membership::VolumeEntry;
@@ -106,17 +106,26 @@ pub(super) async fn write_data(
 ) -> Result<StatusCode, ApiError> {
     let entry = state.entry(&vol)?;
     let limit = state.max_request_bytes;
-    if let Some(len) = content_length(&headers)? {
+    let declared = content_length(&headers)?;
+    if let Some(len) = declared {
         if len > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
         within(&entry, Op::Write, q.offset, len)?;
     }
-    let data = read_body(&state, body, content_length(&headers)?, limit).await?;
+    // The throttle first: a write waiting for its turn holds no memory.
+    // A chunked body goes as one operation, its bytes accounted once read.
+    let started = Instant::now();
+    let throttle = &entry.controls().throttle;
+    throttle.admit(Op::Write, declared.unwrap_or(0)).await;
+    let data = read_body(&state, body, declared, limit).await?;
     let bytes = data.len() as u64;
     within(&entry, Op::Write, q.offset, bytes)?;
+    if declared.is_none() {
+        throttle.account_late(Op::Write, bytes);
+    }
     let (data, reservation) = data.into_parts();
-    timed(&state, &entry, &vol, Op::Write, bytes, move |v| {
+    timed_admitted(&state, &entry, &vol, Op::Write, bytes, started, move |v| {
         v.write(q.offset, data.clone())
     })
     .await?;
