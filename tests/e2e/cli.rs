@@ -330,6 +330,7 @@ fn events_follow_survives_a_server_restart() {
     let mut follow = cmd.spawn().expect("run quorum events --follow");
     let lines = || fs::read_to_string(&out_path).unwrap_or_default();
 
+    // A report of c and c's change to damaged.
     server.corrupt_file("c.img", 0, 10);
     let _ = server.read_volume("vm", 0, BLOCK);
     // A lost vote: the report, and c becomes damaged.

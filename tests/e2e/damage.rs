@@ -232,3 +232,48 @@ fn a_client_write_over_the_range_clears_the_damage() {
     );
     assert_child(&server, "c", "healthy", 0);
 }
+
+/// A remote child whose range is damaged is down when the server restarts:
+/// the volume starts without it, and when it comes back its damage is
+/// still known (the journal kept it while its storage could not be
+/// opened), listed with the exact range until a scrub repairs it.
+#[test]
+fn the_damage_of_a_child_down_at_a_restart_is_kept() {
+    use crate::remote::{block_server, remote_child};
+    let mut blocks: Vec<Server> = (0..3).map(|_| block_server("4MiB", "")).collect();
+    let children: Vec<String> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| remote_child(&format!("r{i}"), b, "blk", ""))
+        .collect();
+    let mut front = Sandbox::new().serve(&volume("vm", "4MiB", 2, "", &children));
+    let data = pattern(17, 2 * MIB as usize);
+    front.write_volume("vm", 0, &data);
+    blocks[0].corrupt_file("disk.img", AT, LEN as usize);
+    front.read_volume("vm", BLOCK_AT, BLOCK);
+    let damaged = json!([{ "offset": AT, "length": LEN }]);
+    assert_eq!(damage_of(&front, "r0")["ranges"], damaged);
+    assert!(front.stop().success());
+
+    blocks[0].kill();
+    front.restart();
+    assert_eq!(listed(&front, "r0")["state"], "failed");
+    blocks[0].restart();
+    wait_until_within(
+        "r0 to be opened again",
+        std::time::Duration::from_secs(60),
+        || listed(&front, "r0")["backend"] != "unopened",
+    );
+    let r0 = listed(&front, "r0");
+    assert_eq!(r0["state"], "damaged", "{r0}");
+    assert_eq!(r0["damaged_bytes"], LEN, "{r0}");
+    assert_eq!(damage_of(&front, "r0")["ranges"], damaged);
+    let job = scrub(&front, true);
+    assert_eq!(wait_done(&front, job)["state"], "completed");
+    assert_child(&front, "r0", "healthy", 0);
+    assert_bytes_eq(
+        &blocks[0].read_file_at("disk.img", BLOCK_AT, BLOCK as usize),
+        &data[BLOCK_AT as usize..(BLOCK_AT + BLOCK) as usize],
+        "r0 repaired",
+    );
+}

@@ -266,3 +266,96 @@ fn bad_limits_are_refused_and_change_nothing() {
         );
     }
 }
+
+/// A request refused as outside the volume takes nothing from the buckets
+/// (QEMU checks the range before its throttle): a hostile write-zeroes or
+/// discard of 2^64 - 1 bytes must not hold every later write of the volume
+/// behind a bucket that would take centuries to leak.
+#[test]
+fn requests_outside_the_volume_take_nothing_from_the_buckets() {
+    let server = Sandbox::new().serve(&limited("bps_write = 1048576"));
+    let huge = u64::MAX;
+    for route in ["write-zeroes", "discard"] {
+        server
+            .post(&format!("/v1/volumes/vm/{route}?offset=0&length={huge}"))
+            .expect_error(416, "out_of_range");
+        server
+            .post(&format!(
+                "/v1/volumes/vm/{route}?offset=4096&length=16777216"
+            ))
+            .expect_error(416, "out_of_range");
+    }
+    // A chunked write past the end (no Content-Length to check first).
+    let refused = server.raw_chunked(
+        "PUT",
+        &format!("/v1/volumes/vm/data?offset={}", 16 * MIB - 4096),
+        &[&[1u8; 8192]],
+    );
+    assert_eq!(refused.status, 416, "{refused:?}");
+
+    // The buckets are as empty as before: a small write goes at once.
+    let client = http_client(Duration::from_secs(5));
+    let started = Instant::now();
+    let answer = client
+        .put(server.url("/v1/volumes/vm/data?offset=0"))
+        .body(vec![9u8; 4096])
+        .send()
+        .map(|r| r.status().as_u16());
+    let took = started.elapsed();
+    assert_eq!(
+        answer.ok(),
+        Some(204),
+        "a 4 KiB write after refused requests waited {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "it waited {took:?}");
+    let stats = server.get("/v1/volumes/vm/stats").json();
+    for (op, n) in [("write_zeroes", 2), ("discard", 2), ("write", 1)] {
+        assert_eq!(stats["ops"][op]["invalid_ops"], n, "{op}: {stats}");
+    }
+}
+
+/// Writes waiting in the throttle hold no memory: their bodies are read
+/// once the buckets let them go. Before, five 8 MiB writes queued behind a
+/// 1 MiB/s limit held 32 MiB of `max_buffered_bytes` while they waited,
+/// so a read of another, unlimited volume found no budget and got 503
+/// `busy` after `body_timeout`.
+#[test]
+fn writes_waiting_in_the_throttle_hold_no_budget() {
+    let config = format!(
+        "max_buffered_bytes = \"32MiB\"\nmax_request_bytes = \"8MiB\"\nbody_timeout = \"3s\"\n{}\n{}",
+        abc_volume("64MiB", "[volume.limits]\nbps_write = 1048576\n"),
+        volume("other", "4MiB", 1, "", &[child("x")]),
+    );
+    let server = Sandbox::new().serve(&config);
+    let piece = 8 * MIB as usize;
+    let writers: Vec<_> = (0..5u64)
+        .map(|i| {
+            let request = http_client(Duration::from_secs(120))
+                .put(server.url(&format!("/v1/volumes/vm/data?offset={}", i * 8 * MIB)))
+                .body(pattern(i, piece));
+            thread::spawn(move || request.send().map(|r| r.status().as_u16()).ok())
+        })
+        .collect();
+    // One goes at once; the others wait for the bucket (8 s each).
+    wait_until("the first write to complete", || {
+        server.get("/v1/volumes/vm/stats").json()["ops"]["write"]["ops"] == 1
+    });
+    thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let read = server.get_range("/v1/volumes/other/data", "bytes=0-4194303");
+    let took = started.elapsed();
+    assert_eq!(read.status, 206, "after {took:?}: {}", read.preview());
+    assert!(took < Duration::from_secs(2), "the read waited {took:?}");
+    // Lift the limit: the waiting writes go, whole.
+    server.put(LIMITS, b"{}".to_vec()).expect_status(200);
+    for w in writers {
+        assert_eq!(w.join().expect("a writer"), Some(204));
+    }
+    for i in 0..5u64 {
+        assert_bytes_eq(
+            &server.read_volume("vm", i * 8 * MIB, 4096),
+            &pattern(i, piece)[..4096],
+            "a throttled write",
+        );
+    }
+}

@@ -197,3 +197,108 @@ fn held_requests_fail_at_the_suspend_timeout() {
     assert_eq!(state["state"], "running", "{state}");
     assert_eq!(front.metric(r#"quorum_volume_suspended{volume="vm"}"#), 0.0);
 }
+
+/// SIGTERM while requests are held: they fail at once (a 503, not a
+/// connection cut 30 s later), the write that ran with its own error, the
+/// read that never ran with one that says the server is shutting down; and
+/// the server stops within its usual deadline instead of waiting for a
+/// resume that cannot come.
+#[test]
+fn sigterm_fails_the_held_requests_and_stops_at_once() {
+    let (mut blocks, mut front) = suspending("60s");
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    for b in &mut blocks {
+        b.stop();
+    }
+    let held = |request: reqwest::blocking::RequestBuilder| {
+        thread::spawn(move || {
+            let answer = request.send().expect("an answer, not a cut connection");
+            let status = answer.status().as_u16();
+            (status, answer.text().unwrap_or_default())
+        })
+    };
+    let client = http_client(Duration::from_secs(60));
+    let writer = held(
+        client
+            .put(front.url(&format!("{DATA}?offset=8192")))
+            .body(pattern(4, 4096)),
+    );
+    wait_suspended(&front, 1);
+    let reader = held(client.get(front.url(DATA)).header("Range", "bytes=0-4095"));
+    wait_suspended(&front, 2);
+    let started = Instant::now();
+    let status = front.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+    let (code, body) = writer.join().expect("the writer");
+    assert_eq!(
+        (code, error_code(body.as_bytes()).as_str()),
+        (503, "quorum_failure"),
+        "{body}"
+    );
+    assert!(
+        body.contains("write of 4096 bytes at 8192 failed"),
+        "{body}"
+    );
+    let (code, body) = reader.join().expect("the reader");
+    assert_eq!(
+        (code, error_code(body.as_bytes()).as_str()),
+        (503, "quorum_failure"),
+        "{body}"
+    );
+    assert!(body.contains("shutting down"), "{body}");
+}
+
+/// A suspended volume holds every request until a resume, so `/readyz`
+/// says it is not ready, even once its children are back and healthy.
+#[test]
+fn a_suspended_volume_is_not_ready() {
+    let (mut blocks, front) = suspending("60s");
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    front.get("/readyz").expect_status(200);
+    for b in &mut blocks {
+        b.stop();
+    }
+    let url = front.url(&format!("{DATA}?offset=8192"));
+    let writer = thread::spawn(move || {
+        http_client(Duration::from_secs(60))
+            .put(url)
+            .body(pattern(5, 4096))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    wait_suspended(&front, 1);
+    for b in &mut blocks {
+        b.restart();
+    }
+    // A scrub (scheduled, or an operator's) reads every child: they serve
+    // again while the volume stays suspended (scrubs are tried until the
+    // children's breakers let them through; the held write that reached a
+    // alone leaves it damaged there, which serves).
+    wait_until_within("every child serving again", Duration::from_secs(20), || {
+        let v = volume_json(&front);
+        let healthy = v["children"].as_array().is_some_and(|c| {
+            c.iter()
+                .all(|c| c["state"] == "healthy" || c["state"] == "damaged")
+        });
+        if !healthy {
+            front.send(
+                front
+                    .request(reqwest::Method::POST, "/v1/volumes/vm/scrub")
+                    .body("{}"),
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        healthy
+    });
+    assert_eq!(volume_json(&front)["state"], "suspended");
+    let ready = front.get("/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let body = ready.json();
+    assert_eq!(body["volumes"][0]["ready"], false, "{body}");
+    assert_eq!(body["volumes"][0]["state"], "suspended", "{body}");
+    front.post("/v1/volumes/vm/resume").expect_status(200);
+    assert_eq!(writer.join().expect("the writer").ok(), Some(204));
+    front.get("/readyz").expect_status(200);
+}

@@ -313,6 +313,10 @@ impl Backend for Faulty {
     fn identity(&self) -> String {
         self.inner.identity()
     }
+
+    fn identity_known(&self) -> bool {
+        self.inner.identity_known()
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ impl Backend for Unopened {
         format!("unopened:{}", self.uri)
     }
 
+    /// Not known until it opens.
+    fn identity_known(&self) -> bool {
+        false
+    }
+
     fn size(&self) -> Result<u64, BackendError> {
         Ok(self.size)
     }

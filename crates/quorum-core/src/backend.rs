@@ -189,4 +189,13 @@ pub trait Backend: Send + Sync + fmt::Display {
     fn identity(&self) -> String {
         self.to_string()
     }
+
+    /// Whether [`Backend::identity`] names the storage this child holds its
+    /// copy in: false for a stand-in of a child whose storage could not be
+    /// opened yet. The stale-map journal then knows the child by the
+    /// identity it recorded for its name, so that what it knows of the
+    /// storage (its damaged ranges) waits for the child to open.
+    fn identity_known(&self) -> bool {
+        true
+    }
 }

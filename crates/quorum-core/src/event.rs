@@ -104,10 +104,12 @@ pub enum ResumedBy {
     Operator,
     /// `suspend_timeout` passed: the held requests failed.
     Timeout,
+    /// The server shut down: the held requests failed.
+    Shutdown,
 }
 
 impl ResumedBy {
-    /// `operator` or `timeout`.
+    /// `operator`, `timeout` or `shutdown`.
     pub fn as_str(self) -> &'static str {
         self.into()
     }
@@ -229,7 +231,7 @@ pub enum Event {
         /// What ended the suspension.
         by: ResumedBy,
         /// The requests held then: retried in order (by an operator) or
-        /// failed (by the timeout).
+        /// failed (by the timeout or the shutdown).
         held: u64,
     },
     /// blkverify found the two children different.

@@ -341,6 +341,9 @@ pub(crate) struct ChildKey {
     pub(crate) name: String,
     /// Its storage's identity.
     pub(crate) id: String,
+    /// Whether `id` names the storage ([`crate::Backend::identity_known`]);
+    /// if not, the journal takes the identity its lines give the name.
+    pub(crate) known: bool,
 }
 
 /// One journal line. `id` is absent in journals written before children
@@ -363,26 +366,36 @@ impl Journal {
     /// renamed or replaced child is then resynced where it may be behind: a
     /// mark too many costs a copy, a mark too few could serve old data).
     /// Damage stays with the storage only: new storage under an old name
-    /// holds none of the old bad ranges. A torn or unreadable line is
-    /// skipped.
+    /// holds none of the old bad ranges. A child whose storage is not known
+    /// (not opened yet) is known by the identity of the last line of its
+    /// name that no other child's storage has, so that its damage is kept
+    /// for it, not dropped. A torn or unreadable line is skipped.
     pub(crate) fn open(
         mut store: Box<dyn JournalStore>,
         children: &[ChildKey],
     ) -> io::Result<(Journal, Replayed)> {
         let mut maps = Replayed::new(children.len());
         let bytes = store.read_all()?;
-        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(Entry {
-                op,
-                child,
-                id,
-                start,
-                end,
-            }) = serde_json::from_slice::<Entry>(line)
-            else {
-                tracing::warn!("skipping an unreadable stale-map line");
-                continue;
-            };
+        let entries: Vec<Entry> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|line| {
+                let entry = serde_json::from_slice::<Entry>(line).ok();
+                if entry.is_none() {
+                    tracing::warn!("skipping an unreadable stale-map line");
+                }
+                entry
+            })
+            .collect();
+        let children = recorded_identities(children, &entries);
+        for Entry {
+            op,
+            child,
+            id,
+            start,
+            end,
+        } in entries
+        {
             match op {
                 DIRTY => {
                     maps.dirty.insert(start..end);
@@ -425,7 +438,7 @@ impl Journal {
         }
         let mut journal = Journal {
             store,
-            children: children.to_vec(),
+            children,
             appended: 0,
             torn: false,
             behind: false,
@@ -477,6 +490,7 @@ impl Journal {
         let key = ChildKey {
             name: String::new(),
             id: String::new(),
+            known: true,
         };
         let op = if dirty { DIRTY } else { CLEAN };
         self.append_line(line(op, &key, range.start, range.end))
@@ -519,6 +533,7 @@ impl Journal {
         let intent = ChildKey {
             name: String::new(),
             id: String::new(),
+            known: true,
         };
         for (s, e) in &live.dirty.ranges {
             out.push_str(&line(DIRTY, &intent, *s, *e));
@@ -536,6 +551,27 @@ impl Journal {
     pub(crate) fn appended(&self) -> usize {
         self.appended
     }
+}
+
+/// `children`, each whose identity is not known taking the one the last
+/// of `entries` of its name gives, if no known child has that one.
+fn recorded_identities(children: &[ChildKey], entries: &[Entry]) -> Vec<ChildKey> {
+    let mut children = children.to_vec();
+    let known: Vec<String> = children
+        .iter()
+        .filter(|c| c.known)
+        .map(|c| c.id.clone())
+        .collect();
+    for c in children.iter_mut().filter(|c| !c.known) {
+        let recorded = entries
+            .iter()
+            .rev()
+            .find(|e| e.child == c.name && !e.id.is_empty() && ![DIRTY, CLEAN].contains(&e.op));
+        if let Some(e) = recorded.filter(|e| !known.contains(&e.id)) {
+            c.id = e.id.clone();
+        }
+    }
+    children
 }
 
 fn line(op: char, child: &ChildKey, start: u64, end: u64) -> String {
@@ -605,6 +641,7 @@ mod tests {
             .map(|(name, id)| ChildKey {
                 name: (*name).to_owned(),
                 id: (*id).to_owned(),
+                known: true,
             })
             .collect()
     }
@@ -646,6 +683,40 @@ mod tests {
             Journal::open(Box::new(FileStore::new(&legacy)), &keys(&[("a", "file:9")]))
                 .expect("legacy");
         assert_eq!(sets[0].within(0..100), vec![5..10]);
+    }
+
+    #[test]
+    fn damage_waits_for_a_child_whose_storage_is_not_known_yet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vm.jsonl");
+        let open = |children: &[ChildKey]| {
+            Journal::open(Box::new(FileStore::new(&path)), children).expect("open")
+        };
+        let (mut j, _) = open(&keys(&[("a", "file:1"), ("r", "http:r")]));
+        j.append_damage(true, 1, &(1000..1100)).expect("damage r");
+        j.append_damage(true, 0, &(0..10)).expect("damage a");
+        drop(j);
+        // r cannot be opened at this start: its damage is kept for it, and
+        // what it misses meanwhile is journaled under its storage.
+        let mut down = keys(&[("a", "file:1"), ("r", "unopened:r")]);
+        down[1].known = false;
+        let (mut j, maps) = open(&down);
+        assert_eq!(maps.damaged[1].within(0..1 << 20), vec![1000..1100]);
+        j.append('+', 1, &(5000..6000)).expect("r misses a write");
+        drop(j);
+        let (_, maps) = open(&down);
+        assert_eq!(maps.damaged[1].within(0..1 << 20), vec![1000..1100]);
+        // It opens on the same storage: everything is still there.
+        let (_, maps) = open(&keys(&[("a", "file:1"), ("r", "http:r")]));
+        assert_eq!(maps.damaged[1].within(0..1 << 20), vec![1000..1100]);
+        assert_eq!(maps.stale[1].within(0..1 << 20), vec![5000..6000]);
+        assert_eq!(maps.damaged[0].within(0..1 << 20), vec![0..10]);
+        // An unknown child never takes a known child's storage.
+        let mut renamed = keys(&[("r", "file:1"), ("a", "unopened:a")]);
+        renamed[1].known = false;
+        let (_, maps) = open(&renamed);
+        assert_eq!(maps.damaged[0].within(0..1 << 20), vec![0..10]);
+        assert!(maps.damaged[1].is_empty(), "{maps:?}");
     }
 
     #[test]

@@ -296,13 +296,25 @@ impl Config {
     }
 }
 
-/// The duration in `key` (like "30s"), when given; zero is refused.
+/// The longest duration the config takes: any longer means "never" in
+/// practice, and one long enough cannot be added to the time (the server
+/// would panic where it adds it).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// The duration in `key` (like "30s"), when given; zero and more than
+/// [`MAX_DURATION`] are refused.
 fn duration(key: &str, text: Option<&str>) -> Result<Option<Duration>, ConfigError> {
     text.map(|text| {
-        humantime::parse_duration(text)
+        let d = humantime::parse_duration(text)
             .ok()
             .filter(|d| !d.is_zero())
-            .ok_or_else(|| ConfigError(format!("{key} {text:?} is not a duration like \"30s\"")))
+            .ok_or_else(|| ConfigError(format!("{key} {text:?} is not a duration like \"30s\"")))?;
+        if d > MAX_DURATION {
+            return Err(ConfigError(format!(
+                "{key} {text:?} is too long: at most 100 years"
+            )));
+        }
+        Ok(d)
     })
     .transpose()
 }
@@ -489,6 +501,38 @@ mod tests {
         name = "c"
         uri = "c.img"
     "#;
+
+    /// A duration past what a clock can add (here 300 billion years) would
+    /// panic the server where it is added to the time (every request for
+    /// `body_timeout`, `/metrics` for `scrub_interval`): refused at start.
+    #[test]
+    fn durations_beyond_a_century_are_refused() {
+        let huge = "300000000000y";
+        for (key, top) in [
+            ("body_timeout", true),
+            ("header_timeout", true),
+            ("child_timeout", false),
+            ("suspend_timeout", false),
+            ("scrub_interval", false),
+        ] {
+            let line = format!("{key} = \"{huge}\"\n");
+            let text = if top {
+                format!("{line}{BASE}")
+            } else {
+                BASE.replace(
+                    "vote_threshold = 2\n",
+                    &format!("vote_threshold = 2\n{line}"),
+                )
+            };
+            let e = parse(&text).expect_err(key);
+            assert!(
+                e.contains(key) && e.contains("at most 100 years"),
+                "{key}: {e}"
+            );
+            let fine = text.replace(huge, "100years");
+            parse(&fine).unwrap_or_else(|e| panic!("{key} of 100 years: {e}"));
+        }
+    }
 
     #[test]
     fn the_embedded_default_parses() {

@@ -2,7 +2,8 @@
 //! [`VolumeEntry::io`].
 //!
 //! In order: the I/O limits (the request waits on a tokio timer until its
-//! buckets allow it, [`crate::throttle`]); the error policy (while the
+//! buckets allow it, [`crate::throttle`]; an HTTP write waits there before
+//! its body is read, then comes in by [`VolumeEntry::io_admitted`]); the error policy (while the
 //! volume is suspended the request is held, [`crate::suspend`]); the engine
 //! call, on the blocking pool through [`blocking`] with the membership gate
 //! held ([`VolumeEntry::run`]); then, if it failed for lack of quorum on a
@@ -70,13 +71,28 @@ impl VolumeEntry {
         T: Send + 'static,
     {
         let started = Instant::now();
+        self.controls().throttle.admit(op, bytes).await;
+        self.io_admitted(op, bytes, started, f).await
+    }
+
+    /// [`VolumeEntry::io`] of a request that arrived at `started` and that
+    /// the throttle has let through already (an HTTP write, admitted
+    /// before its body is read so that it waits holding no memory).
+    ///
+    /// # Errors
+    /// As [`VolumeEntry::io`].
+    pub async fn io_admitted<T, F>(
+        self: &Arc<Self>,
+        op: Op,
+        bytes: u64,
+        started: Instant,
+        f: F,
+    ) -> Result<T, IoError>
+    where
+        F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
         let controls = self.controls();
-        // A length past the volume's size cannot be inside it: the engine
-        // refuses it at once, and the throttle must not make it wait for
-        // bytes that will never move.
-        if bytes <= self.volume().size() {
-            controls.throttle.admit(op, bytes).await;
-        }
         let suspension = &controls.suspension;
         let mut turn = match suspension.admit().await {
             None => None,

@@ -426,12 +426,16 @@ async fn serve(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell systemd the server is ready");
     }
-    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
     wait_for_signal().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.cancel();
+    // Held requests would wait for a resume that cannot come now.
+    for entry in state.volumes.values() {
+        entry.controls().suspension.shut_down();
+    }
     let both = async {
         let http = server.await;
         if let Some(nbd) = nbd_server {

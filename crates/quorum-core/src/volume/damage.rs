@@ -16,7 +16,9 @@
 //! The damaged ranges live beside the stale ranges, under the same lock and
 //! in the same journal (ops `b` and `g`), replayed when the volume opens
 //! and compacted with it; a mark or clear is appended before the request
-//! that made it ends, and synced by the next flush. A child with damaged
+//! that made it ends, and synced by the next flush. They are kept by the
+//! identity of the child's storage, also while it cannot be opened (a
+//! remote down at a restart keeps its damage until it is back). A child with damaged
 //! ranges is [`ChildState::Damaged`] unless a stronger state holds (see
 //! [`ChildState`]); each time a child gains its first damaged range or
 //! loses its last, a `CHILD_STATE_CHANGE` says so, when its state changes.

@@ -112,6 +112,7 @@ impl Volume {
             .map(|c| ChildKey {
                 name: c.name.clone(),
                 id: c.backend.identity(),
+                known: c.backend.identity_known(),
             })
             .collect();
         let (journal, maps) = match store {

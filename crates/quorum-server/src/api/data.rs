@@ -2,6 +2,7 @@
 //! write-zeroes, discard and flush.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,10 +12,12 @@ use quorum_core::{Op, Volume, VolumeError};
 use serde::Deserialize;
 
 use super::AppState;
-use super::extract::{ApiQuery, VolumeName, content_length, read_body, timed};
+use super::extract::{ApiQuery, VolumeName, content_length, read_body, timed, timed_admitted};
 use super::stream::{READ_CHUNK, stream_read};
 use crate::error::ApiError;
+use crate::membership::VolumeEntry;
 use crate::range;
+use crate::telemetry::Frontend;
 
 #[derive(Deserialize)]
 pub(super) struct OffsetQuery {
@@ -102,26 +105,27 @@ pub(super) async fn write_data(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let entry = state.entry(&vol)?;
-    let size = entry.volume().size();
     let limit = state.max_request_bytes;
-    if let Some(len) = content_length(&headers)? {
+    let declared = content_length(&headers)?;
+    if let Some(len) = declared {
         if len > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        if q.offset.checked_add(len).is_none_or(|end| end > size) {
-            entry.controls().stats.invalid(Op::Write);
-            return Err(VolumeError::OutOfRange {
-                offset: q.offset,
-                length: len,
-                size,
-            }
-            .into());
-        }
+        within(&entry, Op::Write, q.offset, len)?;
     }
-    let data = read_body(&state, body, content_length(&headers)?, limit).await?;
+    // The throttle first: a write waiting for its turn holds no memory.
+    // A chunked body goes as one operation, its bytes accounted once read.
+    let started = Instant::now();
+    let throttle = &entry.controls().throttle;
+    throttle.admit(Op::Write, declared.unwrap_or(0)).await;
+    let data = read_body(&state, body, declared, limit).await?;
     let bytes = data.len() as u64;
+    within(&entry, Op::Write, q.offset, bytes)?;
+    if declared.is_none() {
+        throttle.account_late(Op::Write, bytes);
+    }
     let (data, reservation) = data.into_parts();
-    timed(&state, &entry, &vol, Op::Write, bytes, move |v| {
+    timed_admitted(&state, &entry, &vol, Op::Write, bytes, started, move |v| {
         v.write(q.offset, data.clone())
     })
     .await?;
@@ -157,11 +161,38 @@ async fn zero_range(
     zero: fn(&Volume, u64, u64) -> Result<(), VolumeError>,
 ) -> Result<StatusCode, ApiError> {
     let entry = state.entry(vol)?;
+    if let Err(e) = within(&entry, op, q.offset, q.length) {
+        // Counted as a request that moved nothing (its length may be any
+        // number up to 2^64 - 1).
+        state
+            .telemetry
+            .request(vol, Frontend::Http, op, 0, Duration::ZERO);
+        return Err(e);
+    }
     timed(state, &entry, vol, op, q.length, move |v| {
         zero(v, q.offset, q.length)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a request of `op` wholly or partly outside the volume before it
+/// reaches the volume's path, counted as invalid: as QEMU checks a
+/// request's range before its throttle, so that a refused request takes
+/// nothing from the I/O limits' buckets (a write-zeroes of 2^64 - 1 bytes
+/// would otherwise hold every later write for centuries).
+fn within(entry: &VolumeEntry, op: Op, offset: u64, length: u64) -> Result<(), ApiError> {
+    let size = entry.volume().size();
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        entry.controls().stats.invalid(op);
+        return Err(VolumeError::OutOfRange {
+            offset,
+            length,
+            size,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 pub(super) async fn flush(

@@ -78,6 +78,28 @@ where
     Ok(result?)
 }
 
+/// [`timed`] for a request that arrived at `started` and that the throttle
+/// has let through already ([`VolumeEntry::io_admitted`]).
+pub(super) async fn timed_admitted<T, F>(
+    state: &AppState,
+    entry: &Arc<VolumeEntry>,
+    volume: &str,
+    op: Op,
+    bytes: u64,
+    started: Instant,
+    f: F,
+) -> Result<T, ApiError>
+where
+    F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    let result = entry.io_admitted(op, bytes, started, f).await;
+    state
+        .telemetry
+        .request(volume, Frontend::Http, op, bytes, started.elapsed());
+    Ok(result?)
+}
+
 pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
         .get(header::CONTENT_LENGTH)

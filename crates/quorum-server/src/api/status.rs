@@ -10,14 +10,17 @@ use quorum_core::ChildState;
 use serde_json::json;
 
 use super::AppState;
+use crate::suspend::VolumeState;
 
 /// Whether the process is alive: always `ok`.
 pub(super) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Whether every volume can serve: at least `vote_threshold` of its
-/// children serve (neither failed nor missing writes). A damaged child
+/// Whether every volume can serve: it is not suspended (a suspended
+/// volume holds every request until a resume, whatever its children) and
+/// at least `vote_threshold` of its children serve (neither failed nor
+/// missing writes). A damaged child
 /// serves: its other ranges are good and the vote outvotes its bad ones
 /// ([`ChildState::serves`]), so it counts, and the body says how many of
 /// the serving children are damaged. 200 when all can, 503 otherwise; the
@@ -33,9 +36,11 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             let count = |state: ChildState| children.iter().filter(|c| c.state == state).count();
             let serving = children.iter().filter(|c| c.state.serves()).count();
             let threshold = volume.options().vote_threshold;
+            let state = entry.controls().suspension.state();
             json!({
                 "volume": name,
-                "ready": serving >= threshold,
+                "ready": serving >= threshold && state != VolumeState::Suspended,
+                "state": state.as_str(),
                 "serving_children": serving,
                 "healthy_children": count(ChildState::Healthy),
                 "damaged_children": count(ChildState::Damaged),

@@ -87,22 +87,37 @@ impl ScrubClock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
             Err(e) => return Err(e),
         };
-        let time = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        // A time ahead of the clock (saved before the clock was set back)
+        // is taken as now, and saved so: scrubs would otherwise stop until
+        // the clock passes it, with the staleness alert quiet meanwhile.
+        let now = to_millis(SystemTime::now());
+        let mut changed = false;
+        let mut time = |t: &Option<String>| {
+            let t = t
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())?;
+            if t > now {
+                tracing::warn!(file = %path.display(), saved = %humantime::format_rfc3339_millis(t), "a scrub time is ahead of the clock; taking it as now");
+                changed = true;
+            }
+            Some(t.min(now))
+        };
+        let times = Times {
+            last_completed: time(&saved.last_completed),
+            scheduled_since: time(&saved.scheduled_since),
+            bell: None,
         };
         let clock = ScrubClock {
             volume: volume.to_owned(),
             path,
             interval,
-            times: Mutex::new(Times {
-                last_completed: time(&saved.last_completed),
-                scheduled_since: time(&saved.scheduled_since),
-                bell: None,
-            }),
+            times: Mutex::new(times),
         };
         if interval.is_some() && clock.lock().scheduled_since.is_none() {
             clock.lock().scheduled_since = Some(to_millis(SystemTime::now()));
+            changed = true;
+        }
+        if changed {
             clock.save()?;
         }
         Ok(clock)
@@ -338,6 +353,44 @@ mod tests {
         let again = ScrubClock::load(dir.path(), "vm", Some(week)).expect("reload");
         assert_eq!(again.last_completed(), Some(last));
         assert_eq!(again.next_due(), Some(last + week));
+        let unscheduled = ScrubClock::load(dir.path(), "other", None).expect("load");
+        assert_eq!(unscheduled.last_or_since(), None);
+        assert_eq!(unscheduled.next_due(), None);
+    }
+
+    /// Times saved while the clock was ahead (then set back) are taken as
+    /// now: otherwise no scrub would be due until the clock passes them
+    /// again, and the staleness alert, which subtracts them from now,
+    /// could not fire meanwhile.
+    #[test]
+    fn a_time_saved_ahead_of_the_clock_counts_as_now() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let week = Duration::from_secs(7 * 86400);
+        std::fs::create_dir_all(dir.path().join("scrubs")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("scrubs/vm.json"),
+            r#"{"last_completed": "2100-01-01T00:00:00.000Z", "scheduled_since": "2099-01-01T00:00:00.000Z"}"#,
+        )
+        .expect("write");
+        let before = SystemTime::now();
+        let clock = ScrubClock::load(dir.path(), "vm", Some(week)).expect("load");
+        let after = SystemTime::now() + Duration::from_millis(1);
+        let last = clock.last_or_since().expect("a time");
+        assert!(last >= to_millis(before) && last <= after, "{last:?}");
+        let due = clock.next_due().expect("due");
+        assert!(due <= after + week, "{due:?}");
+        let reloaded = ScrubClock::load(dir.path(), "vm", Some(week)).expect("reload");
+        assert_eq!(reloaded.last_or_since(), Some(last), "saved as now");
+        // A time in the past stays as it was.
+        clock.scrub_ended(JobState::Completed);
+        let done = clock.last_completed().expect("completed");
+        let again = ScrubClock::load(dir.path(), "vm", Some(week)).expect("reload");
+        assert_eq!(again.last_completed(), Some(done));
+    }
+
+    #[test]
+    fn an_unscheduled_volume_has_no_times() {
+        let dir = tempfile::tempdir().expect("temp dir");
         let unscheduled = ScrubClock::load(dir.path(), "other", None).expect("load");
         assert_eq!(unscheduled.last_or_since(), None);
         assert_eq!(unscheduled.next_due(), None);

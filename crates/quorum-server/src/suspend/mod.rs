@@ -20,6 +20,12 @@
 //!   ran with an error that names the suspension's cause, and the volume
 //!   runs again (the next failure suspends it again).
 //!
+//! At shutdown ([`Suspension::shut_down`]) no resume can come: the held
+//! requests fail at once, as at the timeout (`VOLUME_RESUMED` by
+//! `shutdown`), and a request that fails for lack of quorum from then on
+//! fails instead of being held, so that the server stops within its drain
+//! deadline and every client gets an answer.
+//!
 //! So a client never sees an I/O error for a replica outage that ends
 //! within the timeout. Only an outage suspends: a vote whose children
 //! answered but disagree (no version reached the threshold) is reported,
@@ -37,6 +43,8 @@ use std::time::{Duration, SystemTime};
 use quorum_core::{Event, EventSink, QuorumError, ResumedBy};
 use strum::{Display, EnumString, IntoStaticStr};
 use tokio::sync::oneshot;
+
+pub use errors::{NotSuspended, Unresumed};
 
 /// `suspend_timeout` when the config does not say.
 pub const DEFAULT_SUSPEND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -81,31 +89,6 @@ impl VolumeState {
     }
 }
 
-/// A held request that the timeout failed before any resume.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "volume {volume:?} was suspended after a quorum failure ({cause}) and not resumed within suspend_timeout ({}s): the requests held meanwhile fail",
-    timeout.as_secs()
-)]
-pub struct Unresumed {
-    /// The volume.
-    pub volume: String,
-    /// The failure that suspended it.
-    pub cause: Arc<str>,
-    /// Its `suspend_timeout`.
-    pub timeout: Duration,
-}
-
-/// Why a resume was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("volume {volume:?} is {state}, not suspended: there is nothing to resume")]
-pub struct NotSuspended {
-    /// The volume.
-    pub volume: String,
-    /// Its state.
-    pub state: VolumeState,
-}
-
 /// A suspension as the API shows it.
 #[derive(Debug, Clone)]
 pub struct Suspended {
@@ -126,6 +109,9 @@ enum Verdict {
     Retry(Turn),
     /// Fail: the volume was not resumed in time after this cause.
     Fail(Arc<str>),
+    /// Fail: the server is shutting down (the volume was suspended after
+    /// this cause).
+    ShutDown(Arc<str>),
 }
 
 /// What [`Suspension::hold`] and [`Suspension::admit`] come back with.
@@ -167,6 +153,8 @@ struct Inner {
     held: VecDeque<oneshot::Sender<Verdict>>,
     generation: u64,
     timer: Option<tokio::task::AbortHandle>,
+    /// The server is shutting down: nothing is held any more.
+    closing: bool,
 }
 
 /// The error policy of one volume and its suspension, if any.
@@ -196,12 +184,21 @@ impl Suspension {
                 held: VecDeque::new(),
                 generation: 0,
                 timer: None,
+                closing: false,
             }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The line without the requests whose client went away: they are
+    /// neither counted nor kept (a client that retries while the volume is
+    /// suspended would otherwise add one each time).
+    fn line(inner: &mut Inner) -> &mut VecDeque<oneshot::Sender<Verdict>> {
+        inner.held.retain(|tx| !tx.is_closed());
+        &mut inner.held
     }
 
     /// The volume's error policy.
@@ -231,13 +228,14 @@ impl Suspension {
 
     /// The suspension, while there is one.
     pub fn suspended(&self) -> Option<Suspended> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let held = Self::line(&mut inner).len();
         match &inner.phase {
             Phase::Suspended { cause, since, .. } => Some(Suspended {
                 cause: cause.clone(),
                 since: *since,
                 fails_at: *since + self.timeout,
-                held: inner.held.len(),
+                held,
             }),
             Phase::Running | Phase::Resuming => None,
         }
@@ -252,7 +250,7 @@ impl Suspension {
                 return None;
             }
             let (tx, rx) = oneshot::channel();
-            inner.held.push_back(tx);
+            Self::line(&mut inner).push_back(tx);
             rx
         };
         Some(self.wait(rx).await)
@@ -265,6 +263,13 @@ impl Suspension {
         let (tx, rx) = oneshot::channel();
         let suspended = {
             let mut inner = self.lock();
+            if inner.closing {
+                // The turn, if any, passes on as the request ends.
+                return Released::Failed(Unresumed::ShuttingDown {
+                    volume: self.volume.clone(),
+                    cause: error.to_string().into(),
+                });
+            }
             let first = turn.is_some();
             if let Some(mut turn) = turn {
                 turn.armed = false;
@@ -290,10 +295,11 @@ impl Suspension {
                     old.abort();
                 }
             }
+            let line = Self::line(&mut inner);
             if first {
-                inner.held.push_front(tx);
+                line.push_front(tx);
             } else {
-                inner.held.push_back(tx);
+                line.push_back(tx);
             }
             suspended
         };
@@ -316,10 +322,16 @@ impl Suspension {
         let cause = match rx.await {
             Ok(Verdict::Retry(turn)) => return Released::Retry(turn),
             Ok(Verdict::Fail(cause)) => cause,
+            Ok(Verdict::ShutDown(cause)) => {
+                return Released::Failed(Unresumed::ShuttingDown {
+                    volume: self.volume.clone(),
+                    cause,
+                });
+            }
             // Not told: the volume is gone.
             Err(_) => "the volume closed".into(),
         };
-        Released::Failed(Unresumed {
+        Released::Failed(Unresumed::Timeout {
             volume: self.volume.clone(),
             cause,
             timeout: self.timeout,
@@ -345,7 +357,7 @@ impl Suspension {
             if let Some(timer) = inner.timer.take() {
                 timer.abort();
             }
-            inner.held.len()
+            Self::line(&mut inner).len()
         };
         tracing::info!(
             volume = self.volume,
@@ -391,9 +403,41 @@ impl Suspension {
             match next.send(Verdict::Retry(turn)) {
                 Ok(()) => return,
                 Err(Verdict::Retry(mut turn)) => turn.armed = false,
-                Err(Verdict::Fail(_)) => {}
+                Err(Verdict::Fail(_) | Verdict::ShutDown(_)) => {}
             }
         }
+    }
+
+    /// At shutdown: the held requests fail at once (a resume cannot come),
+    /// and from now on a request that fails for lack of quorum fails
+    /// rather than being held.
+    pub fn shut_down(&self) {
+        let (cause, held) = {
+            let mut inner = self.lock();
+            inner.closing = true;
+            if let Some(timer) = inner.timer.take() {
+                timer.abort();
+            }
+            let cause = match std::mem::replace(&mut inner.phase, Phase::Running) {
+                Phase::Suspended { cause, .. } => cause,
+                Phase::Resuming => "a quorum failure before the resume".into(),
+                Phase::Running => return,
+            };
+            let held = std::mem::take(Self::line(&mut inner));
+            let n = held.len();
+            for tx in held {
+                let _ = tx.send(Verdict::ShutDown(cause.clone()));
+            }
+            (cause, n)
+        };
+        tracing::warn!(volume = self.volume, held, %cause, "shutting down while suspended: the held requests fail");
+        self.sink.emit(
+            &self.volume,
+            Event::VolumeResumed {
+                by: ResumedBy::Shutdown,
+                held: held as u64,
+            },
+        );
     }
 
     /// The timeout of suspension `generation`: if it still holds, every
@@ -411,7 +455,7 @@ impl Suspension {
             };
             inner.timer = None;
             inner.phase = Phase::Running;
-            let held = std::mem::take(&mut inner.held);
+            let held = std::mem::take(Self::line(&mut inner));
             let n = held.len();
             for tx in held {
                 let _ = tx.send(Verdict::Fail(cause.clone()));
@@ -429,5 +473,6 @@ impl Suspension {
     }
 }
 
+mod errors;
 #[cfg(test)]
 mod tests;

@@ -152,3 +152,66 @@ async fn report_never_holds_and_a_gone_client_leaves_the_line() {
     assert_eq!(s.state(), VolumeState::Running);
     assert_eq!(*log.lock().expect("log"), [1, 1]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_fails_the_held_requests_and_holds_no_more() {
+    let (s, sink) = suspension(Duration::from_secs(300));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let one = tokio::spawn(request(s.clone(), 1, vec![false, true], log.clone()));
+    settle().await;
+    let two = tokio::spawn(request(s.clone(), 2, vec![true], log.clone()));
+    settle().await;
+    let started = tokio::time::Instant::now();
+    s.shut_down();
+    assert_eq!(one.await.expect("join"), Err("request 1 failed".into()));
+    let e2 = two.await.expect("join").expect_err("2 fails");
+    assert_eq!(started.elapsed(), Duration::ZERO, "at once");
+    assert!(e2.contains("shutting down"), "{e2}");
+    assert_eq!(*log.lock().expect("log"), [1], "2 never ran");
+    assert_eq!(s.state(), VolumeState::Running);
+    assert!(matches!(
+        sink.events().last(),
+        Some((
+            _,
+            Event::VolumeResumed {
+                by: ResumedBy::Shutdown,
+                held: 2
+            }
+        ))
+    ));
+    // A quorum failure from now on fails at once, and suspends nothing.
+    let three = request(s.clone(), 3, vec![false, true], log.clone()).await;
+    assert_eq!(three, Err("request 3 failed".into()));
+    assert_eq!(s.state(), VolumeState::Running);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gone_clients_are_neither_counted_nor_kept() {
+    let (s, sink) = suspension(Duration::from_secs(300));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let one = tokio::spawn(request(s.clone(), 1, vec![false, true], log.clone()));
+    settle().await;
+    // A client that retries every few seconds while the volume is
+    // suspended, each attempt given up: one held request, not a thousand.
+    for id in 2..1002 {
+        let gone = tokio::spawn(request(s.clone(), id, vec![true], log.clone()));
+        settle().await;
+        gone.abort();
+        settle().await;
+    }
+    assert_eq!(s.suspended().map(|x| x.held), Some(1));
+    assert!(s.lock().held.len() <= 2, "{} kept", s.lock().held.len());
+    assert_eq!(s.resume().expect("suspended"), 1);
+    one.await.expect("join").expect("1 succeeds");
+    assert!(matches!(
+        sink.events().last(),
+        Some((
+            _,
+            Event::VolumeResumed {
+                by: ResumedBy::Operator,
+                held: 1
+            }
+        ))
+    ));
+}

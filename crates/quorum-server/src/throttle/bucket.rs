@@ -153,11 +153,28 @@ impl Buckets {
     /// `throttle_account`): its bytes, and one operation, or `bytes /
     /// iops_size` of them when it is larger than `iops_size`.
     pub fn account(&mut self, direction: Direction, bytes: u64) {
-        let units = if self.op_size > 0 && bytes > self.op_size {
+        let units = self.units(bytes);
+        self.fill(direction, bytes, units);
+    }
+
+    /// Fills the buckets of `direction` with what a request of `bytes`
+    /// accounts beyond what [`Buckets::account`] of no bytes did (one
+    /// operation): a request whose size was known only after it went.
+    pub fn account_rest(&mut self, direction: Direction, bytes: u64) {
+        let units = self.units(bytes) - 1.0;
+        self.fill(direction, bytes, units);
+    }
+
+    /// The operations a request of `bytes` counts as.
+    fn units(&self, bytes: u64) -> f64 {
+        if self.op_size > 0 && bytes > self.op_size {
             bytes as f64 / self.op_size as f64
         } else {
             1.0
-        };
+        }
+    }
+
+    fn fill(&mut self, direction: Direction, bytes: u64, units: f64) {
         for kind in direction.buckets() {
             let amount = if kind.counts_bytes() {
                 bytes as f64
@@ -266,6 +283,21 @@ mod tests {
         let went = greedy(&mut b, Direction::Read, 65536, Duration::from_secs(5));
         let n = within(&went, 1.0, 5.0);
         assert!((39..=41).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn accounting_late_adds_up_to_accounting_at_once() {
+        let l = limits(r#"{"iops_write": 100, "iops_size": 4096, "bps_write": 1048576}"#);
+        for bytes in [0, 100, 4096, 65_536, 1 << 20] {
+            let (mut at_once, mut late) = (
+                Buckets::new(&l, Duration::ZERO),
+                Buckets::new(&l, Duration::ZERO),
+            );
+            at_once.account(Direction::Write, bytes);
+            late.account(Direction::Write, 0);
+            late.account_rest(Direction::Write, bytes);
+            assert_eq!(format!("{at_once:?}"), format!("{late:?}"), "{bytes} bytes");
+        }
     }
 
     #[test]

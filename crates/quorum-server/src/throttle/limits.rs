@@ -137,6 +137,12 @@ pub enum LimitsError {
     /// A burst rate without an average rate.
     #[error("{0}_max needs {0}: a burst rate needs an average rate")]
     MaxWithoutAvg(&'static str),
+    /// A burst so long that its bucket (`max × max_length`) passes
+    /// [`VALUE_MAX`] (QEMU: "burst length too high for this burst rate").
+    #[error(
+        "{0}_max_length ({1}) is too long for {0}_max ({2}): their product is at most {VALUE_MAX}"
+    )]
+    BurstTooLong(&'static str, u64, u64),
     /// A burst rate below the average.
     #[error("{0}_max ({1}) cannot be lower than {0} ({2})")]
     MaxBelowAvg(&'static str, u64, u64),
@@ -243,6 +249,9 @@ impl IoLimits {
             if b.max > 0 && b.avg == 0 {
                 return Err(LimitsError::MaxWithoutAvg(key));
             }
+            if b.max > 0 && b.max_length > VALUE_MAX / b.max {
+                return Err(LimitsError::BurstTooLong(key, b.max_length, b.max));
+            }
             if b.max > 0 && b.max < b.avg {
                 return Err(LimitsError::MaxBelowAvg(key, b.max, b.avg));
             }
@@ -300,6 +309,15 @@ mod tests {
             (
                 r#"{"iops_read": 50, "iops_read_max": 10}"#,
                 "iops_read_max (10) cannot be lower than iops_read (50)",
+            ),
+            // The bucket of max × max_length would overflow: QEMU refuses it.
+            (
+                r#"{"iops_total": 1, "iops_total_max": 1000000000000000, "iops_total_max_length": 100000}"#,
+                "iops_total_max_length (100000) is too long for iops_total_max (1000000000000000): their product is at most 1000000000000000",
+            ),
+            (
+                r#"{"bps_write": 1, "bps_write_max": 2, "bps_write_max_length": 18446744073709551615}"#,
+                "bps_write_max_length (18446744073709551615) is too long for bps_write_max (2): their product is at most 1000000000000000",
             ),
         ] {
             let e = parse(json).validate().expect_err(json);

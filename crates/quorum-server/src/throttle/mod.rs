@@ -10,6 +10,14 @@
 //! requests cannot starve a large one. Flushes and block-status queries
 //! are not throttled.
 //!
+//! An HTTP write waits here before its body is read, so that a request
+//! waiting for its turn holds no memory (the server-wide
+//! `max_buffered_bytes` is for requests that run): admitted with its
+//! declared length, or, for a chunked body, as one operation whose bytes
+//! are accounted once read ([`Throttle::account_late`]). A request's own
+//! size never changes its own wait, only the next one's (QEMU's buckets are
+//! checked before the request is accounted), so this waits as long.
+//!
 //! The limits change at run time ([`Throttle::set`]): as QEMU's
 //! `throttle_config`, a change starts from empty buckets, and the requests
 //! waiting meanwhile wake and wait again by the new limits. Nothing but
@@ -89,12 +97,23 @@ impl Throttle {
         Ok(())
     }
 
+    /// Accounts the `bytes` of a request admitted with none (a chunked
+    /// body, read once admitted): its bytes, and the operations beyond the
+    /// one it was admitted as (with `iops_size`).
+    pub fn account_late(&self, op: Op, bytes: u64) {
+        let Some(direction) = direction(op) else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.limits.enabled() {
+            state.buckets.account_rest(direction, bytes);
+        }
+    }
+
     /// Waits until a request of `op` and `bytes` may go, and accounts it.
     pub async fn admit(&self, op: Op, bytes: u64) {
-        let direction = match op {
-            Op::Read => Direction::Read,
-            Op::Write | Op::WriteZeroes | Op::Discard => Direction::Write,
-            Op::Flush | Op::BlockStatus => return,
+        let Some(direction) = direction(op) else {
+            return;
         };
         if !self.lock().limits.enabled() {
             return;
@@ -124,6 +143,15 @@ impl Throttle {
                 () = &mut changed => {}
             }
         }
+    }
+}
+
+/// The buckets a request of `op` fills, if it is throttled at all.
+fn direction(op: Op) -> Option<Direction> {
+    match op {
+        Op::Read => Some(Direction::Read),
+        Op::Write | Op::WriteZeroes | Op::Discard => Some(Direction::Write),
+        Op::Flush | Op::BlockStatus => None,
     }
 }
 
