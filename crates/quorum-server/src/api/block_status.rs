@@ -61,6 +61,8 @@ pub(super) struct ExtentDoc {
     zero: bool,
 }
 
+/// Which extents of a range read as zeroes, in pages.
+///
 /// `[{offset, length, zero}]` for at most `limit` extents (default
 /// [`BLOCK_STATUS_LIMIT`], at most [`MAX_BLOCK_STATUS_LIMIT`]); an answer
 /// cut short covers a prefix of the range and says where the next page

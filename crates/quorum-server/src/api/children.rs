@@ -116,8 +116,9 @@ pub(super) async fn remove_child(
 /// `truncated` (the bytes are counted in full).
 pub(crate) const MAX_DAMAGE_RANGES: usize = 10_000;
 
-/// The damaged ranges of a child (lost votes and failed reads not repaired
-/// yet): `{"child", "damaged_bytes", "ranges": [{offset, length}],
+/// The damaged ranges of a child.
+///
+/// The ranges of lost votes and failed reads not repaired yet: `{"child", "damaged_bytes", "ranges": [{offset, length}],
 /// "truncated"}`, at most [`MAX_DAMAGE_RANGES`] ranges, in order.
 #[utoipa::path(
     get,

@@ -33,7 +33,9 @@ pub(super) async fn get_limits(
     Ok(Json(entry.controls().throttle.limits().explicit()))
 }
 
-/// `PUT .../limits`: replaces every limit with the body's (a key left out
+/// `PUT .../limits`: replaces the I/O limits.
+///
+/// Replaces every limit with the body's (a key left out
 /// is no limit, as in QEMU's `block_set_io_throttle`), from empty buckets.
 /// Lasts until the server restarts, which reads `[volume.limits]` again.
 #[utoipa::path(

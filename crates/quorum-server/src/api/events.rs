@@ -69,7 +69,9 @@ pub(super) struct EventDoc {
     data: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
-/// The name of every event the server emits, as events and
+/// The name of every event the server emits.
+///
+/// The names as events and
 /// `quorum_events_total{event}` spell them, for clients that label them
 /// (the dashboard reads its list here rather than keeping a copy).
 #[utoipa::path(
@@ -82,6 +84,8 @@ pub(super) async fn event_kinds() -> axum::Json<&'static [EventKind]> {
     axum::Json(EventKind::VARIANTS)
 }
 
+/// A page of the event log, oldest first.
+///
 /// At most `limit` events (default 1000, at most [`MAX_EVENTS_PER_PAGE`])
 /// after `since`, and at most [`MAX_EVENT_PAGE_BYTES`] of JSON (or
 /// `max_request_bytes` if less: an answer is no larger than a request may

@@ -15,6 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response as OpenApiResponse, ResponseBuilder};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{Modify, ToSchema};
@@ -89,10 +90,11 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-/// The error answers of `codes`, by status: each says which codes it
-/// carries, with the error body.
+/// The error answers of `codes`, by status: each is the error body with
+/// its `code` narrowed to the codes of that status, listed in its
+/// description too.
 fn error_responses(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<OpenApiResponse>> {
-    let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    let mut by_status: BTreeMap<u16, Vec<&'static str>> = BTreeMap::new();
     for code in codes {
         by_status
             .entry(code.status().as_u16())
@@ -103,13 +105,19 @@ fn error_responses(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<OpenApiRespons
         .into_iter()
         .map(|(status, codes)| {
             let listed: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+            let code = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(codes));
+            let narrowed =
+                ObjectBuilder::new().property("error", ObjectBuilder::new().property("code", code));
+            let schema = AllOfBuilder::new()
+                .item(Ref::from_schema_name(ErrorResponse::name()))
+                .item(narrowed);
             let response = ResponseBuilder::new()
                 .description(format!("An error: code {}", listed.join(" or ")))
                 .content(
                     "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(ErrorResponse::name())))
-                        .build(),
+                    ContentBuilder::new().schema(Some(schema)).build(),
                 )
                 .build();
             (status.to_string(), RefOr::T(response))

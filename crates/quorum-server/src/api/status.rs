@@ -24,7 +24,9 @@ pub(super) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Whether every volume can serve: at least `vote_threshold` of its
+/// Whether every volume can serve; open without a token.
+///
+/// Every volume can serve when at least `vote_threshold` of its
 /// children serve (neither failed nor missing writes). A damaged child
 /// serves: its other ranges are good and the vote outvotes its bad ones
 /// ([`ChildState::serves`]), so it counts, and the body says how many of

@@ -129,9 +129,10 @@ pub(super) async fn get_volume(
     Ok(axum::Json(volume_view(&state.telemetry, &vol, &entry)))
 }
 
-/// Every state a child can be in, as `GET /v1/volumes` and
-/// `quorum_child_state{state}` spell it, with what it means for the
-/// volume: `[{"state", "serves", "needs_operator"}]` (see
+/// Every state a child can be in, with what it means for the volume.
+///
+/// The states as `GET /v1/volumes` and `quorum_child_state{state}` spell
+/// them: `[{"state", "serves", "needs_operator"}]` (see
 /// [`ChildState::serves`] and [`ChildState::needs_operator`]). The
 /// dashboard reads its states here rather than keeping a copy.
 #[utoipa::path(
