@@ -1,10 +1,12 @@
 // Everything that talks to the server: fetch with the token, the token form
 // (shown when the API answers 401), the event kinds, the child states, a
-// child's damage, the stored history of events, and the live stream (Server-Sent Events over fetch, so that the
+// child's damage, a volume's I/O history, the stored history of events,
+// and the live stream (Server-Sent Events over fetch, so that the
 // Authorization header can be sent, resumed from the last event with
 // Last-Event-ID and reconnected with backoff).
 
 import { $, setPill } from './dom.js';
+import { historyPath } from './history.js';
 import { SseParser } from './sse.js';
 
 const TOKEN_KEY = 'quorum.token';
@@ -111,6 +113,12 @@ export async function fetchChildStates(app) {
 /** The damaged ranges of a child (GET /v1/volumes/{vol}/children/{name}/damage). */
 export async function fetchDamage(app, vol, child) {
   const res = await api(app, `/v1/volumes/${encodeURIComponent(vol)}/children/${encodeURIComponent(child)}/damage`);
+  return res.json();
+}
+
+/** A volume's I/O history after what `hist` has (GET /v1/volumes/{vol}/history). */
+export async function fetchHistory(app, vol, hist) {
+  const res = await api(app, historyPath(vol, hist));
   return res.json();
 }
 

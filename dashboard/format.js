@@ -109,6 +109,19 @@ export function fmtDuration(sec) {
   return `${Math.floor(hr / 24)} d ${hr % 24} h`;
 }
 
+/** A latency in nanoseconds: 250000 -> "250 µs", 1500000 -> "1.5 ms", 2e9 -> "2 s". */
+export function fmtLatency(ns) {
+  if (ns === undefined || ns === null || !Number.isFinite(ns)) return '\u2014';
+  const units = [[1e9, 's'], [1e6, 'ms'], [1e3, '\u00b5s']];
+  for (const [scale, unit] of units) {
+    if (Math.abs(ns) >= scale) {
+      const v = ns / scale;
+      return `${trimZeros(v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2))} ${unit}`;
+    }
+  }
+  return `${Math.round(ns)} ns`;
+}
+
 /** A chart's span: "60 s", "2.5 min". */
 export function fmtSpan(ms) {
   const sec = Math.round(ms / 1000);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  exactRange, fmtAgo, fmtBytes, fmtCount, fmtDuration, fmtExact, fmtOps, fmtPct, fmtRange, fmtSpan,
+  exactRange, fmtAgo, fmtBytes, fmtCount, fmtDuration, fmtExact, fmtLatency, fmtOps, fmtPct, fmtRange, fmtSpan,
   jobName, lostBytes, mismatchText, pct, plural, trimZeros,
 } from './format.js';
 
@@ -20,6 +20,16 @@ test('fmtBytes uses binary units and at most three significant digits', () => {
   assert.equal(fmtBytes(-2048), '-2 KiB');
   assert.equal(fmtBytes(undefined), '—');
   assert.equal(fmtBytes(NaN), '—');
+});
+
+test('fmtLatency picks the unit of the nanoseconds it is given', () => {
+  assert.equal(fmtLatency(800), '800 ns');
+  assert.equal(fmtLatency(250_000), '250 \u00b5s');
+  assert.equal(fmtLatency(1_500_000), '1.5 ms');
+  assert.equal(fmtLatency(12_345_678), '12.3 ms');
+  assert.equal(fmtLatency(2e9), '2 s');
+  assert.equal(fmtLatency(null), '\u2014');
+  assert.equal(fmtLatency(NaN), '\u2014');
 });
 
 test('fmtCount abbreviates from 10,000 on', () => {

@@ -5,18 +5,24 @@
 //   api.js      fetch with the token, the token form, history and stream
 //   sse.js      the Server-Sent Events parser                      (pure)
 //   model.js    the state and its reducers over events and volumes (pure)
+//   history.js  a volume's I/O history, as the charts take it      (pure)
 //   events.js   what the feed says of an event, filter groups      (pure)
 //   format.js   numbers, sizes, ranges and times                   (pure)
 //   volumes.js  the volume cards and the header's summary
 //   damage.js   each damaged replica's damage map, and its fetch
 //   jobs.js     each volume's Jobs section and its buttons
-//   chart.js    the I/O rate charts
+//   replicas.js each volume's form that adds a replica, and the
+//               buttons that remove one
+//   chart.js    the I/O charts
 //   feed.js     the event feed and its filters
 //   dom.js      element builders and small DOM helpers
 //
 // Its sources:
-//   GET /v1/volumes                polled every 2 s (state and counters; the
-//                                  rates are the deltas between polls)
+//   GET /v1/volumes                polled every 2 s (state and counters)
+//   GET /v1/volumes/{vol}/history  each volume's last 15 minutes of I/O, one
+//                                  sample a second (the charts): all of it
+//                                  once, then with each poll the seconds
+//                                  after the last one the page has
 //   GET /v1/event-kinds            the event names this server emits, once
 //   GET /v1/child-states           the states a replica can be in and what
 //                                  each means (serves, needs an operator),
@@ -30,14 +36,17 @@
 //                                  resumed with Last-Event-ID after a drop
 //   GET /v1/volumes/{vol}/jobs     polled every 2 s, and at once on JOB_*
 //                                  events and after a button (scrub, cancel)
+//   POST /v1/volumes/{vol}/children, DELETE .../children/{name}
+//                                  the replica form and remove buttons
 
-import { AuthError, HttpError, api, createAuth, fetchChildStates, fetchEventKinds, streamEvents, wireTokenForm } from './api.js';
+import { AuthError, HttpError, api, createAuth, fetchChildStates, fetchEventKinds, fetchHistory, streamEvents, wireTokenForm } from './api.js';
 import { pollDamage } from './damage.js';
 import { $, setPill } from './dom.js';
 import { buildFilters, createFeed, queueEvent, renderFeed } from './feed.js';
 import { fmtFullTime, fmtTime } from './format.js';
 import { createJobsPoll, pollJobs, pollJobsSoon } from './jobs.js';
-import { POLL_MS, applyVolumes, createModel, ingestEvent, noteServerDate, setKinds, setStates } from './model.js';
+import { historyMissing, mergeHistory } from './history.js';
+import { POLL_MS, applyVolumes, createModel, historyOf, ingestEvent, noteServerDate, setKinds, setStates } from './model.js';
 import { renderVolumes } from './volumes.js';
 
 // Relative times move without new data this often.
@@ -52,7 +61,7 @@ const app = {
   views: new Map(), // volume name -> its card's elements (volumes.js)
   feed: createFeed(), // live events not drawn yet (feed.js)
   jobsPoll: createJobsPoll(), // (jobs.js)
-  volumesPoll: { busy: false, timer: null, lastAt: 0, last: null, downSince: 0 },
+  volumesPoll: { busy: false, timer: null, last: null, downSince: 0 },
   damageFetching: new Set(), // "vol\0child" of the damage maps being fetched (damage.js)
   // What one view asks of the others.
   hooks: {
@@ -87,22 +96,36 @@ async function loadStates() {
   }
 }
 
+// The seconds of each volume's history that the page does not have yet.
+// A server without the route says so once; any other failure keeps what
+// was drawn, and the next poll asks again from the same second.
+async function pollHistory(vols) {
+  await Promise.all(vols.map(async (v) => {
+    if (!v || typeof v.name !== 'string') return;
+    const hist = historyOf(app.model, v.name);
+    if (hist.state === 'missing') return;
+    try {
+      mergeHistory(hist, await fetchHistory(app, v.name, hist), app.model.skewMs, Date.now());
+    } catch (e) {
+      if (e instanceof HttpError && e.status === 404) historyMissing(hist);
+    }
+  }));
+}
+
 async function poll() {
   const p = app.volumesPoll;
   if (p.busy) return;
   p.busy = true;
   clearTimeout(p.timer);
-  const t0 = performance.now();
   try {
     if (app.model.states === null) await loadStates();
     const res = await api(app, '/v1/volumes');
     noteServerDate(app.model, res.headers.get('Date'), Date.now());
     const body = await res.json();
     p.last = Array.isArray(body) ? body : [];
+    await pollHistory(p.last);
     const now = Date.now();
-    const dt = p.lastAt ? t0 - p.lastAt : 0;
-    p.lastAt = t0;
-    const result = applyVolumes(app.model, p.last, now, dt);
+    const result = applyVolumes(app.model, p.last, now);
     renderVolumes(app, result, now);
     pollDamage(app, result, now);
     p.downSince = 0;
@@ -131,7 +154,7 @@ function refresh() {
   const p = app.volumesPoll;
   if (!p.last || p.busy) return;
   const now = Date.now();
-  renderVolumes(app, applyVolumes(app.model, p.last, now, 0), now);
+  renderVolumes(app, applyVolumes(app.model, p.last, now), now);
 }
 
 function onEvent(ev, source) {

@@ -15,9 +15,9 @@
 // state: they are shown for FAILURE_WINDOW_MS after the last one.
 
 import { lostBytes } from './format.js';
+import { createHistory } from './history.js';
 
 export const POLL_MS = 2000;
-export const CHART_WINDOW_MS = 5 * 60 * 1000;
 export const FAILURE_WINDOW_MS = 5 * 60 * 1000;
 export const KEEP_EVENTS = 1000;
 export const REPORTS_KEEP = 100; // per child, for the last bad report
@@ -40,7 +40,8 @@ export function createModel() {
     marks: new Map(), // "vol/child" -> {reports, lastRewriteAt}
     volMarks: new Map(), // vol -> {failures, mismatches}
     damage: new Map(), // "vol\0child" -> {bytes, ranges, truncated, forBytes, at}: GET .../damage
-    vols: new Map(), // vol -> {snapshot, samples, prev}: what the polls saw
+    vols: new Map(), // vol -> {snapshot}: what the polls saw
+    history: new Map(), // vol -> its I/O history for the charts (history.js)
     skewMs: 0, // the server's clock minus this browser's, when it matters
   };
 }
@@ -261,34 +262,27 @@ function failuresSince(now) {
   return now - FAILURE_WINDOW_MS;
 }
 
-const RATE_KEYS = ['reads', 'writes', 'read_bytes', 'write_bytes'];
+/** A volume's I/O history (history.js), made when first asked for. */
+export function historyOf(model, vol) {
+  let hist = model.history.get(vol);
+  if (!hist) {
+    hist = createHistory();
+    model.history.set(vol, hist);
+  }
+  return hist;
+}
 
-// One volume of a snapshot: the rate sample, the children's marks, and
-// what the view shows.
-function volumeView(model, v, now, dtMs) {
+// One volume of a snapshot: the children's marks, and what the view shows
+// (the charts draw the volume's history, which the polls of its own route
+// keep).
+function volumeView(model, v, now) {
   let vs = model.vols.get(v.name);
   if (!vs) {
-    vs = { snapshot: null, samples: [], prev: null };
+    vs = { snapshot: null };
     model.vols.set(v.name, vs);
   }
   vs.snapshot = v;
-
-  // The rates are the deltas between polls; a counter that went down (the
-  // server restarted) gives no sample.
-  const st = v.stats;
-  const p = vs.prev;
-  if (st && p && dtMs > 0 && RATE_KEYS.every((k) => Number.isFinite(st[k]) && st[k] >= p[k])) {
-    const sec = dtMs / 1000;
-    vs.samples.push({
-      t: now,
-      rb: (st.read_bytes - p.read_bytes) / sec,
-      wb: (st.write_bytes - p.write_bytes) / sec,
-      ro: (st.reads - p.reads) / sec,
-      wo: (st.writes - p.writes) / sec,
-    });
-  }
-  vs.prev = st ? { ...st } : null;
-  while (vs.samples.length && vs.samples[0].t < now - CHART_WINDOW_MS - POLL_MS) vs.samples.shift();
+  const hist = historyOf(model, v.name);
 
   const children = [];
   let stale = 0;
@@ -327,7 +321,7 @@ function volumeView(model, v, now, dtMs) {
   const bad = children.filter((ch) => ch.badness);
   const health = failures.length || mismatches.length ? 'failing'
     : bad.length ? 'degraded' : stale ? 'resyncing' : 'ok';
-  return { name: v.name, volume: v, samples: vs.samples, haveStats: !!st, children, bad, stale, failures, mismatches, health };
+  return { name: v.name, volume: v, history: hist, children, bad, stale, failures, mismatches, health };
 }
 
 /**
@@ -352,18 +346,18 @@ export function badSummary(bad) {
 }
 
 /**
- * Takes one answer of GET /v1/volumes, `dtMs` after the last (0: the same
- * answer again, to move the marks with the time): returns what the views
- * show, {volumes: [...], bad: [children], stale, children, failing} with
- * the totals.
+ * Takes one answer of GET /v1/volumes (or the same answer again, to move
+ * the marks with the time): returns what the views show, {volumes: [...],
+ * bad: [children], stale, children, failing} with the totals. A volume no
+ * longer listed is forgotten, its history with it.
  */
-export function applyVolumes(model, vols, now, dtMs) {
+export function applyVolumes(model, vols, now) {
   const out = { volumes: [], bad: [], stale: 0, children: 0, failing: 0 };
   const seen = new Set();
   for (const v of Array.isArray(vols) ? vols : []) {
     if (!v || !v.name || seen.has(v.name)) continue;
     seen.add(v.name);
-    const vm = volumeView(model, v, now, dtMs);
+    const vm = volumeView(model, v, now);
     out.volumes.push(vm);
     out.bad.push(...vm.bad);
     out.stale += vm.stale;
@@ -371,6 +365,7 @@ export function applyVolumes(model, vols, now, dtMs) {
     if (vm.health === 'failing') out.failing++;
   }
   for (const name of [...model.vols.keys()]) if (!seen.has(name)) model.vols.delete(name);
+  for (const name of [...model.history.keys()]) if (!seen.has(name)) model.history.delete(name);
   for (const key of [...model.damage.keys()]) if (!seen.has(key.split('\u0000')[0])) model.damage.delete(key);
   return out;
 }

@@ -5,8 +5,9 @@ import { test } from 'node:test';
 import {
   DAMAGE_REFRESH_MS, FAILURE_WINDOW_MS, KEEP_EVENTS, applyVolumes, arrangeJobs, badSummary, childBadness, createModel,
   damageMarks, damageWanted, eventCounts, eventTime, feedRecords, ingestEvent, jobOutcome, localTime, noteServerDate,
-  setDamage, setKinds, setStates, stateLook, toggleHidden,
+  historyOf, setDamage, setKinds, setStates, stateLook, toggleHidden,
 } from './model.js';
+import { mergeHistory } from './history.js';
 
 const T0 = Date.parse('2024-05-01T12:00:00Z');
 let nextId = 1;
@@ -97,13 +98,13 @@ test('a replica is bad exactly while the server says so: no timer, no acknowledg
   const m = withStates();
   // A report alone marks nothing: the server's state does.
   ingestEvent(m, bad('c', 8192, T0), 'stream', T0);
-  let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0 + 1000, 0);
+  let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0 + 1000);
   assert.equal(r.volumes[0].health, 'ok');
   assert.equal(r.volumes[0].children[2].lastReport.offset, 8192, 'the report is still shown as the last one');
   // Damaged: bad for as long as the server says, long past any window.
   const damaged = volume([child('a'), child('b'), child('c', {}, { state: 'damaged', damaged_bytes: 100 })]);
   for (const at of [T0, T0 + FAILURE_WINDOW_MS * 10]) {
-    r = applyVolumes(m, [damaged], at, 0);
+    r = applyVolumes(m, [damaged], at);
     const vm = r.volumes[0];
     assert.equal(vm.health, 'degraded');
     assert.deepEqual(vm.bad.map((ch) => [ch.c.name, ch.badness, ch.badge, ch.kind, ch.damagedBytes]),
@@ -112,67 +113,68 @@ test('a replica is bad exactly while the server says so: no timer, no acknowledg
   }
   assert.equal(badSummary(r.bad), '1 replica damaged');
   // Repaired on the server: good again at the next poll.
-  r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0 + 1, 0);
+  r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0 + 1);
   assert.equal(r.volumes[0].health, 'ok');
   assert.deepEqual(r.bad, []);
   assert.equal(badSummary(r.bad), '');
   const two = volume([child('a', {}, { state: 'failed' }), child('b', {}, { state: 'damaged' }),
     child('c', {}, { state: 'damaged' })]);
-  assert.equal(badSummary(applyVolumes(m, [two], T0, 0).bad), '3 replicas need attention (1 failed, 2 damaged)');
+  assert.equal(badSummary(applyVolumes(m, [two], T0).bad), '3 replicas need attention (1 failed, 2 damaged)');
 });
 
-test('a volume snapshot: rates between polls, and the children as the server says', () => {
+test('a volume snapshot: the children as the server says, and the volume\'s history', () => {
   const m = withStates();
-  let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0, 0);
+  let r = applyVolumes(m, [volume([child('a'), child('b'), child('c')])], T0);
   assert.equal(r.volumes.length, 1);
   assert.deepEqual([r.bad.length, r.stale, r.children, r.failing], [0, 0, 3, 0]);
   assert.equal(r.volumes[0].health, 'ok');
-  assert.deepEqual(r.volumes[0].samples, []);
+  assert.equal(r.volumes[0].history.state, 'loading', 'no history answer yet');
+  assert.deepEqual(r.volumes[0].history.samples, []);
 
-  // Two seconds later: 8 reads of 4 KiB.
+  // Its history, loaded meanwhile, is what the charts draw.
+  const hist = historyOf(m, 'vm');
+  mergeHistory(hist, { samples: [{ t: T0 / 1000, reads: 8, read_bytes: 32768 }] }, 0, T0 + 2000);
   const v2 = volume([child('a'), child('b'), child('c', { bad_reports: 1, corrupted_bytes: 4096 })],
     { reads: 8, read_bytes: 32768 });
-  r = applyVolumes(m, [v2], T0 + 2000, 2000);
+  r = applyVolumes(m, [v2], T0 + 2000);
   const vm = r.volumes[0];
-  assert.deepEqual(vm.samples, [{ t: T0 + 2000, rb: 16384, wb: 0, ro: 4, wo: 0 }]);
+  assert.equal(vm.history, hist);
+  assert.deepEqual(vm.history.samples.map((smp) => [smp.t, smp.ro, smp.rb]), [[T0 + 1000, 8, 32768]]);
   assert.equal(vm.health, 'ok', 'counters that grew mark nothing: the state does');
 
-  // The same answer again (a refresh) adds no sample.
-  r = applyVolumes(m, [v2], T0 + 3000, 0);
-  assert.equal(r.volumes[0].samples.length, 1);
-
-  // Counters that went down (a restarted server) give no sample.
-  r = applyVolumes(m, [volume(v2.children, { reads: 1 })], T0 + 4000, 2000);
-  assert.equal(r.volumes[0].samples.length, 1);
+  // A volume no longer listed is forgotten, its history with it.
+  applyVolumes(m, [], T0 + 4000);
+  assert.equal(m.history.size, 0);
+  assert.equal(m.vols.size, 0);
 });
 
 test('stale and syncing children make a volume resyncing, not degraded', () => {
   const m = withStates();
   const r = applyVolumes(m, [volume([
     child('a'), child('b', {}, { state: 'stale', stale_bytes: 8192 }), child('d', {}, { state: 'syncing', stale_bytes: 0 }),
-  ])], T0, 0);
+  ])], T0);
   const vm = r.volumes[0];
   assert.equal(vm.health, 'resyncing');
   assert.equal(vm.stale, 2);
   assert.deepEqual(vm.children.map((ch) => [ch.badge, ch.kind, ch.staleBytes]),
     [['HEALTHY', 'ok', 0], ['STALE', 'catching-up', 8192], ['SYNCING', 'catching-up', 0]]);
   // Without the server's states, nothing is judged.
-  const blind = applyVolumes(createModel(), [volume([child('b', {}, { state: 'failed' })])], T0, 0).volumes[0];
+  const blind = applyVolumes(createModel(), [volume([child('b', {}, { state: 'failed' })])], T0).volumes[0];
   assert.deepEqual([blind.health, blind.children[0].kind, blind.children[0].badge], ['ok', 'unknown', 'FAILED']);
 });
 
 test('quorum failures and blkverify mismatches make a volume failing for a while', () => {
   const m = withStates();
   ingestEvent(m, ev('QUORUM_FAILURE', { type: 'write', offset: 0, bytes: 4096 }), 'stream', T0);
-  let r = applyVolumes(m, [volume([child('a')])], T0 + 1000, 0);
+  let r = applyVolumes(m, [volume([child('a')])], T0 + 1000);
   assert.equal(r.volumes[0].health, 'failing');
   assert.equal(r.failing, 1);
   assert.equal(r.volumes[0].failures.length, 1);
-  r = applyVolumes(m, [volume([child('a')])], T0 + FAILURE_WINDOW_MS + 1, 0);
+  r = applyVolumes(m, [volume([child('a')])], T0 + FAILURE_WINDOW_MS + 1);
   assert.equal(r.volumes[0].health, 'ok', 'an event of the past');
   const later = T0 + FAILURE_WINDOW_MS + 3000;
   ingestEvent(m, ev('BLKVERIFY_MISMATCH', { offset: 5, 'request-offset': 0, 'request-bytes': 512 }, later), 'stream', later);
-  r = applyVolumes(m, [volume([child('a')])], later + 1000, 0);
+  r = applyVolumes(m, [volume([child('a')])], later + 1000);
   assert.equal(r.volumes[0].mismatches.length, 1);
   assert.equal(r.volumes[0].health, 'failing');
 });
@@ -189,20 +191,20 @@ test('damage maps: fetched when the damaged bytes change or age, dropped once re
   assert.equal(damageWanted(m, 'vm', c, T0 + 1000), false);
   assert.equal(damageWanted(m, 'vm', { ...c, damaged_bytes: 200 }, T0 + 1000), true, 'the bytes changed');
   assert.equal(damageWanted(m, 'vm', c, T0 + DAMAGE_REFRESH_MS), true, 'old');
-  let r = applyVolumes(m, [volume([child('a'), c])], T0 + 1000, 0);
+  let r = applyVolumes(m, [volume([child('a'), c])], T0 + 1000);
   const ch = r.volumes[0].children[1];
   assert.deepEqual(ch.damage.ranges, [{ offset: 1049576, length: 100 }], 'malformed ranges are left out');
   assert.equal(r.volumes[0].children[0].damage, undefined);
   // Repaired: the map goes with the damage.
-  r = applyVolumes(m, [volume([child('a'), child('c')])], T0 + 2000, 0);
+  r = applyVolumes(m, [volume([child('a'), child('c')])], T0 + 2000);
   assert.equal(r.volumes[0].children[1].damage, undefined);
   assert.equal(m.damage.size, 0);
   // And with the child, or the volume.
   setDamage(m, 'vm', 'c', { damaged_bytes: 1, ranges: [{ offset: 0, length: 1 }] }, 1, T0);
-  applyVolumes(m, [volume([child('a')])], T0, 0);
+  applyVolumes(m, [volume([child('a')])], T0);
   assert.equal(m.damage.size, 0);
   setDamage(m, 'vm', 'c', { damaged_bytes: 1, ranges: [] }, 1, T0);
-  applyVolumes(m, [], T0, 0);
+  applyVolumes(m, [], T0);
   assert.equal(m.damage.size, 0);
 });
 

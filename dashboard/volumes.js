@@ -1,5 +1,6 @@
 // The Volumes panel: a card per volume (counters, replicas with their
-// damage maps, the warning banner, jobs and charts) and the header's
+// damage maps and remove buttons, the form that adds one, the warning
+// banner, jobs and charts) and the header's
 // summary, drawn from what model.applyVolumes() returns. Cards are kept by
 // volume and updated in place; a card is rebuilt only when its children
 // change.
@@ -8,6 +9,7 @@ import { $, agoEl, h, similarEl, updateAgos } from './dom.js';
 import { buildChart, drawChart } from './chart.js';
 import { buildDamageMap, renderDamageMap } from './damage.js';
 import { buildJobs, renderJobs } from './jobs.js';
+import { buildReplicas, removeButton } from './replicas.js';
 import { exactRange, fmtBytes, fmtCount, fmtExact, fmtFullTime, fmtRange, plural } from './format.js';
 import { FAILURE_WINDOW_MS, badStates, badSummary } from './model.js';
 
@@ -31,7 +33,7 @@ const CHILD_COUNTERS = [
 // Columns of the children table: name, state, the counters, last report.
 const CHILD_COLUMNS = 3 + CHILD_COUNTERS.length;
 
-function buildChild(vol, c) {
+function buildChild(app, vol, c, replicas) {
   const row = { name: c.name, counters: {} };
   row.badge = h('span', { class: 'badge', 'data-badge': '' });
   row.stale = h('div', { class: 'stale-bytes', 'data-counter': 'stale_bytes', hidden: true });
@@ -45,7 +47,9 @@ function buildChild(vol, c) {
   });
   row.el = h('tr', { class: 'child', 'data-child': `${vol}/${c.name}`, 'data-name': c.name },
     h('td', { class: 'c-name' },
-      h('div', { class: 'name' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), c.name), row.uri),
+      h('div', { class: 'name' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), c.name,
+        removeButton(app, replicas, c.name)),
+      row.uri),
     h('td', { class: 'c-state' }, row.badge, row.damaged, row.stale),
     nums, row.last);
   row.map = buildDamageMap(vol, c.name);
@@ -54,8 +58,8 @@ function buildChild(vol, c) {
   return row;
 }
 
-function buildVolume(app, v, childKey) {
-  const view = { name: v.name, childKey, children: new Map(), counters: {} };
+function buildVolume(app, v, childKey, replicas) {
+  const view = { name: v.name, childKey, children: new Map(), counters: {}, replicas };
   view.health = h('span', { class: 'health', 'data-health': 'ok' }, 'healthy');
   view.meta = h('span', { class: 'vol-meta' });
   view.banner = h('div', { class: 'banner', role: 'alert', hidden: true });
@@ -71,7 +75,7 @@ function buildVolume(app, v, childKey) {
     h('th', { class: 'c-last' }, 'last bad report')));
   const tbody = h('tbody');
   for (const c of v.children || []) {
-    const row = buildChild(v.name, c);
+    const row = buildChild(app, v.name, c, replicas);
     view.children.set(c.name, row);
     tbody.append(row.el, row.mapRow);
   }
@@ -82,19 +86,20 @@ function buildVolume(app, v, childKey) {
     view.banner,
     h('div', { class: 'vol-stats' }, counterEls),
     h('table', { class: 'children' }, thead, tbody),
+    replicas.el,
     view.jobs.el,
     view.chart.el);
   return view;
 }
 
 // The volume's card, built anew when its children changed (the jobs list
-// carries over).
+// carries over, and the replica form as it is, with what is typed in it).
 function ensureView(app, v) {
   let view = app.views.get(v.name);
   const childKey = (v.children || []).map((c) => c.name).join('\u0000');
   if (view && view.childKey === childKey) return view;
   const old = view;
-  view = buildVolume(app, v, childKey);
+  view = buildVolume(app, v, childKey, old ? old.replicas : buildReplicas(app, v.name));
   if (old) {
     if (old.jobs.list) renderJobs(app, view.jobs, old.jobs.list);
     old.el.replaceWith(view.el);
@@ -256,7 +261,7 @@ function renderVolume(app, vm, now) {
   view.meta.textContent = flags.join(' · ');
   view.meta.title = `size ${fmtExact(v.size)} bytes`;
   for (const [key, , fmt] of VOL_COUNTERS) setNum(view.counters[key], v.stats ? v.stats[key] : undefined, fmt);
-  drawChart(view.chart, vm.samples, now, vm.haveStats);
+  drawChart(view.chart, vm.history, now);
   for (const ch of vm.children) {
     const row = view.children.get(ch.c.name);
     if (row) renderChild(row, ch, v.size);

@@ -6,11 +6,13 @@
 //   QUORUM_CHILD_URI=c.img                its uri, as GET /v1/volumes gives it
 //   QUORUM_NEW_CHILD=d                    a child the test adds and removes
 //   QUORUM_NEW_CHILD_URI=d.img            its uri (under the server's child_roots)
-//   SCREENSHOT=/path/dashboard.png        where the last screenshot goes; the
-//                                         ones of the damaged and the repaired
-//                                         replica go beside it, as
-//                                         dashboard-damaged.png and
-//                                         dashboard-repaired.png
+//   SCREENSHOT=/path/dashboard.png        where the last screenshot goes (after
+//                                         the reload); those of the damaged and
+//                                         the repaired replica and of the added
+//                                         one go beside it, as
+//                                         dashboard-damaged.png,
+//                                         dashboard-repaired.png and
+//                                         dashboard-replica.png
 //   QUORUM_TOKEN=...                      optional: the server's API token; the
 //                                         test then enters it in the page's form
 //   node tests/dashboard/dashboard.test.mjs
@@ -28,11 +30,17 @@
 // with the child's mismatch bytes above 0, and the child is healthy again:
 // its badge, no banner, no damage map, a live CHILD_STATE_CHANGE back to
 // healthy. Screenshots of the damaged and the repaired replica are saved on
-// the way. Last it adds a child
-// through the API, waits for it to sync, and removes it: the feed must show
+// the way. Then, from the page's replica form (with the page's token), it
+// adds a replica outside child_roots and sees the server's refusal as the
+// server wrote it, adds one under them and sees it syncing (its state, the
+// resync's progress in Jobs) and then healthy, and removes it with its
+// button, which asks first (no keeps it, yes removes it): the feed must show
 // CHILD_ADDED, CHILD_STATE_CHANGE and CHILD_REMOVED live, each with its own
 // label (the kinds come from the server's GET /v1/event-kinds, which also
-// gives the feed a filter button for them). Every wait is bounded; all
+// gives the feed a filter button for them). Last it reloads the page: the
+// charts must hold at once the seconds the server's history holds, with
+// the scrub's and the resync's bytes, the reads and writes and their
+// latency. Every wait is bounded; all
 // traffic goes to the loopback server. Exit 0 on success, 1 with the list
 // of what was missing.
 
@@ -178,6 +186,146 @@ function apiHeaders(extra = {}) {
 
 async function fetchWithTimeout(url, opts = {}, ms = WAIT_MS) {
   return fetch(url, { ...opts, signal: AbortSignal.timeout(ms) });
+}
+
+// The selector of a replica's row of the volume.
+const rowOf = (name) => `#volumes .child[data-child="${css(`${volume}/${name}`)}"]`;
+
+// Submits the volume's replica form with these fields; returns the
+// server's answer to the page's POST (status and body).
+async function submitReplicaForm(page, fields) {
+  const form = `${volumeSel} .replica-form`;
+  const open = await page.evaluate((sel) => {
+    const d = document.querySelector(sel);
+    return !!d && d.open;
+  }, `${volumeSel} .replica-add`);
+  if (!open) await page.click(`${volumeSel} .replica-add summary`, { timeout: WAIT_MS });
+  await page.fill(`${form} input[name="name"]`, fields.name, { timeout: WAIT_MS });
+  await page.fill(`${form} input[name="uri"]`, fields.uri, { timeout: WAIT_MS });
+  await page.fill(`${form} textarea[name="options"]`, fields.options || '', { timeout: WAIT_MS });
+  const answer = page.waitForResponse((r) => r.request().method() === 'POST' &&
+    new URL(r.url()).pathname === `/v1/volumes/${encodeURIComponent(volume)}/children`, { timeout: WAIT_MS });
+  await page.click(`${form} button[data-action="add-replica"]`, { timeout: WAIT_MS });
+  const res = await answer;
+  let body = null;
+  try { body = await res.json(); } catch (_) { body = null; }
+  return { status: res.status(), body };
+}
+
+// 5. A replica added and removed from the page, with the page's token: a
+// refused one shows the server's message; the added one syncs (its state
+// and the resync's progress in Jobs) to healthy; its remove button asks
+// first, and does nothing when the answer is no.
+async function replicaFromThePage(page) {
+  await expect(page, 'the feed has a filter button for the CHILD_* events of GET /v1/event-kinds',
+    () => {
+      const b = document.querySelector('#event-filters button[data-type~="CHILD_ADDED"]');
+      return !!b && b.dataset.type.split(' ').includes('CHILD_STATE_CHANGE') &&
+        b.dataset.type.split(' ').includes('CHILD_REMOVED') && b.checkVisibility();
+    });
+  const msgSel = `${volumeSel} .replicas-msg`;
+
+  // Outside child_roots: the server refuses, the page says what it said.
+  const refused = await submitReplicaForm(page, { name: newChild, uri: '../outside-the-roots.img' });
+  const said = refused.body && refused.body.error && refused.body.error.message;
+  if (refused.status !== 403 || !said) {
+    missing.push(`a replica outside child_roots refused with 403 and a message, not ${refused.status} ${JSON.stringify(refused.body)}`);
+  } else {
+    await expect(page, `the refusal shows the server's message: "${said}"`,
+      ({ msgSel, said }) => {
+        const m = document.querySelector(msgSel);
+        return !!m && !m.hidden && m.dataset.level === 'error' && m.textContent.includes(said) &&
+          m.textContent.split('\n').length === 1 && m.checkVisibility();
+      }, { msgSel, said });
+  }
+
+  const added = await submitReplicaForm(page, { name: newChild, uri: newChildUri, options: '# none needed\n' });
+  if (added.status !== 201) {
+    missing.push(`adding child ${newChild} from the page answered ${added.status}, not 201: ${JSON.stringify(added.body)}`);
+    return;
+  }
+  log(`added child ${newChild} (${newChildUri}) from the page`);
+  await Promise.all([
+    expectChildEvent(page, 'CHILD_ADDED', 'CHILD_ADDED', `added (${newChildUri})`),
+    expectChildEvent(page, 'CHILD_STATE_CHANGE', 'CHILD_STATE', 'syncing \u2192 healthy'),
+    expect(page, `the new child ${volume}/${newChild} is shown syncing`,
+      (sel) => { const r = document.querySelector(sel); return !!r && r.dataset.state === 'syncing'; },
+      rowOf(newChild)),
+    expect(page, `the Jobs section of ${volume} shows the resync running, with its progress`,
+      (sel) => [...document.querySelectorAll(sel)].some((r) =>
+        Number(r.dataset.bytesTotal) > 0 && r.querySelector('.bar[role="progressbar"]') && r.checkVisibility()),
+      `${volumeSel} .jobs [data-kind="resync"][data-state="running"]`),
+    expect(page, 'the form is empty again and says the replica was added',
+      ({ msgSel, form, name }) => {
+        const m = document.querySelector(msgSel);
+        return !!m && m.dataset.level === 'info' && m.textContent.includes(`Replica ${name} added`) &&
+          document.querySelector(`${form} input[name="name"]`).value === '';
+      }, { msgSel, form: `${volumeSel} .replica-form`, name: newChild }),
+  ]);
+  await expect(page, `the new child ${volume}/${newChild} is healthy once synced`,
+    (sel) => { const r = document.querySelector(sel); return !!r && r.dataset.state === 'healthy' && !r.dataset.bad; },
+    rowOf(newChild), SCRUB_WAIT_MS);
+  await saveScreenshot(page, besideScreenshot('replica'));
+
+  // Its remove button asks first: "no" keeps it, "yes" removes it.
+  const removeSel = `${rowOf(newChild)} button[data-action="remove-child"]`;
+  const asked = [];
+  const answer = (accept) => page.once('dialog', async (d) => {
+    asked.push(d.message());
+    if (accept) await d.accept(); else await d.dismiss();
+  });
+  answer(false);
+  await page.click(removeSel, { timeout: WAIT_MS });
+  await new Promise((r) => setTimeout(r, 500));
+  const kept = await page.evaluate((sel) => !!document.querySelector(sel), rowOf(newChild));
+  if (asked.length !== 1 || !asked[0].includes(`Remove replica ${newChild} from volume ${volume}`)) {
+    missing.push(`the remove button asks first, naming the replica; it asked: ${JSON.stringify(asked)}`);
+  }
+  if (!kept) missing.push(`answering no to the confirmation keeps ${newChild}`);
+  answer(true);
+  await page.click(removeSel, { timeout: WAIT_MS });
+  log(`removed child ${newChild} from the page`);
+  await Promise.all([
+    expectChildEvent(page, 'CHILD_REMOVED', 'CHILD_REMOVED', 'removed'),
+    expect(page, `the child ${volume}/${newChild} is gone from the page`,
+      (sel) => !document.querySelector(sel), rowOf(newChild)),
+  ]);
+}
+
+// 6. The charts after a reload, from the server's history: as many
+// seconds as the server keeps (it started before this run), with the
+// scrub's and the resync's bytes and the reads' latency in them.
+async function chartsFromHistory(page, loadedAt) {
+  const res = await fetchWithTimeout(`${base}/v1/volumes/${encodeURIComponent(volume)}/history`,
+    { headers: apiHeaders() });
+  const hist = await res.json();
+  const kept = Array.isArray(hist.samples) ? hist.samples.length : 0;
+  const sum = (key) => (hist.samples || []).reduce((a, smp) => a + (smp[key] || 0), 0);
+  log(`the server's history: ${kept} seconds, scrub ${sum('scrub_bytes')} B, resync ${sum('resync_bytes')} B`);
+  if (kept < 3 || !(sum('scrub_bytes') > 0) || !(sum('resync_bytes') > 0)) {
+    missing.push(`the server's history holds this run (${kept} seconds, scrub and resync bytes): ${JSON.stringify(hist).slice(0, 300)}`);
+    return;
+  }
+  const chart = (name, key) => `${volumeSel} figure.chart[data-chart="${name}"] path.line[data-series="${key}"]`;
+  await expect(page, `after a reload, the charts of ${volume} hold the server's ${kept} seconds at once ` +
+    'with the scrub, the resync, the reads and writes and their latency',
+  ({ kept, sel }) => {
+    const fig = document.querySelector(sel.fig);
+    if (!fig || Number(fig.dataset.samples) < kept || !fig.checkVisibility()) return false;
+    const peak = (s) => { const p = document.querySelector(s); return p ? Number(p.dataset.peak) : 0; };
+    const drawn = (s) => { const p = document.querySelector(s); return !!p && p.getAttribute('d').startsWith('M'); };
+    return [sel.scrub, sel.resync, sel.read, sel.write, sel.latency].every((s) => peak(s) > 0 && drawn(s));
+  }, {
+    kept,
+    sel: {
+      fig: `${volumeSel} figure.chart[data-chart="bytes"]`,
+      scrub: chart('jobs', 'sb'),
+      resync: chart('jobs', 'yb'),
+      read: chart('bytes', 'rb'),
+      write: chart('bytes', 'wb'),
+      latency: chart('latency', 'rl99'),
+    },
+  }, Math.max(1000, WAIT_MS - (Date.now() - loadedAt)));
 }
 
 async function main() {
@@ -396,39 +544,14 @@ async function main() {
     await saveScreenshot(page, besideScreenshot('repaired'));
   }
 
-  // 5. Membership events, labelled from the server's list of event kinds.
-  await expect(page, 'the feed has a filter button for the CHILD_* events of GET /v1/event-kinds',
-    () => {
-      const b = document.querySelector('#event-filters button[data-type~="CHILD_ADDED"]');
-      return !!b && b.dataset.type.split(' ').includes('CHILD_STATE_CHANGE') &&
-        b.dataset.type.split(' ').includes('CHILD_REMOVED') && b.checkVisibility();
-    });
-  const childrenPath = `${base}/v1/volumes/${encodeURIComponent(volume)}/children`;
-  const added = await fetchWithTimeout(childrenPath, {
-    method: 'POST',
-    headers: apiHeaders({ 'Content-Type': 'application/json' }),
-    body: JSON.stringify({ name: newChild, uri: newChildUri, options: {} }),
-  });
-  if (added.status !== 201) {
-    missing.push(`adding child ${newChild} answered ${added.status}, not 201: ${await added.text()}`);
-  } else {
-    log(`added child ${newChild} (${newChildUri})`);
-    await Promise.all([
-      expectChildEvent(page, 'CHILD_ADDED', 'CHILD_ADDED', `added (${newChildUri})`),
-      expectChildEvent(page, 'CHILD_STATE_CHANGE', 'CHILD_STATE', 'syncing \u2192 healthy'),
-      expect(page, `the new child ${volume}/${newChild} is rendered`,
-        (sel) => !!document.querySelector(sel),
-        `#volumes .child[data-child="${css(`${volume}/${newChild}`)}"]`),
-    ]);
-    const removed = await fetchWithTimeout(`${childrenPath}/${encodeURIComponent(newChild)}`,
-      { method: 'DELETE', headers: apiHeaders() });
-    if (removed.status !== 204) {
-      missing.push(`removing child ${newChild} answered ${removed.status}, not 204: ${await removed.text()}`);
-    } else {
-      log(`removed child ${newChild}`);
-      await expectChildEvent(page, 'CHILD_REMOVED', 'CHILD_REMOVED', 'removed');
-    }
-  }
+  await replicaFromThePage(page);
+
+  // 6. A reload draws the charts again from the server's history, at once:
+  // the scrub, the resync and the reads and writes of this run, which a
+  // page that only kept what it saw live would have lost.
+  await page.reload({ waitUntil: 'domcontentloaded', timeout: WAIT_MS });
+  const loadedAt = Date.now();
+  await chartsFromHistory(page, loadedAt);
 
   if (pageErrors.length) missing.push(`no script errors in the page, but: ${pageErrors.join(' | ')}`);
   if (offsite.length) missing.push(`no requests beyond ${origin}, but: ${offsite.join(', ')}`);

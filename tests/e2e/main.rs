@@ -15,6 +15,7 @@ mod confinement;
 mod damage;
 mod discard;
 mod faults;
+mod history;
 mod lifecycle;
 mod limits;
 mod limits_io;

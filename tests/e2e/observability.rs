@@ -688,10 +688,12 @@ fn dashboard_in_chromium(token: Option<&str>) {
         script.display()
     );
 
-    // The script adds a child d (d.img, under child_roots) and removes it.
+    // The script adds a child d (d.img, under child_roots) from the page and
+    // removes it; the resync copies it at 1 MiB/s, so that the page shows it
+    // syncing for a few seconds.
     let auth = token.map_or_else(String::new, |t| format!("[auth]\ntoken = \"{t}\"\n"));
     let mut server = Sandbox::new().serve(&format!(
-        "child_roots = [\".\"]\n{auth}{}",
+        "child_roots = [\".\"]\nresync_rate = \"1MiB\"\n{auth}{}",
         abc_volume("4MiB", "")
     ));
     if let Some(t) = token {
@@ -715,9 +717,10 @@ fn dashboard_in_chromium(token: Option<&str>) {
     } else {
         "dashboard"
     };
-    // The last screenshot, and those of the damaged and the repaired
+    // The last screenshot (after a reload, the charts from the server's
+    // history), and those of the damaged, the repaired and the added
     // replica beside it.
-    let pngs: Vec<PathBuf> = ["", "-damaged", "-repaired"]
+    let pngs: Vec<PathBuf> = ["", "-damaged", "-repaired", "-replica"]
         .iter()
         .map(|suffix| artifacts.join(format!("{name}{suffix}.png")))
         .collect();
@@ -847,6 +850,14 @@ fn dashboard_in_chromium(token: Option<&str>) {
         server.read_file_at("c.img", AT, 100),
         server.read_file_at("a.img", AT, 100),
         "the scrub repaired c"
+    );
+    // The replica the page asked for outside child_roots was refused before
+    // anything was created.
+    let outside = server.file("../outside-the-roots.img");
+    assert!(
+        !outside.exists(),
+        "{} was created for a refused replica",
+        outside.display()
     );
     // And the membership events the page labelled: d added, synced, removed.
     for name in ["CHILD_ADDED", "CHILD_STATE_CHANGE", "CHILD_REMOVED"] {

@@ -285,6 +285,9 @@ fn real_answers_have_described_statuses_and_schemas() {
         "/v1/volumes/{vol}/stats",
         &server.get("/v1/volumes/vm/stats"),
     );
+    let history = "/v1/volumes/{vol}/history";
+    a.record(history, &server.get("/v1/volumes/vm/history"));
+    a.record(history, &server.get("/v1/volumes/vm/history?since=x"));
     a.record(
         "/v1/volumes/{vol}/resume",
         &server.post("/v1/volumes/vm/resume"),

@@ -42,6 +42,8 @@ pub const FILES: &[(&str, &str, &str)] = &[
     dashboard_file!("volumes.js", JS),
     dashboard_file!("damage.js", JS),
     dashboard_file!("jobs.js", JS),
+    dashboard_file!("replicas.js", JS),
+    dashboard_file!("history.js", JS),
     dashboard_file!("chart.js", JS),
     dashboard_file!("feed.js", JS),
 ];

@@ -8,7 +8,8 @@
 //! where async handlers (and NBD requests) call it. Errors are mapped to statuses in one place
 //! ([`error`]); the event log ([`events`]) numbers, persists and streams
 //! what the engine reports (rate-limited by [`fold`]), and [`telemetry`]
-//! keeps every metric. The
+//! keeps every metric, and the last minutes of each volume's I/O second by
+//! second ([`history`]). The
 //! volume's background jobs ([`jobs`]: scrubs, and the [`resync`]) are
 //! workers of one shape ([`background`]), each on its own thread. The
 //! operator's controls of SPEC 11 ([`controls`]: I/O limits in
@@ -33,6 +34,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod fold;
+pub mod history;
 pub mod io;
 pub mod jobs;
 pub mod listener;

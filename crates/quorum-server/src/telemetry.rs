@@ -40,6 +40,7 @@ use metrics_exporter_prometheus::{
 use quorum_core::{ChildState, Event, EventKind, EventSink, JobKind, Op, VariantArray, Volume};
 
 use crate::events::EventLog;
+use crate::history::{Direction, History, Recent};
 
 /// Bucket bounds of the request-duration histogram, in seconds: 50 µs to 10 s.
 const DURATION_BUCKETS: [f64; 17] = [
@@ -94,6 +95,8 @@ struct VolumeMetrics {
     events: Vec<Counter>,
     children: RwLock<BTreeMap<String, ChildMetrics>>,
     counts: VolumeCounts,
+    /// The last seconds of requests and job bytes.
+    history: History,
 }
 
 struct OpMetrics {
@@ -239,6 +242,7 @@ impl Telemetry {
             events,
             children: RwLock::new(children),
             counts: VolumeCounts::default(),
+            history: History::new(),
         }
     }
 
@@ -278,7 +282,7 @@ impl Telemetry {
     }
 
     /// Counts one request of `volume` that came in by `frontend`: its
-    /// kind, bytes and duration.
+    /// kind, bytes and duration, in the series and in the volume's history.
     pub fn request(&self, volume: &str, frontend: Frontend, op: Op, bytes: u64, took: Duration) {
         let Some(v) = self.volumes.get(volume) else {
             return;
@@ -287,13 +291,14 @@ impl Telemetry {
         m.requests.increment(1);
         m.bytes.increment(bytes);
         m.duration.record(took.as_secs_f64());
-        let (count, total) = match op {
-            Op::Read => (&v.counts.reads, &v.counts.read_bytes),
-            Op::Write | Op::WriteZeroes | Op::Discard => (&v.counts.writes, &v.counts.write_bytes),
-            Op::Flush | Op::BlockStatus => return,
+        let (count, total) = match Direction::of(op) {
+            Some(Direction::Read) => (&v.counts.reads, &v.counts.read_bytes),
+            Some(Direction::Write) => (&v.counts.writes, &v.counts.write_bytes),
+            None => return,
         };
         count.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(bytes, Ordering::Relaxed);
+        v.history.request(op, bytes, took);
     }
 
     /// Moves the count of NBD connections in transmission on `volume` by
@@ -310,12 +315,20 @@ impl Telemetry {
         }
     }
 
-    /// Counts bytes a background job went through.
+    /// Counts bytes a background job went through, in the series and in
+    /// the volume's history.
     pub fn job_bytes(&self, volume: &str, kind: JobKind, bytes: u64) {
         let Some(v) = self.volumes.get(volume) else {
             return;
         };
         v.job_bytes[index(kind)].increment(bytes);
+        v.history.job_bytes(kind, bytes);
+    }
+
+    /// The closed seconds of `volume`'s history after `after` (see
+    /// [`crate::history`]); `None` for a volume it does not know.
+    pub fn history(&self, volume: &str, after: Option<u64>) -> Option<Recent> {
+        self.volumes.get(volume).map(|v| v.history.since(after))
     }
 
     /// Counts what an event says about a volume and its children.

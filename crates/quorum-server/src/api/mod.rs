@@ -29,6 +29,7 @@
 //!   `GET|DELETE .../jobs/{id}`.
 //! - `controls.rs`: `GET|PUT /v1/volumes/{vol}/limits`,
 //!   `POST .../resume`, `GET .../stats` (SPEC 11).
+//! - `history.rs`: `GET /v1/volumes/{vol}/history`.
 //! - `events.rs`: `GET /v1/event-kinds`, `GET /v1/events`,
 //!   `GET /v1/events/stream`.
 
@@ -40,6 +41,7 @@ mod data;
 mod events;
 mod extract;
 mod guard;
+mod history;
 mod jobs;
 mod openapi;
 mod status;
@@ -131,6 +133,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(controls::get_limits, controls::put_limits))
         .routes(routes!(controls::resume))
         .routes(routes!(controls::stats))
+        .routes(routes!(history::volume_history))
         .routes(routes!(jobs::get_job, jobs::cancel_job))
         .routes(routes!(events::event_kinds))
         .routes(routes!(volumes::child_states))

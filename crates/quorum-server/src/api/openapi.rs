@@ -179,6 +179,8 @@ errors! {
     ResumeErrors = [BadRequest, NoSuchVolume, Conflict];
     /// A page of events.
     EventsErrors = [BadRequest, Busy];
+    /// A volume's I/O history.
+    HistoryErrors = [BadRequest, NoSuchVolume];
     /// The event stream.
     StreamErrors = [BadRequest];
 }

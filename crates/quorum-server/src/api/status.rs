@@ -116,6 +116,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .telemetry
         .render(volumes.iter().map(|(name, v)| (*name, &**v)));
     text.push_str(&crate::controls::render_metrics(&state.volumes));
+    text.push_str(&crate::jobs::metrics::render_metrics(&state.volumes));
     crate::process::render(&mut text);
     (
         [(

@@ -25,10 +25,12 @@
 //! - `board.rs`: where the runners post statuses: the list the API shows,
 //!   the job file and the job events.
 //! - `status.rs`: the statuses as the API shows them, and the saved record.
+//! - `metrics.rs`: the bytes the running jobs have left, for Prometheus.
 //! - `schedule.rs`: scheduled scrubs (`scrub_interval`): the clock of the
 //!   last completed scrub, and the worker that starts them when due.
 
 mod board;
+pub mod metrics;
 pub mod schedule;
 mod scrub;
 mod status;
