@@ -34,10 +34,12 @@ fn lines_of(lines: &[Value], method: &str, path: &str, status: u16) -> Vec<Value
 
 /// A read, a write, a refused request and an unauthorized one are one
 /// line each with their fields; the bytes are the answer's body; neither
-/// token nor query reaches the log.
+/// token nor query reaches the log. A read the client gives up on is
+/// logged when the server notices, with what it sent and `complete`
+/// false.
 #[test]
 fn each_request_is_one_structured_access_line_without_token_or_query() {
-    let config = format!("[auth]\ntoken = \"{TOKEN}\"\n{}", abc_volume("1MiB", ""));
+    let config = format!("[auth]\ntoken = \"{TOKEN}\"\n{}", abc_volume("64MiB", ""));
     let mut server = Sandbox::new().serve_with_args(&config, &["--log-format", "json"]);
     server.set_token(Some(TOKEN));
     server.write_volume("vm", 4096, &pattern(3, 8192));
@@ -99,4 +101,29 @@ fn each_request_is_one_structured_access_line_without_token_or_query() {
             "{secret:?} is in the log:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn a_read_cut_short_by_the_client_is_logged_incomplete() {
+    use std::io::Read as _;
+
+    let server =
+        Sandbox::new().serve_with_args(&abc_volume("64MiB", ""), &["--log-format", "json"]);
+    let mut answer = server
+        .request(reqwest::Method::GET, "/v1/volumes/vm/data")
+        .send()
+        .expect("start reading the whole volume");
+    assert_eq!(answer.status(), 200);
+    let mut first = vec![0u8; 64 * 1024];
+    answer.read_exact(&mut first).expect("read the first bytes");
+    drop(answer);
+
+    let data = "/v1/volumes/vm/data";
+    wait_until("the access line of the cut read", || {
+        !lines_of(&access_lines(&server), "GET", data, 200).is_empty()
+    });
+    let line = lines_of(&access_lines(&server), "GET", data, 200).remove(0);
+    assert_eq!(line["fields"]["complete"], false, "{line}");
+    let bytes = line["fields"]["bytes"].as_u64().expect("bytes");
+    assert!(bytes < 64 * MIB, "{line}");
 }

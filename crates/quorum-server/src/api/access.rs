@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -29,9 +29,15 @@ pub(super) async fn access_log(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let (parts, body) = response.into_parts();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let body = Body::new(Logged {
         inner: body,
         bytes: 0,
+        length,
         ended: false,
         line: Some(Line {
             method,
@@ -56,6 +62,9 @@ struct Line {
 struct Logged {
     inner: Body,
     bytes: u64,
+    /// The answer's `Content-Length`: a body that has sent that many bytes
+    /// is complete, though it may not say so before hyper drops it.
+    length: Option<u64>,
     /// Whether the body said it had no more.
     ended: bool,
     /// Taken when the line is written.
@@ -67,14 +76,16 @@ impl Logged {
         let Some(line) = self.line.take() else {
             return;
         };
-        let complete = self.ended || self.inner.is_end_stream();
+        let complete = self.ended || self.inner.is_end_stream() || self.length == Some(self.bytes);
+        // Microseconds are enough, and print short.
+        let duration_ms = line.started.elapsed().as_micros() as f64 / 1e3;
         tracing::info!(
             target: TARGET,
             method = line.method.as_str(),
             path = line.path.as_str(),
             status = line.status.as_u16(),
             bytes = self.bytes,
-            duration_ms = line.started.elapsed().as_secs_f64() * 1e3,
+            duration_ms,
             complete,
             "request"
         );
