@@ -220,7 +220,6 @@ impl History {
             match direction {
                 Direction::Read => {
                     open.sample.reads += 1;
-                    // A refused request may ask for any length.
                     open.sample.read_bytes = open.sample.read_bytes.saturating_add(bytes);
                     open.read_latency.add(ns);
                 }

@@ -41,10 +41,18 @@ pub enum IoError {
 impl IoError {
     /// How the statistics count the request that failed with it.
     fn outcome(&self) -> Outcome {
-        match self {
-            IoError::Volume(VolumeError::OutOfRange { .. }) => Outcome::Invalid,
-            _ => Outcome::Failed,
+        if self.is_invalid() {
+            Outcome::Invalid
+        } else {
+            Outcome::Failed
         }
+    }
+
+    /// Whether the request was refused before it reached a child (outside
+    /// the volume): its claimed length moved no byte, so no metric counts
+    /// it as bytes.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, IoError::Volume(VolumeError::OutOfRange { .. }))
     }
 }
 
@@ -63,7 +71,12 @@ impl VolumeEntry {
     {
         let started = Instant::now();
         let controls = self.controls();
-        controls.throttle.admit(op, bytes).await;
+        // A length past the volume's size cannot be inside it: the engine
+        // refuses it at once, and the throttle must not make it wait for
+        // bytes that will never move.
+        if bytes <= self.volume().size() {
+            controls.throttle.admit(op, bytes).await;
+        }
         let suspension = &controls.suspension;
         let mut turn = match suspension.admit().await {
             None => None,

@@ -70,9 +70,13 @@ where
 {
     let started = Instant::now();
     let result = entry.io(op, bytes, f).await;
+    let moved = match &result {
+        Err(e) if e.is_invalid() => 0,
+        _ => bytes,
+    };
     state
         .telemetry
-        .request(volume, Frontend::Http, op, bytes, started.elapsed());
+        .request(volume, Frontend::Http, op, moved, started.elapsed());
     Ok(result?)
 }
 
