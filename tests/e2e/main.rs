@@ -6,6 +6,7 @@
 
 mod util;
 
+mod access_log;
 mod bad_input;
 mod basic;
 mod block_status;
@@ -24,9 +25,11 @@ mod membership;
 mod nbd;
 mod nbd_tls;
 mod observability;
+mod openapi;
 mod operators_events;
 mod ownership;
 mod per_block;
+mod process_metrics;
 mod promises;
 mod qemu081;
 mod reliability;

@@ -13,7 +13,7 @@
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,6 @@ use crate::util::*;
 
 /// The repository root (the `quorum` package lives there).
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const INSTALL: &str = "run `scripts/install-test-deps` (it installs chromium, prometheus/promtool, \
-                       the venv in target/test-tools/venv and tests/dashboard/node_modules)";
 /// A static check (promtool, promql_names.py, validate.sh) may take this long.
 const TOOL_DEADLINE: Duration = Duration::from_secs(60);
 /// How long Prometheus may take to see the bad replica and raise the alert.
@@ -40,102 +38,6 @@ const TOKEN: &str = "obs-e2e-token-7f3a";
 
 fn root() -> PathBuf {
     PathBuf::from(ROOT)
-}
-
-/// The path of `name` on PATH; panics telling to install the test tools.
-#[track_caller]
-fn require_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is not on PATH: {INSTALL}"))
-}
-
-/// Asserts that a file the tools installed exists.
-#[track_caller]
-fn require_file(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{what} ({}) is missing: {INSTALL}",
-        path.display()
-    );
-}
-
-/// What a bounded run of an external command left.
-struct Run {
-    /// `None` when it was killed at the deadline.
-    status: Option<ExitStatus>,
-    /// stdout and stderr, interleaved.
-    output: String,
-    took: Duration,
-    command: String,
-}
-
-impl Run {
-    fn success(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    #[track_caller]
-    fn expect_success(&self, what: &str) {
-        assert!(
-            self.success(),
-            "{what}: `{}` {} after {:.1?}; its output:\n{}",
-            self.command,
-            match self.status {
-                Some(s) => format!("failed with {s}"),
-                None => "was killed at its deadline".to_string(),
-            },
-            self.took,
-            self.output
-        );
-    }
-}
-
-/// Runs `cmd` (stdin from `stdin`, or none) with its output to `log`, in its
-/// own process group; kills the group if it runs past `deadline`.
-fn run_bounded(cmd: &mut Command, stdin: Option<&Path>, log: &Path, deadline: Duration) -> Run {
-    let out = File::create(log).expect("create a tool's log");
-    let err = out.try_clone().expect("clone a log handle");
-    let stdin = match stdin {
-        Some(p) => Stdio::from(
-            File::open(p).unwrap_or_else(|e| panic!("cannot open {}: {e}", p.display())),
-        ),
-        None => Stdio::null(),
-    };
-    cmd.stdin(stdin).stdout(out).stderr(err).process_group(0);
-    let command = describe(cmd);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("poll a tool") {
-            break Some(s);
-        }
-        if start.elapsed() > deadline {
-            kill_group(&child);
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    Run {
-        status,
-        output: fs::read_to_string(log).unwrap_or_default(),
-        took: start.elapsed(),
-        command,
-    }
-}
-
-/// SIGKILL to the process group led by `child` (started with
-/// `process_group(0)`): the tool and whatever it started.
-fn kill_group(child: &Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// The lines of metric family `name`, for messages.
@@ -412,7 +314,7 @@ fn live_metrics_pass_promtool_and_name_every_dashboard_metric() {
 fn deploy_files_validate() {
     require_tool("promtool");
     require_tool("python3");
-    let venv_bin = root().join("target/test-tools/venv/bin");
+    let venv_bin = venv_bin();
     require_file(&venv_bin.join("check-jsonschema"), "check-jsonschema");
     let (server, _text, file) = server_after_bad_read();
 

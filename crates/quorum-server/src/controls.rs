@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use quorum_core::EventSink;
-use serde_json::{Value, json};
 
 use crate::background::{NotStopped, Runner};
 use crate::jobs::Jobs;
@@ -133,37 +132,61 @@ impl Controls {
     }
 
     /// What `GET /v1/volumes` shows of the controls.
-    pub fn json(&self) -> serde_json::Map<String, Value> {
-        let time =
-            |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    pub fn view(&self) -> ControlsView {
+        let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
         let s = &self.suspension;
-        let suspension = s.suspended().map(|sus| {
-            json!({
-                "cause": &*sus.cause,
-                "since": time(Some(sus.since)),
-                "fails_at": time(Some(sus.fails_at)),
-                "held": sus.held,
-            })
-        });
-        let mut map = serde_json::Map::new();
-        map.insert("state".into(), json!(s.state().as_str()));
-        map.insert("suspension".into(), suspension.unwrap_or(Value::Null));
-        map.insert("on_quorum_failure".into(), json!(s.policy().as_str()));
-        map.insert(
-            "suspend_timeout_seconds".into(),
-            json!(s.timeout().as_secs_f64()),
-        );
-        map.insert(
-            "scrub_interval_seconds".into(),
-            json!(self.scrubs.interval().map(|i| i.as_secs_f64())),
-        );
-        map.insert(
-            "last_scrub".into(),
-            json!(time(self.scrubs.last_completed())),
-        );
-        map.insert("next_scrub".into(), json!(time(self.scrubs.next_due())));
-        map
+        ControlsView {
+            state: s.state().as_str(),
+            suspension: s.suspended().map(|sus| SuspensionView {
+                cause: sus.cause.to_string(),
+                since: time(sus.since),
+                fails_at: time(sus.fails_at),
+                held: sus.held,
+            }),
+            on_quorum_failure: s.policy().as_str(),
+            suspend_timeout_seconds: s.timeout().as_secs_f64(),
+            scrub_interval_seconds: self.scrubs.interval().map(|i| i.as_secs_f64()),
+            last_scrub: self.scrubs.last_completed().map(time),
+            next_scrub: self.scrubs.next_due().map(time),
+        }
     }
+}
+
+/// A volume's controls as `GET /v1/volumes` shows them, beside its other
+/// fields.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Controls)]
+pub struct ControlsView {
+    /// Whether it serves or holds its requests.
+    #[schema(value_type = crate::schema::VolumeState)]
+    pub state: &'static str,
+    /// While it is suspended: why, since when, when the held requests fail.
+    pub suspension: Option<SuspensionView>,
+    /// What a request that fails its quorum does.
+    #[schema(value_type = crate::schema::ErrorPolicy)]
+    pub on_quorum_failure: &'static str,
+    /// How long requests are held before they fail.
+    pub suspend_timeout_seconds: f64,
+    /// The interval of scheduled scrubs, if any.
+    pub scrub_interval_seconds: Option<f64>,
+    /// When the last scrub completed (RFC 3339).
+    pub last_scrub: Option<String>,
+    /// When the next scheduled scrub is due (RFC 3339).
+    pub next_scrub: Option<String>,
+}
+
+/// A suspension as `GET /v1/volumes` shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Suspension)]
+pub struct SuspensionView {
+    /// The quorum failure that suspended the volume.
+    pub cause: String,
+    /// When (RFC 3339).
+    pub since: String,
+    /// When the held requests fail unless it is resumed (RFC 3339).
+    pub fails_at: String,
+    /// Requests held.
+    pub held: usize,
 }
 
 /// One gauge family of the controls: its name, help, and value per volume

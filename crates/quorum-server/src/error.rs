@@ -5,7 +5,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quorum_backends::OpenError;
 use quorum_core::{QuorumError, VolumeError};
-use serde_json::json;
 
 /// An error answer of the HTTP API.
 #[derive(Debug, thiserror::Error)]
@@ -82,35 +81,151 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    /// The status and the `code` of the error body.
-    fn status_code(&self) -> (StatusCode, &'static str) {
+/// The `code` of an error answer: one per kind of error, each with its
+/// HTTP status ([`ErrorCode::status`]).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: a malformed offset, length, Range, query or body.
+    BadRequest,
+    /// 401: the bearer token is missing or wrong.
+    Unauthorized,
+    /// 403: a run-time child outside what the config allows.
+    Forbidden,
+    /// 501: a transfer coding other than one `chunked`.
+    NotImplemented,
+    /// 404: no volume of that name.
+    NoSuchVolume,
+    /// 404: no child of that name.
+    NoSuchChild,
+    /// 404: no job of that id.
+    NoSuchJob,
+    /// 409: the request conflicts with the volume's state.
+    Conflict,
+    /// 409: removing the child would leave fewer than the threshold.
+    BelowThreshold,
+    /// 409: removing the child would leave a range with no fresh copy.
+    LastCopy,
+    /// 404: no route for that path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 413: the body is larger than `max_request_bytes`.
+    PayloadTooLarge,
+    /// 416: wholly or partly outside the volume.
+    OutOfRange,
+    /// 503: the quorum was not reached.
+    QuorumFailure,
+    /// 500: blkverify found the children different.
+    BlkverifyMismatch,
+    /// 408: the body did not arrive in time.
+    Timeout,
+    /// 503: the volume stayed busy too long for a membership change.
+    Busy,
+    /// 500: something that should not happen.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as the error body spells it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The HTTP status of an answer with this code.
+    pub fn status(self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
-            ApiError::NoSuchVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
-            ApiError::NoSuchChild(_) => (StatusCode::NOT_FOUND, "no_such_child"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::BelowThreshold(_) => (StatusCode::CONFLICT, "below_threshold"),
-            ApiError::LastCopy(_) => (StatusCode::CONFLICT, "last_copy"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorCode::NoSuchVolume
+            | ErrorCode::NoSuchChild
+            | ErrorCode::NoSuchJob
+            | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict | ErrorCode::BelowThreshold | ErrorCode::LastCopy => {
+                StatusCode::CONFLICT
             }
-            ApiError::OutOfRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "out_of_range"),
-            ApiError::QuorumFailure(_) | ApiError::Unresumed(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "quorum_failure")
-            }
-            ApiError::NoSuchJob(_) => (StatusCode::NOT_FOUND, "no_such_job"),
-            ApiError::BlkverifyMismatch(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "blkverify_mismatch")
-            }
-            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
-            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::OutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::QuorumFailure | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::BlkverifyMismatch | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The body of every error answer: `{"error": {...}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: ErrorBody,
+}
+
+/// What went wrong: a code for programs, a message for people, and for a
+/// quorum failure the children's answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The kind of error.
+    pub code: ErrorCode,
+    /// One line for people.
+    pub message: String,
+    /// `quorum_failure`: the children that succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<usize>,
+    /// `quorum_failure`: the successes (or votes) needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<usize>,
+    /// `quorum_failure`: every child that failed, in child order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<ChildFailureBody>>,
+}
+
+/// One child's failure in a `quorum_failure` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ChildFailure)]
+pub struct ChildFailureBody {
+    /// The child's name.
+    pub child: String,
+    /// What went wrong on it.
+    pub error: String,
+}
+
+impl ApiError {
+    /// The `code` of the error body.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotImplemented(_) => ErrorCode::NotImplemented,
+            ApiError::NoSuchVolume(_) => ErrorCode::NoSuchVolume,
+            ApiError::NoSuchChild(_) => ErrorCode::NoSuchChild,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::BelowThreshold(_) => ErrorCode::BelowThreshold,
+            ApiError::LastCopy(_) => ErrorCode::LastCopy,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::OutOfRange { .. } => ErrorCode::OutOfRange,
+            ApiError::QuorumFailure(_) | ApiError::Unresumed(_) => ErrorCode::QuorumFailure,
+            ApiError::NoSuchJob(_) => ErrorCode::NoSuchJob,
+            ApiError::BlkverifyMismatch(_) => ErrorCode::BlkverifyMismatch,
+            ApiError::Timeout => ErrorCode::Timeout,
+            ApiError::Busy(_) => ErrorCode::Busy,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -169,24 +284,35 @@ impl From<crate::membership::MembershipError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_code();
+        let code = self.code();
+        let status = code.status();
         let message = self.to_string();
         if status.is_server_error() {
-            tracing::error!(%status, code, %message, "request failed");
+            tracing::error!(%status, code = code.as_str(), %message, "request failed");
         } else {
-            tracing::debug!(%status, code, %message, "request refused");
+            tracing::debug!(%status, code = code.as_str(), %message, "request refused");
         }
-        let mut body = json!({ "code": code, "message": message });
+        let mut body = ErrorBody {
+            code,
+            message,
+            succeeded: None,
+            threshold: None,
+            failures: None,
+        };
         if let ApiError::QuorumFailure(q) = &self {
-            body["succeeded"] = json!(q.succeeded);
-            body["threshold"] = json!(q.threshold);
-            body["failures"] = q
-                .failures
-                .iter()
-                .map(|f| json!({ "child": f.child, "error": f.error.to_string() }))
-                .collect();
+            body.succeeded = Some(q.succeeded);
+            body.threshold = Some(q.threshold);
+            body.failures = Some(
+                q.failures
+                    .iter()
+                    .map(|f| ChildFailureBody {
+                        child: f.child.clone(),
+                        error: f.error.to_string(),
+                    })
+                    .collect(),
+            );
         }
-        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        let mut response = (status, Json(ErrorResponse { error: body })).into_response();
         match &self {
             ApiError::OutOfRange { size, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -54,7 +54,7 @@ impl Direction {
 }
 
 /// One second of a volume's I/O.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Sample {
     /// The second it covers, `[t, t + 1)`, in Unix seconds.
     pub t: u64,

@@ -41,9 +41,11 @@ pub mod listener;
 pub mod membership;
 pub mod nbd;
 pub mod nbd_listen;
+pub mod process;
 pub mod range;
 pub mod reopen;
 pub mod resync;
+pub mod schema;
 pub mod server;
 pub mod stats;
 pub mod suspend;
@@ -135,7 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// retry at info ("backing off"): quorum reports the child's failure
 /// itself, and a store unreachable at start must leave one line on stderr
 /// (SPEC 2), not a retry log before it.
-const DEFAULT_LOG_FILTER: &str = "info,tower_http=warn,object_store=warn";
+const DEFAULT_LOG_FILTER: &str = "info,object_store=warn";
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -65,13 +65,15 @@ pub enum ResyncCommand {
 }
 
 /// The resync as the jobs API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ResyncStatus {
     /// Always [`RESYNC_ID`].
     pub id: u64,
     /// Always [`JobKind::Resync`].
+    #[schema(value_type = crate::schema::JobKind)]
     pub kind: JobKind,
     /// Running while anything is stale, idle otherwise.
+    #[schema(value_type = crate::schema::JobState)]
     pub state: JobState,
     /// Bytes copied since start.
     pub bytes_done: u64,

@@ -426,7 +426,7 @@ async fn serve(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell systemd the server is ready");
     }
-    let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = api::router(state.clone());
     let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
     wait_for_signal().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -80,7 +80,7 @@ pub struct Stats {
 }
 
 /// One op's statistics as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OpReport {
     /// Bytes of the requests that succeeded.
     pub bytes: u64,
@@ -97,7 +97,7 @@ pub struct OpReport {
 }
 
 /// Latency percentiles, in nanoseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     /// The median.
     pub p50: Option<u64>,
@@ -108,13 +108,14 @@ pub struct Percentiles {
 }
 
 /// A volume's statistics as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// Since when they count (the server's start, RFC 3339).
     pub since: String,
     /// Nanoseconds since the last request ended; null before the first.
     pub idle_time_ns: Option<u64>,
     /// Per op, in [`COUNTED`] order.
+    #[schema(value_type = std::collections::BTreeMap<String, OpReport>)]
     pub ops: serde_json::Map<String, serde_json::Value>,
 }
 

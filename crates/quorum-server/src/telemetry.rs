@@ -38,7 +38,6 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use quorum_core::{ChildState, Event, EventKind, EventSink, JobKind, Op, VariantArray, Volume};
-use serde_json::{Value, json};
 
 use crate::events::EventLog;
 use crate::history::{Direction, History, Recent};
@@ -515,39 +514,64 @@ impl Telemetry {
         }
     }
 
-    /// A volume's counters for the API: `{reads, writes, read_bytes, write_bytes, failures}`.
-    pub fn volume_stats(&self, volume: &str) -> Value {
+    /// A volume's counters for the API (zero for an unknown volume).
+    pub fn volume_stats(&self, volume: &str) -> VolumeCounters {
         let Some(v) = self.volumes.get(volume) else {
-            return json!({});
+            return VolumeCounters::default();
         };
         let c = &v.counts;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        json!({
-            "reads": get(&c.reads),
-            "writes": get(&c.writes),
-            "read_bytes": get(&c.read_bytes),
-            "write_bytes": get(&c.write_bytes),
-            "failures": get(&c.failures),
-        })
+        VolumeCounters {
+            reads: get(&c.reads),
+            writes: get(&c.writes),
+            read_bytes: get(&c.read_bytes),
+            write_bytes: get(&c.write_bytes),
+            failures: get(&c.failures),
+        }
     }
 
-    /// A child's counters for the API: `{errors, bad_reports, corrupted_bytes, repaired_bytes}`.
-    pub fn child_stats(&self, volume: &str, child: &str) -> Value {
-        let Some(v) = self.volumes.get(volume) else {
-            return json!({});
-        };
+    /// A child's counters for the API; `None` for a child it does not
+    /// know (one removed meanwhile).
+    pub fn child_stats(&self, volume: &str, child: &str) -> Option<ChildCounters> {
+        let v = self.volumes.get(volume)?;
         let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(c) = children.get(child) else {
-            return json!({});
-        };
+        let c = children.get(child)?;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        json!({
-            "errors": c.errors.iter().map(get).sum::<u64>(),
-            "bad_reports": get(&c.bad_reports_total),
-            "corrupted_bytes": get(&c.corrupted_bytes),
-            "repaired_bytes": get(&c.repaired_bytes),
+        Some(ChildCounters {
+            errors: c.errors.iter().map(get).sum::<u64>(),
+            bad_reports: get(&c.bad_reports_total),
+            corrupted_bytes: get(&c.corrupted_bytes),
+            repaired_bytes: get(&c.repaired_bytes),
         })
     }
+}
+
+/// A volume's counters as the API shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct VolumeCounters {
+    /// Reads served.
+    pub reads: u64,
+    /// Writes served.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Requests that failed their quorum.
+    pub failures: u64,
+}
+
+/// A child's counters as the API shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ChildCounters {
+    /// Requests it failed.
+    pub errors: u64,
+    /// Bad reports about it (`QUORUM_REPORT_BAD`).
+    pub bad_reports: u64,
+    /// Bytes it had wrong (lost votes).
+    pub corrupted_bytes: u64,
+    /// Bytes written back over its wrong ones.
+    pub repaired_bytes: u64,
 }
 
 /// One per-child family: its samples for a child, each with its extra
@@ -719,9 +743,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        assert_eq!(t.child_stats("vm", "b")["corrupted_bytes"], 100);
-        assert_eq!(t.child_stats("vm", "a")["errors"], 1);
-        assert_eq!(t.volume_stats("vm")["read_bytes"], 4096 + 512);
+        let stats = |child| t.child_stats("vm", child).expect("a child's counters");
+        assert_eq!(stats("b").corrupted_bytes, 100);
+        assert_eq!(stats("a").errors, 1);
+        assert_eq!(t.volume_stats("vm").read_bytes, 4096 + 512);
     }
 
     /// The lines of `text` that are samples of `child` of volume vm.
@@ -767,7 +792,7 @@ mod tests {
         assert!(child_lines(&after, "b").is_empty(), "{after}");
         assert_eq!(child_lines(&after, "a").len(), per_child);
         assert!(after.contains("quorum_corrupted_bytes_total{volume=\"vm\",child=\"a\"} 100\n"));
-        assert_eq!(t.child_stats("vm", "b"), json!({}));
+        assert_eq!(t.child_stats("vm", "b"), None);
         // Events about it after its removal count nothing.
         t.event("vm", &bad("b"));
 
@@ -783,7 +808,7 @@ mod tests {
         let again = t.render(std::iter::empty());
         assert_eq!(child_lines(&again, "b").len(), per_child);
         assert!(again.contains("quorum_corrupted_bytes_total{volume=\"vm\",child=\"b\"} 0\n"));
-        assert_eq!(t.child_stats("vm", "b")["bad_reports"], 0);
+        assert_eq!(t.child_stats("vm", "b").map(|c| c.bad_reports), Some(0));
     }
 
     #[test]

@@ -39,7 +39,9 @@
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
 //!   tests' one random generator;
 //! - [`bad_configs`]: the configs a start refuses, for the start-up tests
-//!   and `quorum-server check`.
+//!   and `quorum-server check`;
+//! - [`tools`]: external tools (promtool, the venv's validators) found or
+//!   failed loudly, and run with a deadline.
 //!
 //! Tests `use crate::util::*;`: everything public is re-exported here.
 
@@ -61,6 +63,7 @@ mod raw;
 mod rng;
 mod sandbox;
 mod server;
+mod tools;
 
 pub use self::bad_configs::*;
 pub use self::bytes::*;
@@ -77,6 +80,7 @@ pub use self::raw::*;
 pub use self::rng::*;
 pub use self::sandbox::*;
 pub use self::server::*;
+pub use self::tools::*;
 
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_quorum-server");

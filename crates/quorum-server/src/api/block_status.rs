@@ -9,9 +9,11 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use quorum_core::{Extent, Op};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiQuery, VolumeName, timed};
+use super::openapi::BlockStatusErrors;
 use super::stream::json_answer;
 use crate::error::ApiError;
 
@@ -30,13 +32,37 @@ const MAX_BLOCK_STATUS_LIMIT: usize = 1 << 20;
 /// starts (the end of its last extent).
 const NEXT_OFFSET: HeaderName = HeaderName::from_static("quorum-next-offset");
 
-#[derive(Deserialize)]
+/// The range to describe, and the most extents to answer.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct BlockStatusQuery {
+    /// The first byte.
     offset: u64,
+    /// How many bytes.
     length: u64,
+    /// The most extents to answer (a default and a maximum apply).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
+/// One extent of a block status answer. Its JSON is written by hand
+/// ([`extents_json`], in a buffer that never grows): this type only
+/// describes it, and a test reads that JSON back through it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Extent)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) struct ExtentDoc {
+    /// Where it starts.
+    offset: u64,
+    /// How many bytes.
+    length: u64,
+    /// Whether it reads as zeroes.
+    zero: bool,
+}
+
+/// Which extents of a range read as zeroes, in pages.
+///
 /// `[{offset, length, zero}]` for at most `limit` extents (default
 /// [`BLOCK_STATUS_LIMIT`], at most [`MAX_BLOCK_STATUS_LIMIT`]); an answer
 /// cut short covers a prefix of the range and says where the next page
@@ -47,6 +73,17 @@ pub(super) struct BlockStatusQuery {
 /// whose answer could never fit the budget is lowered to one that can; the
 /// answer is then cut short like any other), then only the JSON's size
 /// until the client has taken it.
+#[utoipa::path(
+    get,
+    path = "/v1/volumes/{vol}/block-status",
+    tag = "data",
+    params(VolumeName, BlockStatusQuery),
+    responses(
+        (status = 200, description = "The extents, in order", body = Vec<ExtentDoc>,
+            headers(("Quorum-Next-Offset" = u64, description = "Where the next page starts, when the answer was cut short"))),
+        BlockStatusErrors,
+    ),
+)]
 pub(super) async fn block_status(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -103,4 +140,34 @@ fn extents_json(extents: &[Extent]) -> Bytes {
     }
     json.push(b']');
     Bytes::from(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written JSON is what the description says an extent is.
+    #[test]
+    fn extents_json_reads_back_as_the_described_extent() {
+        let extents = [
+            Extent {
+                offset: 0,
+                length: 4096,
+                zero: false,
+            },
+            Extent {
+                offset: 4096,
+                length: u64::MAX - 4096,
+                zero: true,
+            },
+        ];
+        let json = extents_json(&extents);
+        let read: Vec<ExtentDoc> = serde_json::from_slice(&json).expect("extents as described");
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[1].offset, read[1].length, read[1].zero),
+            (4096, u64::MAX - 4096, true)
+        );
+        assert!(json.len() <= 2 + extents.len() * MAX_EXTENT_JSON);
+    }
 }

@@ -8,25 +8,43 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{VolumeName, read_control_body};
+use super::openapi::{AddChildErrors, ChildErrors, RemoveChildErrors};
+use super::volumes::ChildView;
 use crate::bridge::blocking;
 use crate::error::ApiError;
 
-#[derive(Deserialize)]
+/// A child to add.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddChildBody {
+#[schema(as = AddChild)]
+pub(super) struct AddChildBody {
+    /// Its name, unique in the volume.
     name: String,
+    /// Where it is (`file://`, `s3://`, `http(s)://`, ...).
     uri: String,
+    /// The backend's options: strings, numbers or booleans.
     #[serde(default)]
     options: BTreeMap<String, serde_json::Value>,
 }
 
 /// Adds a child: `{"name", "uri", "options"}`; 201 and the child. It syncs
 /// before it votes.
+#[utoipa::path(
+    post,
+    path = "/v1/volumes/{vol}/children",
+    tag = "children",
+    params(VolumeName),
+    request_body = AddChildBody,
+    responses(
+        (status = 201, description = "The child, added; it syncs before it votes", body = ChildView),
+        AddChildErrors,
+    ),
+)]
 pub(super) async fn add_child(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -64,19 +82,27 @@ pub(super) async fn add_child(
     .await??;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "name": child.name,
-            "uri": shown_uri,
-            "backend": child.backend,
-            "state": child.state.as_str(),
-            "stale_bytes": child.stale_bytes,
-            "damaged_bytes": child.damaged_bytes,
-        })),
+        axum::Json(ChildView {
+            name: child.name,
+            uri: shown_uri,
+            backend: child.backend,
+            state: child.state,
+            stale_bytes: child.stale_bytes,
+            damaged_bytes: child.damaged_bytes,
+            stats: None,
+        }),
     )
         .into_response())
 }
 
 /// Removes a child; 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/volumes/{vol}/children/{name}",
+    tag = "children",
+    params(VolumeName, ("name" = String, Path, description = "The child's name")),
+    responses((status = 204, description = "The child is removed"), RemoveChildErrors),
+)]
 pub(super) async fn remove_child(
     State(state): State<Arc<AppState>>,
     Path((vol, name)): Path<(String, String)>,
@@ -90,27 +116,60 @@ pub(super) async fn remove_child(
 /// `truncated` (the bytes are counted in full).
 pub(crate) const MAX_DAMAGE_RANGES: usize = 10_000;
 
-/// The damaged ranges of a child (lost votes and failed reads not repaired
-/// yet): `{"child", "damaged_bytes", "ranges": [{offset, length}],
+/// The damaged ranges of a child.
+///
+/// The ranges of lost votes and failed reads not repaired yet: `{"child", "damaged_bytes", "ranges": [{offset, length}],
 /// "truncated"}`, at most [`MAX_DAMAGE_RANGES`] ranges, in order.
+#[utoipa::path(
+    get,
+    path = "/v1/volumes/{vol}/children/{name}/damage",
+    tag = "children",
+    params(VolumeName, ("name" = String, Path, description = "The child's name")),
+    responses((status = 200, description = "The child's damaged ranges", body = Damage), ChildErrors),
+)]
 pub(super) async fn child_damage(
     State(state): State<Arc<AppState>>,
     Path((vol, name)): Path<(String, String)>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Damage>, ApiError> {
     let entry = state.entry(&vol)?;
     let damage = entry
         .volume()
         .damage(&name, MAX_DAMAGE_RANGES)
         .ok_or_else(|| ApiError::NoSuchChild(format!("volume {vol:?} has no child {name:?}")))?;
-    let ranges: Vec<_> = damage
+    let ranges = damage
         .ranges
         .iter()
-        .map(|r| json!({ "offset": r.start, "length": r.end - r.start }))
+        .map(|r| ByteRange {
+            offset: r.start,
+            length: r.end - r.start,
+        })
         .collect();
-    Ok(axum::Json(json!({
-        "child": name,
-        "damaged_bytes": damage.bytes,
-        "ranges": ranges,
-        "truncated": damage.truncated,
-    })))
+    Ok(axum::Json(Damage {
+        child: name,
+        damaged_bytes: damage.bytes,
+        ranges,
+        truncated: damage.truncated,
+    }))
+}
+
+/// A child's damaged ranges.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Damage {
+    /// The child's name.
+    child: String,
+    /// Its damaged bytes, all counted.
+    damaged_bytes: u64,
+    /// The ranges, in order (a bounded number of them).
+    ranges: Vec<ByteRange>,
+    /// Whether more ranges were left out.
+    truncated: bool,
+}
+
+/// A range of bytes of the volume.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ByteRange {
+    /// Where it starts.
+    offset: u64,
+    /// How many bytes.
+    length: u64,
 }

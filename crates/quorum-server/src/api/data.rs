@@ -10,26 +10,46 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quorum_core::{Op, Volume, VolumeError};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::extract::{ApiQuery, VolumeName, content_length, read_body, timed, timed_admitted};
+use super::openapi::{FlushErrors, ReadErrors, VolumeErrors, WriteErrors, ZeroErrors};
 use super::stream::{READ_CHUNK, stream_read};
 use crate::error::ApiError;
 use crate::membership::VolumeEntry;
 use crate::range;
 use crate::telemetry::Frontend;
 
-#[derive(Deserialize)]
+/// Where a write starts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct OffsetQuery {
+    /// The first byte, in the volume.
     offset: u64,
 }
 
-#[derive(Deserialize)]
+/// A range of the volume.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RangeQuery {
+    /// The first byte.
     offset: u64,
+    /// How many bytes.
     length: u64,
 }
 
+/// The volume's size in `Content-Length`, and no body.
+#[utoipa::path(
+    head,
+    path = "/v1/volumes/{vol}/data",
+    tag = "data",
+    params(VolumeName),
+    responses(
+        (status = 200, description = "The volume's size in Content-Length", headers(("Content-Length" = u64, description = "The volume's size"))),
+        VolumeErrors,
+    ),
+)]
 pub(super) async fn head_data(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -49,6 +69,23 @@ pub(super) async fn head_data(
         .into_response())
 }
 
+/// The volume's bytes: all of them, or the one range of a `Range` header
+/// (atomic up to `max_request_bytes`), streamed.
+#[utoipa::path(
+    get,
+    path = "/v1/volumes/{vol}/data",
+    tag = "data",
+    params(
+        VolumeName,
+        ("Range" = Option<String>, Header, description = "One range, `bytes=FIRST-LAST` (also `FIRST-` or `-SUFFIX`)"),
+    ),
+    responses(
+        (status = 200, description = "The whole volume", content_type = "application/octet-stream", body = inline(crate::schema::Binary)),
+        (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = inline(crate::schema::Binary),
+            headers(("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`"))),
+        ReadErrors,
+    ),
+)]
 pub(super) async fn read_data(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -97,6 +134,15 @@ pub(super) async fn read_data(
     Ok(response)
 }
 
+/// Writes the body at `offset`; 204 once a quorum of children has it.
+#[utoipa::path(
+    put,
+    path = "/v1/volumes/{vol}/data",
+    tag = "data",
+    params(VolumeName, OffsetQuery),
+    request_body(content = inline(crate::schema::Binary), content_type = "application/octet-stream", description = "The bytes, at most `max_request_bytes`"),
+    responses((status = 204, description = "Written"), WriteErrors),
+)]
 pub(super) async fn write_data(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -133,6 +179,14 @@ pub(super) async fn write_data(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Writes zeroes over a range; 204 once a quorum of children has them.
+#[utoipa::path(
+    post,
+    path = "/v1/volumes/{vol}/write-zeroes",
+    tag = "data",
+    params(VolumeName, RangeQuery),
+    responses((status = 204, description = "The range reads as zeroes"), ZeroErrors),
+)]
 pub(super) async fn write_zeroes(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -143,6 +197,13 @@ pub(super) async fn write_zeroes(
 
 /// `POST .../discard` (SPEC section 10): checked and counted as
 /// write-zeroes is, under its own op.
+#[utoipa::path(
+    post,
+    path = "/v1/volumes/{vol}/discard",
+    tag = "data",
+    params(VolumeName, RangeQuery),
+    responses((status = 204, description = "The range is discarded and reads as zeroes"), ZeroErrors),
+)]
 pub(super) async fn discard(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -195,6 +256,14 @@ fn within(entry: &VolumeEntry, op: Op, offset: u64, length: u64) -> Result<(), A
     Ok(())
 }
 
+/// Flushes every child; 204 once a quorum of them has.
+#[utoipa::path(
+    post,
+    path = "/v1/volumes/{vol}/flush",
+    tag = "data",
+    params(VolumeName),
+    responses((status = 204, description = "Flushed"), FlushErrors),
+)]
 pub(super) async fn flush(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,

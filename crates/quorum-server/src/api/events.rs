@@ -13,9 +13,11 @@ use futures_util::{Stream, StreamExt, stream};
 use quorum_core::{EventKind, VariantArray};
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::ApiQuery;
+use super::openapi::{EventsErrors, StreamErrors};
 use super::stream::json_answer;
 use crate::error::ApiError;
 
@@ -26,33 +28,77 @@ const MAX_EVENTS_PER_PAGE: usize = 10_000;
 /// client pages on with `since`.
 const MAX_EVENT_PAGE_BYTES: usize = 8 << 20;
 
-#[derive(Deserialize)]
+/// Which events a page holds.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// Only events after this id.
     since: Option<u64>,
+    /// Only this volume's events.
     volume: Option<String>,
+    /// The most events (a default and a maximum apply).
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// Which events a stream sends.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StreamQuery {
+    /// Send the events after this id first (`Last-Event-ID` wins).
     since: Option<u64>,
+    /// Only this volume's events.
     volume: Option<String>,
 }
 
-/// The names of the events this server emits, for clients that label them
+/// One event as the log and the stream carry it (written by
+/// `crate::events`; this type only describes it).
+#[derive(ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)]
+pub(super) struct EventDoc {
+    /// Its number, from 1, in order.
+    id: u64,
+    /// When it happened (RFC 3339, milliseconds).
+    timestamp: String,
+    /// Its name.
+    #[schema(value_type = crate::schema::EventKind)]
+    event: String,
+    /// The volume it is about.
+    volume: String,
+    /// Its fields, by event (QEMU's names where QEMU has the event).
+    data: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The name of every event the server emits.
+///
+/// The names as events and
+/// `quorum_events_total{event}` spell them, for clients that label them
 /// (the dashboard reads its list here rather than keeping a copy).
-/// The name of every event the server emits, as events and
-/// `quorum_events_total{event}` spell them.
+#[utoipa::path(
+    get,
+    path = "/v1/event-kinds",
+    tag = "events",
+    responses((status = 200, description = "Every event name", body = Vec<crate::schema::EventKind>)),
+)]
 pub(super) async fn event_kinds() -> axum::Json<&'static [EventKind]> {
     axum::Json(EventKind::VARIANTS)
 }
 
+/// A page of the event log, oldest first.
+///
 /// At most `limit` events (default 1000, at most [`MAX_EVENTS_PER_PAGE`])
 /// after `since`, and at most [`MAX_EVENT_PAGE_BYTES`] of JSON (or
 /// `max_request_bytes` if less: an answer is no larger than a request may
 /// be) beyond the first event; the client pages on with
 /// `since` = the last id it got. The answer is paid for from the budget
 /// until the client has taken it.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(EventsQuery),
+    responses((status = 200, description = "A page of events, in order", body = Vec<EventDoc>), EventsErrors),
+)]
 pub(super) async fn list_events(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -91,6 +137,20 @@ pub(super) async fn list_events(
 
 /// Live events as Server-Sent Events. With `since` (or a `Last-Event-ID`
 /// header after a reconnect) the events after that id are sent first.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The last event id seen, on a reconnect"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: each `data:` is one Event, its `id:` the event's id",
+            content_type = "text/event-stream", body = String),
+        StreamErrors,
+    ),
+)]
 pub(super) async fn stream_events(
     State(state): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<StreamQuery>,

@@ -37,7 +37,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The `{vol}` of a path.
+/// The `{vol}` of a path: the volume's name.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("vol"), parameter_in = Path)]
 pub(super) struct VolumeName(pub(super) String);
 
 impl<S: Send + Sync> FromRequestParts<S> for VolumeName {

@@ -7,20 +7,33 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{VolumeName, read_control_body};
+use super::openapi::{CancelJobErrors, JobErrors, ScrubErrors, VolumeErrors};
 use crate::error::ApiError;
 use crate::jobs::{CancelError, JobStatus, ScrubStatus};
 
-#[derive(Deserialize)]
+/// A scrub to start.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScrubBody {
+#[schema(as = StartScrub)]
+pub(super) struct ScrubBody {
+    /// Whether it writes the winning data over the losers.
     #[serde(default)]
     repair: bool,
 }
 
 /// Starts a scrub: `{"repair": bool}` (an empty body means no repair).
+#[utoipa::path(
+    post,
+    path = "/v1/volumes/{vol}/scrub",
+    tag = "jobs",
+    params(VolumeName),
+    request_body(content = Option<ScrubBody>, description = "Empty for no repair"),
+    responses((status = 202, description = "The scrub, started", body = ScrubStatus), ScrubErrors),
+)]
 pub(super) async fn start_scrub(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -41,6 +54,14 @@ pub(super) async fn start_scrub(
     Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response())
 }
 
+/// The volume's jobs: the resync (job 0) and its scrubs.
+#[utoipa::path(
+    get,
+    path = "/v1/volumes/{vol}/jobs",
+    tag = "jobs",
+    params(VolumeName),
+    responses((status = 200, description = "The volume's jobs", body = Vec<JobStatus>), VolumeErrors),
+)]
 pub(super) async fn list_jobs(
     State(state): State<Arc<AppState>>,
     VolumeName(vol): VolumeName,
@@ -48,6 +69,14 @@ pub(super) async fn list_jobs(
     Ok(axum::Json(state.jobs(&vol)?.list()))
 }
 
+/// One scrub.
+#[utoipa::path(
+    get,
+    path = "/v1/volumes/{vol}/jobs/{id}",
+    tag = "jobs",
+    params(VolumeName, ("id" = u64, Path, description = "The job's id")),
+    responses((status = 200, description = "The scrub", body = ScrubStatus), JobErrors),
+)]
 pub(super) async fn get_job(
     State(state): State<Arc<AppState>>,
     Path((vol, id)): Path<(String, String)>,
@@ -57,6 +86,14 @@ pub(super) async fn get_job(
     jobs.get(id).map(axum::Json).ok_or(ApiError::NoSuchJob(id))
 }
 
+/// Cancels a running scrub; 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/volumes/{vol}/jobs/{id}",
+    tag = "jobs",
+    params(VolumeName, ("id" = u64, Path, description = "The job's id")),
+    responses((status = 204, description = "The scrub is cancelled"), CancelJobErrors),
+)]
 pub(super) async fn cancel_job(
     State(state): State<Arc<AppState>>,
     Path((vol, id)): Path<(String, String)>,

@@ -6,9 +6,13 @@
 //!
 //! The parts:
 //!
-//! - `mod.rs`: [`AppState`], [`router`] and the fallbacks (404, 405).
+//! - `mod.rs`: [`AppState`], [`router`] (every route in one list, with
+//!   its description) and the fallbacks (404, 405).
+//! - `openapi.rs`: the OpenAPI description ([`openapi`]), the error
+//!   answers of each kind of request, `GET /v1/openapi.json`.
 //! - `guard.rs`: what runs before every route: auth and the transfer
 //!   codings a body may come in.
+//! - `access.rs`: the access log, one line per request.
 //! - `extract.rs`: the query and `{vol}` extractors, request bodies read
 //!   from the budget, and `timed` (an engine call, counted).
 //! - `stream.rs`: answers sent in pieces while they hold the budget: the
@@ -29,6 +33,7 @@
 //! - `events.rs`: `GET /v1/event-kinds`, `GET /v1/events`,
 //!   `GET /v1/events/stream`.
 
+mod access;
 mod block_status;
 mod children;
 mod controls;
@@ -38,6 +43,7 @@ mod extract;
 mod guard;
 mod history;
 mod jobs;
+mod openapi;
 mod status;
 mod stream;
 mod volumes;
@@ -49,8 +55,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{Method, Uri};
 use axum::middleware;
-use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::budget::Budget;
 use crate::dashboard;
@@ -60,17 +68,8 @@ use crate::jobs::Jobs;
 use crate::membership::VolumeEntry;
 use crate::telemetry::Telemetry;
 
-use self::block_status::block_status;
-use self::children::{add_child, child_damage, remove_child};
-use self::controls::{get_limits, put_limits, resume, stats};
-use self::data::{discard, flush, head_data, read_data, write_data, write_zeroes};
-use self::events::{event_kinds, list_events, stream_events};
 use self::guard::{auth, transfer_codings};
-use self::history::volume_history;
-use self::jobs::{cancel_job, get_job, list_jobs, start_scrub};
-use self::status::{healthz, metrics, readyz};
 pub(crate) use self::stream::READ_CHUNK;
-use self::volumes::{child_states, get_volume, list_volumes};
 
 /// What every handler shares.
 pub struct AppState {
@@ -109,47 +108,62 @@ impl AppState {
     }
 }
 
-/// The whole API, with auth in front of everything but `/healthz`.
+/// Every route of the API with its description: the one list. A handler
+/// joins it through `routes!`, which reads its path and methods from its
+/// `#[utoipa::path]`, so no route is served undescribed; the handlers of
+/// one path go in one `routes!`.
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(status::healthz))
+        .routes(routes!(status::readyz))
+        .routes(routes!(status::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(volumes::list_volumes))
+        .routes(routes!(volumes::get_volume))
+        .routes(routes!(data::read_data, data::head_data, data::write_data))
+        .routes(routes!(data::write_zeroes))
+        .routes(routes!(data::discard))
+        .routes(routes!(data::flush))
+        .routes(routes!(block_status::block_status))
+        .routes(routes!(jobs::start_scrub))
+        .routes(routes!(children::add_child))
+        .routes(routes!(children::remove_child))
+        .routes(routes!(children::child_damage))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(controls::get_limits, controls::put_limits))
+        .routes(routes!(controls::resume))
+        .routes(routes!(controls::stats))
+        .routes(routes!(history::volume_history))
+        .routes(routes!(jobs::get_job, jobs::cancel_job))
+        .routes(routes!(events::event_kinds))
+        .routes(routes!(volumes::child_states))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+}
+
+/// Every route the server has: the API's and the dashboard's files (which
+/// are no API, and not described).
+fn routes() -> Router<Arc<AppState>> {
+    let (api, _) = api_routes().split_for_parts();
+    api.merge(dashboard::routes())
+}
+
+/// The OpenAPI 3.1 description of every route of [`api_routes`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_routes().into_openapi();
+    openapi::finish(&mut doc);
+    doc
+}
+
+/// The whole API, with auth in front of everything but the probes and the
+/// dashboard's files, and the access log around it all.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/volumes", get(list_volumes))
-        .route("/v1/volumes/{vol}", get(get_volume))
-        .route(
-            "/v1/volumes/{vol}/data",
-            get(read_data).head(head_data).put(write_data),
-        )
-        .route("/v1/volumes/{vol}/write-zeroes", post(write_zeroes))
-        .route("/v1/volumes/{vol}/discard", post(discard))
-        .route("/v1/volumes/{vol}/flush", post(flush))
-        .route("/v1/volumes/{vol}/block-status", get(block_status))
-        .route("/v1/volumes/{vol}/scrub", post(start_scrub))
-        .route("/v1/volumes/{vol}/children", post(add_child))
-        .route("/v1/volumes/{vol}/children/{name}", delete(remove_child))
-        .route(
-            "/v1/volumes/{vol}/children/{name}/damage",
-            get(child_damage),
-        )
-        .route("/v1/volumes/{vol}/jobs", get(list_jobs))
-        .route("/v1/volumes/{vol}/limits", get(get_limits).put(put_limits))
-        .route("/v1/volumes/{vol}/resume", post(resume))
-        .route("/v1/volumes/{vol}/stats", get(stats))
-        .route("/v1/volumes/{vol}/history", get(volume_history))
-        .route(
-            "/v1/volumes/{vol}/jobs/{id}",
-            get(get_job).delete(cancel_job),
-        )
-        .route("/v1/event-kinds", get(event_kinds))
-        .route("/v1/child-states", get(child_states))
-        .route("/v1/events", get(list_events))
-        .route("/v1/events/stream", get(stream_events))
-        .route("/metrics", get(metrics))
-        .merge(dashboard::routes())
+    routes()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(transfer_codings))
+        .layer(middleware::from_fn(access::access_log))
         .with_state(state)
 }
 
@@ -159,4 +173,141 @@ async fn not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// The methods a probe tries on every path.
+    const METHODS: [Method; 7] = [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+    ];
+
+    /// The paths the router has, read from its `Debug` (axum lists its
+    /// routes as `RouteId(N): "PATH"`; it has no other way to list them),
+    /// but for axum's own catch-all of the fallback.
+    fn router_paths() -> BTreeSet<String> {
+        let debug = format!("{:?}", routes());
+        let paths: BTreeSet<String> = debug
+            .split("RouteId(")
+            .skip(1)
+            .filter_map(|rest| {
+                let quoted = rest.split_once("): \"")?.1;
+                Some(quoted.split_once('"')?.0.to_owned())
+            })
+            .filter(|path| !path.contains("__private__axum"))
+            .collect();
+        assert!(
+            paths.contains("/healthz") && paths.contains("/v1/volumes/{vol}"),
+            "cannot read the routes out of the router's Debug (did axum change it?): {paths:?}"
+        );
+        paths
+    }
+
+    /// The described methods of each described path, in upper case.
+    fn described() -> BTreeMap<String, BTreeSet<String>> {
+        let doc = serde_json::to_value(openapi()).expect("serialize the description");
+        let paths = doc["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = item
+                    .as_object()
+                    .expect("a path item")
+                    .keys()
+                    .filter(|k| METHODS.iter().any(|m| m.as_str().eq_ignore_ascii_case(k)))
+                    .map(|k| k.to_ascii_uppercase())
+                    .collect();
+                (path.clone(), methods)
+            })
+            .collect()
+    }
+
+    /// A server with no volume: every request about one is refused
+    /// before it could touch anything.
+    fn state(dir: &std::path::Path) -> Arc<AppState> {
+        Arc::new(AppState {
+            volumes: BTreeMap::new(),
+            events: EventLog::open(dir, 16).expect("open an event log"),
+            telemetry: Arc::new(Telemetry::new([])),
+            token: None,
+            max_request_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(5),
+            budget: Budget::new(8 << 20),
+            shutdown: CancellationToken::new(),
+            adding: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Every path the router serves is described, and every described
+    /// path is served, but for the dashboard's files (no API).
+    #[test]
+    fn every_route_is_described_and_every_description_routed() {
+        let served = router_paths();
+        let dashboard: BTreeSet<String> = dashboard::FILES
+            .iter()
+            .map(|&(path, _, _)| path.to_owned())
+            .collect();
+        let described: BTreeSet<String> = described().into_keys().collect();
+        let undescribed: Vec<_> = served
+            .difference(&described)
+            .filter(|p| !dashboard.contains(*p))
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "routes missing from the OpenAPI description (add them with routes!): {undescribed:?}"
+        );
+        let unserved: Vec<_> = described.difference(&served).collect();
+        assert!(
+            unserved.is_empty(),
+            "described paths the router does not serve: {unserved:?}"
+        );
+        assert!(
+            described.is_disjoint(&dashboard),
+            "a dashboard file is described"
+        );
+    }
+
+    /// On every described path, the router answers exactly the described
+    /// methods (and HEAD where GET is, as HTTP has it); any other gets 405.
+    #[tokio::test]
+    async fn every_path_answers_exactly_its_described_methods() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let app = router(state(dir.path()));
+        for (path, methods) in described() {
+            let uri = path
+                .replace("{vol}", "no-such-volume")
+                .replace(['{', '}'], "");
+            for method in METHODS {
+                let expected = methods.contains(method.as_str())
+                    || (method == Method::HEAD && methods.contains("GET"));
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(&uri)
+                    .body(Body::empty())
+                    .expect("a request");
+                let response = app.clone().oneshot(request).await.expect("an answer");
+                let routed = response.status() != StatusCode::METHOD_NOT_ALLOWED;
+                assert_eq!(
+                    routed,
+                    expected,
+                    "{method} {uri}: {} (described methods: {methods:?})",
+                    response.status()
+                );
+            }
+        }
+    }
 }

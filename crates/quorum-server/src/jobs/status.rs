@@ -2,6 +2,9 @@
 
 use quorum_core::{JobKind, JobState};
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::resync::ResyncStatus;
 
@@ -22,7 +25,7 @@ pub(super) struct Record {
 }
 
 /// Blocks no version of which reached the threshold: not repaired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Unrecoverable {
     /// Where they start, in the volume.
     pub offset: u64,
@@ -31,14 +34,16 @@ pub struct Unrecoverable {
 }
 
 /// A scrub as the jobs API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ScrubStatus {
     /// Its id within the volume (1 and up).
     pub id: u64,
     /// Always [`JobKind::Scrub`].
+    #[schema(value_type = crate::schema::JobKind)]
     pub kind: JobKind,
     /// Running (also paused, or waiting to resume after a restart), or how
     /// it ended.
+    #[schema(value_type = crate::schema::JobState)]
     pub state: JobState,
     /// Whether it repairs what it finds.
     pub repair: bool,
@@ -56,6 +61,7 @@ pub struct ScrubStatus {
     pub bytes_repaired: u64,
     /// Bytes each child lost votes on (a JSON object by child name).
     #[serde(serialize_with = "as_map")]
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     pub mismatches: Vec<(String, u64)>,
     /// Blocks without a majority.
     pub unrecoverable: Vec<Unrecoverable>,
@@ -71,6 +77,29 @@ pub enum JobStatus {
     Resync(ResyncStatus),
     /// A scrub.
     Scrub(ScrubStatus),
+}
+
+/// `anyOf` the two, not the derive's `oneOf`: a scrub's fields include
+/// every field of the resync, so a scrub matches both.
+impl utoipa::PartialSchema for JobStatus {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(ResyncStatus::name()))
+            .item(Ref::from_schema_name(ScrubStatus::name()))
+            .description(Some(
+                "Any job: the resync (job 0, kind `resync`) or a scrub (kind `scrub`).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for JobStatus {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ResyncStatus::name().into(), ResyncStatus::schema()));
+        ResyncStatus::schemas(schemas);
+        schemas.push((ScrubStatus::name().into(), ScrubStatus::schema()));
+        ScrubStatus::schemas(schemas);
+    }
 }
 
 impl ScrubStatus {

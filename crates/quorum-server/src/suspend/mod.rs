@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use quorum_core::{Event, EventSink, QuorumError, ResumedBy};
-use strum::{Display, EnumString, IntoStaticStr};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 use tokio::sync::oneshot;
 
 pub use errors::{NotSuspended, Unresumed};
@@ -51,7 +51,9 @@ pub const DEFAULT_SUSPEND_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a request that fails for lack of quorum does; its one string form
 /// is the config's `on_quorum_failure`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Display, EnumString, IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Display, EnumString, IntoStaticStr, VariantArray,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorPolicy {
     /// It fails (SPEC 5).
@@ -70,7 +72,7 @@ impl ErrorPolicy {
 
 /// Whether a volume serves; its one string form is the `state` of
 /// `GET /v1/volumes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum VolumeState {
     /// Requests go to the engine.

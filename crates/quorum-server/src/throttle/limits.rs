@@ -74,8 +74,10 @@ pub struct BucketLimit {
     pub max_length: u64,
 }
 
-/// A volume's I/O limits (SPEC 11, QEMU's `BlockIOLimit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// A volume's I/O limits (SPEC 11, QEMU's `BlockIOLimit`): bytes (`bps_*`)
+/// or operations (`iops_*`) a second, 0 for none; `*_max` a burst rate and
+/// `*_max_length` the seconds it may last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 #[allow(missing_docs)]
 pub struct IoLimits {
