@@ -480,10 +480,12 @@ fn a_run_time_child_is_reopened_confined_at_start_and_never_created_again() {
     );
     let r = server.get("/v1/volumes/vm").json()["children"][3].clone();
     assert_eq!(r["name"], "r", "{r}");
-    assert_ne!(r["state"], "healthy", "{r}");
-    assert_eq!(r["stale_bytes"], MIB, "{r}");
+    assert_eq!(r["state"], "failed", "{r}");
+    assert_eq!(r["backend"], "unopened", "{r}");
     server.write_volume("vm", 0, &pattern(7, 4096));
     assert_eq!(server.read_volume("vm", 0, 4096), pattern(7, 4096));
+    let r = server.get("/v1/volumes/vm").json()["children"][3].clone();
+    assert_eq!(r["stale_bytes"], 4096, "r missed the write: {r}");
     server
         .send(server.request(Method::DELETE, "/v1/volumes/vm/children/r"))
         .expect_status(204);
