@@ -186,3 +186,31 @@ fn an_image_larger_than_the_volume_changes_nothing() {
     let line = quorum(&server, &["export", "nope", "x.raw"]).error_line();
     assert!(line.starts_with("error: 404 no_such_volume"), "{line}");
 }
+
+/// An image named by a path that is a pipe (`<(zcat image.gz)`, a FIFO)
+/// is read to its end as stdin is, not taken for an empty file: every
+/// byte lands (zeros over old data too), the rest of the volume is
+/// untouched, and the BLAKE3 is the image's.
+#[test]
+fn an_image_from_a_pipe_is_read_to_its_end() {
+    let server = Sandbox::new().serve(&abc_volume("4MiB", ""));
+    let old = pattern(5, 4 * MIB as usize);
+    server.write_volume("vm", 0, &old);
+    // Not a multiple of 4 KiB, with a run of zeros over old data.
+    let len = 3 * MIB as usize + 1234;
+    let mut image = pattern(6, len);
+    image[MIB as usize..2 * MIB as usize].fill(0);
+    let path = server.file("image.raw");
+    fs::write(&path, &image).expect("write the image");
+    let script = format!(
+        "exec '{QUORUM}' --url '{}' import vm <(cat '{}')",
+        server.url(""),
+        path.display()
+    );
+    let out = run_in(&server, "bash", &["-c", &script], &[], None).ok();
+    let hash = out.split_whitespace().next().unwrap_or_default();
+    assert_eq!(hash, blake3::hash(&image).to_hex().as_str(), "{out}");
+    let after = server.read_volume("vm", 0, 4 * MIB);
+    assert_bytes_eq(&after[..len], &image, "the volume after the import");
+    assert_bytes_eq(&after[len..], &old[len..], "the volume past the image");
+}
