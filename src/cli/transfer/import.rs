@@ -49,8 +49,9 @@ enum Source {
 /// `quorum import VOL FILE` (`-` for stdin).
 ///
 /// # Errors
-/// A file larger than the volume (before anything is written), a read
-/// that fails, the server's refusal or a transport failure (the first
+/// A file larger than the volume (before anything is written), a stream
+/// longer than it (once what fits is imported and flushed), a read that
+/// fails, the server's refusal or a transport failure (the first
 /// one; the requests not yet sent are not sent).
 pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Result<(), Error> {
     let started = Instant::now();
@@ -76,7 +77,7 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     let bar = output::transfer_bar(span, &format!("import {volume}"));
     let (tx, rx) = bounded::<Piece>(tuning.jobs);
     let failed = FirstError::default();
-    let (read, hash) = std::thread::scope(|scope| {
+    let (read, hash, overflow) = std::thread::scope(|scope| {
         for _ in 0..tuning.jobs {
             let (rx, bar, failed) = (rx.clone(), bar.clone(), &failed);
             scope.spawn(move || upload(client, volume, &rx, &bar, failed));
@@ -86,6 +87,7 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
             volume_size,
             nonzero,
             pending_zero: None,
+            overflow: false,
             data: 0,
             hasher: blake3::Hasher::new(),
             tx,
@@ -97,7 +99,7 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
             Source::Stream(mut input) => reader.stream(&mut *input, path),
         };
         // Dropping the reader closes the channel: the workers finish.
-        (read, reader.hasher.finalize())
+        (read, reader.hasher.finalize(), reader.overflow)
     });
     let (bytes, data) = read?;
     if let Some(e) = failed.take() {
@@ -106,6 +108,12 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     let url = client.url(&["v1", "volumes", volume, "flush"]);
     with_retries(|| client.send(client.request(Method::POST, url.clone())))?;
     bar.finish_and_clear();
+    if overflow {
+        let name = if path == "-" { "stdin" } else { path };
+        return Err(Error::Invalid(format!(
+            "{name} is longer than volume {volume}: its first {bytes} bytes (the volume's size) were imported, the rest was not"
+        )));
+    }
     Summary {
         verb: "imported",
         what: format!("{path} to {volume}"),
@@ -200,6 +208,8 @@ struct Reader<'a> {
     nonzero: NonZero,
     /// A run of zeros not yet handed out: merged with the next one.
     pending_zero: Option<(u64, u64)>,
+    /// Whether the stream went on past the volume's end.
+    overflow: bool,
     /// Bytes sent as data.
     data: u64,
     /// The hash of every byte read, holes as zeros.
@@ -281,16 +291,20 @@ impl Reader<'_> {
             }
             buf.truncate(filled);
             if at + filled as u64 > self.volume_size {
-                return Err(Error::Invalid(format!(
-                    "{name} is longer than the volume ({} bytes): the first {at} bytes were imported",
-                    self.volume_size
-                )));
+                // What fits is imported, as `dd` onto a device writes up
+                // to its end.
+                buf.truncate((self.volume_size - at) as usize);
+                self.overflow = true;
             }
+            let n = buf.len() as u64;
             self.hasher.update(&buf);
             if !self.piece(at, buf) {
                 return Ok((at, self.data));
             }
-            at += filled as u64;
+            at += n;
+            if self.overflow {
+                return Ok(self.finish(at));
+            }
         }
     }
 

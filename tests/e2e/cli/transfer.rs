@@ -214,3 +214,44 @@ fn an_image_from_a_pipe_is_read_to_its_end() {
     assert_bytes_eq(&after[..len], &image, "the volume after the import");
     assert_bytes_eq(&after[len..], &old[len..], "the volume past the image");
 }
+
+/// Stdin longer than the volume: what fits is imported (zeros included)
+/// and flushed, then the import fails with one line that says so, and
+/// prints no checksum.
+#[test]
+fn stdin_longer_than_the_volume_fills_it_and_fails() {
+    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(7, MIB as usize));
+    // Its last quarter within the volume is zeros over old data.
+    let mut image = pattern(8, MIB as usize + 5000);
+    image[768 * KIB as usize..MIB as usize].fill(0);
+    let path = server.file("long.raw");
+    fs::write(&path, &image).expect("write the image");
+    let url = server.url("");
+    let ran = run_in(
+        &server,
+        QUORUM,
+        &[
+            "--url",
+            &url,
+            "import",
+            "vm",
+            "-",
+            "--request-size",
+            "256KiB",
+        ],
+        &[],
+        Some(path),
+    );
+    let line = ran.error_line();
+    assert!(
+        line.contains("longer than volume vm") && line.contains("first 1048576 bytes"),
+        "{line}"
+    );
+    assert!(ran.stdout.is_empty(), "no checksum: {}", ran.stdout());
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, MIB),
+        &image[..MIB as usize],
+        "the volume holds what fits",
+    );
+}
