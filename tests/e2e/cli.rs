@@ -364,6 +364,76 @@ fn events_follow_survives_a_server_restart() {
     assert_eq!(printed, all[..4], "every event exactly once, in order");
 }
 
+/// `events --follow`, and the server restarted on a new `data_dir`: its
+/// ids begin again at 1, below the last one printed. The follower sees
+/// that the log no longer holds that event and prints the new log from its
+/// start, rather than waiting for ids past the old ones.
+#[test]
+fn events_follow_starts_over_with_a_new_log() {
+    let mut server = Sandbox::new().serve_pinned(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(4, MIB as usize));
+    server.corrupt_file("c.img", 0, 10);
+    let _ = server.read_volume("vm", 0, BLOCK);
+    let url = server.url("");
+    let out_path = server.file("logs/follow.stdout");
+    let err_path = server.file("logs/follow.stderr");
+    let mut follow = Command::new(QUORUM)
+        .args(["--url", &url, "events", "--follow", "--json"])
+        .env_remove("QUORUM_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create a log"))
+        .stderr(File::create(&err_path).expect("create a log"))
+        .spawn()
+        .expect("run quorum events --follow");
+    let printed = || -> Vec<Value> {
+        fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+            .collect()
+    };
+    // Lost votes until one is printed live: the follower is connected.
+    let mut block = 0;
+    wait_until("a live event printed", || {
+        block += 1;
+        server.corrupt_file("b.img", block * BLOCK, 10);
+        let _ = server.read_volume("vm", block * BLOCK, BLOCK);
+        thread::sleep(Duration::from_millis(200));
+        !printed().is_empty()
+    });
+
+    let exit = server.stop();
+    assert!(exit.success(), "{exit}");
+    fs::remove_dir_all(server.file("quorum-data")).expect("remove the data_dir");
+    server.restart();
+    server.corrupt_file("c.img", 100 * BLOCK, 10);
+    let _ = server.read_volume("vm", 100 * BLOCK, BLOCK);
+    let new = server.all_events();
+    assert!(
+        new.len() >= 2 && event_id(&new[0]) == 1,
+        "a new log: {new:?}"
+    );
+
+    let shown = |all: &[Value]| all.windows(2).any(|w| w == &new[..2]);
+    let mut last = Vec::new();
+    let within = Instant::now() + EFFECT_DEADLINE;
+    while !shown(&last) && Instant::now() < within {
+        thread::sleep(Duration::from_millis(50));
+        last = printed();
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        shown(&last),
+        "the new log's first events, in order: printed {last:?}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("no longer holds event"),
+        "it should say the log started again: {stderr:?}"
+    );
+}
+
 /// Starts a scrub of `vol` through the API and waits for it.
 fn scrub_and_wait(server: &Server, vol: &str) -> Value {
     let r = server.send(
