@@ -255,3 +255,45 @@ fn stdin_longer_than_the_volume_fills_it_and_fails() {
         "the volume holds what fits",
     );
 }
+
+/// A volume exported to a path that is a pipe (a FIFO, `>(zstd > x)`)
+/// gets every byte, holes as zeros, as stdout does: it cannot be sized
+/// like a file.
+#[test]
+fn a_volume_exported_to_a_pipe_gets_every_byte() {
+    let server = Sandbox::new().serve(&abc_volume("4MiB", ""));
+    let data = pattern(9, MIB as usize + 1000);
+    server.write_volume("vm", MIB, &data);
+    let mut volume = vec![0u8; 4 * MIB as usize];
+    volume[MIB as usize..MIB as usize + data.len()].copy_from_slice(&data);
+    let fifo = server.file("volume.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::read(&reader_path));
+    });
+    let fifo_arg = fifo.display().to_string();
+    let ran = quorum(&server, &["export", "vm", &fifo_arg]);
+    let read = match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        Ok(read) => read,
+        Err(_) => {
+            // Quorum never opened it: a writer that closes at once ends
+            // the read.
+            drop(fs::OpenOptions::new().write(true).open(&fifo));
+            rx.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("the reader ends")
+        }
+    };
+    let out = ran.ok();
+    let got = read.expect("read the pipe");
+    assert_bytes_eq(&got, &volume, "the bytes through the pipe");
+    assert_eq!(
+        checksum_line(&out, &fifo_arg),
+        blake3::hash(&volume).to_hex().as_str()
+    );
+}
