@@ -240,6 +240,20 @@ fn errors_are_one_line_with_their_exit_codes() {
     )
     .ok();
 
+    // A token no header can carry (the carriage return of `$(cat
+    // token.txt)` on a Windows file): one clear line naming its source,
+    // never the token, and no endless reconnecting for --follow.
+    for args in [&["volumes"][..], &["events", "--follow", "--since", "0"]] {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend(args);
+        let ran = run_in(&server, QUORUM, &all, &[("QUORUM_TOKEN", "s3cret\r")], None);
+        let line = ran.error_line();
+        assert!(
+            line.contains("QUORUM_TOKEN") && line.contains("printable") && !line.contains("s3cret"),
+            "{line}"
+        );
+    }
+
     let refusing = RefusingPort::new();
     let url = format!("http://127.0.0.1:{}", refusing.port);
     let ran = run_in(&server, QUORUM, &["--url", &url, "volumes"], &[], None);
