@@ -21,6 +21,8 @@ use super::{Client, Error};
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts to reconnect.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The media type of a Server-Sent Events stream.
+const EVENT_STREAM: &str = "text/event-stream";
 /// Events asked for per page of the log (the server's largest page).
 const PAGE: u32 = 10_000;
 
@@ -221,8 +223,22 @@ fn follow(client: &Client, query: &Query, printer: &mut Printer) -> Result<(), E
             stream.send(request)
         });
         resuming = true;
+        let garbage = |problem: String| Error::Protocol {
+            url: url.to_string(),
+            problem,
+        };
         let cause = match connected {
             Ok(response) => {
+                let kind = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none");
+                if !kind.starts_with(EVENT_STREAM) {
+                    return Err(garbage(format!(
+                        "not an event stream (content-type {kind}): is this a quorum-server?"
+                    )));
+                }
                 backoff = MIN_BACKOFF;
                 let mut reader = sse::Reader::new(BufReader::new(response));
                 loop {
@@ -233,6 +249,9 @@ fn follow(client: &Client, query: &Query, printer: &mut Printer) -> Result<(), E
                             }
                         }
                         Ok(None) => break "the server closed the stream".to_string(),
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            return Err(garbage(format!("not an event stream: {e}")));
+                        }
                         Err(e) => break e.to_string(),
                     }
                 }

@@ -448,6 +448,81 @@ fn events_follow_starts_over_with_a_new_log() {
     );
 }
 
+/// `events --follow` against something that is not a quorum-server's
+/// event stream (an HTML page, bytes that are not text, a line without
+/// end): one error line and exit 1, not reconnecting forever nor reading
+/// without bound.
+#[test]
+fn events_follow_refuses_what_is_not_an_event_stream() {
+    let sandbox = Sandbox::new();
+    let stream = |body: &[u8]| {
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                .to_vec();
+        answer.extend_from_slice(body);
+        answer
+    };
+    let cases = [
+        (
+            "an HTML page",
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 13\r\n\r\n<html></html>"
+                .to_vec(),
+            "content-type text/html",
+        ),
+        (
+            "bytes that are not text",
+            stream(b"data: \xff\xfe\n\n"),
+            "not an event stream",
+        ),
+        (
+            "a line without end",
+            stream(&vec![b'a'; 17 << 20]),
+            "longer than",
+        ),
+    ];
+    for (what, answer, word) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("its address").port();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serving = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let deadline = Instant::now() + RUN_DEADLINE;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                        match std::io::Read::read(&mut conn, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = std::io::Write::write_all(&mut conn, &answer);
+                }
+            })
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let ran = run_in(
+            &sandbox,
+            QUORUM,
+            &["--url", &url, "events", "--follow", "--since", "0"],
+            &[],
+            None,
+        );
+        stop.store(true, Ordering::Relaxed);
+        serving.join().expect("the fake server");
+        let line = ran.error_line();
+        assert!(line.contains(word), "{what}: {line}");
+    }
+}
+
 /// Starts a scrub of `vol` through the API and waits for it.
 fn scrub_and_wait(server: &Server, vol: &str) -> Value {
     let r = server.send(
