@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    match try_main() {
+    let cli = quorum_server::Cli::parse();
+    let format = cli.log_format;
+    match quorum_server::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the sources' messages hold.
@@ -13,12 +15,8 @@ fn main() -> ExitCode {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ");
-            eprintln!("error: {message}");
+            quorum_server::report_fatal(format, &message);
             ExitCode::FAILURE
         }
     }
-}
-
-fn try_main() -> anyhow::Result<()> {
-    quorum_server::run(quorum_server::Cli::parse())
 }

@@ -152,7 +152,8 @@ impl Client {
     /// [`Error::Transport`] or [`Error::Api`].
     pub fn send(&self, builder: RequestBuilder) -> Result<Response, Error> {
         let (client, request) = builder.build_split();
-        let request = request.map_err(|e| transport("a request", e))?;
+        let request =
+            request.map_err(|e| Error::Invalid(format!("cannot make the request: {e}")))?;
         let url = request.url().to_string();
         let response = client.execute(request).map_err(|e| transport(&url, e))?;
         if response.status().is_success() {

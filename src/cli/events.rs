@@ -1,12 +1,15 @@
 //! `quorum events`: the event log (`GET /v1/events`, paged with `since`),
 //! and with `--follow` the live stream (`GET /v1/events/stream`), resumed
 //! with `Last-Event-ID` after a dropped connection, with a bounded
-//! back-off.
+//! back-off. Before resuming, the log is asked whether it still holds the
+//! last event seen: a server restarted on a new `data_dir` numbers its
+//! events from 1 again, and is then followed from its log's start.
 
 use std::io::{BufReader, Write};
 use std::thread;
 use std::time::Duration;
 
+use quorum_core::EventKind;
 use reqwest::Method;
 use serde::Deserialize;
 
@@ -18,6 +21,8 @@ use super::{Client, Error};
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts to reconnect.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The media type of a Server-Sent Events stream.
+const EVENT_STREAM: &str = "text/event-stream";
 /// Events asked for per page of the log (the server's largest page).
 const PAGE: u32 = 10_000;
 
@@ -49,10 +54,13 @@ struct Event {
     data: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Where the printing stands: the last id printed and how many are left.
+/// Where the printing stands: the last id printed, the last event known
+/// to be in the server's log (its id and timestamp, which tell it from
+/// another log's event of that id) and how many are left.
 struct Printer {
     json: bool,
     last: Option<u64>,
+    anchor: Option<(u64, String)>,
     left: Option<u64>,
 }
 
@@ -68,6 +76,9 @@ impl Printer {
             return Ok(true);
         }
         self.last = Some(event.id);
+        if event.event.parse().is_ok_and(EventKind::is_logged) {
+            self.anchor = Some((event.id, event.timestamp.clone()));
+        }
         let line = if self.json {
             raw.to_owned()
         } else {
@@ -118,6 +129,7 @@ pub fn run(client: &Client, query: &Query) -> Result<(), Error> {
     let mut printer = Printer {
         json: query.json,
         last: None,
+        anchor: None,
         left: query.count,
     };
     if query.count == Some(0) {
@@ -129,23 +141,26 @@ pub fn run(client: &Client, query: &Query) -> Result<(), Error> {
     }
     // From now on unless told otherwise: the newest id, so that a stream
     // dropped before its first event resumes without a gap.
-    let start = match query.since {
-        Some(since) => since,
+    let (start, anchor) = match query.since {
+        Some(since) => (since, None),
         None => page_through(client, query, 0, None)?,
     };
     printer.last = Some(start);
+    printer.anchor = anchor;
     follow(client, query, &mut printer)
 }
 
 /// Reads the log after `since`, page by page, printing each event when a
-/// printer is given; returns the last id seen (or `since`).
+/// printer is given; returns the last id seen (or `since`) and, if any
+/// was seen, that event's id and timestamp.
 fn page_through(
     client: &Client,
     query: &Query,
     since: u64,
     mut printer: Option<&mut Printer>,
-) -> Result<u64, Error> {
+) -> Result<(u64, Option<(u64, String)>), Error> {
     let mut last = since;
+    let mut anchor = None;
     loop {
         let mut params = vec![("since", last.to_string()), ("limit", PAGE.to_string())];
         if let Some(v) = &query.volume {
@@ -153,18 +168,21 @@ fn page_through(
         }
         let page: Vec<serde_json::Value> = client.get_json(&["v1", "events"], &params)?;
         if page.is_empty() {
-            return Ok(last);
+            return Ok((last, anchor));
         }
         for raw in page {
             let id = raw["id"].as_u64().ok_or_else(|| Error::Protocol {
                 url: client.url(&["v1", "events"]).to_string(),
                 problem: "an event without an id".into(),
             })?;
-            last = last.max(id);
+            if id > last {
+                last = id;
+                anchor = raw["timestamp"].as_str().map(|t| (id, t.to_owned()));
+            }
             if let Some(p) = printer.as_deref_mut() {
                 let url = client.url(&["v1", "events"]).to_string();
                 if !p.print(&raw.to_string(), &url)? {
-                    return Ok(last);
+                    return Ok((last, anchor));
                 }
             }
         }
@@ -179,16 +197,48 @@ fn follow(client: &Client, query: &Query, printer: &mut Printer) -> Result<(), E
     let stream = client.with_timeout(None)?;
     let url = client.url(&["v1", "events", "stream"]);
     let mut backoff = MIN_BACKOFF;
+    let mut resuming = false;
     loop {
-        let mut request = stream.request(Method::GET, url.clone());
-        if let Some(v) = &query.volume {
-            request = request.query(&[("volume", v)]);
-        }
-        if let Some(last) = printer.last {
-            request = request.header("last-event-id", last.to_string());
-        }
-        let cause = match stream.send(request) {
+        let restarted = if resuming {
+            restarted_log(client, printer.anchor.as_ref())
+        } else {
+            Ok(false)
+        };
+        let connected = restarted.and_then(|restarted| {
+            if restarted {
+                eprintln!(
+                    "quorum: events: the server's event log no longer holds event {} (a new data_dir?): following the new log from its start",
+                    printer.last.unwrap_or(0)
+                );
+                printer.last = Some(0);
+                printer.anchor = None;
+            }
+            let mut request = stream.request(Method::GET, url.clone());
+            if let Some(v) = &query.volume {
+                request = request.query(&[("volume", v)]);
+            }
+            if let Some(last) = printer.last {
+                request = request.header("last-event-id", last.to_string());
+            }
+            stream.send(request)
+        });
+        resuming = true;
+        let garbage = |problem: String| Error::Protocol {
+            url: url.to_string(),
+            problem,
+        };
+        let cause = match connected {
             Ok(response) => {
+                let kind = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none");
+                if !kind.starts_with(EVENT_STREAM) {
+                    return Err(garbage(format!(
+                        "not an event stream (content-type {kind}): is this a quorum-server?"
+                    )));
+                }
                 backoff = MIN_BACKOFF;
                 let mut reader = sse::Reader::new(BufReader::new(response));
                 loop {
@@ -199,6 +249,9 @@ fn follow(client: &Client, query: &Query, printer: &mut Printer) -> Result<(), E
                             }
                         }
                         Ok(None) => break "the server closed the stream".to_string(),
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            return Err(garbage(format!("not an event stream: {e}")));
+                        }
                         Err(e) => break e.to_string(),
                     }
                 }
@@ -214,6 +267,25 @@ fn follow(client: &Client, query: &Query, printer: &mut Printer) -> Result<(), E
         thread::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether the server's log has started again since `anchor`, an event
+/// it held: it ends before that id, or holds another event under it.
+/// (An anchor dropped from a full log is followed by newer events: not a
+/// new log.)
+///
+/// # Errors
+/// As [`Client::get_json`].
+fn restarted_log(client: &Client, anchor: Option<&(u64, String)>) -> Result<bool, Error> {
+    let Some((id @ 1.., timestamp)) = anchor else {
+        return Ok(false);
+    };
+    let params = [("since", (id - 1).to_string()), ("limit", "1".to_string())];
+    let page: Vec<Event> = client.get_json(&["v1", "events"], &params)?;
+    Ok(match page.first() {
+        None => true,
+        Some(e) => e.id == *id && e.timestamp != *timestamp,
+    })
 }
 
 #[cfg(test)]

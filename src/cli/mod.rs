@@ -333,12 +333,14 @@ fn tuning(t: &Transfer) -> transfer::Tuning {
     }
 }
 
-/// The token: --token, the first line of --token-file, or QUORUM_TOKEN.
+/// The token: --token, the first line of --token-file, or QUORUM_TOKEN;
+/// one a server could never take (a control character, such as the
+/// carriage return of a file written on Windows) is refused here, naming
+/// where it came from, rather than failing every request.
 fn token(cli: &Cli) -> Result<Option<String>, Error> {
-    if let Some(token) = &cli.token {
-        return Ok(Some(token.clone()));
-    }
-    if let Some(path) = &cli.token_file {
+    let (token, source) = if let Some(token) = &cli.token {
+        (token.clone(), "--token".to_string())
+    } else if let Some(path) = &cli.token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read the token file {}", path.display()), e))?;
         let token = text.lines().next().unwrap_or_default().trim();
@@ -348,9 +350,19 @@ fn token(cli: &Cli) -> Result<Option<String>, Error> {
                 path.display()
             )));
         }
-        return Ok(Some(token.to_owned()));
-    }
-    Ok(std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty()))
+        (
+            token.to_owned(),
+            format!("the token file {}", path.display()),
+        )
+    } else {
+        match std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(token) => (token, "QUORUM_TOKEN".to_string()),
+            None => return Ok(None),
+        }
+    };
+    quorum_server::config::check_token(&token)
+        .map_err(|e| Error::Invalid(format!("the token of {source}: {e}")))?;
+    Ok(Some(token))
 }
 
 #[cfg(test)]

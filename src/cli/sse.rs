@@ -4,7 +4,7 @@
 //! start with `:`. Only what `GET /v1/events/stream` sends is kept: the
 //! event's `id` and its `data`.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 /// One event of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,10 @@ pub struct Message {
     /// The `data` lines, joined with newlines.
     pub data: String,
 }
+
+/// The longest line a stream may send (an event of the API is far
+/// shorter): past it the stream is not one the server sends.
+pub const MAX_LINE: u64 = 16 << 20;
 
 /// Reads events from an SSE stream.
 pub struct Reader<R> {
@@ -34,14 +38,24 @@ impl<R: BufRead> Reader<R> {
     /// off by the end is dropped, as the standard says).
     ///
     /// # Errors
-    /// The stream's read error.
+    /// The stream's read error; [`std::io::ErrorKind::InvalidData`] for a
+    /// stream that is not text or has a line longer than [`MAX_LINE`].
     pub fn next_message(&mut self) -> std::io::Result<Option<Message>> {
         let mut id = None;
         let mut data: Option<String> = None;
         loop {
             self.line.clear();
-            if self.input.read_line(&mut self.line)? == 0 {
+            let n = (&mut self.input)
+                .take(MAX_LINE + 1)
+                .read_line(&mut self.line)?;
+            if n == 0 {
                 return Ok(None);
+            }
+            if n as u64 > MAX_LINE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a line longer than {MAX_LINE} bytes"),
+                ));
             }
             let line = self.line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
@@ -106,6 +120,17 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_line_past_the_bound_or_not_text_is_invalid_data() {
+        let long = vec![b'a'; MAX_LINE as usize + 10];
+        let mut r = Reader::new(&long[..]);
+        let e = r.next_message().expect_err("too long");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        let mut r = Reader::new(&b"data: \xff\xfe\n\n"[..]);
+        let e = r.next_message().expect_err("not UTF-8");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -240,6 +240,20 @@ fn errors_are_one_line_with_their_exit_codes() {
     )
     .ok();
 
+    // A token no header can carry (the carriage return of `$(cat
+    // token.txt)` on a Windows file): one clear line naming its source,
+    // never the token, and no endless reconnecting for --follow.
+    for args in [&["volumes"][..], &["events", "--follow", "--since", "0"]] {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend(args);
+        let ran = run_in(&server, QUORUM, &all, &[("QUORUM_TOKEN", "s3cret\r")], None);
+        let line = ran.error_line();
+        assert!(
+            line.contains("QUORUM_TOKEN") && line.contains("printable") && !line.contains("s3cret"),
+            "{line}"
+        );
+    }
+
     let refusing = RefusingPort::new();
     let url = format!("http://127.0.0.1:{}", refusing.port);
     let ran = run_in(&server, QUORUM, &["--url", &url, "volumes"], &[], None);
@@ -363,6 +377,151 @@ fn events_follow_survives_a_server_restart() {
     let all = server.all_events();
     assert!(all.len() >= 4, "{all:?}");
     assert_eq!(printed, all[..4], "every event exactly once, in order");
+}
+
+/// `events --follow`, and the server restarted on a new `data_dir`: its
+/// ids begin again at 1, below the last one printed. The follower sees
+/// that the log no longer holds that event and prints the new log from its
+/// start, rather than waiting for ids past the old ones.
+#[test]
+fn events_follow_starts_over_with_a_new_log() {
+    let mut server = Sandbox::new().serve_pinned(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(4, MIB as usize));
+    server.corrupt_file("c.img", 0, 10);
+    let _ = server.read_volume("vm", 0, BLOCK);
+    let url = server.url("");
+    let out_path = server.file("logs/follow.stdout");
+    let err_path = server.file("logs/follow.stderr");
+    let mut follow = Command::new(QUORUM)
+        .args(["--url", &url, "events", "--follow", "--json"])
+        .env_remove("QUORUM_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create a log"))
+        .stderr(File::create(&err_path).expect("create a log"))
+        .spawn()
+        .expect("run quorum events --follow");
+    let printed = || -> Vec<Value> {
+        fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+            .collect()
+    };
+    // Lost votes until one is printed live: the follower is connected.
+    let mut block = 0;
+    wait_until("a live event printed", || {
+        block += 1;
+        server.corrupt_file("b.img", block * BLOCK, 10);
+        let _ = server.read_volume("vm", block * BLOCK, BLOCK);
+        thread::sleep(Duration::from_millis(200));
+        !printed().is_empty()
+    });
+
+    let exit = server.stop();
+    assert!(exit.success(), "{exit}");
+    fs::remove_dir_all(server.file("quorum-data")).expect("remove the data_dir");
+    server.restart();
+    server.corrupt_file("c.img", 100 * BLOCK, 10);
+    let _ = server.read_volume("vm", 100 * BLOCK, BLOCK);
+    let new = server.all_events();
+    assert!(
+        new.len() >= 2 && event_id(&new[0]) == 1,
+        "a new log: {new:?}"
+    );
+
+    let shown = |all: &[Value]| all.windows(2).any(|w| w == &new[..2]);
+    let mut last = Vec::new();
+    let within = Instant::now() + EFFECT_DEADLINE;
+    while !shown(&last) && Instant::now() < within {
+        thread::sleep(Duration::from_millis(50));
+        last = printed();
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        shown(&last),
+        "the new log's first events, in order: printed {last:?}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("no longer holds event"),
+        "it should say the log started again: {stderr:?}"
+    );
+}
+
+/// `events --follow` against something that is not a quorum-server's
+/// event stream (an HTML page, bytes that are not text, a line without
+/// end): one error line and exit 1, not reconnecting forever nor reading
+/// without bound.
+#[test]
+fn events_follow_refuses_what_is_not_an_event_stream() {
+    let sandbox = Sandbox::new();
+    let stream = |body: &[u8]| {
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                .to_vec();
+        answer.extend_from_slice(body);
+        answer
+    };
+    let cases = [
+        (
+            "an HTML page",
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 13\r\n\r\n<html></html>"
+                .to_vec(),
+            "content-type text/html",
+        ),
+        (
+            "bytes that are not text",
+            stream(b"data: \xff\xfe\n\n"),
+            "not an event stream",
+        ),
+        (
+            "a line without end",
+            stream(&vec![b'a'; 17 << 20]),
+            "longer than",
+        ),
+    ];
+    for (what, answer, word) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("its address").port();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serving = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let deadline = Instant::now() + RUN_DEADLINE;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                        match std::io::Read::read(&mut conn, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = std::io::Write::write_all(&mut conn, &answer);
+                }
+            })
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let ran = run_in(
+            &sandbox,
+            QUORUM,
+            &["--url", &url, "events", "--follow", "--since", "0"],
+            &[],
+            None,
+        );
+        stop.store(true, Ordering::Relaxed);
+        serving.join().expect("the fake server");
+        let line = ran.error_line();
+        assert!(line.contains(word), "{what}: {line}");
+    }
 }
 
 /// Starts a scrub of `vol` through the API and waits for it.

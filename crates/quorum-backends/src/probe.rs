@@ -88,6 +88,10 @@ fn probe_file(path: &Path, size: Option<u64>, create: bool) -> Result<Probe, Ope
             rustix::fs::access(path, Access::READ_OK | Access::WRITE_OK)
                 .map_err(|e| at(e.into()))?;
             let meta = file.metadata().map_err(at)?;
+            // Opened for writing, as a start opens it, a directory fails.
+            if meta.is_dir() {
+                return Err(at(rustix::io::Errno::ISDIR.into()));
+            }
             // A block device's length is where its end is.
             let actual = if meta.is_file() {
                 meta.len()

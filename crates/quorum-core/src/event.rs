@@ -92,6 +92,12 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+
+    /// Whether events of this kind are kept in the event log, not only
+    /// streamed live: all but the frequent [`EventKind::JobProgress`].
+    pub fn is_logged(self) -> bool {
+        self != EventKind::JobProgress
+    }
 }
 
 /// What ended a volume's suspension ([`Event::VolumeResumed`]).

@@ -4,7 +4,8 @@
 //! It refuses what a start would refuse (SPEC section 2), with the same
 //! one line and exit code: the config itself ([`Config::load`], the
 //! `QUORUM_TOKEN` a start would take), then, unless `--offline`, the
-//! `data_dir` and every child, looked at with
+//! `data_dir`, the `[nbd]` TLS files and socket path (not bound), and
+//! every child, looked at with
 //! [`quorum_backends::probe()`]: files opened for reading, remote servers
 //! and S3 prefixes asked what they hold. Children of the same volume must
 //! have one size and no two children (of any volume) one storage. Nothing
@@ -105,6 +106,9 @@ pub fn check(path: &Path, offline: bool) -> anyhow::Result<Report> {
         return Ok(report);
     }
     check_data_dir(&config.data_dir)?;
+    if let Some(nbd) = &config.nbd {
+        crate::nbd_listen::NbdListeners::check(nbd)?;
+    }
     // Storage -> (volume, child) that uses it.
     let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
     report.children = 0;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use quorum_core::{Event, EventKind, EventSink};
+use quorum_core::{Event, EventSink};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -188,12 +188,7 @@ impl EventLog {
             Verdict::Log { opened } => opened,
         };
         let json = to_json(inner.next_id, SystemTime::now(), volume, event, None);
-        self.store(
-            &mut inner,
-            volume,
-            json,
-            event.kind() != EventKind::JobProgress,
-        );
+        self.store(&mut inner, volume, json, event.kind().is_logged());
         drop(inner);
         if opened {
             if let Some(bell) = self.bell.get() {

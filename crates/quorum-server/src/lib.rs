@@ -148,6 +148,38 @@ fn init_logging(format: LogFormat) {
         .with_ansi(false);
     let _ = match format {
         LogFormat::Text => log.try_init(),
-        LogFormat::Json => log.json().try_init(),
+        LogFormat::Json => {
+            // A panic is a log line too, not the default hook's text.
+            std::panic::set_hook(Box::new(log_panic));
+            log.json().try_init()
+        }
     };
+}
+
+/// A panic as one error log line: its message, where, and which thread.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    let location = info.location().map(ToString::to_string);
+    let thread = std::thread::current();
+    tracing::error!(
+        panic = message,
+        location,
+        thread = thread.name().unwrap_or("(unnamed)"),
+        "a thread panicked"
+    );
+}
+
+/// Says why `quorum-server` stops on an error: `error: MESSAGE` on
+/// stderr, or with `--log-format json` an error log line like every other
+/// (logging is set up first thing in [`run`]).
+pub fn report_fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => tracing::error!("{message}"),
+    }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use quorum_nbd::server::{Limits, Server};
 use quorum_nbd::tls::{self, TlsAcceptor};
+use rustix::fs::Access;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,41 @@ impl NbdListeners {
             .transpose()?;
         let unix = config.socket.as_deref().map(bind_unix).transpose()?;
         Ok(NbdListeners { tcp, unix, tls })
+    }
+
+    /// What [`NbdListeners::bind`] would refuse, found without binding or
+    /// removing anything (for `quorum-server check`): the TLS files are
+    /// read and checked; a Unix socket's path must be free or a socket, in
+    /// a directory this process may write. A TCP address is not tried.
+    ///
+    /// # Errors
+    /// As [`NbdListeners::bind`].
+    pub fn check(config: &NbdConfig) -> anyhow::Result<()> {
+        if let Some(t) = &config.tls {
+            tls::acceptor(&t.cert, &t.key).map_err(|e| anyhow!("[nbd.tls] {e}"))?;
+        }
+        let Some(path) = config.socket.as_deref() else {
+            return Ok(());
+        };
+        let shown = path.display();
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {}
+            Ok(_) => return Err(not_a_socket(path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!("nbd socket {shown}: {e}")),
+        }
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK)
+            .map_err(io::Error::from)
+            .with_context(|| {
+                format!(
+                    "cannot listen for NBD on {shown}: {} cannot be written",
+                    dir.display()
+                )
+            })
     }
 
     /// Serves `exports` on every listener until `shutdown`; prints one
@@ -148,6 +184,14 @@ impl Drop for SocketFile {
 }
 
 /// Binds the Unix socket at `path`, replacing a stale one.
+/// The refusal of a socket path that holds something else.
+fn not_a_socket(path: &Path) -> anyhow::Error {
+    anyhow!(
+        "nbd socket {}: the path exists and is not a socket; remove it, or choose another path",
+        path.display()
+    )
+}
+
 fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     let shown = path.display();
     match std::fs::symlink_metadata(path) {
@@ -169,11 +213,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
                 ));
             }
         },
-        Ok(_) => {
-            return Err(anyhow!(
-                "nbd socket {shown}: the path exists and is not a socket; remove it, or choose another path"
-            ));
-        }
+        Ok(_) => return Err(not_a_socket(path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(anyhow!("nbd socket {shown}: {e}")),
     }

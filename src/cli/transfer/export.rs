@@ -4,11 +4,11 @@
 //! the data is fetched in `Range` GETs of at most `request_bytes`, `jobs`
 //! at once, and written in order by this thread, which also hashes every
 //! byte. A new file is sized first and stays sparse: holes, and any block
-//! of a fetched piece that is all zeros, are not written. A pipe gets every
-//! byte, zeros included.
+//! of a fetched piece that is all zeros, are not written. A pipe (stdout,
+//! or a path that is one) or a device gets every byte, zeros included.
 
 use std::collections::VecDeque;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
@@ -65,10 +65,7 @@ pub fn export(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         Sink::Stream(Box::new(out))
     } else {
-        let file = File::create(path).map_err(|e| Error::io(format!("cannot create {path}"), e))?;
-        file.set_len(size)
-            .map_err(|e| Error::io(format!("cannot size {path} to {size} bytes"), e))?;
-        Sink::File(file)
+        open(path, size)?
     };
     let bar = output::transfer_bar(size, &format!("export {volume}"));
     let mut hasher = blake3::Hasher::new();
@@ -157,6 +154,31 @@ pub fn export(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     }
     .print(path == "-");
     Ok(())
+}
+
+/// Where `path` takes the bytes: a regular file (new, or cut to nothing)
+/// sized to `size` and written sparse; anything else that exists (a pipe
+/// such as `>(zstd > vm.raw.zst)`, a block device, `/dev/null`) as a
+/// stream of every byte, zeros included, since it cannot be sized and
+/// may hold old data.
+fn open(path: &str, size: u64) -> Result<Sink, Error> {
+    let regular = match std::fs::metadata(path) {
+        Ok(meta) => meta.is_file(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Error::io(format!("cannot look at {path}"), e)),
+    };
+    if !regular {
+        let out = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("cannot open {path}"), e))?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, out);
+        return Ok(Sink::Stream(Box::new(out)));
+    }
+    let file = File::create(path).map_err(|e| Error::io(format!("cannot create {path}"), e))?;
+    file.set_len(size)
+        .map_err(|e| Error::io(format!("cannot size {path} to {size} bytes"), e))?;
+    Ok(Sink::File(file))
 }
 
 /// A worker: fetches ranges until the channel closes.

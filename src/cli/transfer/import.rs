@@ -4,14 +4,14 @@
 //! `request_bytes`) is a `PUT`, handed to `jobs` workers through a bounded
 //! channel, so at most about twice `jobs` pieces are in memory. Holes (the
 //! file's, found with `SEEK_DATA`/`SEEK_HOLE`, and pieces that read as
-//! zeros, which is all that stdin can have) cost no upload: the volume's
+//! zeros, which is all that stdin or a pipe can have) cost no upload: the volume's
 //! block status, taken first, says where it does not already read zero
 //! there, and only those ranges get a `POST .../write-zeroes`. The end is
 //! a `POST .../flush`: what was imported is on stable storage.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -38,17 +38,20 @@ enum Piece {
 
 /// Where the bytes come from.
 enum Source {
-    /// A file, read with `pread`, whose holes are known.
-    File { file: File, len: u64 },
-    /// A stream (stdin): read in order, its length unknown.
+    /// A file or block device, read with `pread`; a file's holes are
+    /// known (`SEEK_DATA` finds none on a device: its zeros are found as
+    /// a stream's are).
+    File { file: File, len: u64, holes: bool },
+    /// A stream (stdin, a pipe): read in order, its length unknown.
     Stream(Box<dyn Read>),
 }
 
 /// `quorum import VOL FILE` (`-` for stdin).
 ///
 /// # Errors
-/// A file larger than the volume (before anything is written), a read
-/// that fails, the server's refusal or a transport failure (the first
+/// A file larger than the volume (before anything is written), a stream
+/// longer than it (once what fits is imported and flushed), a read that
+/// fails, the server's refusal or a transport failure (the first
 /// one; the requests not yet sent are not sent).
 pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Result<(), Error> {
     let started = Instant::now();
@@ -56,17 +59,15 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     let source = if path == "-" {
         Source::Stream(Box::new(std::io::stdin().lock()))
     } else {
-        let file = File::open(path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot read the size of {path}"), e))?
-            .len();
-        if len > volume_size {
-            return Err(Error::Invalid(format!(
-                "{path} has {len} bytes, more than the {volume_size} of volume {volume}: nothing was written"
-            )));
+        let source = open(path)?;
+        if let Source::File { len, .. } = &source {
+            if *len > volume_size {
+                return Err(Error::Invalid(format!(
+                    "{path} has {len} bytes, more than the {volume_size} of volume {volume}: nothing was written"
+                )));
+            }
         }
-        Source::File { file, len }
+        source
     };
     let span = match &source {
         Source::File { len, .. } => *len,
@@ -76,7 +77,7 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     let bar = output::transfer_bar(span, &format!("import {volume}"));
     let (tx, rx) = bounded::<Piece>(tuning.jobs);
     let failed = FirstError::default();
-    let (read, hash) = std::thread::scope(|scope| {
+    let (read, hash, overflow) = std::thread::scope(|scope| {
         for _ in 0..tuning.jobs {
             let (rx, bar, failed) = (rx.clone(), bar.clone(), &failed);
             scope.spawn(move || upload(client, volume, &rx, &bar, failed));
@@ -86,6 +87,7 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
             volume_size,
             nonzero,
             pending_zero: None,
+            overflow: false,
             data: 0,
             hasher: blake3::Hasher::new(),
             tx,
@@ -93,11 +95,11 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
             bar: bar.clone(),
         };
         let read = match source {
-            Source::File { file, len } => reader.file(&file, len, path),
-            Source::Stream(mut input) => reader.stream(&mut *input),
+            Source::File { file, len, holes } => reader.file(&file, len, holes, path),
+            Source::Stream(mut input) => reader.stream(&mut *input, path),
         };
         // Dropping the reader closes the channel: the workers finish.
-        (read, reader.hasher.finalize())
+        (read, reader.hasher.finalize(), reader.overflow)
     });
     let (bytes, data) = read?;
     if let Some(e) = failed.take() {
@@ -106,6 +108,12 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     let url = client.url(&["v1", "volumes", volume, "flush"]);
     with_retries(|| client.send(client.request(Method::POST, url.clone())))?;
     bar.finish_and_clear();
+    if overflow {
+        let name = if path == "-" { "stdin" } else { path };
+        return Err(Error::Invalid(format!(
+            "{name} is longer than volume {volume}: its first {bytes} bytes (the volume's size) were imported, the rest was not"
+        )));
+    }
     Summary {
         verb: "imported",
         what: format!("{path} to {volume}"),
@@ -117,6 +125,36 @@ pub fn import(client: &Client, volume: &str, path: &str, tuning: Tuning) -> Resu
     }
     .print(false);
     Ok(())
+}
+
+/// Opens `path`: a regular file or a block device by its map and length
+/// (a device's is where its end is: its metadata says 0); anything else (a
+/// pipe, `<(zcat image.gz)`, a character device) as a stream, to its end.
+fn open(path: &str) -> Result<Source, Error> {
+    let mut file = File::open(path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot read the size of {path}"), e))?;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        let len = meta.len();
+        return Ok(Source::File {
+            file,
+            len,
+            holes: true,
+        });
+    }
+    if kind.is_block_device() {
+        let len = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(format!("cannot read the size of {path}"), e))?;
+        return Ok(Source::File {
+            file,
+            len,
+            holes: false,
+        });
+    }
+    Ok(Source::Stream(Box::new(file)))
 }
 
 /// A worker: sends pieces until the channel closes; after the first
@@ -170,6 +208,8 @@ struct Reader<'a> {
     nonzero: NonZero,
     /// A run of zeros not yet handed out: merged with the next one.
     pending_zero: Option<(u64, u64)>,
+    /// Whether the stream went on past the volume's end.
+    overflow: bool,
     /// Bytes sent as data.
     data: u64,
     /// The hash of every byte read, holes as zeros.
@@ -183,13 +223,29 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// Reads `file` by its map; returns the bytes read and those sent.
-    fn file(&mut self, file: &File, len: u64, name: &str) -> Result<(u64, u64), Error> {
+    /// Reads `file` by its map (all data without `holes`); returns the
+    /// bytes read and those sent.
+    fn file(
+        &mut self,
+        file: &File,
+        len: u64,
+        holes: bool,
+        name: &str,
+    ) -> Result<(u64, u64), Error> {
+        let map = if holes {
+            file_map(file, len, name)?
+        } else {
+            vec![Extent {
+                offset: 0,
+                length: len,
+                zero: false,
+            }]
+        };
         for Extent {
             offset,
             length,
             zero,
-        } in file_map(file, len, name)?
+        } in map
         {
             if zero {
                 hash_zeros(&mut self.hasher, length);
@@ -216,7 +272,8 @@ impl Reader<'_> {
     }
 
     /// Reads a stream to its end; returns the bytes read and those sent.
-    fn stream(&mut self, input: &mut dyn Read) -> Result<(u64, u64), Error> {
+    fn stream(&mut self, input: &mut dyn Read, name: &str) -> Result<(u64, u64), Error> {
+        let name = if name == "-" { "stdin" } else { name };
         let mut at = 0u64;
         loop {
             let mut buf = vec![0; self.tuning.request_bytes as usize];
@@ -226,7 +283,7 @@ impl Reader<'_> {
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("cannot read stdin", e)),
+                    Err(e) => return Err(Error::io(format!("cannot read {name}"), e)),
                 }
             }
             if filled == 0 {
@@ -234,16 +291,20 @@ impl Reader<'_> {
             }
             buf.truncate(filled);
             if at + filled as u64 > self.volume_size {
-                return Err(Error::Invalid(format!(
-                    "stdin is longer than the volume ({} bytes): the first {at} bytes were imported",
-                    self.volume_size
-                )));
+                // What fits is imported, as `dd` onto a device writes up
+                // to its end.
+                buf.truncate((self.volume_size - at) as usize);
+                self.overflow = true;
             }
+            let n = buf.len() as u64;
             self.hasher.update(&buf);
             if !self.piece(at, buf) {
                 return Ok((at, self.data));
             }
-            at += filled as u64;
+            at += n;
+            if self.overflow {
+                return Ok(self.finish(at));
+            }
         }
     }
 

@@ -168,3 +168,62 @@ fn an_unreachable_child_fails_the_check_unless_offline() {
         );
     }
 }
+
+/// The `[nbd]` table's files: TLS files a start cannot load and socket
+/// paths it cannot bind are refused by `check` as by a start (with the
+/// words of the start's line), and pass `--offline`, which looks at no
+/// file.
+#[test]
+fn nbd_files_a_start_refuses_fail_the_check() {
+    let sandbox = Sandbox::new();
+    fs::write(sandbox.file("garbage.pem"), "not PEM at all\n").expect("write");
+    fs::write(sandbox.file("taken"), "a file").expect("write");
+    let tls = |cert: &str| {
+        format!(
+            "[nbd]\nlisten = \"127.0.0.1:0\"\n\n[nbd.tls]\ncert = \"{cert}\"\nkey = \"{cert}\"\n"
+        )
+    };
+    let socket = |path: &str| format!("[nbd]\nsocket = \"{path}\"\n");
+    let cases = [
+        ("a missing certificate", tls("missing.pem"), "missing.pem"),
+        (
+            "a certificate that is not PEM",
+            tls("garbage.pem"),
+            "garbage.pem",
+        ),
+        (
+            "a socket in a missing directory",
+            socket("no/such/dir/nbd.sock"),
+            "no/such/dir/nbd.sock",
+        ),
+        (
+            "a socket path that is a file",
+            socket("taken"),
+            "not a socket",
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (what, nbd, word) in cases {
+        let config = format!("{nbd}\n{}", abc_volume("1MiB", ""));
+        let refused = sandbox.start_expecting_failure(&config);
+        let start = refused.one_line();
+        if !start.contains(word) {
+            problems.push(format!("{what}: the start's line lacks {word:?}: {start}"));
+        }
+        let path = sandbox.write_config(&config).display().to_string();
+        let ran = check(&sandbox, &["--config", &path]);
+        let line = ran.stderr.trim();
+        if ran.status.code() != Some(1) || line.lines().count() != 1 || !line.contains(word) {
+            problems.push(format!(
+                "{what}: check exited {:?}, stderr {line:?}, stdout {:?}",
+                ran.status.code(),
+                ran.stdout()
+            ));
+        }
+        let offline = check(&sandbox, &["--config", &path, "--offline"]);
+        if offline.status.code() != Some(0) {
+            problems.push(format!("{what} --offline: {}", offline.stderr));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -202,3 +202,30 @@ fn json_logs_are_one_object_a_line() {
     }
     assert!(stderr.contains("\"message\":\"listening\""), "{stderr}");
 }
+
+/// With `--log-format json`, the line that says why the server will not
+/// start is a JSON object too (an error), not `error: ...` text.
+#[test]
+fn a_refused_start_logs_one_json_object() {
+    let sandbox = Sandbox::new();
+    let config = sandbox
+        .write_config(&volume("vm", "1MiB", 4, "", &[child("a")]))
+        .display()
+        .to_string();
+    let refused = sandbox.run_expecting_failure(&[
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    let line = refused.one_line();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "ERROR", "{line}");
+    let message = v["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("vm") && message.contains("threshold"),
+        "{line}"
+    );
+}

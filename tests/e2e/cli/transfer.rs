@@ -186,3 +186,114 @@ fn an_image_larger_than_the_volume_changes_nothing() {
     let line = quorum(&server, &["export", "nope", "x.raw"]).error_line();
     assert!(line.starts_with("error: 404 no_such_volume"), "{line}");
 }
+
+/// An image named by a path that is a pipe (`<(zcat image.gz)`, a FIFO)
+/// is read to its end as stdin is, not taken for an empty file: every
+/// byte lands (zeros over old data too), the rest of the volume is
+/// untouched, and the BLAKE3 is the image's.
+#[test]
+fn an_image_from_a_pipe_is_read_to_its_end() {
+    let server = Sandbox::new().serve(&abc_volume("4MiB", ""));
+    let old = pattern(5, 4 * MIB as usize);
+    server.write_volume("vm", 0, &old);
+    // Not a multiple of 4 KiB, with a run of zeros over old data.
+    let len = 3 * MIB as usize + 1234;
+    let mut image = pattern(6, len);
+    image[MIB as usize..2 * MIB as usize].fill(0);
+    let path = server.file("image.raw");
+    fs::write(&path, &image).expect("write the image");
+    let script = format!(
+        "exec '{QUORUM}' --url '{}' import vm <(cat '{}')",
+        server.url(""),
+        path.display()
+    );
+    let out = run_in(&server, "bash", &["-c", &script], &[], None).ok();
+    let hash = out.split_whitespace().next().unwrap_or_default();
+    assert_eq!(hash, blake3::hash(&image).to_hex().as_str(), "{out}");
+    let after = server.read_volume("vm", 0, 4 * MIB);
+    assert_bytes_eq(&after[..len], &image, "the volume after the import");
+    assert_bytes_eq(&after[len..], &old[len..], "the volume past the image");
+}
+
+/// Stdin longer than the volume: what fits is imported (zeros included)
+/// and flushed, then the import fails with one line that says so, and
+/// prints no checksum.
+#[test]
+fn stdin_longer_than_the_volume_fills_it_and_fails() {
+    let server = Sandbox::new().serve(&abc_volume("1MiB", ""));
+    server.write_volume("vm", 0, &pattern(7, MIB as usize));
+    // Its last quarter within the volume is zeros over old data.
+    let mut image = pattern(8, MIB as usize + 5000);
+    image[768 * KIB as usize..MIB as usize].fill(0);
+    let path = server.file("long.raw");
+    fs::write(&path, &image).expect("write the image");
+    let url = server.url("");
+    let ran = run_in(
+        &server,
+        QUORUM,
+        &[
+            "--url",
+            &url,
+            "import",
+            "vm",
+            "-",
+            "--request-size",
+            "256KiB",
+        ],
+        &[],
+        Some(path),
+    );
+    let line = ran.error_line();
+    assert!(
+        line.contains("longer than volume vm") && line.contains("first 1048576 bytes"),
+        "{line}"
+    );
+    assert!(ran.stdout.is_empty(), "no checksum: {}", ran.stdout());
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, MIB),
+        &image[..MIB as usize],
+        "the volume holds what fits",
+    );
+}
+
+/// A volume exported to a path that is a pipe (a FIFO, `>(zstd > x)`)
+/// gets every byte, holes as zeros, as stdout does: it cannot be sized
+/// like a file.
+#[test]
+fn a_volume_exported_to_a_pipe_gets_every_byte() {
+    let server = Sandbox::new().serve(&abc_volume("4MiB", ""));
+    let data = pattern(9, MIB as usize + 1000);
+    server.write_volume("vm", MIB, &data);
+    let mut volume = vec![0u8; 4 * MIB as usize];
+    volume[MIB as usize..MIB as usize + data.len()].copy_from_slice(&data);
+    let fifo = server.file("volume.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::read(&reader_path));
+    });
+    let fifo_arg = fifo.display().to_string();
+    let ran = quorum(&server, &["export", "vm", &fifo_arg]);
+    let read = match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        Ok(read) => read,
+        Err(_) => {
+            // Quorum never opened it: a writer that closes at once ends
+            // the read.
+            drop(fs::OpenOptions::new().write(true).open(&fifo));
+            rx.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("the reader ends")
+        }
+    };
+    let out = ran.ok();
+    let got = read.expect("read the pipe");
+    assert_bytes_eq(&got, &volume, "the bytes through the pipe");
+    assert_eq!(
+        checksum_line(&out, &fifo_arg),
+        blake3::hash(&volume).to_hex().as_str()
+    );
+}

@@ -17,12 +17,13 @@ pub struct BadConfig {
     pub found_by_opening: bool,
 }
 
-/// A sandbox for [`bad_configs`]: `left.img` of 1 MiB and `right.img` of
-/// 2 MiB.
+/// A sandbox for [`bad_configs`]: `left.img` of 1 MiB, `right.img` of
+/// 2 MiB, and `folder.img`, a directory.
 pub fn bad_config_sandbox() -> Sandbox {
     let sandbox = Sandbox::new();
     sandbox.create_file("left.img", MIB);
     sandbox.create_file("right.img", 2 * MIB);
+    std::fs::create_dir(sandbox.file("folder.img")).expect("create folder.img");
     sandbox
 }
 
@@ -127,6 +128,13 @@ pub fn bad_configs() -> Vec<BadConfig> {
                 ],
             ),
             vec!["vm", "lost"],
+        ),
+        (
+            "a child that is a directory",
+            "[[volume]]\nname = \"vm\"\nvote_threshold = 1\n\
+             [[volume.child]]\nname = \"folder\"\nuri = \"folder.img\"\n"
+                .to_string(),
+            vec!["vm", "folder", "directory"],
         ),
     ];
     let case = |found_by_opening| {
