@@ -23,42 +23,34 @@ pub(super) struct StaleMaps {
 }
 
 impl StaleMaps {
-    /// Compacts the journal if it has grown well past the live maps (see
-    /// [`Journal::catch_up`]).
-    pub(super) fn catch_up(&mut self) -> io::Result<()> {
+    /// The journal, when the volume has one, with a view of the live maps.
+    fn journal_and_live(&mut self) -> Option<(&mut Journal, Live<'_>)> {
         let StaleMaps {
             sets,
             damaged,
             journal,
             intent,
         } = self;
-        match journal.as_mut() {
-            Some(j) => j.catch_up(Live {
-                stale: sets,
-                damaged,
-                dirty: &intent.dirty,
-            }),
-            None => Ok(()),
-        }
+        let live = Live {
+            stale: sets,
+            damaged,
+            dirty: &intent.dirty,
+        };
+        journal.as_mut().map(|j| (j, live))
+    }
+
+    /// Compacts the journal if it has grown well past the live maps (see
+    /// [`Journal::catch_up`]).
+    pub(super) fn catch_up(&mut self) -> io::Result<()> {
+        self.journal_and_live()
+            .map_or(Ok(()), |(j, live)| j.catch_up(live))
     }
 
     /// Makes the journal durable as the live maps are now (see
     /// [`Journal::sync`]).
     pub(super) fn sync(&mut self) -> io::Result<()> {
-        let StaleMaps {
-            sets,
-            damaged,
-            journal,
-            intent,
-        } = self;
-        match journal.as_mut() {
-            Some(j) => j.sync(Live {
-                stale: sets,
-                damaged,
-                dirty: &intent.dirty,
-            }),
-            None => Ok(()),
-        }
+        self.journal_and_live()
+            .map_or(Ok(()), |(j, live)| j.sync(live))
     }
 }
 
