@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -18,18 +18,7 @@ mod unix;
 
 /// Runs a client and returns its output; a client that is not installed
 /// fails the test loudly.
-#[track_caller]
-pub(super) fn client(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {program} ({e}): install it with scripts/install-test-deps \
-                 (Debian: qemu-utils, libnbd-bin)"
-            )
-        })
-}
+pub(super) use crate::util::client_output as client;
 
 /// Whether a client succeeded: exit status 0 and no `failed` in its
 /// output (qemu-io reports a failed command that way).

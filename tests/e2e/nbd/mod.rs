@@ -24,9 +24,8 @@ mod maps;
 mod round_trips;
 mod votes;
 
-use std::process::{Command, Output};
-
 use crate::util::*;
+use crate::util::{client_output as output, nbd_url as url, run_client as run};
 
 /// The size of the usual test volume.
 const SIZE: u64 = 16 * MIB;
@@ -43,54 +42,9 @@ fn nbd_config() -> String {
     with_nbd(&abc_volume("16MiB", ""))
 }
 
-fn url(server: &Server, export: &str) -> String {
-    format!("nbd://{}/{export}", server.nbd_addr())
-}
-
-/// Runs a client; panics with its command line and output unless it
-/// succeeds. A client that is not installed fails the test loudly.
-#[track_caller]
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !stdout.contains("failed") && !stderr.contains("failed"),
-        "`{program} {}` failed ({}):\n{stdout}\n{stderr}",
-        args.join(" "),
-        out.status
-    );
-    stdout
-}
-
-/// Runs a client and returns what it did, whatever its exit status.
-#[track_caller]
-fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {}", install_hint()))
-}
-
 /// What to do about a missing client.
 fn install_hint() -> &'static str {
     "install it with scripts/install-test-deps (Debian: qemu-utils, libnbd-bin, fio)"
-}
-
-/// The arguments of `qemu-io -f raw` with one `-c` per command.
-fn qemu_io_args<'a>(target: &'a str, commands: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["-f", "raw"];
-    for c in commands {
-        args.extend(["-c", c]);
-    }
-    args.push(target);
-    args
-}
-
-/// `qemu-io -f raw` with one `-c` per command; every command must succeed.
-#[track_caller]
-fn qemu_io(target: &str, commands: &[&str]) -> String {
-    run("qemu-io", &qemu_io_args(target, commands))
 }
 
 /// One row of `nbdinfo --map`: offset, length, type (bit 0 hole, bit 1

@@ -42,13 +42,19 @@ pub fn client_output(program: &str, args: &[&str]) -> Output {
         })
 }
 
-/// `qemu-io -f raw TARGET` with one `-c` per command.
-#[track_caller]
-pub fn qemu_io(target: &str, commands: &[&str]) -> String {
+/// The arguments of `qemu-io -f raw TARGET` with one `-c` per command.
+pub fn qemu_io_args<'a>(target: &'a str, commands: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["-f", "raw"];
     for c in commands {
         args.extend(["-c", c]);
     }
     args.push(target);
-    run_client("qemu-io", &args)
+    args
+}
+
+/// `qemu-io -f raw TARGET` with one `-c` per command; every command must
+/// succeed.
+#[track_caller]
+pub fn qemu_io(target: &str, commands: &[&str]) -> String {
+    run_client("qemu-io", &qemu_io_args(target, commands))
 }
