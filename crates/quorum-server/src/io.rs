@@ -57,6 +57,15 @@ impl IoError {
     }
 }
 
+/// The bytes a finished request of `bytes` moved, as metrics count them:
+/// none when it was refused before it reached a child.
+pub fn moved<T>(result: &Result<T, IoError>, bytes: u64) -> u64 {
+    match result {
+        Err(e) if e.is_invalid() => 0,
+        _ => bytes,
+    }
+}
+
 impl VolumeEntry {
     /// Serves one data request of `op` and `bytes`: `f` on the current
     /// volume, after the throttle and the suspension (see the module docs).

@@ -85,10 +85,7 @@ impl NbdVolume {
     {
         let started = Instant::now();
         let result = self.entry.io(op, bytes, f).await;
-        let moved = match &result {
-            Err(e) if e.is_invalid() => 0,
-            _ => bytes,
-        };
+        let moved = crate::io::moved(&result, bytes);
         self.telemetry
             .request(&self.name, Frontend::Nbd, op, moved, started.elapsed());
         result.map_err(|e| export_error(&self.name, e))

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use crate::budget::Reservation;
 use crate::error::ApiError;
+use crate::io::IoError;
 use crate::membership::VolumeEntry;
 use crate::telemetry::Frontend;
 
@@ -70,14 +71,7 @@ where
 {
     let started = Instant::now();
     let result = entry.io(op, bytes, f).await;
-    let moved = match &result {
-        Err(e) if e.is_invalid() => 0,
-        _ => bytes,
-    };
-    state
-        .telemetry
-        .request(volume, Frontend::Http, op, moved, started.elapsed());
-    Ok(result?)
+    counted(state, volume, op, bytes, started, result)
 }
 
 /// [`timed`] for a request that arrived at `started` and that the throttle
@@ -96,9 +90,23 @@ where
     T: Send + 'static,
 {
     let result = entry.io_admitted(op, bytes, started, f).await;
+    counted(state, volume, op, bytes, started, result)
+}
+
+/// Counts a finished HTTP request of `op` on `volume` that began at
+/// `started`, with the bytes it moved, and gives its result.
+fn counted<T>(
+    state: &AppState,
+    volume: &str,
+    op: Op,
+    bytes: u64,
+    started: Instant,
+    result: Result<T, IoError>,
+) -> Result<T, ApiError> {
+    let moved = crate::io::moved(&result, bytes);
     state
         .telemetry
-        .request(volume, Frontend::Http, op, bytes, started.elapsed());
+        .request(volume, Frontend::Http, op, moved, started.elapsed());
     Ok(result?)
 }
 
