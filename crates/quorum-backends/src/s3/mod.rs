@@ -181,43 +181,20 @@ impl S3Backend {
         create: bool,
     ) -> Result<S3Backend, OpenError> {
         let (mut backend, settings) = S3Backend::connect(uri, options, confine)?;
-        let remote = |problem: String| OpenError::Remote {
-            uri: uri.to_owned(),
-            problem,
-        };
-        match backend
-            .call(backend.read_meta())
-            .map_err(|e| OpenError::remote(uri, e, ""))?
-        {
-            Some(meta) => {
-                backend.volume_id = meta.id.clone();
-                if confine.is_some() && meta.owner.as_deref() != Some(mark) {
-                    return Err(OpenError::NotOurs {
-                        place: crate::redact_uri(uri),
-                        identity: backend.identity(),
-                    });
-                }
-                backend.fit(&meta, size, &settings).map_err(remote)?;
-            }
-            None if !create => {
-                return Err(remote(
-                    "no volume there (a child added at run time is not created again at start)"
-                        .into(),
-                ));
-            }
-            None => {
-                let size = size.ok_or_else(|| {
-                    remote("no volume there, and the volume has no size to create it with".into())
-                })?;
-                backend.size = size;
-                backend.volume_id = Some(
-                    crate::confine::random_id()
-                        .map_err(|e| remote(format!("cannot make the volume's id: {e}")))?,
-                );
-                backend
-                    .call(backend.write_meta(mark))
-                    .map_err(|e| OpenError::remote(uri, e, "cannot create the volume"))?;
-            }
+        let owner = confine.is_some().then_some(mark);
+        if let Some(size) = backend.look(uri, size, &settings, create, owner)? {
+            let remote = |problem: String| OpenError::Remote {
+                uri: uri.to_owned(),
+                problem,
+            };
+            backend.size = size;
+            backend.volume_id = Some(
+                crate::confine::random_id()
+                    .map_err(|e| remote(format!("cannot make the volume's id: {e}")))?,
+            );
+            backend
+                .call(backend.write_meta(mark))
+                .map_err(|e| OpenError::remote(uri, e, "cannot create the volume"))?;
         }
         Ok(backend)
     }
@@ -231,31 +208,49 @@ impl S3Backend {
         create: bool,
     ) -> Result<crate::Probe, OpenError> {
         let (mut backend, settings) = S3Backend::connect(uri, options, None)?;
+        let to_create = backend.look(uri, size, &settings, create, None)?;
+        Ok(crate::Probe {
+            size: to_create.is_none().then_some(backend.size),
+            identity: backend.identity(),
+        })
+    }
+
+    /// Reads the volume's `meta.json`: an existing volume is taken (it must
+    /// be `owner`'s when an owner is given, and fit `size` and `settings`)
+    /// and `None` returned; with none there, the size to create it with is
+    /// returned, which needs `create` and a `size`.
+    fn look(
+        &mut self,
+        uri: &str,
+        size: Option<u64>,
+        settings: &Settings,
+        create: bool,
+        owner: Option<&str>,
+    ) -> Result<Option<u64>, OpenError> {
         let remote = |problem: String| OpenError::Remote {
             uri: uri.to_owned(),
             problem,
         };
-        match backend
-            .call(backend.read_meta())
+        match self
+            .call(self.read_meta())
             .map_err(|e| OpenError::remote(uri, e, ""))?
         {
             Some(meta) => {
-                backend.volume_id = meta.id.clone();
-                backend.fit(&meta, size, &settings).map_err(remote)?;
-                Ok(crate::Probe {
-                    size: Some(meta.size),
-                    identity: backend.identity(),
-                })
+                self.volume_id = meta.id.clone();
+                if owner.is_some_and(|o| meta.owner.as_deref() != Some(o)) {
+                    return Err(OpenError::NotOurs {
+                        place: crate::redact_uri(uri),
+                        identity: self.identity(),
+                    });
+                }
+                self.fit(&meta, size, settings).map_err(remote)?;
+                Ok(None)
             }
             None if !create => Err(remote(
                 "no volume there (a child added at run time is not created again at start)".into(),
             )),
-            None if size.is_none() => Err(remote(
-                "no volume there, and the volume has no size to create it with".into(),
-            )),
-            None => Ok(crate::Probe {
-                size: None,
-                identity: backend.identity(),
+            None => size.map(Some).ok_or_else(|| {
+                remote("no volume there, and the volume has no size to create it with".into())
             }),
         }
     }
