@@ -32,13 +32,16 @@ mod child_state;
 mod error;
 mod event;
 mod extents;
+mod gather;
 mod intent;
 mod job;
 mod ordering;
+mod queue;
 mod report;
 pub mod stale;
 mod volume;
 pub mod vote;
+mod watchdog;
 mod words;
 mod worker;
 
@@ -52,6 +55,6 @@ pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink};
 pub use job::{JobKind, JobState};
 pub use strum::VariantArray;
 pub use volume::{
-    ChildInfo, ChildSpec, Damage, ReadPattern, ResyncBell, ResyncStep, Scrubbed, Volume,
-    VolumeOptions,
+    ChildInfo, ChildSpec, Completion, Damage, ReadPattern, Rest, ResyncBell, ResyncStep, Scrubbed,
+    Volume, VolumeOptions, WouldBlock,
 };

@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::{RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{
+    ArcRwLockReadGuard, RawRwLock, RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use quorum_backends::{ChildSource, Confinement, OpenError, Unopened};
 use quorum_core::{
     Backend, ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions,
@@ -210,7 +212,7 @@ pub struct Rebuild {
 /// config, and the gate that keeps membership changes between requests.
 pub struct VolumeEntry {
     current: RwLock<Arc<Volume>>,
-    gate: FairLock<()>,
+    gate: Arc<FairLock<()>>,
     jobs: Mutex<Arc<Jobs>>,
     /// Shared with the resync's callback, which saves the membership when a
     /// child has synced.
@@ -241,7 +243,7 @@ impl VolumeEntry {
         )?;
         Ok(VolumeEntry {
             current: RwLock::new(volume),
-            gate: FairLock::new(()),
+            gate: Arc::new(FairLock::new(())),
             jobs: Mutex::new(jobs),
             children,
             rebuild,
@@ -286,6 +288,14 @@ impl VolumeEntry {
     /// Holds off membership changes while the guard lives.
     pub fn gate_read(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read()
+    }
+
+    /// [`VolumeEntry::gate_read`] for a request that ends on another
+    /// thread (the engine's): the guard may be dropped there. `None`,
+    /// without waiting, when a membership change holds or waits for the
+    /// gate.
+    pub fn try_gate_owned(&self) -> Option<ArcRwLockReadGuard<RawRwLock, ()>> {
+        self.gate.try_read_arc()
     }
 
     /// Waits for the requests in flight, holding off new ones meanwhile.

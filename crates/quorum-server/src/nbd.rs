@@ -3,11 +3,12 @@
 //!
 //! `quorum-nbd` speaks the protocol; here each of its calls becomes the
 //! engine call an HTTP handler would make, the same way: the request's
-//! memory from the server-wide [`Budget`], the engine call on the blocking
-//! pool through [`blocking`] with the membership gate held
-//! ([`VolumeEntry::run`]), and the request counted in [`Telemetry`]. So an
-//! NBD read votes, reports, repairs and marks stale exactly like an HTTP
-//! read, and the same events and metrics follow.
+//! memory from the server-wide [`Budget`], the engine call with the
+//! membership gate held (reads and writes [`started`] without a blocking
+//! thread where the engine can, the rest on the blocking pool through
+//! [`blocking`] and [`VolumeEntry::run`]), and the request counted in
+//! [`Telemetry`]. So an NBD read votes, reports, repairs and marks stale
+//! exactly like an HTTP read, and the same events and metrics follow.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use bytes::Bytes;
 use quorum_core::{Op, Volume, VolumeError};
 use quorum_nbd::{Export, ExportError, Exports, Extent};
 
-use crate::bridge::blocking;
+use crate::bridge::{blocking, started};
 use crate::budget::{Budget, Reservation};
+use crate::error::ApiError;
 use crate::membership::VolumeEntry;
 use crate::telemetry::{Frontend, Telemetry};
 
@@ -83,12 +85,21 @@ impl NbdVolume {
         T: Send + 'static,
     {
         let entry = self.entry.clone();
-        let started = Instant::now();
-        let result = blocking(move || entry.run(f))
+        self.counted(op, bytes, blocking(move || entry.run(f)))
             .await
-            .map_err(|e| ExportError::Io(e.to_string()))?;
+    }
+
+    /// Awaits `request` (an engine call) and counts it as `op`.
+    async fn counted<T>(
+        &self,
+        op: Op,
+        bytes: u64,
+        request: impl Future<Output = Result<Result<T, VolumeError>, ApiError>>,
+    ) -> Result<T, ExportError> {
+        let begun = Instant::now();
+        let result = request.await.map_err(|e| ExportError::Io(e.to_string()))?;
         self.telemetry
-            .request(&self.name, Frontend::Nbd, op, bytes, started.elapsed());
+            .request(&self.name, Frontend::Nbd, op, bytes, begun.elapsed());
         result.map_err(|e| export_error(&self.name, e))
     }
 }
@@ -135,16 +146,24 @@ impl Export for NbdVolume {
     }
 
     async fn read(&self, offset: u64, length: u32) -> Result<Bytes, ExportError> {
-        self.call(Op::Read, u64::from(length), move |v| {
-            v.read(offset, length as usize)
-        })
-        .await
+        let len = length as usize;
+        let read = started(
+            &self.entry,
+            |v, done| v.start_read(offset, len, done),
+            move |v| v.read(offset, len),
+        );
+        self.counted(Op::Read, u64::from(length), read).await
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), ExportError> {
         let bytes = data.len() as u64;
-        self.call(Op::Write, bytes, move |v| v.write(offset, data))
-            .await?;
+        let copy = data.clone();
+        let write = started(
+            &self.entry,
+            |v, done| v.start_write(offset, copy, done),
+            move |v| v.write(offset, data),
+        );
+        self.counted(Op::Write, bytes, write).await?;
         if fua {
             self.flush().await?;
         }

@@ -10,10 +10,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures_util::{StreamExt, stream};
-use quorum_core::Op;
+use quorum_core::{Op, VolumeError};
 
 use super::AppState;
-use crate::bridge::blocking;
+use crate::bridge::{blocking, started};
 use crate::budget::{Budget, Reservation};
 use crate::error::ApiError;
 use crate::membership::VolumeEntry;
@@ -41,8 +41,9 @@ struct ReadState {
 }
 
 impl ReadState {
-    /// Reads the next span: budget first, then one atomic engine read on a
-    /// blocking thread that holds the membership gate only while it reads.
+    /// Reads the next span: budget first, then one atomic engine read that
+    /// holds the membership gate only while it reads (started without a
+    /// blocking thread where the engine can, see [`started`]).
     ///
     /// A span longer than [`READ_CHUNK`] is read with `read_chunks`: one
     /// range lock from its first piece to its last (so it is as atomic as
@@ -56,20 +57,26 @@ impl ReadState {
         let reservation = self.budget.reserve(n, deadline).await?;
         let (entry, at) = (self.entry.clone(), self.at);
         let len = usize::try_from(n).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let bytes = blocking(move || {
-            entry.run(|v| {
-                if len <= READ_CHUNK {
-                    return v.read(at, len);
-                }
-                let mut buf = bytes::BytesMut::with_capacity(len);
-                v.read_chunks(at, n, READ_CHUNK, |piece| {
-                    buf.extend_from_slice(&piece);
-                    true
-                })?;
-                Ok(buf.freeze())
+        let bytes = if len <= READ_CHUNK {
+            started(
+                &entry,
+                |v, done| v.start_read(at, len, done),
+                move |v| v.read(at, len),
+            )
+            .await??
+        } else {
+            blocking(move || {
+                entry.run(|v| {
+                    let mut buf = bytes::BytesMut::with_capacity(len);
+                    v.read_chunks(at, n, READ_CHUNK, |piece| {
+                        buf.extend_from_slice(&piece);
+                        true
+                    })?;
+                    Ok::<_, VolumeError>(buf.freeze())
+                })
             })
-        })
-        .await??;
+            .await??
+        };
         self.at += n;
         if self.at == self.end {
             // Counted before the client can have the last byte.
