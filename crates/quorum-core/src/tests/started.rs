@@ -116,6 +116,40 @@ fn a_started_read_of_a_corrupt_child_is_voted_and_repaired_by_its_rest() {
     assert_all(&mems[1].snapshot()[B..2 * B], 5);
 }
 
+/// A fifo read is the first child's when it reads; when it fails, the
+/// rest reads the next child and repairs the first, as the blocking call.
+#[test]
+fn a_started_fifo_read_goes_on_to_the_next_child_in_its_rest() {
+    let mems = mems(3, 4 * B);
+    let sink = Arc::new(RecordingSink::default());
+    let opts = VolumeOptions {
+        read_pattern: ReadPattern::Fifo,
+        rewrite_corrupted: true,
+        ..options(2)
+    };
+    let v = open(opts, &mems, sink.clone());
+    v.write(0, Bytes::from(vec![3u8; 4 * B])).expect("write");
+    let Completion::Done(Ok(read)) = start_read(&v, 0, B) else {
+        panic!("a fifo read of a healthy first child is done at once");
+    };
+    assert_all(&read, 3);
+    mems[0].poke(0, &[0; B]);
+    mems[0].fail_reads.store(true, Ordering::SeqCst);
+    let Completion::Blocking(rest) = start_read(&v, 0, B) else {
+        panic!("a fifo read of a failing first child is not done on the worker");
+    };
+    assert_all(&rest.run().expect("read from b"), 3);
+    mems[0].fail_reads.store(false, Ordering::SeqCst);
+    assert_eq!(mems[0].snapshot(), mems[1].snapshot(), "a repaired");
+    let events = sink.take();
+    assert_eq!(bad_reads(&events), vec![("a".into(), 0, B as u64, true)]);
+    assert!(events.contains(&Event::Rewrite {
+        child: "a".into(),
+        offset: 0,
+        bytes: B as u64
+    }));
+}
+
 #[test]
 fn a_started_write_a_child_fails_marks_it_stale_even_if_its_rest_is_dropped() {
     let mems = mems(3, 16 * B);

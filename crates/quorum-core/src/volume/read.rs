@@ -11,6 +11,7 @@ use super::tally::Voted;
 use super::{ReadPattern, Scrubbed, Volume};
 use crate::error::VolumeError;
 use crate::event::{Event, Op};
+use crate::gather::Answer;
 use crate::report::Reports;
 use crate::vote;
 use crate::worker::{Reply, Request};
@@ -293,6 +294,18 @@ impl Volume {
         length: usize,
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
+        self.fifo_answer(offset, length, None, reports)
+    }
+
+    /// A fifo read, the first fresh child's answer given when it was read
+    /// already (`first`, with the child's index).
+    pub(super) fn fifo_answer(
+        &self,
+        offset: u64,
+        length: usize,
+        mut first: Option<(usize, Answer)>,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
         let bytes = length as u64;
         let stale = self.stale_within(offset..offset + bytes);
         let fresh: Vec<usize> = (0..self.children.len())
@@ -300,9 +313,12 @@ impl Volume {
             .collect();
         let mut tally = self.tally(Op::Read, offset, bytes, fresh.len());
         for i in fresh {
-            let answer = self
-                .dispatch(vec![(i, Request::Read { offset, length })])
-                .pop();
+            let answer = match first.take().filter(|(child, _)| *child == i) {
+                Some(answer) => Some(answer),
+                None => self
+                    .dispatch(vec![(i, Request::Read { offset, length })])
+                    .pop(),
+            };
             match answer {
                 Some((_, Ok(Reply::Data(data)))) => {
                     let data = self.buffers.bytes(data);

@@ -11,9 +11,9 @@
 //!
 //! A started request's last child answer (or the volume's watchdog, at
 //! `child_timeout`) completes it on that thread. When every child answered
-//! alike, that is all: the answer of a read is the children's one copy,
-//! a write is recorded as unflushed, and the callback gets
-//! [`Completion::Done`]. Anything else may block (a vote with losers and
+//! alike, that is all: the answer of a quorum read is the children's one
+//! copy (of a fifo read, the first child's), a write is recorded as
+//! unflushed, and the callback gets [`Completion::Done`]. Anything else may block (a vote with losers and
 //! their rewrite, stale marks and their journal, a flush of children, the
 //! stale maps' lock while someone else holds it across journal I/O), so
 //! the callback gets [`Completion::Blocking`] with the rest of the request,
@@ -31,6 +31,7 @@ use super::fanout::{AfterAnswers, Outcomes};
 use super::{ReadPattern, Volume};
 use crate::error::VolumeError;
 use crate::event::Op;
+use crate::gather::Answer;
 use crate::intent::{Intent, Ticket as IntentTicket};
 use crate::worker::{Reply, Request};
 
@@ -132,28 +133,43 @@ impl Volume {
     /// thread that completes it (see the module's documentation).
     ///
     /// # Errors
-    /// [`WouldBlock`] when it cannot start without waiting, or the volume
-    /// reads otherwise than by a plain vote (`fifo`), or the request is
-    /// not a plain one (empty, out of range): nothing was done, and
-    /// [`Volume::read`] gives the answer.
+    /// [`WouldBlock`] when it cannot start without waiting (an overlapping
+    /// write holds the range), or a `fifo` volume has a stale child, or
+    /// the request is not a plain one (empty, out of range): nothing was
+    /// done, and [`Volume::read`] gives the answer.
     pub fn start_read(
         self: &Arc<Self>,
         offset: u64,
         length: usize,
         done: impl FnOnce(Completion<Bytes>) + Send + 'static,
     ) -> Result<(), WouldBlock> {
-        if self.options.read_pattern != ReadPattern::Quorum || length == 0 {
+        if length == 0 {
             return Err(WouldBlock);
         }
         let end = self
             .check_range(offset, length as u64)
             .map_err(|_| WouldBlock)?;
-        let held = self.hold(offset, end, false)?;
-        let then: AfterAnswers = Box::new(move |volume, answers| {
-            let results = answers.into_iter().map(|(_, r)| r).collect();
-            done(volume.read_completion(offset, length, results, held));
-        });
-        self.start(Request::Read { offset, length }, then)
+        let request = Request::Read { offset, length };
+        match self.options.read_pattern {
+            ReadPattern::Quorum => {
+                let held = self.hold(offset, end, false)?;
+                let then: AfterAnswers = Box::new(move |volume, answers| {
+                    let results = answers.into_iter().map(|(_, r)| r).collect();
+                    done(volume.read_completion(offset, length, results, held));
+                });
+                self.start(request, then)
+            }
+            // The first child, when every child is fresh.
+            ReadPattern::Fifo if !self.any_stale.load(Ordering::Acquire) => {
+                let held = self.hold(offset, end, false)?;
+                let then: AfterAnswers = Box::new(move |volume, mut answers| {
+                    done(volume.fifo_completion(offset, length, answers.pop(), held));
+                });
+                self.dispatch_then(vec![(0, request)], then)
+                    .ok_or(WouldBlock)
+            }
+            ReadPattern::Fifo => Err(WouldBlock),
+        }
     }
 
     /// Starts a write of `data` at `offset` (as [`Volume::write`]) and
@@ -256,6 +272,34 @@ impl Volume {
                 Completion::Blocking(Rest::new(move || {
                     let mut reports = volume.reports();
                     let answer = volume.quorum_answer(offset, length, results, &mut reports);
+                    drop(held);
+                    drop(reports);
+                    answer
+                }))
+            }
+        }
+    }
+
+    /// A started fifo read's completion from the first child's answer:
+    /// its data when it read, the rest of [`Volume::read`] otherwise (the
+    /// next children, in order).
+    fn fifo_completion(
+        self: &Arc<Self>,
+        offset: u64,
+        length: usize,
+        first: Option<(usize, Answer)>,
+        held: Held,
+    ) -> Completion<Bytes> {
+        match first {
+            Some((_, Ok(Reply::Data(data)))) if data.len() == length => {
+                drop(held);
+                Completion::Done(Ok(self.buffers.bytes(data)))
+            }
+            first => {
+                let volume = self.clone();
+                Completion::Blocking(Rest::new(move || {
+                    let mut reports = volume.reports();
+                    let answer = volume.fifo_answer(offset, length, first, &mut reports);
                     drop(held);
                     drop(reports);
                     answer
