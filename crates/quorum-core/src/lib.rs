@@ -8,7 +8,10 @@
 //!   status.
 //! - [`Volume`] (`volume/`): drives the children of one disk. Every
 //!   request fans out to every child in parallel, through each child's
-//!   worker pool (`worker.rs`), and the caller waits for the answers.
+//!   worker pool (`worker.rs`, `queue.rs`), and its answers gather in one
+//!   place (`gather.rs`): the caller waits for the last one, or a request
+//!   started without blocking completes on the thread of the last one
+//!   (`volume/start.rs`; its `child_timeout` kept by `watchdog.rs`).
 //! - Zero maps (`extents.rs`): block status, the children's extent lists
 //!   merged in one pass and in bounded pages.
 //! - The vote (`vote.rs`): a pure function from the children's copies and

@@ -65,9 +65,11 @@ pub use start::{Completion, Rest, WouldBlock};
 
 /// One virtual disk on N children.
 ///
-/// Every method blocks the calling thread until the children have answered;
-/// the children work in parallel on their own threads. Requests that
-/// overlap are ordered (see the `ordering` module); others run concurrently.
+/// Every method blocks the calling thread until the children have answered
+/// but [`Volume::start_read`] and [`Volume::start_write`], which return at
+/// once and complete on the thread of the last answer; the children work in
+/// parallel on their own threads. Requests that overlap are ordered (see
+/// the `ordering` module); others run concurrently.
 pub struct Volume {
     options: VolumeOptions,
     size: u64,
