@@ -248,10 +248,7 @@ fn bad_discards_are_refused_and_change_nothing() {
 /// stays allocated; with `-u` it may punch.
 #[test]
 fn an_nbd_trim_punches_holes_and_no_hole_zeroes_stay_allocated() {
-    let server = Sandbox::new().serve(&format!(
-        "[nbd]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        abc_volume("16MiB", "")
-    ));
+    let server = Sandbox::new().serve(&with_nbd(&abc_volume("16MiB", "")));
     let vm = nbd_url(&server, "vm");
     qemu_io(&vm, &["write -P 0x5a 0 8M", "flush"]);
     let before: Vec<u64> = ABC.iter().map(|f| blocks(&server, f)).collect();

@@ -15,10 +15,10 @@ const LIMITS: &str = "/v1/volumes/vm/limits";
 /// Volume vm (three files, 16 MiB) with `limits` as its `[volume.limits]`,
 /// served over NBD too.
 fn limited(limits: &str) -> String {
-    format!(
-        "[nbd]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        abc_volume("16MiB", &format!("[volume.limits]\n{limits}\n"))
-    )
+    with_nbd(&abc_volume(
+        "16MiB",
+        &format!("[volume.limits]\n{limits}\n"),
+    ))
 }
 
 /// `clients` HTTP clients, each sending 4 KiB requests (a write, then a

@@ -89,10 +89,7 @@ fn fetch_metrics(server: &Server) -> String {
 /// Returns the server and the `/metrics` text it then exports, saved as
 /// `SANDBOX/metrics.txt`.
 fn server_after_bad_read() -> (Server, String, PathBuf) {
-    let config = format!(
-        "[nbd]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        abc_volume("1MiB", "")
-    );
+    let config = with_nbd(&abc_volume("1MiB", ""));
     let server = Sandbox::new().serve(&config);
     let data = pattern(5, BLOCK as usize);
     server.write_volume("vm", 0, &data);

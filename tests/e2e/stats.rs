@@ -36,20 +36,17 @@ fn stats_count_exactly_the_requests_made() {
             "error = \"EIO\"",
         ],
     );
-    let config = format!(
-        "[nbd]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        volume(
-            "vm",
-            "1MiB",
-            2,
-            "",
-            &[
-                child("a"),
-                child_with("b", &failing),
-                child_with("c", &failing)
-            ],
-        )
-    );
+    let config = with_nbd(&volume(
+        "vm",
+        "1MiB",
+        2,
+        "",
+        &[
+            child("a"),
+            child_with("b", &failing),
+            child_with("c", &failing),
+        ],
+    ));
     let server = Sandbox::new().serve(&config);
     let before = stats(&server);
     assert_eq!(before["volume"], "vm");

@@ -24,7 +24,7 @@ fn suspending(timeout: &str) -> (Vec<Server>, Server) {
         remote_child("r2", &blocks[1], "blk", ""),
     ];
     let options = format!("on_quorum_failure = \"suspend\"\nsuspend_timeout = \"{timeout}\"");
-    let front = Sandbox::new().serve(&volume("vm", "1MiB", 2, &options, &children));
+    let front = Sandbox::new().serve(&with_nbd(&volume("vm", "1MiB", 2, &options, &children)));
     (blocks, front)
 }
 
@@ -60,6 +60,33 @@ fn volume_events(front: &Server) -> Vec<Value> {
                 .is_some_and(|n| n.starts_with("VOLUME_"))
         })
         .collect()
+}
+
+/// Resumes vm, as an operator would, until `through` says the held
+/// requests completed; returns how many resumes it took. Resumed while a
+/// child's breaker still refuses it (it was unreachable a moment ago), the
+/// retry fails again and the volume suspends again with the same request
+/// first in line.
+#[track_caller]
+fn resume_until_through(front: &Server, through: impl Fn() -> bool) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut resumes = 0;
+    while !through() {
+        assert!(
+            Instant::now() < deadline,
+            "the held requests did not complete after {resumes} resumes: {}",
+            volume_json(front)
+        );
+        if volume_json(front)["state"] == "suspended" {
+            let r = front.post("/v1/volumes/vm/resume");
+            if r.status == 200 {
+                resumes += 1;
+                assert!(r.json()["held"].as_u64().is_some_and(|h| h >= 1), "{r:?}");
+            }
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    resumes
 }
 
 #[test]
@@ -104,27 +131,7 @@ fn a_held_write_completes_after_the_children_return_and_a_resume() {
         for b in &mut blocks {
             b.restart();
         }
-        // Resumed while a child's breaker still refuses it (it was
-        // unreachable a moment ago), the retry fails again and the volume
-        // suspends again with the write first in line: resume until the
-        // line is through, as an operator would.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut resumes = 0;
-        while !(writer.is_finished() && reader.is_finished()) {
-            assert!(
-                Instant::now() < deadline,
-                "the held requests did not complete after {resumes} resumes: {}",
-                volume_json(&front)
-            );
-            if volume_json(&front)["state"] == "suspended" {
-                let r = front.post("/v1/volumes/vm/resume");
-                if r.status == 200 {
-                    resumes += 1;
-                    assert!(r.json()["held"].as_u64().is_some_and(|h| h >= 1), "{r:?}");
-                }
-            }
-            thread::sleep(Duration::from_millis(500));
-        }
+        let resumes = resume_until_through(&front, || writer.is_finished() && reader.is_finished());
         eprintln!("the held requests completed after {resumes} resume(s)");
         writer.join().expect("the writer").expect_status(204);
         let read = reader.join().expect("the reader");
@@ -301,4 +308,56 @@ fn a_suspended_volume_is_not_ready() {
     front.post("/v1/volumes/vm/resume").expect_status(200);
     assert_eq!(writer.join().expect("the writer").ok(), Some(204));
     front.get("/readyz").expect_status(200);
+}
+
+/// NBD requests take the same path as HTTP's (the engine starts them
+/// without a blocking thread): a write held while the children are gone,
+/// and a read behind it on another connection, complete after the resume.
+#[test]
+fn held_nbd_requests_complete_after_a_resume() {
+    let (mut blocks, front) = suspending("60s");
+    let mut writer = NbdClient::connect(front.nbd_addr(), "vm").expect("an NBD connection");
+    let mut reader = NbdClient::connect(front.nbd_addr(), "vm").expect("an NBD connection");
+    writer.write(0, &pattern(1, 8192)).expect("a write before");
+    for b in &mut blocks {
+        b.stop();
+    }
+    let data = pattern(3, 4096);
+    thread::scope(|s| {
+        let write = s.spawn(|| writer.write(4096, &data));
+        wait_suspended(&front, 1);
+        let read = s.spawn(|| reader.read(4096, 4096));
+        wait_suspended(&front, 2);
+        thread::sleep(Duration::from_millis(500));
+        assert!(
+            !write.is_finished() && !read.is_finished(),
+            "held requests stay held"
+        );
+        for b in &mut blocks {
+            b.restart();
+        }
+        let resumes = resume_until_through(&front, || write.is_finished() && read.is_finished());
+        eprintln!("the held NBD requests completed after {resumes} resume(s)");
+        write
+            .join()
+            .expect("the writer")
+            .expect("the held NBD write");
+        let got = read.join().expect("the reader").expect("the held NBD read");
+        assert_bytes_eq(&got, &data, "the held NBD read, retried after the write");
+    });
+    assert_bytes_eq(
+        &front.read_volume("vm", 4096, 4096),
+        &data,
+        "read back over HTTP",
+    );
+    let events = volume_events(&front);
+    assert_eq!(events[0]["event"], "VOLUME_SUSPENDED", "{events:?}");
+    assert_eq!(events[0]["data"]["op"], "write", "{events:?}");
+    assert_eq!(data_u64(&events[0], "offset"), 4096);
+    // Counted once each, as done, in the volume's statistics: the first
+    // write, the held one; the held read and the read back.
+    let stats = front.get("/v1/volumes/vm/stats").json();
+    assert_eq!(stats["ops"]["write"]["ops"], 2, "{stats}");
+    assert_eq!(stats["ops"]["write"]["failed_ops"], 0, "{stats}");
+    assert_eq!(stats["ops"]["read"]["ops"], 2, "{stats}");
 }

@@ -37,12 +37,12 @@ impl Breaker {
 
     /// The error to answer at once while the breaker is open.
     pub(crate) fn refuse(&self) -> Option<BackendError> {
-        self.refuse_at(Instant::now())
+        self.refuse_at(Instant::now)
     }
 
     /// Learns from a request's result.
     pub(crate) fn record<T>(&self, result: &Result<T, BackendError>) {
-        self.record_at(result, Instant::now());
+        self.record_at(result, Instant::now);
     }
 
     /// Whether the breaker refuses requests now.
@@ -51,25 +51,29 @@ impl Breaker {
         self.refuse().is_some()
     }
 
-    /// [`Breaker::refuse`] at the moment `now`.
-    fn refuse_at(&self, now: Instant) -> Option<BackendError> {
+    /// [`Breaker::refuse`] on the clock `now`, read only while the breaker
+    /// is open (every request asks).
+    fn refuse_at(&self, now: impl FnOnce() -> Instant) -> Option<BackendError> {
         let state = self.state();
         let until = state.open_until?;
-        let left = until.checked_duration_since(now).filter(|d| !d.is_zero())?;
+        let left = until
+            .checked_duration_since(now())
+            .filter(|d| !d.is_zero())?;
         Some(BackendError::Unavailable(format!(
             "not tried: the child timed out or was unreachable; it is tried again in {} ms",
             left.as_millis()
         )))
     }
 
-    /// [`Breaker::record`] of a result that came at the moment `now`.
-    fn record_at<T>(&self, result: &Result<T, BackendError>, now: Instant) {
+    /// [`Breaker::record`] on the clock `now`, read only when the result
+    /// opens the breaker.
+    fn record_at<T>(&self, result: &Result<T, BackendError>, now: impl FnOnce() -> Instant) {
         let mut state = self.state();
         match result {
             Err(BackendError::Timeout(_) | BackendError::Unavailable(_)) => {
                 let backoff = state.backoff.map_or(FIRST, |b| (b * 2).min(LONGEST));
                 state.backoff = Some(backoff);
-                state.open_until = Some(now + backoff);
+                state.open_until = Some(now() + backoff);
             }
             Ok(_) => *state = State::default(),
             Err(_) => {}
@@ -106,15 +110,15 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..7 {
             // Each probe fails: the breaker opens for the next back-off.
-            b.record_at(&down(), now);
+            b.record_at(&down(), || now);
             let mut backoff = Duration::ZERO;
             for step in [0, 1, 499, 999, 1999, 3999, 4999] {
-                if b.refuse_at(now + ms(step)).is_some() {
+                if b.refuse_at(|| now + ms(step)).is_some() {
                     backoff = ms(step + 1);
                 }
             }
             assert!(
-                b.refuse_at(now + backoff).is_none(),
+                b.refuse_at(|| now + backoff).is_none(),
                 "the probe goes through once {backoff:?} passed"
             );
             seen.push(backoff);
@@ -126,19 +130,19 @@ mod tests {
             "the back-offs"
         );
         // A success closes it and the next failure starts at 0.5 s again.
-        b.record_at(&Ok(()), now);
-        assert!(b.refuse_at(now).is_none());
-        b.record_at(&Err::<(), _>(BackendError::Timeout(ms(100))), now);
-        assert!(b.refuse_at(now + ms(499)).is_some());
-        assert!(b.refuse_at(now + ms(500)).is_none());
+        b.record_at(&Ok(()), || now);
+        assert!(b.refuse_at(|| now).is_none());
+        b.record_at(&Err::<(), _>(BackendError::Timeout(ms(100))), || now);
+        assert!(b.refuse_at(|| now + ms(499)).is_some());
+        assert!(b.refuse_at(|| now + ms(500)).is_none());
     }
 
     #[test]
     fn the_refusal_says_when_the_child_is_tried_again() {
         let b = Breaker::default();
         let now = Instant::now();
-        b.record_at::<()>(&Err(BackendError::Unavailable("down".into())), now);
-        match b.refuse_at(now + Duration::from_millis(200)) {
+        b.record_at::<()>(&Err(BackendError::Unavailable("down".into())), || now);
+        match b.refuse_at(|| now + Duration::from_millis(200)) {
             Some(BackendError::Unavailable(m)) => {
                 assert!(m.contains("tried again in 300 ms"), "{m}");
             }

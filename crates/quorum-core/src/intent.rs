@@ -90,6 +90,18 @@ impl Intent {
         (Ticket(ticket), fresh)
     }
 
+    /// Registers a client write over `regions` when every one of them is
+    /// dirty already (no journal record is needed first); `None`, and
+    /// nothing changed, when one is not.
+    pub(crate) fn try_begin(&mut self, regions: Range<u64>) -> Option<Ticket> {
+        if self.dirty.within(regions.clone()) != [regions.clone()] {
+            return None;
+        }
+        let (ticket, fresh) = self.begin(regions);
+        debug_assert!(fresh.is_empty());
+        Some(ticket)
+    }
+
     /// The `fresh` parts returned by [`Intent::begin`] could not be
     /// journaled: they are not dirty (the next write there tries again).
     pub(crate) fn unrecorded(&mut self, fresh: &[Range<u64>]) {
@@ -193,6 +205,17 @@ mod tests {
         let mark = intent.flush_started();
         assert_eq!(intent.flush_ended(mark, true, false), vec![0..GRAIN]);
         assert!(intent.dirty.is_empty());
+        // A write that needs no record begins without one; one that does
+        // waits for the record (the caller journals it).
+        assert!(intent.try_begin(r.clone()).is_none(), "a clean region");
+        let (t, _) = intent.begin(r.clone());
+        let t2 = intent.try_begin(r.clone()).expect("a dirty region");
+        intent.end(t2);
+        intent.end(t);
+        let mark = intent.flush_started();
+        intent.flush_ended(mark, true, false);
+        let mark = intent.flush_started();
+        intent.flush_ended(mark, true, false);
         // A region a reconcile could not finish is never cleaned by a flush.
         let (t, _) = intent.begin(r.clone());
         intent.end(t);

@@ -8,7 +8,10 @@
 //!   status.
 //! - [`Volume`] (`volume/`): drives the children of one disk. Every
 //!   request fans out to every child in parallel, through each child's
-//!   worker pool (`worker.rs`), and the caller waits for the answers.
+//!   worker pool (`worker.rs`, `queue.rs`), and its answers gather in one
+//!   place (`gather.rs`): the caller waits for the last one, or a request
+//!   started without blocking completes on the thread of the last one
+//!   (`volume/start.rs`; its `child_timeout` kept by `watchdog.rs`).
 //! - Zero maps (`extents.rs`): block status, the children's extent lists
 //!   merged in one pass and in bounded pages.
 //! - The vote (`vote.rs`): a pure function from the children's copies and
@@ -32,13 +35,16 @@ mod child_state;
 mod error;
 mod event;
 mod extents;
+mod gather;
 mod intent;
 mod job;
 mod ordering;
+mod queue;
 mod report;
 pub mod stale;
 mod volume;
 pub mod vote;
+mod watchdog;
 mod words;
 mod worker;
 
@@ -52,6 +58,6 @@ pub use event::{Event, EventKind, EventSink, NullSink, Op, RecordingSink, Resume
 pub use job::{JobKind, JobState};
 pub use strum::VariantArray;
 pub use volume::{
-    ChildInfo, ChildSpec, Damage, ReadPattern, ResyncBell, ResyncStep, Scrubbed, Volume,
-    VolumeOptions,
+    ChildInfo, ChildSpec, Completion, Damage, ReadPattern, Rest, ResyncBell, ResyncStep, Scrubbed,
+    Volume, VolumeOptions, WouldBlock,
 };

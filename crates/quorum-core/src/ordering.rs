@@ -67,6 +67,37 @@ impl RangeLock {
         self.state().waiting
     }
 
+    /// Takes `start..end` (for a write when `exclusive`) if that needs no
+    /// wait: no earlier request that conflicts with it is queued or
+    /// running. Returns the ticket to give back to [`RangeLock::release`];
+    /// `None`, and nothing changed, when it would have to wait.
+    pub(crate) fn try_take(&self, start: u64, end: u64, exclusive: bool) -> Option<u64> {
+        let mut state = self.state();
+        let me = Entry {
+            ticket: state.next_ticket,
+            start,
+            end,
+            exclusive,
+        };
+        if state.entries.iter().any(|e| e.conflicts(&me)) {
+            return None;
+        }
+        state.next_ticket += 1;
+        state.entries.push(me);
+        Some(me.ticket)
+    }
+
+    /// Gives back the range of `ticket` (from [`RangeLock::try_take`]).
+    pub(crate) fn release(&self, ticket: u64) {
+        let mut state = self.state();
+        if let Some(i) = state.entries.iter().position(|e| e.ticket == ticket) {
+            state.entries.remove(i);
+        }
+        if state.waiting > 0 {
+            self.released.notify_all();
+        }
+    }
+
     fn acquire(&self, start: u64, end: u64, exclusive: bool) -> RangeGuard<'_> {
         let mut state = self.state();
         let me = Entry {
@@ -104,13 +135,7 @@ impl RangeLock {
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        let mut state = self.lock.state();
-        if let Some(i) = state.entries.iter().position(|e| e.ticket == self.ticket) {
-            state.entries.remove(i);
-        }
-        if state.waiting > 0 {
-            self.lock.released.notify_all();
-        }
+        self.lock.release(self.ticket);
     }
 }
 
@@ -301,6 +326,28 @@ mod tests {
             drop(release);
             t.join().expect("a holder");
         }
+    }
+
+    /// A range taken without waiting is held like any other, and a take
+    /// that would have to wait changes nothing: it neither holds nor
+    /// queues, so it delays nobody.
+    #[test]
+    fn a_take_without_waiting_holds_or_changes_nothing() {
+        let lock = Arc::new(RangeLock::default());
+        let read = lock.try_take(0, 100, false).expect("a free range");
+        assert!(lock.try_take(50, 150, false).is_some(), "reads share");
+        assert_eq!(lock.try_take(99, 200, true), None, "a write over a read");
+        assert_eq!(lock.waiting(), 0);
+        let (write, release, t) = take_on_thread(&lock, 0, 10, true);
+        wait_for_waiters(&lock, 1);
+        not_held(&write, "a write over a taken read");
+        // A read that would queue behind the waiting write is refused.
+        assert_eq!(lock.try_take(0, 10, false), None, "behind a waiting write");
+        assert!(lock.try_take(150, 160, true).is_some(), "beside everything");
+        lock.release(read);
+        held(&write, "the write once the read is given back");
+        drop(release);
+        t.join().expect("writer");
     }
 
     #[test]

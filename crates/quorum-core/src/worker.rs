@@ -1,30 +1,34 @@
 //! The worker threads of one child.
 //!
 //! Each child has a fixed pool of threads (its backend's
-//! [`Backend::max_in_flight`]) that take requests from one crossbeam channel.
-//! A volume request fans out by sending one job to each child's channel and
-//! waits for the replies on a channel of its own, so the children work in
+//! [`Backend::max_in_flight`]) that take jobs from one queue. A volume
+//! request fans out by queueing one job on each child, and each job's
+//! answer goes to the request's [`Gather`], so the children work in
 //! parallel, a child can have several requests in flight, and no thread is
 //! spawned per request.
 //!
-//! Every job carries a [`Ticket`]. A caller that waits longer than the
-//! volume's `child_timeout` abandons the jobs still out: a job abandoned
-//! before it started never runs, and one abandoned while running is counted
-//! ([`Workers::abandoned`]) until its backend call returns, so that the
-//! volume sends nothing more to that child meanwhile: a late write can never
-//! land after a newer one.
+//! How the jobs wait and which worker wakes for them: see `queue.rs`.
+//!
+//! A job abandoned by its caller at `child_timeout` (see [`Ticket`]) never
+//! runs if it has not started, and is counted ([`Workers::abandoned`])
+//! until its backend call returns if it has, so that the volume sends
+//! nothing more to that child meanwhile.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::backend::{Backend, BackendError, Extent};
 use crate::buffer::BufferPool;
+use crate::gather::Gather;
+#[cfg(doc)]
+use crate::gather::Ticket;
+use crate::queue::{Job, Queue};
 
 /// What a child is asked to do.
 #[derive(Debug, Clone)]
@@ -78,40 +82,9 @@ pub(crate) enum Reply {
     Extents(Vec<Extent>),
 }
 
-/// A child's answer, tagged with the index of its job in the request.
-pub(crate) type Answer = (usize, Result<Reply, BackendError>);
-
-/// Who settles a job: its worker (started, then answered) or its caller
-/// (abandoned at the deadline). Each transition happens once.
-#[derive(Debug, Default)]
-pub(crate) struct Ticket(AtomicU8);
-
-const QUEUED: u8 = 0;
-const RUNNING: u8 = 1;
-const ANSWERED: u8 = 2;
-const ABANDONED: u8 = 3;
-
-impl Ticket {
-    fn advance(&self, from: u8, to: u8) -> bool {
-        self.0
-            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-}
-
-enum Message {
-    Job {
-        job: usize,
-        request: Request,
-        reply: Sender<Answer>,
-        ticket: Arc<Ticket>,
-    },
-    Stop,
-}
-
 /// The pool of threads that serves one child.
 pub(crate) struct Workers {
-    queue: Sender<Message>,
+    queue: Arc<Queue>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     exited: Receiver<()>,
     /// Jobs abandoned by their caller whose backend call has not returned.
@@ -128,13 +101,13 @@ impl Workers {
         buffers: Arc<BufferPool>,
         abandoned: Arc<AtomicUsize>,
     ) -> std::io::Result<Workers> {
-        let (queue, jobs) = crossbeam_channel::unbounded::<Message>();
-        let (exit_tx, exited) = crossbeam_channel::unbounded();
         let count = backend.max_in_flight().max(1);
+        let queue = Arc::new(Queue::new(count));
+        let (exit_tx, exited) = crossbeam_channel::unbounded();
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let (jobs, backend, exit_tx, buffers, lost) = (
-                jobs.clone(),
+                queue.clone(),
                 backend.clone(),
                 exit_tx.clone(),
                 buffers.clone(),
@@ -143,15 +116,13 @@ impl Workers {
             let handle = thread::Builder::new()
                 .name(format!("child-{name}-{i}"))
                 .spawn(move || {
-                    serve(&*backend, &buffers, &jobs, &lost);
+                    serve(i, &*backend, &buffers, &jobs, &lost);
                     let _ = exit_tx.send(());
                 });
             match handle {
                 Ok(h) => threads.push(h),
                 Err(e) => {
-                    for _ in 0..threads.len() {
-                        let _ = queue.send(Message::Stop);
-                    }
+                    queue.stop();
                     return Err(e);
                 }
             }
@@ -164,47 +135,33 @@ impl Workers {
         })
     }
 
-    /// Queues `request` for this child; the answer arrives on `reply`,
-    /// tagged with `job`, unless `ticket` is abandoned first.
-    pub(crate) fn submit(
-        &self,
-        job: usize,
-        request: Request,
-        reply: &Sender<Answer>,
-        ticket: Arc<Ticket>,
-    ) {
-        let message = Message::Job {
+    /// Queues `request` for this child as job `job` of `gather`, which
+    /// gets its answer unless the job is abandoned first. Once the workers
+    /// are stopping, the answer is that they have stopped, at once.
+    pub(crate) fn submit(&self, gather: &Arc<Gather>, job: usize, request: Request) {
+        let queued = self.queue.push(Job {
+            gather: gather.clone(),
             job,
             request,
-            reply: reply.clone(),
-            ticket,
-        };
-        if let Err(crossbeam_channel::SendError(Message::Job { reply, .. })) =
-            self.queue.send(message)
-        {
-            let _ = reply.send((
+        });
+        if let Err(Job { gather, job, .. }) = queued {
+            gather.answer(
                 job,
                 Err(BackendError::Unavailable(
                     "the child's workers have stopped".into(),
                 )),
-            ));
+            );
         }
-    }
-
-    /// Gives up on a submitted job whose answer has not arrived. Returns
-    /// `false` when the worker answered meanwhile: the answer is on its way.
-    pub(crate) fn abandon(&self, ticket: &Ticket) -> bool {
-        self.abandoned.fetch_add(1, Ordering::AcqRel);
-        if ticket.advance(QUEUED, ABANDONED) || ticket.advance(RUNNING, ABANDONED) {
-            return true;
-        }
-        self.abandoned.fetch_sub(1, Ordering::AcqRel);
-        false
     }
 
     /// The shared count of abandoned jobs (see [`Workers::spawn`]).
     pub(crate) fn late(&self) -> Arc<AtomicUsize> {
         self.abandoned.clone()
+    }
+
+    /// The count of abandoned jobs itself, for [`Gather::expire`].
+    pub(crate) fn late_count(&self) -> &AtomicUsize {
+        &self.abandoned
     }
 
     /// How many abandoned jobs of this child are still in its backend or
@@ -218,9 +175,7 @@ impl Workers {
     /// (they are stuck in the backend and are left behind).
     pub(crate) fn stop(&self, deadline: Instant) -> usize {
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
-        for _ in 0..threads.len() {
-            let _ = self.queue.send(Message::Stop);
-        }
+        self.queue.stop();
         let mut stopped = 0;
         while stopped < threads.len() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -243,32 +198,52 @@ impl Workers {
     }
 }
 
+impl Drop for Workers {
+    /// The threads finish the queued jobs and exit (a volume dropped
+    /// without [`Workers::stop`] leaves no thread behind).
+    fn drop(&mut self) {
+        self.queue.stop();
+    }
+}
+
+/// Worker number `worker`'s loop: every queued job, then a sleep.
 fn serve(
+    worker: usize,
     backend: &dyn Backend,
     buffers: &BufferPool,
-    jobs: &Receiver<Message>,
+    queue: &Queue,
     abandoned: &AtomicUsize,
 ) {
-    while let Ok(Message::Job {
-        job,
-        request,
-        reply,
-        ticket,
-    }) = jobs.recv()
+    let mut finished = None;
+    while let Some((
+        Job {
+            gather,
+            job,
+            request,
+        },
+        took,
+    )) = queue.next(worker, finished)
     {
-        if !ticket.advance(QUEUED, RUNNING) {
+        let ticket = gather.ticket(job);
+        if !ticket.start() {
             abandoned.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let result = run(backend, buffers, request);
-        if ticket.advance(RUNNING, ANSWERED) {
-            let _ = reply.send((job, result));
         } else {
-            if let Ok(Reply::Data(buf)) = result {
-                buffers.give(buf);
+            let result = run(backend, buffers, request);
+            if ticket.finish() {
+                // The last answer may run the request's continuation here:
+                // a panic in it must not take the worker along.
+                let answered = catch_unwind(AssertUnwindSafe(|| gather.answer(job, result)));
+                if answered.is_err() {
+                    tracing::error!("a request's completion panicked on a child's worker");
+                }
+            } else {
+                if let Ok(Reply::Data(buf)) = result {
+                    buffers.give(buf);
+                }
+                abandoned.fetch_sub(1, Ordering::AcqRel);
             }
-            abandoned.fetch_sub(1, Ordering::AcqRel);
         }
+        finished = Some(took);
     }
 }
 

@@ -5,8 +5,9 @@
 //! buckets allow it, [`crate::throttle`]; an HTTP write waits there before
 //! its body is read, then comes in by [`VolumeEntry::io_admitted`]); the error policy (while the
 //! volume is suspended the request is held, [`crate::suspend`]); the engine
-//! call, on the blocking pool through [`blocking`] with the membership gate
-//! held ([`VolumeEntry::run`]); then, if it failed for lack of quorum on a
+//! call with the membership gate held (a read or write that the engine can
+//! start without a blocking thread through [`bridge::started`], anything else on
+//! the blocking pool through [`blocking`] and [`VolumeEntry::run`]); then, if it failed for lack of quorum on a
 //! volume that suspends, the hold and the retry; and last the request is
 //! counted in the volume's statistics ([`crate::stats`]). Nothing here
 //! blocks an async worker: every wait is a future, and the engine call is
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use quorum_core::{Op, Volume, VolumeError};
 
-use crate::bridge::blocking;
+use crate::bridge::{self, Start, blocking};
 use crate::error::ApiError;
 use crate::membership::VolumeEntry;
 use crate::stats::Outcome;
@@ -81,7 +82,30 @@ impl VolumeEntry {
     {
         let started = Instant::now();
         self.controls().throttle.admit(op, bytes).await;
-        self.io_admitted(op, bytes, started, f).await
+        self.serve(op, bytes, started, None, f).await
+    }
+
+    /// [`VolumeEntry::io`] of a read or write that the engine starts with
+    /// `start` where it can do so without waiting, so that no thread of
+    /// the blocking pool waits on it; `f` is the same request as a
+    /// blocking call, made where it cannot.
+    ///
+    /// # Errors
+    /// As [`VolumeEntry::io`].
+    pub async fn io_started<T, F>(
+        self: &Arc<Self>,
+        op: Op,
+        bytes: u64,
+        start: Start<'_, T>,
+        f: F,
+    ) -> Result<T, IoError>
+    where
+        F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let started = Instant::now();
+        self.controls().throttle.admit(op, bytes).await;
+        self.serve(op, bytes, started, Some(start), f).await
     }
 
     /// [`VolumeEntry::io`] of a request that arrived at `started` and that
@@ -95,6 +119,24 @@ impl VolumeEntry {
         op: Op,
         bytes: u64,
         started: Instant,
+        f: F,
+    ) -> Result<T, IoError>
+    where
+        F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.serve(op, bytes, started, None, f).await
+    }
+
+    /// The request past the throttle: the suspension, the engine call
+    /// (started with `start` where it can be), the hold and retry, and the
+    /// statistics.
+    async fn serve<T, F>(
+        self: &Arc<Self>,
+        op: Op,
+        bytes: u64,
+        started: Instant,
+        start: Option<Start<'_, T>>,
         f: F,
     ) -> Result<T, IoError>
     where
@@ -115,8 +157,18 @@ impl VolumeEntry {
         };
         let f = Arc::new(f);
         let result = loop {
-            let (entry, f) = (self.clone(), f.clone());
-            match blocking(move || entry.run(|v| f(v))).await {
+            let call = {
+                let f = f.clone();
+                move |v: &Volume| f(v)
+            };
+            let attempt = match start {
+                Some(start) => bridge::started(self, start, call).await,
+                None => {
+                    let entry = self.clone();
+                    blocking(move || entry.run(call)).await
+                }
+            };
+            match attempt {
                 Ok(Err(VolumeError::Quorum(q))) if suspension.holds(&q) => {
                     match suspension.hold(turn.take(), &q).await {
                         Released::Retry(next) => turn = Some(next),

@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::{RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{
+    ArcRwLockReadGuard, RawRwLock, RwLock as FairLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use quorum_backends::{ChildSource, Confinement, OpenError, Unopened};
 use quorum_core::{
     Backend, ChildInfo, ChildSpec, Event, EventSink, Volume, VolumeError, VolumeOptions,
@@ -213,7 +215,7 @@ pub struct Rebuild {
 /// the operator's controls (which outlive membership changes).
 pub struct VolumeEntry {
     current: RwLock<Arc<Volume>>,
-    gate: FairLock<()>,
+    gate: Arc<FairLock<()>>,
     /// Shared with the scrub schedule, which starts scrubs on the current
     /// jobs.
     jobs: Arc<Mutex<Arc<Jobs>>>,
@@ -258,7 +260,7 @@ impl VolumeEntry {
         let controls = Controls::start(volume.name(), controls, scrubs, jobs.clone(), events)?;
         Ok(VolumeEntry {
             current: RwLock::new(volume),
-            gate: FairLock::new(()),
+            gate: Arc::new(FairLock::new(())),
             jobs,
             controls,
             children,
@@ -309,6 +311,14 @@ impl VolumeEntry {
     /// Holds off membership changes while the guard lives.
     pub fn gate_read(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read()
+    }
+
+    /// [`VolumeEntry::gate_read`] for a request that ends on another
+    /// thread (the engine's): the guard may be dropped there. `None`,
+    /// without waiting, when a membership change holds or waits for the
+    /// gate.
+    pub fn try_gate_owned(&self) -> Option<ArcRwLockReadGuard<RawRwLock, ()>> {
+        self.gate.try_read_arc()
     }
 
     /// Waits for the requests in flight, holding off new ones meanwhile.

@@ -5,10 +5,11 @@
 //! engine call an HTTP handler would make, the same way: the request's
 //! memory from the server-wide [`Budget`], the engine call through the
 //! volume's one data path ([`VolumeEntry::io`]: I/O limits, error policy,
-//! statistics, then the blocking pool with the membership gate held), and
-//! the request counted in [`Telemetry`]. So an
-//! NBD read votes, reports, repairs and marks stale exactly like an HTTP
-//! read, and the same events and metrics follow.
+//! statistics, then the engine call with the membership gate held, reads
+//! and writes started without a blocking thread where the engine can),
+//! and the request counted in [`Telemetry`]. So an NBD read votes,
+//! reports, repairs and marks stale exactly like an HTTP read, and the
+//! same events and metrics follow.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use quorum_core::{Op, Volume, VolumeError};
 use quorum_nbd::{Export, ExportError, Exports, Extent};
 
+use crate::bridge::Start;
 use crate::budget::{Budget, Reservation};
 use crate::io::IoError;
 use crate::membership::VolumeEntry;
@@ -83,8 +85,35 @@ impl NbdVolume {
         F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
         T: Send + 'static,
     {
+        self.counted(op, bytes, self.entry.io(op, bytes, f)).await
+    }
+
+    /// [`NbdVolume::call`] of a read or write that the engine may start
+    /// with `start`, without a blocking thread ([`VolumeEntry::io_started`]).
+    async fn call_started<T, F>(
+        &self,
+        op: Op,
+        bytes: u64,
+        start: Start<'_, T>,
+        f: F,
+    ) -> Result<T, ExportError>
+    where
+        F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let request = self.entry.io_started(op, bytes, start, f);
+        self.counted(op, bytes, request).await
+    }
+
+    /// Awaits `request` (the volume's data path) and counts it as `op`.
+    async fn counted<T>(
+        &self,
+        op: Op,
+        bytes: u64,
+        request: impl Future<Output = Result<T, IoError>>,
+    ) -> Result<T, ExportError> {
         let started = Instant::now();
-        let result = self.entry.io(op, bytes, f).await;
+        let result = request.await;
         let moved = crate::io::moved(&result, bytes);
         self.telemetry
             .request(&self.name, Frontend::Nbd, op, moved, started.elapsed());
@@ -147,16 +176,26 @@ impl Export for NbdVolume {
     }
 
     async fn read(&self, offset: u64, length: u32) -> Result<Bytes, ExportError> {
-        self.call(Op::Read, u64::from(length), move |v| {
-            v.read(offset, length as usize)
-        })
+        let len = length as usize;
+        self.call_started(
+            Op::Read,
+            u64::from(length),
+            &move |v, done| v.start_read(offset, len, done),
+            move |v| v.read(offset, len),
+        )
         .await
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), ExportError> {
         let bytes = data.len() as u64;
-        self.call(Op::Write, bytes, move |v| v.write(offset, data.clone()))
-            .await?;
+        let copy = data.clone();
+        self.call_started(
+            Op::Write,
+            bytes,
+            &move |v, done| v.start_write(offset, copy.clone(), done),
+            move |v| v.write(offset, data.clone()),
+        )
+        .await?;
         if fua {
             self.flush().await?;
         }

@@ -30,12 +30,6 @@ use crate::util::{client_output as output, nbd_url as url, run_client as run};
 /// The size of the usual test volume.
 const SIZE: u64 = 16 * MIB;
 
-/// `config` with `[nbd]` on a free port of 127.0.0.1 (at the end, so
-/// that the top-level keys of `config` stay top-level).
-fn with_nbd(config: &str) -> String {
-    format!("{config}\n[nbd]\nlisten = \"127.0.0.1:0\"\n")
-}
-
 /// Three file children of 16 MiB, threshold 2, served over NBD on a free
 /// port too.
 fn nbd_config() -> String {

@@ -50,3 +50,9 @@ pub fn abc_volume(size: &str, options: &str) -> String {
         &[child("a"), child("b"), child("c")],
     )
 }
+
+/// `config` with `[nbd]` on a free port of 127.0.0.1 (at the end, so
+/// that the top-level keys of `config` stay top-level).
+pub fn with_nbd(config: &str) -> String {
+    format!("{config}\n[nbd]\nlisten = \"127.0.0.1:0\"\n")
+}

@@ -31,6 +31,8 @@ struct Mem {
     write_attempts: AtomicU64,
     /// While set, writes block (a hung replica) until it is cleared.
     stall_writes: (Mutex<bool>, Condvar),
+    /// How long each read takes, in microseconds (a slow replica).
+    read_micros: AtomicU64,
     jitter: bool,
     seed: AtomicU64,
 }
@@ -49,6 +51,7 @@ impl Mem {
             hang_writes: AtomicBool::new(false),
             write_attempts: AtomicU64::new(0),
             stall_writes: (Mutex::new(false), Condvar::new()),
+            read_micros: AtomicU64::new(0),
             jitter: false,
             seed: AtomicU64::new(1),
         })
@@ -99,6 +102,10 @@ impl Backend for Mem {
             return Err(BackendError::from_errno(5));
         }
         self.pause();
+        let slow = self.read_micros.load(Ordering::SeqCst);
+        if slow > 0 {
+            thread::sleep(Duration::from_micros(slow));
+        }
         let o = offset as usize;
         buf.copy_from_slice(&self.data.lock().expect("data")[o..o + buf.len()]);
         Ok(())
@@ -224,6 +231,7 @@ mod discard;
 mod promises;
 mod review;
 mod review2;
+mod started;
 
 fn bad_reads(events: &[Event]) -> Vec<(String, u64, u64, bool)> {
     events

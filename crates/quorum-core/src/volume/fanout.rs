@@ -1,17 +1,29 @@
-//! Sending one request to the children's workers and waiting for their
-//! answers, for `child_timeout` at most.
+//! Sending one request to the children's workers and gathering their
+//! answers: waited for on the caller's thread ([`Volume::dispatch`]), or
+//! handed to a continuation by the last answer ([`Volume::dispatch_then`]);
+//! either way for `child_timeout` at most.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::Instant;
 
 use super::Volume;
 use super::child::{FAILED, HEALTHY};
 use crate::backend::BackendError;
-use crate::worker::{Reply, Request, Ticket};
+use crate::gather::{Answer, Gather, Waiter};
+use crate::watchdog::Watchdog;
+use crate::worker::{Reply, Request};
 
 /// A child's result within one request.
 pub(super) type Outcomes = Vec<Result<Reply, BackendError>>;
+
+/// Each job's child and answer, in job order.
+pub(super) type Answers = Vec<(usize, Answer)>;
+
+/// What a request's last answer runs: the volume, and each job's child and
+/// answer, in job order.
+pub(super) type AfterAnswers = Box<dyn FnOnce(&Arc<Volume>, Answers) + Send>;
 
 impl Volume {
     /// Sends one request per listed child and waits for all their answers,
@@ -20,18 +32,63 @@ impl Volume {
     /// A child whose breaker is open, or which still has a request abandoned
     /// at an earlier deadline, is not tried (so a late write of it can never
     /// land after a newer one).
-    pub(super) fn dispatch(
+    pub(super) fn dispatch(&self, jobs: Vec<(usize, Request)>) -> Answers {
+        let (gather, requests) = self.gather(jobs, Waiter::Thread(thread::current()));
+        let gather = Arc::new(gather);
+        self.send(&gather, requests);
+        let deadline = Instant::now() + self.options.child_timeout;
+        if !gather.wait_until(deadline) {
+            gather.expire(
+                |child| self.children.get(child).map(|c| c.workers.late_count()),
+                self.options.child_timeout,
+            );
+            // What could not be abandoned was answered: it is on its way.
+            gather.wait();
+        }
+        self.record_answers(&gather, gather.take())
+    }
+
+    /// [`Volume::dispatch`] without waiting: returns at once, and the last
+    /// answer (or the watchdog, at `child_timeout`) runs `then` with them,
+    /// on its own thread. `None` when the watchdog cannot be started:
+    /// nothing was sent, and `then` is dropped.
+    pub(super) fn dispatch_then(
+        self: &Arc<Self>,
+        jobs: Vec<(usize, Request)>,
+        then: AfterAnswers,
+    ) -> Option<()> {
+        let watchdog = self.watchdog()?;
+        let at = watchdog.place();
+        let volume = self.clone();
+        let waiter = Waiter::Then(Box::new(move |gather: &Gather, answers| {
+            if let Some(w) = volume.watchdog.get() {
+                w.unwatch(at);
+            }
+            let answers = volume.record_answers(gather, answers);
+            then(&volume, answers);
+        }));
+        let (gather, requests) = self.gather(jobs, waiter);
+        let gather = Arc::new(gather);
+        if requests.is_empty() {
+            gather.complete_if_answered();
+            return Some(());
+        }
+        watchdog.watch(at, gather.clone());
+        self.send(&gather, requests);
+        Some(())
+    }
+
+    /// The gather of `jobs`, with the answer of each child that refuses
+    /// up front (its breaker is open, or a request abandoned at an earlier
+    /// deadline has not returned), and the requests to send, by job.
+    fn gather(
         &self,
         jobs: Vec<(usize, Request)>,
-    ) -> Vec<(usize, Result<Reply, BackendError>)> {
-        let (tx, rx) = crossbeam_channel::bounded(jobs.len());
-        let order: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
-        // Answers by job, not by child: a child may get several jobs.
-        let mut answers: Vec<Option<Result<Reply, BackendError>>> =
-            (0..order.len()).map(|_| None).collect();
-        let mut tried = vec![false; order.len()];
-        let mut tickets: Vec<Option<Arc<Ticket>>> = (0..order.len()).map(|_| None).collect();
-        let mut pending = 0;
+        waiter: Waiter,
+    ) -> (Gather, Vec<(usize, Request)>) {
+        let mut children = Vec::with_capacity(jobs.len());
+        let mut refused = Vec::with_capacity(jobs.len());
+        let mut requests = Vec::with_capacity(jobs.len());
         for (job, (child, request)) in jobs.into_iter().enumerate() {
             let c = &self.children[child];
             let refusal = c.breaker.refuse().or_else(|| {
@@ -42,55 +99,34 @@ impl Volume {
                     ))
                 })
             });
+            children.push(child);
             match refusal {
-                Some(refusal) => answers[job] = Some(Err(refusal)),
+                Some(refusal) => refused.push(Some(Err(refusal))),
                 None => {
-                    let ticket = Arc::new(Ticket::default());
-                    c.workers.submit(job, request, &tx, ticket.clone());
-                    tickets[job] = Some(ticket);
-                    tried[job] = true;
-                    pending += 1;
+                    refused.push(None);
+                    requests.push((job, request));
                 }
             }
         }
-        drop(tx);
-        let deadline = Instant::now() + self.options.child_timeout;
-        while pending > 0 {
-            match rx.recv_deadline(deadline) {
-                Ok((job, result)) => {
-                    answers[job] = Some(result);
-                    pending -= 1;
-                }
-                Err(_) => break,
-            }
+        (Gather::new(children, refused, waiter), requests)
+    }
+
+    fn send(&self, gather: &Arc<Gather>, requests: Vec<(usize, Request)>) {
+        for (job, request) in requests {
+            let child = gather.children()[job];
+            self.children[child].workers.submit(gather, job, request);
         }
-        for (job, ticket) in tickets.iter().enumerate() {
-            let Some(ticket) = ticket else { continue };
-            if answers[job].is_some() {
-                continue;
-            }
-            if self.children[order[job]].workers.abandon(ticket) {
-                answers[job] = Some(Err(BackendError::Timeout(self.options.child_timeout)));
-                continue;
-            }
-            // Answered as it was abandoned: the answer is on its way.
-            while answers[job].is_none() {
-                match rx.recv() {
-                    Ok((j, result)) => answers[j] = Some(result),
-                    Err(_) => break,
-                }
-            }
-        }
-        order
-            .into_iter()
+    }
+
+    /// Records each answer in its child's state and breaker; returns each
+    /// job's child and answer.
+    fn record_answers(&self, gather: &Gather, answers: Vec<Answer>) -> Answers {
+        gather
+            .children()
+            .iter()
+            .zip(gather.tried())
             .zip(answers)
-            .zip(tried)
-            .map(|((child, answer), tried)| {
-                let result = answer.unwrap_or_else(|| {
-                    Err(BackendError::Unavailable(
-                        "the child's worker stopped without answering".into(),
-                    ))
-                });
+            .map(|((&child, &tried), result)| {
                 let state = if result.is_ok() { HEALTHY } else { FAILED };
                 self.children[child].state.store(state, Ordering::Relaxed);
                 if tried {
@@ -99,6 +135,25 @@ impl Volume {
                 (child, result)
             })
             .collect()
+    }
+
+    /// The volume's watchdog, started at its first use; `None` (logged)
+    /// when its thread cannot be started.
+    fn watchdog(&self) -> Option<&Watchdog> {
+        if let Some(w) = self.watchdog.get() {
+            return Some(w);
+        }
+        let late = self.children.iter().map(|c| c.workers.late()).collect();
+        match Watchdog::spawn(&self.options.name, late, self.options.child_timeout) {
+            // Another request may have started one first: this one stops.
+            Ok(w) => {
+                let _ = self.watchdog.set(w);
+            }
+            Err(error) => {
+                tracing::warn!(volume = %self.options.name, %error, "cannot start the watchdog thread; requests wait on blocking threads");
+            }
+        }
+        self.watchdog.get()
     }
 
     pub(super) fn on_all(&self, request: &Request) -> Outcomes {

@@ -7,14 +7,16 @@
 //! - `options.rs`: the settings and their checks.
 //! - `child.rs`: a child as given, as kept, and as the API lists it.
 //! - `open.rs`: the checks that come before any thread starts, then the start.
-//! - `fanout.rs`: sending one request to the children's workers, bounded by
-//!   `child_timeout`.
+//! - `fanout.rs`: sending one request to the children's workers and
+//!   gathering their answers, bounded by `child_timeout`.
 //! - `tally.rs`: counting the children's answers against the threshold, the
 //!   one place a quorum failure is built, and `Voted`, what a vote gives the
 //!   volume's own callers (an answer, or the block without a majority).
 //! - `read.rs`: reads, quorum or fifo, and the rewrite of corrupted copies.
 //! - `write.rs`: writes, write zeroes, discards and flushes, with the
 //!   write-intent log.
+//! - `start.rs`: reads and writes started without blocking the caller,
+//!   completed by the last child's answer.
 //! - `stale_maps.rs`: which ranges each child missed, and their journal.
 //! - `damage.rs`: which ranges of each child are known bad (lost a vote,
 //!   could not be read) and not repaired yet, kept in the same journal.
@@ -34,13 +36,14 @@ mod reconcile;
 mod resync;
 mod scrub;
 mod stale_maps;
+mod start;
 mod tally;
 mod write;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::buffer::BufferPool;
@@ -49,6 +52,7 @@ use crate::event::EventSink;
 use crate::ordering::RangeLock;
 use crate::report::Reports;
 use crate::stale::RangeSet;
+use crate::watchdog::Watchdog;
 
 use child::Child;
 pub use child::{ChildInfo, ChildSpec};
@@ -57,12 +61,15 @@ pub use options::{ReadPattern, VolumeOptions};
 pub use resync::ResyncStep;
 pub use scrub::Scrubbed;
 use stale_maps::StaleMaps;
+pub use start::{Completion, Rest, WouldBlock};
 
 /// One virtual disk on N children.
 ///
-/// Every method blocks the calling thread until the children have answered;
-/// the children work in parallel on their own threads. Requests that
-/// overlap are ordered (see the `ordering` module); others run concurrently.
+/// Every method blocks the calling thread until the children have answered
+/// but [`Volume::start_read`] and [`Volume::start_write`], which return at
+/// once and complete on the thread of the last answer; the children work in
+/// parallel on their own threads. Requests that overlap are ordered (see
+/// the `ordering` module); others run concurrently.
 pub struct Volume {
     options: VolumeOptions,
     size: u64,
@@ -82,6 +89,9 @@ pub struct Volume {
     sink: Arc<dyn EventSink>,
     /// Rung when a range is marked stale (see [`Volume::set_resync_bell`]).
     resync_bell: Mutex<Option<ResyncBell>>,
+    /// Gives up on the children of requests started with a continuation
+    /// at `child_timeout`; started by the first one.
+    watchdog: OnceLock<Watchdog>,
 }
 
 /// What a volume calls when it gains work for the resync: a range marked

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::child::{Child, HEALTHY};
 use super::{ChildSpec, StaleMaps, Volume, VolumeOptions};
@@ -167,6 +167,7 @@ impl Volume {
             unflushed: Mutex::new(vec![RangeSet::default(); n_children]),
             sink,
             resync_bell: Mutex::new(None),
+            watchdog: OnceLock::new(),
         };
         if unclean && reconcile {
             volume.reconcile();

@@ -6,10 +6,12 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::damage::{DamageEdit, outside};
+use super::fanout::Outcomes;
 use super::tally::Voted;
 use super::{ReadPattern, Scrubbed, Volume};
 use crate::error::VolumeError;
 use crate::event::{Event, Op};
+use crate::gather::Answer;
 use crate::report::Reports;
 use crate::vote;
 use crate::worker::{Reply, Request};
@@ -97,8 +99,23 @@ impl Volume {
         length: usize,
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
+        let results = self.on_all(&Request::Read { offset, length });
+        self.quorum_answer(offset, length, results, reports)
+    }
+
+    /// The answer of a client's quorum read from the children's `results`
+    /// (one per child, in child order): voted, the losers and the failed
+    /// children rewritten when the volume says so, a block without a
+    /// majority reported as the read's failure.
+    pub(super) fn quorum_answer(
+        &self,
+        offset: u64,
+        length: usize,
+        results: Outcomes,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
         let repair = self.options.rewrite_corrupted;
-        match self.read_voted(offset, length, reports, repair, None)? {
+        match self.vote_answers(offset, length, results, reports, repair, None)? {
             Voted::Answer(data) => Ok(data),
             Voted::NoMajority(none) => Err(self.fail(reports, none.error)),
         }
@@ -118,6 +135,19 @@ impl Volume {
         lost: Option<&mut Scrubbed>,
     ) -> Result<Voted<Bytes>, VolumeError> {
         let results = self.on_all(&Request::Read { offset, length });
+        self.vote_answers(offset, length, results, reports, repair, lost)
+    }
+
+    /// [`Volume::read_voted`] of the children's `results`, read already.
+    fn vote_answers(
+        &self,
+        offset: u64,
+        length: usize,
+        results: Outcomes,
+        reports: &mut Reports<'_>,
+        repair: bool,
+        lost: Option<&mut Scrubbed>,
+    ) -> Result<Voted<Bytes>, VolumeError> {
         let bytes = length as u64;
         let end = offset + bytes;
         let mut tally = self.tally(Op::Read, offset, bytes, results.len());
@@ -264,6 +294,18 @@ impl Volume {
         length: usize,
         reports: &mut Reports<'_>,
     ) -> Result<Bytes, VolumeError> {
+        self.fifo_answer(offset, length, None, reports)
+    }
+
+    /// A fifo read, the first fresh child's answer given when it was read
+    /// already (`first`, with the child's index).
+    pub(super) fn fifo_answer(
+        &self,
+        offset: u64,
+        length: usize,
+        mut first: Option<(usize, Answer)>,
+        reports: &mut Reports<'_>,
+    ) -> Result<Bytes, VolumeError> {
         let bytes = length as u64;
         let stale = self.stale_within(offset..offset + bytes);
         let fresh: Vec<usize> = (0..self.children.len())
@@ -271,9 +313,12 @@ impl Volume {
             .collect();
         let mut tally = self.tally(Op::Read, offset, bytes, fresh.len());
         for i in fresh {
-            let answer = self
-                .dispatch(vec![(i, Request::Read { offset, length })])
-                .pop();
+            let answer = match first.take().filter(|(child, _)| *child == i) {
+                Some(answer) => Some(answer),
+                None => self
+                    .dispatch(vec![(i, Request::Read { offset, length })])
+                    .pop(),
+            };
             match answer {
                 Some((_, Ok(Reply::Data(data)))) => {
                     let data = self.buffers.bytes(data);

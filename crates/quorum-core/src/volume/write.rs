@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::fanout::Outcomes;
 use super::{StaleMaps, Volume};
 use crate::error::VolumeError;
 use crate::event::Op;
@@ -108,9 +109,22 @@ impl Volume {
         let _guard = self.ranges.exclusive(offset, end);
         let _intent = self.intend(offset..end)?;
         let results = self.on_all(&request);
+        self.write_answered(op, offset, length, results)
+    }
+
+    /// What a client write does once the children answered it (`results`,
+    /// one per child, in child order): the threshold decides, and the
+    /// children that failed are stale there.
+    pub(super) fn write_answered(
+        &self,
+        op: Op,
+        offset: u64,
+        length: u64,
+        results: Outcomes,
+    ) -> Result<(), VolumeError> {
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(op, offset, length, results, &mut self.reports())?;
-        self.note_write(offset..end, &failed)
+        self.note_write(offset..offset + length, &failed)
     }
 
     /// Registers a client write of `range` with the write-intent log: when
@@ -169,25 +183,40 @@ impl Volume {
     /// repair) at the next open.
     fn note_write(&self, range: Range<u64>, failed: &[bool]) -> Result<(), VolumeError> {
         self.clear_damage_written(&range, failed);
-        {
-            let grain = range.start - range.start % UNFLUSHED_GRAIN
-                ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
-            let mut unflushed = self
-                .unflushed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (set, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
-                set.insert(grain.clone());
-                if set.len() > UNFLUSHED_RANGES {
-                    if let (Some(first), Some(last)) = (set.first(), set.last()) {
-                        set.insert(first.start..last.end);
-                    }
-                }
-            }
-        }
+        self.note_unflushed(&range, failed);
         if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.note_stale_written(range, failed)
+    }
+
+    /// Records `range` as unflushed on each child that took it (not
+    /// `failed`). Never waits for I/O.
+    pub(super) fn note_unflushed(&self, range: &Range<u64>, failed: &[bool]) {
+        let grain = range.start - range.start % UNFLUSHED_GRAIN
+            ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
+        let mut unflushed = self
+            .unflushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (set, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
+            set.insert(grain.clone());
+            if set.len() > UNFLUSHED_RANGES {
+                if let (Some(first), Some(last)) = (set.first(), set.last()) {
+                    set.insert(first.start..last.end);
+                }
+            }
+        }
+    }
+
+    /// The stale marks of a write of `range` when a child `failed` it or
+    /// some child is stale: the failed children are marked, and those that
+    /// took it are flushed before their marks there are cleared.
+    pub(super) fn note_stale_written(
+        &self,
+        range: Range<u64>,
+        failed: &[bool],
+    ) -> Result<(), VolumeError> {
         let refreshed: Vec<usize> = {
             let maps = self.stale_maps();
             (0..failed.len())

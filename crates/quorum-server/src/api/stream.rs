@@ -42,8 +42,9 @@ struct ReadState {
 impl ReadState {
     /// Reads the next span: budget first, then one atomic engine read
     /// through the volume's data path ([`VolumeEntry::io`]: limits, error
-    /// policy, statistics), on a blocking thread that holds the membership
-    /// gate only while it reads.
+    /// policy, statistics) that holds the membership gate only while it
+    /// reads (a span of at most [`READ_CHUNK`] started without a blocking
+    /// thread where the engine can).
     ///
     /// A span longer than [`READ_CHUNK`] is read with `read_chunks`: one
     /// range lock from its first piece to its last (so it is as atomic as
@@ -57,19 +58,27 @@ impl ReadState {
         let reservation = self.budget.reserve(n, deadline).await?;
         let (entry, at) = (self.entry.clone(), self.at);
         let len = usize::try_from(n).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let bytes = entry
-            .io(Op::Read, n, move |v| {
-                if len <= READ_CHUNK {
-                    return v.read(at, len);
-                }
-                let mut buf = bytes::BytesMut::with_capacity(len);
-                v.read_chunks(at, n, READ_CHUNK, |piece| {
-                    buf.extend_from_slice(&piece);
-                    true
-                })?;
-                Ok(buf.freeze())
-            })
-            .await?;
+        let bytes = if len <= READ_CHUNK {
+            entry
+                .io_started(
+                    Op::Read,
+                    n,
+                    &move |v, done| v.start_read(at, len, done),
+                    move |v| v.read(at, len),
+                )
+                .await?
+        } else {
+            entry
+                .io(Op::Read, n, move |v| {
+                    let mut buf = bytes::BytesMut::with_capacity(len);
+                    v.read_chunks(at, n, READ_CHUNK, |piece| {
+                        buf.extend_from_slice(&piece);
+                        true
+                    })?;
+                    Ok(buf.freeze())
+                })
+                .await?
+        };
         self.at += n;
         if self.at == self.end {
             // Counted before the client can have the last byte.

@@ -1,0 +1,250 @@
+//! One request's answers from the children's workers, and how its caller
+//! learns that the last one is in.
+//!
+//! A request fans out as jobs, one per child (or per repair); each job's
+//! worker puts its answer in the request's [`Gather`]. Only the last answer
+//! wakes anybody: a caller that waits on its own thread is unparked once
+//! (not once per child), and a caller that does not wait has its
+//! continuation run by whichever thread gave the last answer (a worker, or
+//! the watchdog that gave up on a child at `child_timeout`).
+//!
+//! Every job carries a [`Ticket`]. A caller that gives up on a job at its
+//! deadline abandons it: a job abandoned before it started never runs, and
+//! one abandoned while running is counted in its child's late count until
+//! its backend call returns, so that the volume sends nothing more to that
+//! child meanwhile: a late write can never land after a newer one.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use crate::backend::BackendError;
+use crate::worker::Reply;
+
+/// A child's answer to one job.
+pub(crate) type Answer = Result<Reply, BackendError>;
+
+/// Who settles a job: its worker (started, then answered) or its caller
+/// (abandoned at the deadline). Each transition happens once.
+#[derive(Debug, Default)]
+pub(crate) struct Ticket(AtomicU8);
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ANSWERED: u8 = 2;
+const ABANDONED: u8 = 3;
+
+impl Ticket {
+    fn advance(&self, from: u8, to: u8) -> bool {
+        self.0
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The worker starts the job; `false` when it was abandoned first.
+    pub(crate) fn start(&self) -> bool {
+        self.advance(QUEUED, RUNNING)
+    }
+
+    /// The worker is about to answer; `false` when the job was abandoned
+    /// while it ran (the answer is dropped).
+    pub(crate) fn finish(&self) -> bool {
+        self.advance(RUNNING, ANSWERED)
+    }
+
+    /// Gives up on the job, counting it in `late` when that succeeds.
+    /// Returns `false` when the worker answered meanwhile: the answer is
+    /// on its way.
+    pub(crate) fn abandon(&self, late: &AtomicUsize) -> bool {
+        late.fetch_add(1, Ordering::AcqRel);
+        if self.advance(QUEUED, ABANDONED) || self.advance(RUNNING, ABANDONED) {
+            return true;
+        }
+        late.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+}
+
+/// What the last answer runs, with the gather and every job's answer, in
+/// job order.
+pub(crate) type Then = Box<dyn FnOnce(&Gather, Vec<Answer>) + Send>;
+
+/// Who learns that the last answer is in.
+pub(crate) enum Waiter {
+    /// A thread that waits in [`Gather::wait_until`]; unparked once.
+    Thread(Thread),
+    /// A continuation, run by the thread that gives the last answer.
+    Then(Then),
+}
+
+/// The answers of one request's jobs.
+pub(crate) struct Gather {
+    /// The child of each job.
+    children: Vec<usize>,
+    /// Whether each job was sent to its child (not refused up front).
+    tried: Vec<bool>,
+    tickets: Vec<Ticket>,
+    state: Mutex<State>,
+}
+
+struct State {
+    answers: Vec<Option<Answer>>,
+    pending: usize,
+    /// `None` once the continuation ran.
+    waiter: Option<Waiter>,
+}
+
+impl Gather {
+    /// The gather of jobs on `children`; `refused` has the answer of each
+    /// job that is not sent (its child refused up front), `None` for the
+    /// others.
+    pub(crate) fn new(
+        children: Vec<usize>,
+        refused: Vec<Option<Answer>>,
+        waiter: Waiter,
+    ) -> Gather {
+        let pending = refused.iter().filter(|a| a.is_none()).count();
+        Gather {
+            tried: refused.iter().map(Option::is_none).collect(),
+            tickets: children.iter().map(|_| Ticket::default()).collect(),
+            children,
+            state: Mutex::new(State {
+                answers: refused,
+                pending,
+                waiter: Some(waiter),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The child of each job.
+    pub(crate) fn children(&self) -> &[usize] {
+        &self.children
+    }
+
+    /// Whether each job was sent to its child.
+    pub(crate) fn tried(&self) -> &[bool] {
+        &self.tried
+    }
+
+    /// Job `job`'s ticket.
+    pub(crate) fn ticket(&self, job: usize) -> &Ticket {
+        &self.tickets[job]
+    }
+
+    /// Job `job`'s answer. The last one wakes the waiting thread or runs
+    /// the continuation, here.
+    pub(crate) fn answer(&self, job: usize, answer: Answer) {
+        let mut state = self.state();
+        let Some(slot) = state.answers.get_mut(job) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        *slot = Some(answer);
+        state.pending -= 1;
+        if state.pending == 0 {
+            self.complete(state);
+        }
+    }
+
+    /// Runs the continuation when every answer is in already (every job
+    /// was refused): nobody else would.
+    pub(crate) fn complete_if_answered(&self) {
+        let state = self.state();
+        if state.pending == 0 {
+            self.complete(state);
+        }
+    }
+
+    fn complete(&self, mut state: MutexGuard<'_, State>) {
+        match state.waiter.take() {
+            Some(Waiter::Thread(thread)) => {
+                drop(state);
+                thread.unpark();
+            }
+            Some(Waiter::Then(then)) => {
+                let answers = take_answers(&mut state.answers);
+                drop(state);
+                then(self, answers);
+            }
+            None => {}
+        }
+    }
+
+    /// Parks the calling thread (the [`Waiter::Thread`]) until every
+    /// answer is in or `deadline` passes; says whether every answer is in.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> bool {
+        loop {
+            if self.state().pending == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            thread::park_timeout(deadline - now);
+        }
+    }
+
+    /// Parks the calling thread (the [`Waiter::Thread`]) until every
+    /// answer is in.
+    pub(crate) fn wait(&self) {
+        while self.state().pending > 0 {
+            thread::park();
+        }
+    }
+
+    /// Gives up on every job still unanswered at the deadline: each one
+    /// that can be abandoned (counted in `late` of its child) fails with
+    /// [`BackendError::Timeout`] of `timeout`; the others have answered
+    /// meanwhile and their answers are on their way.
+    pub(crate) fn expire<'a>(
+        &self,
+        late: impl Fn(usize) -> Option<&'a AtomicUsize>,
+        timeout: Duration,
+    ) {
+        let unanswered: Vec<usize> = {
+            let state = self.state();
+            state
+                .answers
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.is_none())
+                .map(|(job, _)| job)
+                .collect()
+        };
+        for job in unanswered {
+            let Some(late) = late(self.children[job]) else {
+                continue;
+            };
+            if self.tickets[job].abandon(late) {
+                self.answer(job, Err(BackendError::Timeout(timeout)));
+            }
+        }
+    }
+
+    /// Every answer, in job order, once [`Gather::wait_until`] said they
+    /// are all in.
+    pub(crate) fn take(&self) -> Vec<Answer> {
+        take_answers(&mut self.state().answers)
+    }
+}
+
+fn take_answers(answers: &mut [Option<Answer>]) -> Vec<Answer> {
+    answers
+        .iter_mut()
+        .map(|a| {
+            a.take().unwrap_or_else(|| {
+                Err(BackendError::Unavailable(
+                    "the child's worker stopped without answering".into(),
+                ))
+            })
+        })
+        .collect()
+}
