@@ -223,6 +223,14 @@ impl Faulty {
         verdict
     }
 
+    /// Whether a rule would act on `op` over `span` (nothing is spent).
+    fn armed_for(&self, op: FaultOp, span: Option<Range<u64>>) -> bool {
+        let rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        rules
+            .iter()
+            .any(|a| !a.spent && a.rule.applies(op, span.as_ref()))
+    }
+
     /// Waits and fails as the verdict says; returns the ranges to corrupt.
     fn apply(
         &self,
@@ -271,6 +279,13 @@ impl Backend for Faulty {
             }
         }
         Ok(())
+    }
+
+    /// The inner backend's, while no rule would act on the read: a fault
+    /// is applied by [`Backend::read_at`] on a worker, as it waits.
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> bool {
+        !self.armed_for(FaultOp::Read, span(offset, buf.len() as u64))
+            && self.inner.read_now(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {

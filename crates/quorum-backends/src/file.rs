@@ -7,13 +7,14 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use quorum_core::{Backend, BackendError, Extent};
 use rustix::fs::{FallocateFlags, SeekFrom};
-use rustix::io::Errno;
+use rustix::io::{Errno, ReadWriteFlags, preadv2};
 
 use crate::OpenError;
 use crate::lock::Exclusive;
@@ -28,6 +29,9 @@ pub struct FileBackend {
     path: PathBuf,
     file: File,
     size: u64,
+    /// Whether the file system reads without blocking when asked
+    /// (`RWF_NOWAIT`); cleared at its first refusal (tmpfs, for one).
+    nowait: AtomicBool,
     /// This server's exclusive hold on the file (see [`crate::lock`]).
     _lock: Exclusive,
 }
@@ -73,6 +77,7 @@ impl FileBackend {
             path: path.to_owned(),
             file,
             size: actual,
+            nowait: AtomicBool::new(true),
             _lock: lock,
         })
     }
@@ -197,6 +202,7 @@ impl FileBackend {
             path,
             file,
             size,
+            nowait: AtomicBool::new(true),
             _lock: lock,
         })
     }
@@ -308,6 +314,28 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    /// `preadv2` with `RWF_NOWAIT`: the kernel reads from the page cache
+    /// and refuses (`EAGAIN`) rather than wait for the disk or a lock.
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> bool {
+        if !self.nowait.load(Ordering::Relaxed) || self.check(offset, buf.len() as u64).is_err() {
+            return false;
+        }
+        let want = buf.len();
+        match preadv2(
+            &self.file,
+            &mut [IoSliceMut::new(buf)],
+            offset,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) => n == want,
+            Err(Errno::OPNOTSUPP) => {
+                self.nowait.store(false, Ordering::Relaxed);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         self.check(offset, buf.len() as u64)?;
         self.file.write_all_at(buf, offset)?;
@@ -384,6 +412,29 @@ mod tests {
     fn conforms() {
         let (_dir, backend) = temp(conformance::SIZE);
         conformance::run(&backend);
+    }
+
+    /// Cached data is read without a worker where the file system allows
+    /// `RWF_NOWAIT` (not tmpfs, which refuses it once and is not asked
+    /// again); out of range is never read.
+    #[test]
+    fn read_now_reads_cached_data_where_the_file_system_can() {
+        let (dir, backend) = temp(1 << 20);
+        let data: Vec<u8> = (0..8192).map(|i| (i % 253) as u8).collect();
+        backend.write_at(&data, 4096).expect("write");
+        /// `TMPFS_MAGIC` of `linux/magic.h`.
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        let tmpfs = rustix::fs::statfs(dir.path()).expect("statfs").f_type == TMPFS_MAGIC;
+        let mut buf = vec![0u8; 8192];
+        assert_eq!(backend.read_now(&mut buf, 4096), !tmpfs, "tmpfs: {tmpfs}");
+        if !tmpfs {
+            assert_eq!(buf, data);
+        }
+        assert_eq!(backend.nowait.load(Ordering::Relaxed), !tmpfs);
+        assert!(
+            !backend.read_now(&mut buf, (1 << 20) - 4096),
+            "past the end"
+        );
     }
 
     #[test]

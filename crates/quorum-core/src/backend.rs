@@ -125,6 +125,20 @@ pub trait Backend: Send + Sync + fmt::Display {
     /// Fills `buf` with the bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError>;
 
+    /// Fills `buf` with the bytes at `offset` only if that cannot block (a
+    /// file's page cache holds them); says whether it did. `false` when it
+    /// could block, when the backend cannot tell, or when the read failed:
+    /// the engine then asks one of the child's workers ([`Backend::read_at`]).
+    ///
+    /// The engine calls it on the thread that makes the request, which
+    /// must never wait on a child (a hung child costs `child_timeout` and
+    /// no more), so an implementation must never block. It spares a small
+    /// read the hand-off to a worker thread and back, which costs more
+    /// than reading cached data. The default says `false`.
+    fn read_now(&self, _buf: &mut [u8], _offset: u64) -> bool {
+        false
+    }
+
     /// Writes `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError>;
 

@@ -96,21 +96,23 @@ struct State {
 }
 
 impl Gather {
-    /// The gather of jobs on `children`; `refused` has the answer of each
-    /// job that is not sent (its child refused up front), `None` for the
-    /// others.
+    /// The gather of jobs on `children`; `answered` has the answer of each
+    /// job that is not sent to a worker (its child refused up front, or
+    /// answered on the caller's thread), `None` for the others; `tried`
+    /// says which jobs the child was asked (not refused).
     pub(crate) fn new(
         children: Vec<usize>,
-        refused: Vec<Option<Answer>>,
+        answered: Vec<Option<Answer>>,
+        tried: Vec<bool>,
         waiter: Waiter,
     ) -> Gather {
-        let pending = refused.iter().filter(|a| a.is_none()).count();
+        let pending = answered.iter().filter(|a| a.is_none()).count();
         Gather {
-            tried: refused.iter().map(Option::is_none).collect(),
+            tried,
             tickets: children.iter().map(|_| Ticket::default()).collect(),
             children,
             state: Mutex::new(State {
-                answers: refused,
+                answers: answered,
                 pending,
                 waiter: Some(waiter),
             }),
@@ -126,7 +128,7 @@ impl Gather {
         &self.children
     }
 
-    /// Whether each job was sent to its child.
+    /// Whether each job's child was asked (not refused up front).
     pub(crate) fn tried(&self) -> &[bool] {
         &self.tried
     }

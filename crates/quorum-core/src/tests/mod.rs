@@ -35,6 +35,10 @@ struct Mem {
     read_micros: AtomicU64,
     jitter: bool,
     seed: AtomicU64,
+    /// Answer reads on the caller's thread ([`Backend::read_now`]) while
+    /// the child is neither failing nor slow, counting them.
+    answers_now: AtomicBool,
+    reads_now: AtomicU64,
 }
 
 impl Mem {
@@ -54,6 +58,8 @@ impl Mem {
             read_micros: AtomicU64::new(0),
             jitter: false,
             seed: AtomicU64::new(1),
+            answers_now: AtomicBool::new(false),
+            reads_now: AtomicU64::new(0),
         })
     }
 
@@ -109,6 +115,18 @@ impl Backend for Mem {
         let o = offset as usize;
         buf.copy_from_slice(&self.data.lock().expect("data")[o..o + buf.len()]);
         Ok(())
+    }
+    fn read_now(&self, buf: &mut [u8], offset: u64) -> bool {
+        if !self.answers_now.load(Ordering::SeqCst)
+            || self.fail_reads.load(Ordering::SeqCst)
+            || self.read_micros.load(Ordering::SeqCst) > 0
+        {
+            return false;
+        }
+        let o = offset as usize;
+        buf.copy_from_slice(&self.data.lock().expect("data")[o..o + buf.len()]);
+        self.reads_now.fetch_add(1, Ordering::SeqCst);
+        true
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         self.write_attempts.fetch_add(1, Ordering::SeqCst);
@@ -229,6 +247,7 @@ mod crash;
 mod damage;
 mod discard;
 mod promises;
+mod read_now;
 mod review;
 mod review2;
 mod started;

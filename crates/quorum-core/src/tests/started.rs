@@ -13,7 +13,7 @@ const COMPLETES: Duration = Duration::from_secs(10);
 
 /// Starts a request with `start`, which is given the callback, and
 /// returns its completion, waited for here.
-fn started<T: Send + 'static>(
+pub(super) fn started<T: Send + 'static>(
     start: impl FnOnce(Box<dyn FnOnce(Completion<T>) + Send>) -> Result<(), WouldBlock>,
 ) -> Result<Completion<T>, WouldBlock> {
     let (tx, rx) = mpsc::channel();
@@ -26,14 +26,14 @@ fn started<T: Send + 'static>(
 }
 
 /// The result of a completion, running its rest here when it has one.
-fn finish<T>(c: Completion<T>) -> Result<T, VolumeError> {
+pub(super) fn finish<T>(c: Completion<T>) -> Result<T, VolumeError> {
     match c {
         Completion::Done(result) => result,
         Completion::Blocking(rest) => rest.run(),
     }
 }
 
-fn start_read(v: &Arc<Volume>, offset: u64, length: usize) -> Completion<Bytes> {
+pub(super) fn start_read(v: &Arc<Volume>, offset: u64, length: usize) -> Completion<Bytes> {
     started(|done| v.start_read(offset, length, done)).expect("the read started")
 }
 
@@ -41,11 +41,15 @@ fn start_write(v: &Arc<Volume>, offset: u64, data: Vec<u8>) -> Completion<()> {
     started(|done| v.start_write(offset, Bytes::from(data), done)).expect("the write started")
 }
 
-fn open(opts: VolumeOptions, mems: &[Arc<Mem>], sink: Arc<RecordingSink>) -> Arc<Volume> {
+pub(super) fn open(
+    opts: VolumeOptions,
+    mems: &[Arc<Mem>],
+    sink: Arc<RecordingSink>,
+) -> Arc<Volume> {
     Arc::new(Volume::open(opts, specs(mems), sink).expect("open"))
 }
 
-fn mems(n: usize, size: usize) -> Vec<Arc<Mem>> {
+pub(super) fn mems(n: usize, size: usize) -> Vec<Arc<Mem>> {
     ["a", "b", "c", "d"][..n]
         .iter()
         .map(|name| Mem::new(name, size))
@@ -288,11 +292,29 @@ fn a_hung_child_costs_a_started_request_child_timeout_with_nobody_waiting() {
 /// identical.
 #[test]
 fn started_and_blocking_requests_stay_ordered() {
+    race_started_and_blocking(false);
+}
+
+/// [`started_and_blocking_requests_stay_ordered`] with children that
+/// answer reads on the caller's thread: the range is held before they
+/// read, so they see no block mixing two writes either.
+#[test]
+fn reads_answered_now_stay_ordered() {
+    race_started_and_blocking(true);
+}
+
+/// Started and blocking requests of 6 threads over 16 blocks of three
+/// jittery children for 1.5 s; `now`: the children answer reads on the
+/// caller's thread.
+fn race_started_and_blocking(now: bool) {
     const REGION: usize = 16 * B;
     let mems: Vec<Arc<Mem>> = ["a", "b", "c"]
         .iter()
         .map(|n| Mem::jittery(n, REGION))
         .collect();
+    for m in &mems {
+        m.answers_now.store(now, Ordering::SeqCst);
+    }
     let sink = Arc::new(RecordingSink::default());
     let v = open(options(2), &mems, sink.clone());
     let next_id = Arc::new(AtomicU64::new(1));
@@ -363,6 +385,15 @@ fn started_and_blocking_requests_stay_ordered() {
         assert!(m.snapshot() == first, "child {} diverged", m.name);
     }
     assert!(sink.events().is_empty(), "{:?}", sink.events().first());
+    let now_reads: u64 = mems
+        .iter()
+        .map(|m| m.reads_now.load(Ordering::SeqCst))
+        .sum();
+    if now {
+        assert!(now_reads >= 3 * reads, "{now_reads} reads answered now");
+    } else {
+        assert_eq!(now_reads, 0);
+    }
 }
 
 /// A slow child's queued jobs each get a worker: requests that arrive

@@ -15,6 +15,11 @@ use crate::gather::{Answer, Gather, Waiter};
 use crate::watchdog::Watchdog;
 use crate::worker::{Reply, Request};
 
+/// The largest read a child may answer on the caller's thread: larger
+/// ones are read by the children's workers in parallel, where copying
+/// them costs more than the hand-off.
+const READ_NOW_MAX: usize = 128 * 1024;
+
 /// A child's result within one request.
 pub(super) type Outcomes = Vec<Result<Reply, BackendError>>;
 
@@ -80,14 +85,17 @@ impl Volume {
 
     /// The gather of `jobs`, with the answer of each child that refuses
     /// up front (its breaker is open, or a request abandoned at an earlier
-    /// deadline has not returned), and the requests to send, by job.
+    /// deadline has not returned) and of each small read that its child
+    /// answered on this thread ([`Volume::read_now`]), and the requests to
+    /// send to the workers, by job.
     fn gather(
         &self,
         jobs: Vec<(usize, Request)>,
         waiter: Waiter,
     ) -> (Gather, Vec<(usize, Request)>) {
         let mut children = Vec::with_capacity(jobs.len());
-        let mut refused = Vec::with_capacity(jobs.len());
+        let mut answered = Vec::with_capacity(jobs.len());
+        let mut tried = Vec::with_capacity(jobs.len());
         let mut requests = Vec::with_capacity(jobs.len());
         for (job, (child, request)) in jobs.into_iter().enumerate() {
             let c = &self.children[child];
@@ -100,15 +108,38 @@ impl Volume {
                 })
             });
             children.push(child);
+            tried.push(refusal.is_none());
             match refusal {
-                Some(refusal) => refused.push(Some(Err(refusal))),
-                None => {
-                    refused.push(None);
-                    requests.push((job, request));
-                }
+                Some(refusal) => answered.push(Some(Err(refusal))),
+                None => match self.read_now(child, &request) {
+                    Some(answer) => answered.push(Some(answer)),
+                    None => {
+                        answered.push(None);
+                        requests.push((job, request));
+                    }
+                },
             }
         }
-        (Gather::new(children, refused, waiter), requests)
+        (Gather::new(children, answered, tried, waiter), requests)
+    }
+
+    /// Child `child`'s answer to `request` read on this thread, when that
+    /// is a read of at most [`READ_NOW_MAX`] bytes that the child's backend
+    /// can answer without blocking ([`crate::Backend::read_now`]).
+    fn read_now(&self, child: usize, request: &Request) -> Option<Answer> {
+        let Request::Read { offset, length } = *request else {
+            return None;
+        };
+        if length > READ_NOW_MAX {
+            return None;
+        }
+        let mut buf = self.buffers.take(length);
+        if self.children[child].backend.read_now(&mut buf, offset) {
+            Some(Ok(Reply::Data(buf)))
+        } else {
+            self.buffers.give(buf);
+            None
+        }
     }
 
     fn send(&self, gather: &Arc<Gather>, requests: Vec<(usize, Request)>) {
