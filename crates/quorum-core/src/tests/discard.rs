@@ -2,6 +2,7 @@
 //! path of write-zeroes, with its stale marks and its atomicity.
 
 use super::*;
+use crate::volume::ZERO_JOB;
 use crate::worker::ZERO_PIECE;
 
 /// The reports of failed children for `op`: (child, offset, bytes).
@@ -187,4 +188,50 @@ fn a_read_racing_allocated_zeroes_sees_all_or_nothing() {
         assert_eq!(m.discards.load(Ordering::SeqCst), 0);
     }
     assert!(s.sink.events().is_empty(), "{:?}", s.sink.events());
+}
+
+/// A zeroing or discard longer than [`ZERO_JOB`] goes to each child in
+/// jobs of that size, each with its own `child_timeout`: children that
+/// take 150 ms a MiB zero 6 MiB under a `child_timeout` of 400 ms, which
+/// one job of the whole length would pass, and none is failed for it.
+#[test]
+fn a_long_zeroing_is_sent_in_jobs_each_under_child_timeout() {
+    let size = 8 * ZERO_JOB as usize;
+    let opts = VolumeOptions {
+        child_timeout: Duration::from_millis(400),
+        ..options(2)
+    };
+    let s = setup_with(
+        opts,
+        (0..3).map(|i| Mem::new(&format!("m{i}"), size)).collect(),
+    );
+    s.volume
+        .write(0, Bytes::from(vec![9u8; size]))
+        .expect("write");
+    for m in &s.mems {
+        m.zero_micros.store(150_000, Ordering::SeqCst);
+    }
+    let length = 6 * ZERO_JOB;
+    s.volume
+        .discard(ZERO_JOB / 2, length)
+        .expect("a long discard");
+    s.volume
+        .write_zeroes(ZERO_JOB / 2, length)
+        .expect("a long write-zeroes");
+    let (start, end) = ((ZERO_JOB / 2) as usize, (ZERO_JOB / 2 + length) as usize);
+    for m in &s.mems {
+        let copy = m.snapshot();
+        assert!(copy[start..end].iter().all(|&b| b == 0), "{m} zeroed");
+        assert!(
+            copy[..start].iter().chain(&copy[end..]).all(|&b| b == 9),
+            "{m} outside"
+        );
+        assert_eq!(
+            m.discards.load(Ordering::SeqCst),
+            6,
+            "{m}: one discard a job"
+        );
+    }
+    assert!(s.sink.events().is_empty(), "{:?}", s.sink.events());
+    assert!(s.volume.children().iter().all(|c| c.stale_bytes == 0));
 }

@@ -33,6 +33,9 @@ struct Mem {
     stall_writes: (Mutex<bool>, Condvar),
     /// How long each read takes, in microseconds (a slow replica).
     read_micros: AtomicU64,
+    /// How long each started MiB of write-zeroes and discard takes, in
+    /// microseconds (an object store zeroing chunk by chunk).
+    zero_micros: AtomicU64,
     jitter: bool,
     seed: AtomicU64,
     /// Answer reads on the caller's thread ([`Backend::read_now`]) while
@@ -56,6 +59,7 @@ impl Mem {
             write_attempts: AtomicU64::new(0),
             stall_writes: (Mutex::new(false), Condvar::new()),
             read_micros: AtomicU64::new(0),
+            zero_micros: AtomicU64::new(0),
             jitter: false,
             seed: AtomicU64::new(1),
             answers_now: AtomicBool::new(false),
@@ -154,6 +158,8 @@ impl Backend for Mem {
         Ok(())
     }
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
+        let per_mib = self.zero_micros.load(Ordering::SeqCst);
+        thread::sleep(Duration::from_micros(per_mib * length.div_ceil(1 << 20)));
         self.write_at(&vec![0; length as usize], offset)?;
         let mut zero = self.zero.lock().expect("zero");
         let (s, e) = (offset as usize, (offset + length) as usize);

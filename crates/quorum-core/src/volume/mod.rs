@@ -51,8 +51,11 @@ use crate::error::VolumeError;
 use crate::event::EventSink;
 use crate::ordering::RangeLock;
 use crate::report::Reports;
+
 use crate::stale::RangeSet;
 use crate::watchdog::Watchdog;
+#[cfg(test)]
+pub(crate) use write::ZERO_JOB;
 
 use child::Child;
 pub use child::{ChildInfo, ChildSpec};

@@ -16,6 +16,19 @@ use crate::stale::{Live, RangeSet};
 use crate::vote;
 use crate::worker::{Request, Zeroing};
 
+/// The most a child is asked to zero or discard in one job: a zeroing of
+/// up to 4 GiB (NBD allows it) is sent in jobs of this size, each with its
+/// own `child_timeout`, so that a child that takes its time over a large
+/// one (an object store deleting or writing chunk by chunk) is not failed
+/// for its length.
+#[cfg(not(test))]
+pub(crate) const ZERO_JOB: u64 = 64 << 20;
+
+/// [`ZERO_JOB`] in the engine's tests, which need several jobs of small
+/// children.
+#[cfg(test)]
+pub(crate) const ZERO_JOB: u64 = 1 << 20;
+
 /// The unflushed ranges of a child are kept in whole vote blocks, and
 /// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
 /// may only say too much.
@@ -47,7 +60,12 @@ impl Volume {
     /// succeeded.
     pub fn write(&self, offset: u64, data: Bytes) -> Result<(), VolumeError> {
         let length = data.len() as u64;
-        self.write_request(Op::Write, offset, length, Request::Write { offset, data })
+        self.write_request(Op::Write, offset, length, length, |offset, _| {
+            Request::Write {
+                offset,
+                data: data.clone(),
+            }
+        })
     }
 
     /// Makes `length` bytes at `offset` read as zero on every child, each
@@ -81,26 +99,33 @@ impl Volume {
         self.zero(Op::Discard, Zeroing::Discard, offset, length)
     }
 
-    /// The write of zeroes that `how` says, counted as `op`.
+    /// The write of zeroes that `how` says, counted as `op`: one request,
+    /// sent to the children in jobs of at most [`ZERO_JOB`] bytes.
     fn zero(&self, op: Op, how: Zeroing, offset: u64, length: u64) -> Result<(), VolumeError> {
-        let request = Request::WriteZeroes {
-            offset,
-            length,
-            how,
-        };
-        self.write_request(op, offset, length, request)
+        self.write_request(op, offset, length, ZERO_JOB, |offset, length| {
+            Request::WriteZeroes {
+                offset,
+                length,
+                how,
+            }
+        })
     }
 
-    /// The path of every client write (`request` covers `length` bytes at
-    /// `offset`): the range checked, held against overlapping requests and
-    /// journaled as intended, then sent to every child; the threshold
-    /// decides, and the children that failed are stale there.
+    /// The path of every client write of `length` bytes at `offset`: the
+    /// range checked, held against overlapping requests and journaled as
+    /// intended, then sent to every child in jobs of at most `job` bytes
+    /// (`request` makes the job of a piece: its offset and length), one
+    /// after the other under the one hold, so that a read sees all of the
+    /// write or none of it and each job has its own `child_timeout`. The
+    /// threshold decides each job, and the children that failed one are
+    /// stale there; the first job without a quorum ends the write.
     fn write_request(
         &self,
         op: Op,
         offset: u64,
         length: u64,
-        request: Request,
+        job: u64,
+        request: impl Fn(u64, u64) -> Request,
     ) -> Result<(), VolumeError> {
         let end = self.check_range(offset, length)?;
         if length == 0 {
@@ -108,8 +133,14 @@ impl Volume {
         }
         let _guard = self.ranges.exclusive(offset, end);
         let _intent = self.intend(offset..end)?;
-        let results = self.on_all(&request);
-        self.write_answered(op, offset, length, results)
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(job.max(1));
+            let results = self.on_all(&request(at, n));
+            self.write_answered(op, at, n, results)?;
+            at += n;
+        }
+        Ok(())
     }
 
     /// What a client write does once the children answered it (`results`,
