@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quorum_core::{ChildState, JobKind};
 use reqwest::Method;
@@ -15,18 +15,21 @@ use super::{Client, Error, volumes};
 /// How often the wait for a sync asks for progress.
 const POLL: Duration = Duration::from_millis(500);
 
-/// `quorum child add VOL NAME URI [--option K=V ...] [--no-wait]`.
+/// `quorum child add VOL NAME URI [--option K=V ...] [--no-wait]
+/// [--stall-timeout D]`: waits for the sync unless `wait` is `None`, and
+/// gives up once the child has been failed for `wait` with no progress.
 ///
 /// # Errors
 /// The server's refusal (403 `forbidden`, 409 `conflict`, ...), a
-/// transport failure, or the child gone while waited for.
+/// transport failure, the child gone while waited for, or failed and
+/// stalled for the stall timeout.
 pub fn add(
     client: &Client,
     volume: &str,
     name: &str,
     uri: &str,
     options: &[(String, String)],
-    wait: bool,
+    wait: Option<Duration>,
 ) -> Result<(), Error> {
     let options: BTreeMap<&str, &str> = options
         .iter()
@@ -40,19 +43,29 @@ pub fn add(
             .header("content-type", "application/json")
             .body(body.to_string()),
     )?;
-    if !wait {
+    let Some(stall_timeout) = wait else {
         println!("added child {name} to {volume}; it syncs before it votes");
         return Ok(());
-    }
-    wait_for_sync(client, volume, name)?;
+    };
+    wait_for_sync(client, volume, name, stall_timeout)?;
     println!("added child {name} to {volume}: synced and healthy");
     Ok(())
 }
 
 /// Polls the volume until `name` is healthy with nothing stale, showing
-/// its copy's progress and the resync's rate.
-fn wait_for_sync(client: &Client, volume: &str, name: &str) -> Result<(), Error> {
+/// its copy's progress and the resync's rate; gives up when the child has
+/// been failed for `stall_timeout` while its stale bytes did not shrink.
+fn wait_for_sync(
+    client: &Client,
+    volume: &str,
+    name: &str,
+    stall_timeout: Duration,
+) -> Result<(), Error> {
     let mut bar = None;
+    // The least stale seen, and since when the child is failed with no
+    // progress below it.
+    let mut least = u64::MAX;
+    let mut stalled_since: Option<Instant> = None;
     loop {
         let v = volumes::get(client, volume)?;
         let child = v.children.iter().find(|c| c.name == name).ok_or_else(|| {
@@ -63,6 +76,18 @@ fn wait_for_sync(client: &Client, volume: &str, name: &str) -> Result<(), Error>
         if child.is(ChildState::Healthy) && child.stale_bytes == 0 {
             bar.finish_and_clear();
             return Ok(());
+        }
+        if child.stale_bytes < least || !child.is(ChildState::Failed) {
+            least = least.min(child.stale_bytes);
+            stalled_since = None;
+        } else if stalled_since.get_or_insert_with(Instant::now).elapsed() >= stall_timeout {
+            bar.abandon();
+            return Err(Error::JobEnded(format!(
+                "child {name} of {volume} has been failed for {} with {} stale and no progress; \
+                 the server keeps retrying it (see `quorum volume {volume}`)",
+                humantime::format_duration(stall_timeout),
+                output::size(child.stale_bytes)
+            )));
         }
         let jobs: Vec<Job> = client.get_json(&["v1", "volumes", volume, "jobs"], &[])?;
         let resync = jobs.iter().find(|j| j.is_a(JobKind::Resync));

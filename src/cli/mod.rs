@@ -204,6 +204,10 @@ pub enum ChildCommand {
         /// Return once the child is added, without waiting for its sync.
         #[arg(long)]
         no_wait: bool,
+        /// Stop waiting (exit 1) once the child has been failed this long
+        /// with its sync making no progress; the server keeps retrying it.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        stall_timeout: Duration,
     },
     /// Removes a child.
     Remove {
@@ -307,7 +311,11 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
             uri,
             options,
             no_wait,
-        }) => children::add(&client, &volume, &name, &uri, &options, !no_wait)?,
+            stall_timeout,
+        }) => {
+            let wait = (!no_wait).then_some(stall_timeout);
+            children::add(&client, &volume, &name, &uri, &options, wait)?
+        }
         Command::Child(ChildCommand::Remove { volume, name }) => {
             children::remove(&client, &volume, &name)?;
         }

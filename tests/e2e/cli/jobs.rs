@@ -3,6 +3,7 @@
 //! command waits for the sync) and removed.
 
 use std::fs;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -149,4 +150,60 @@ fn children_are_added_synced_and_removed() {
         .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, ["b", "c"]);
+}
+
+/// `child add` waits for the sync, but not forever: a remote child whose
+/// block server goes away mid-sync stays failed with no progress, and the
+/// command says so and exits 1 once `--stall-timeout` has passed (the
+/// server keeps the child and retries it).
+#[test]
+fn child_add_gives_up_on_a_child_failed_with_no_progress() {
+    let mut blk = crate::remote::block_server("4MiB", "");
+    let server = Sandbox::new().serve(&format!(
+        "resync_rate = \"1MiB\"\nallowed_endpoints = [\"{}\"]\n{}",
+        blk.url(""),
+        abc_volume("4MiB", "")
+    ));
+    server.write_volume("vm", 0, &pattern(6, 4 * MIB as usize));
+    let uri = format!("http://127.0.0.1:{}/v1/volumes/blk", blk.port());
+    let args = [
+        "child",
+        "add",
+        "vm",
+        "r",
+        &uri,
+        "-o",
+        "timeout=1s",
+        "-o",
+        "connect_timeout=300ms",
+        "--stall-timeout",
+        "2s",
+    ];
+    std::thread::scope(|s| {
+        let add = s.spawn(|| quorum(&server, &args));
+        wait_until("r to join vm", || {
+            add.is_finished()
+                || server.get("/v1/volumes/vm").json()["children"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 4)
+        });
+        if add.is_finished() {
+            let ran = add.join().expect("the CLI");
+            panic!("child add ended before r joined: {}", ran.stderr);
+        }
+        blk.stop();
+        wait_until_within("child add to give up on r", Duration::from_secs(30), || {
+            add.is_finished()
+        });
+        let line = add.join().expect("the CLI").error_line();
+        assert!(
+            line.starts_with("error: ")
+                && line.contains("child r of vm has been failed for 2s with")
+                && line.contains("no progress"),
+            "{line}"
+        );
+    });
+    let v = server.get("/v1/volumes/vm").json();
+    assert_eq!(v["children"][3]["name"], "r", "{v}");
+    assert!(v["children"][3]["stale_bytes"].as_u64() > Some(0), "{v}");
 }
