@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSliceMut};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,6 +29,9 @@ pub struct FileBackend {
     path: PathBuf,
     file: File,
     size: u64,
+    /// Whether it is a block device (a disk or a partition named in the
+    /// config): it has no holes to find, and its identity is the device.
+    device: bool,
     /// Whether the file system reads without blocking when asked
     /// (`RWF_NOWAIT`); cleared at its first refusal (tmpfs, for one).
     nowait: AtomicBool,
@@ -63,7 +66,9 @@ impl FileBackend {
             Err(e) => return Err(at(e)),
         };
         let lock = take_lock(&file, path)?;
-        let actual = file.metadata().map_err(at)?.len();
+        let device = file.metadata().map_err(at)?.file_type().is_block_device();
+        // A block device's metadata says 0 bytes; its end says its size.
+        let actual = rustix::fs::seek(&file, SeekFrom::End(0)).map_err(|e| at(e.into()))?;
         if let Some(expected) = size {
             if actual != expected {
                 return Err(OpenError::SizeMismatch {
@@ -77,6 +82,7 @@ impl FileBackend {
             path: path.to_owned(),
             file,
             size: actual,
+            device,
             nowait: AtomicBool::new(true),
             _lock: lock,
         })
@@ -202,6 +208,7 @@ impl FileBackend {
             path,
             file,
             size,
+            device: false,
             nowait: AtomicBool::new(true),
             _lock: lock,
         })
@@ -291,10 +298,12 @@ impl fmt::Display for FileBackend {
 
 impl Backend for FileBackend {
     /// The file's device and inode: a hard link, a symlink or another
-    /// spelling of the same path is the same file.
+    /// spelling of the same path is the same file; for a block device, the
+    /// device itself, whatever node names it.
     fn identity(&self) -> String {
         use std::os::unix::fs::MetadataExt;
         match self.file.metadata() {
+            Ok(m) if self.device => format!("device:{}", m.rdev()),
             Ok(m) => file_identity(m.dev(), m.ino()),
             Err(_) => self.to_string(),
         }
@@ -365,6 +374,13 @@ impl Backend for FileBackend {
         limit: usize,
     ) -> Result<Vec<Extent>, BackendError> {
         self.check(offset, length)?;
+        if self.device {
+            return Ok(vec![Extent {
+                offset,
+                length,
+                zero: false,
+            }]);
+        }
         let end = offset + length;
         let mut extents: Vec<Extent> = Vec::new();
         let mut push = |start: u64, stop: u64, zero: bool| {
