@@ -31,20 +31,7 @@ declare -A pid nbd http
 for v in before after; do
     mkdir "$dir/$v"
     raw_children "$dir/$v" "$size" a b c
-    cat > "$dir/$v/quorum.toml" <<TOML
-data_dir = "state"
-[nbd]
-listen = "127.0.0.1:0"
-[[volume]]
-name = "vm"
-vote_threshold = 2
-  [[volume.child]]
-  uri = "a.img"
-  [[volume.child]]
-  uri = "b.img"
-  [[volume.child]]
-  uri = "c.img"
-TOML
+    quorum_config "$dir/$v"
     "${bin[$v]}" --config "$dir/$v/quorum.toml" --listen 127.0.0.1:0 > "$dir/$v/out" 2> "$dir/$v/err" &
     pid[$v]=$!; pids+=("$!")
     wait_for_line "$dir/$v/out" '^nbd listening on nbd://'

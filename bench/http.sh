@@ -29,21 +29,10 @@ trap cleanup EXIT
 raw_children "$dir" "$size" a b c
 bytes=$(stat -c %s "$dir/a.img")
 
-cat > "$dir/quorum.toml" <<TOML
-data_dir = "state"
-[[volume]]
-name = "vm"
-vote_threshold = 2
-  [[volume.child]]
-  uri = "a.img"
-  [[volume.child]]
-  uri = "b.img"
-  [[volume.child]]
-  uri = "c.img"
-TOML
+quorum_config "$dir"
 "$server" --config "$dir/quorum.toml" --listen 127.0.0.1:0 > "$dir/quorum.out" 2> "$dir/quorum.err" &
 qpid=$!; pids+=("$qpid")
-wait_for_line "$dir/quorum.out" 'listening on'
+wait_for_line "$dir/quorum.out" '^listening on http://'
 qaddr=$(sed -nE 's/listening on http:\/\/(.*)/\1/p' "$dir/quorum.out")
 
 mkdir -p "$dir/www" "$dir/nginx"

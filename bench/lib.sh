@@ -42,3 +42,23 @@ wait_for_line() {
 # cpu_ticks PID: user + system CPU time of the process PID so far (all its
 # threads), in clock ticks (`getconf CLK_TCK` a second).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# quorum_config DIR: writes DIR/quorum.toml, the benchmarks' quorum-server
+# config: volume vm of DIR/a.img, b.img and c.img, vote_threshold 2, HTTP
+# and NBD on free ports of 127.0.0.1 (`--listen 127.0.0.1:0`).
+quorum_config() {
+    cat > "$1/quorum.toml" <<TOML
+data_dir = "state"
+[nbd]
+listen = "127.0.0.1:0"
+[[volume]]
+name = "vm"
+vote_threshold = 2
+  [[volume.child]]
+  uri = "a.img"
+  [[volume.child]]
+  uri = "b.img"
+  [[volume.child]]
+  uri = "c.img"
+TOML
+}

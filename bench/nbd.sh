@@ -53,20 +53,7 @@ if ! qemu-io --image-opts -c 'read 0 4k' \
 fi
 
 # --- quorum ----------------------------------------------------------------
-cat > "$dir/quorum.toml" <<TOML
-data_dir = "state"
-[nbd]
-listen = "127.0.0.1:0"
-[[volume]]
-name = "vm"
-vote_threshold = 2
-  [[volume.child]]
-  uri = "a.img"
-  [[volume.child]]
-  uri = "b.img"
-  [[volume.child]]
-  uri = "c.img"
-TOML
+quorum_config "$dir"
 "$server" --config "$dir/quorum.toml" --listen 127.0.0.1:0 > "$dir/quorum.out" 2> "$dir/quorum.err" &
 quorum_pid=$!; pids+=("$quorum_pid")
 wait_for_line "$dir/quorum.out" '^nbd listening on nbd://'
