@@ -13,7 +13,7 @@
 //! - a budget below 1 MiB made every whole-volume GET a 503.
 //!
 //! (`Transfer-Encoding: chunked, chunked`, which stored the inner chunk
-//! framing, is one of the codings of `limits::transfer_codings_...`.)
+//! framing, is one of the codings of `limits::headers::transfer_codings_...`.)
 //!
 //! The helpers (memory watch, hand-made requests) are those of
 //! [`crate::limits`]. Every loop is bounded in count and time, every socket

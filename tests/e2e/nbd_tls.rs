@@ -158,26 +158,31 @@ fn plaintext_gets_tls_required() {
     let out = client("nbdinfo", &[&format!("nbd://{addr}/vm")]);
     assert_output_failed(&out, "plaintext nbdinfo against a TLS server");
 
-    let mut wire = NbdWire::greet(nbd_tcp(addr));
+    let connect = || {
+        NbdHandshake::greet(nbd_tcp(addr).expect("connect to the NBD port"))
+            .expect("the NBD greeting")
+    };
+    let mut wire = connect();
     assert_eq!(
-        wire.ask(nbd_opt::GO, &go_data("vm")),
-        nbd_rep::ERR_TLS_REQD,
+        wire.ask(opt::GO, &go_data("vm")).expect("a reply to GO"),
+        rep::ERR_TLS_REQD,
         "NBD_OPT_GO before STARTTLS"
     );
     assert_eq!(
-        wire.ask(nbd_opt::LIST, &[]),
-        nbd_rep::ERR_TLS_REQD,
+        wire.ask(opt::LIST, &[]).expect("a reply to LIST"),
+        rep::ERR_TLS_REQD,
         "NBD_OPT_LIST before STARTTLS"
     );
     assert_eq!(
-        wire.ask(nbd_opt::STARTTLS, &[]),
-        nbd_rep::ACK,
+        wire.ask(opt::STARTTLS, &[]).expect("a reply to STARTTLS"),
+        rep::ACK,
         "STARTTLS after refusals"
     );
     drop(wire);
 
-    let mut wire = NbdWire::greet(nbd_tcp(addr));
-    wire.send_option(nbd_opt::EXPORT_NAME, b"vm");
+    let mut wire = connect();
+    wire.send_option(opt::EXPORT_NAME, b"vm")
+        .expect("send NBD_OPT_EXPORT_NAME");
     assert!(
         wire.closed_by_server(),
         "NBD_OPT_EXPORT_NAME before TLS closes the connection"

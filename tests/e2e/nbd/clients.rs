@@ -163,7 +163,7 @@ fn nbdinfo_lists_every_volume() {
     );
 
     // The empty name: NBD_REP_ERR_UNKNOWN, and nbdinfo fails.
-    let mut s = connect_nbd(server.nbd_addr()).expect("connect to the NBD port");
+    let mut s = nbd_tcp(server.nbd_addr()).expect("connect to the NBD port");
     greet(&mut s).expect("the greeting");
     send_option(&mut s, opt::GO, &go_data("")).expect("send NBD_OPT_GO");
     let (option, kind, message) = option_reply(&mut s).expect("a reply to NBD_OPT_GO");

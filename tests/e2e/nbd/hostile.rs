@@ -20,7 +20,7 @@ const RSS_BOUND: u64 = 256 * MIB;
 
 #[track_caller]
 fn connect(addr: SocketAddr) -> TcpStream {
-    connect_nbd(addr).expect("connect to the NBD port")
+    nbd_tcp(addr).expect("connect to the NBD port")
 }
 
 /// Greets and enters transmission on `vm` with NBD_OPT_GO (simple
@@ -28,6 +28,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 #[track_caller]
 fn transmission(addr: SocketAddr) -> TcpStream {
     let mut s = connect(addr);
+    greet(&mut s).expect("the greeting");
     let (size, _) = go(&mut s, "vm").expect("NBD_OPT_GO on vm");
     assert_eq!(size, HOSTILE_SIZE);
     s
@@ -86,8 +87,7 @@ fn hostile_input_is_answered_or_dropped() {
 
     // Garbage instead of the client flags and options.
     let mut s = connect(addr);
-    let mut hello = [0u8; 18];
-    s.read_exact(&mut hello).expect("the greeting");
+    read_greeting(&mut s).expect("the greeting");
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("send garbage");
     assert_closed(&mut s, "garbage during the handshake");

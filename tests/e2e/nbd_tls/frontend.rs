@@ -14,21 +14,29 @@ fn requests_count_on_their_frontend_exactly() {
         "[nbd]\nsocket = \"nbd.sock\"\n\n{}",
         abc_volume("1MiB", "")
     ));
-    let mut nbd = NbdWire::greet(nbd_unix(&server.file("nbd.sock")));
+    let socket = nbd_unix(&server.file("nbd.sock")).expect("connect to the NBD socket");
+    let mut handshake = NbdHandshake::greet(socket).expect("the NBD greeting");
     assert_eq!(
-        nbd.ask(nbd_opt::STARTTLS, &[]),
-        nbd_rep::ERR_POLICY,
+        handshake
+            .ask(opt::STARTTLS, &[])
+            .expect("a reply to STARTTLS"),
+        rep::ERR_POLICY,
         "STARTTLS without [nbd.tls]"
     );
-    nbd.go("vm");
+    let mut nbd = handshake.go("vm").expect("NBD_OPT_GO on vm");
     let data = pattern(3, 4096);
-    nbd.write_at(0, &data);
-    nbd.write_at(8192, &pattern(4, 1000));
-    nbd.write_at(65_536, &pattern(5, 512));
-    assert_bytes_eq(&nbd.read_at(0, 4096), &data, "an NBD read");
-    assert_bytes_eq(&nbd.read_at(8192, 1000), &pattern(4, 1000), "an NBD read");
-    nbd.flush();
-    nbd.disconnect();
+    nbd.write(0, &data).expect("an NBD write");
+    nbd.write(8192, &pattern(4, 1000)).expect("an NBD write");
+    nbd.write(65_536, &pattern(5, 512)).expect("an NBD write");
+    let read = nbd.read(0, 4096).expect("an NBD read");
+    assert_bytes_eq(&read, &data, "an NBD read");
+    let read = nbd.read(8192, 1000).expect("an NBD read");
+    assert_bytes_eq(&read, &pattern(4, 1000), "an NBD read");
+    nbd.flush().expect("an NBD flush");
+    assert!(
+        nbd.disconnect().expect("send NBD_CMD_DISC"),
+        "the server closes after NBD_CMD_DISC"
+    );
 
     server.write_volume("vm", 100_000, &pattern(6, 3000));
     for _ in 0..2 {

@@ -4,7 +4,6 @@
 //! at shutdown).
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -148,9 +147,8 @@ fn a_live_socket_or_a_non_socket_path_refuses_the_start() {
 /// server's greeting (one beyond the cap is closed before it).
 fn greeted(socket: &Path) -> Option<(std::os::unix::net::UnixStream, Instant)> {
     let started = Instant::now();
-    let mut s = nbd_unix(socket);
-    let mut hello = [0u8; 18];
-    s.read_exact(&mut hello).is_ok().then_some((s, started))
+    let mut s = nbd_unix(socket).expect("connect to the NBD socket");
+    read_greeting(&mut s).is_ok().then_some((s, started))
 }
 
 /// TCP and the socket share one `max_connections`, and a handshake on the
@@ -162,18 +160,30 @@ fn the_socket_shares_the_connection_cap_and_the_handshake_deadline() {
         abc_volume("1MiB", "")
     ));
     let socket = server.file("nbd.sock");
-    let mut tcp = NbdWire::greet(nbd_tcp(server.nbd_addr()));
-    tcp.go("vm");
-    let mut unix = NbdWire::greet(nbd_unix(&socket));
-    unix.go("vm");
+    let tcp = NbdHandshake::greet(nbd_tcp(server.nbd_addr()).expect("connect to the NBD port"))
+        .expect("the NBD greeting on TCP")
+        .go("vm")
+        .expect("NBD_OPT_GO on TCP");
+    let mut unix = NbdHandshake::greet(nbd_unix(&socket).expect("connect to the NBD socket"))
+        .expect("the NBD greeting on the socket")
+        .go("vm")
+        .expect("NBD_OPT_GO on the socket");
     assert!(
         greeted(&socket).is_none(),
         "a third connection is beyond the cap of 2"
     );
-    unix.write_at(0, &[7; 512]);
-    assert_eq!(unix.read_at(0, 512), vec![7; 512], "the socket's client");
+    unix.write(0, &[7; 512])
+        .expect("an NBD write on the socket");
+    assert_eq!(
+        unix.read(0, 512).expect("an NBD read on the socket"),
+        vec![7; 512],
+        "the socket's client"
+    );
 
-    tcp.disconnect();
+    assert!(
+        tcp.disconnect().expect("send NBD_CMD_DISC"),
+        "the server closes after NBD_CMD_DISC"
+    );
     let mut idle = None;
     wait_until("a slot freed by the TCP client to serve the socket", || {
         idle = greeted(&socket);

@@ -28,14 +28,13 @@
 //!   answers parsed by `httparse`;
 //! - [`metrics`]: `/metrics` parsed by `prometheus-parse`, a sample looked
 //!   up by its name and labels;
-//! - [`nbd`]: a small blocking NBD client, and its wire messages one by
-//!   one for hostile tests;
+//! - [`nbd`]: a small blocking NBD client on TCP or a Unix socket, and
+//!   its wire messages one by one for exact and hostile tests;
 //! - [`ports`]: the addresses a process listens on, a port that refuses,
 //!   and the lock on the fixed default port;
 //! - [`events`]: `/v1/events` and checks of the events of SPEC section 6;
 //! - [`clients`]: real block clients (`qemu-io` over NBD);
-//! - [`nbd_wire`]: an NBD client written by hand, for exact options and
-//!   requests; [`certs`]: X.509 files for NBD over TLS (`openssl`);
+//! - [`certs`]: X.509 files for NBD over TLS (`openssl`);
 //! - [`config`], [`bytes`], [`rng`]: config snippets, byte buffers and the
 //!   tests' one random generator;
 //! - [`bad_configs`]: the configs a start refuses, for the start-up tests
@@ -57,7 +56,6 @@ mod events;
 mod http;
 mod metrics;
 mod nbd;
-mod nbd_wire;
 mod ports;
 mod raw;
 mod rng;
@@ -74,7 +72,6 @@ pub use self::events::*;
 pub use self::http::*;
 pub use self::metrics::*;
 pub use self::nbd::*;
-pub use self::nbd_wire::*;
 pub use self::ports::*;
 pub use self::raw::*;
 pub use self::rng::*;
