@@ -252,6 +252,7 @@ mod block_status;
 mod crash;
 mod damage;
 mod discard;
+mod hostile;
 mod promises;
 mod read_now;
 mod review;
