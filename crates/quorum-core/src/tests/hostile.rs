@@ -109,15 +109,20 @@ fn a_zeroing_whose_middle_job_fails_quorum_leaves_a_consistent_volume() {
 fn the_watchdog_racing_the_last_answer_loses_nothing() {
     let mems = mems(3, 64 * B);
     let sink = Arc::new(RecordingSink::default());
-    let v = open(with_timeout(2, Duration::from_millis(4)), &mems, sink);
-    mems[2].read_micros.store(4000, Ordering::SeqCst);
+    let v = open(with_timeout(2, Duration::from_millis(25)), &mems, sink);
     for m in &mems[..2] {
         m.answers_now.store(true, Ordering::SeqCst);
     }
     let (tx, rx) = mpsc::channel();
-    let rounds = 300;
+    let rounds = 120;
     let completed = Arc::new(AtomicUsize::new(0));
     for round in 0..rounds {
+        // c's answer comes just before, at or just after the deadline,
+        // and its late call of the round before has returned.
+        thread::sleep(Duration::from_millis(30));
+        mems[2]
+            .read_micros
+            .store(22_000 + (round as u64 % 7) * 1000, Ordering::SeqCst);
         let block = (round % 64) as u64 * B as u64;
         let value = (round % 250) as u8 + 1;
         let done = completed.clone();
@@ -131,7 +136,9 @@ fn the_watchdog_racing_the_last_answer_loses_nothing() {
             completed.fetch_add(1, Ordering::SeqCst);
             tx.send(("write", round, Ok(Bytes::new()))).expect("send");
         }
-        let (_, r, result) = rx.recv_timeout(Duration::from_secs(10)).expect("the write completed");
+        let (_, r, result) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the write completed");
         assert_eq!(r, round);
         result.expect("the write met its threshold");
         let done = completed.clone();
@@ -142,8 +149,9 @@ fn the_watchdog_racing_the_last_answer_loses_nothing() {
         });
         let data = match read {
             Ok(()) => {
-                let (_, r, result) =
-                    rx.recv_timeout(Duration::from_secs(10)).expect("the read completed");
+                let (_, r, result) = rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the read completed");
                 assert_eq!(r, round);
                 result.expect("read")
             }
@@ -168,14 +176,18 @@ fn a_child_with_an_abandoned_write_is_not_read_now() {
     }
     v.write(0, Bytes::from(vec![1u8; B])).expect("first write");
     mems[2].stall(true);
-    v.write(0, Bytes::from(vec![2u8; B])).expect("second write, c times out");
+    v.write(0, Bytes::from(vec![2u8; B]))
+        .expect("second write, c times out");
     let before = mems[2].reads_now.load(Ordering::SeqCst);
     let (tx, rx) = mpsc::channel();
     v.start_read(0, B, move |c| {
         let _ = tx.send(finish(c));
     })
     .expect("started");
-    let read = rx.recv_timeout(Duration::from_secs(10)).expect("completed").expect("read");
+    let read = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("completed")
+        .expect("read");
     assert_all(&read, 2);
     assert_eq!(
         mems[2].reads_now.load(Ordering::SeqCst),
@@ -188,4 +200,31 @@ fn a_child_with_an_abandoned_write_is_not_read_now() {
     for _ in 0..20 {
         assert_all(&v.read(0, B).expect("read"), 3);
     }
+}
+
+/// The rest of a started write that the caller drops without running it
+/// still records who missed the write: the failed child is stale there,
+/// and the range is given back (a write after it is not held off).
+#[test]
+fn a_dropped_rest_still_marks_the_child_that_missed_the_write() {
+    let mems = mems(3, 16 * B);
+    let sink = Arc::new(RecordingSink::default());
+    let v = open(options(2), &mems, sink);
+    mems[1].fail_writes.store(true, Ordering::SeqCst);
+    let (tx, rx) = mpsc::channel();
+    v.start_write(0, Bytes::from(vec![9u8; 2 * B]), move |c| {
+        let _ = tx.send(matches!(c, Completion::Blocking(_)));
+        drop(c);
+    })
+    .expect("started");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).expect("completed"),
+        "a failed child makes the rest blocking"
+    );
+    assert_eq!(v.stale_bytes()[1], 2 * B as u64, "b missed the write");
+    mems[1].fail_writes.store(false, Ordering::SeqCst);
+    v.write(0, Bytes::from(vec![4u8; B]))
+        .expect("a later write gets the range");
+    assert_all(&v.read(0, B).expect("read"), 4);
+    assert_all(&v.read(B as u64, B).expect("read"), 9);
 }
