@@ -107,9 +107,14 @@ impl Gather {
         waiter: Waiter,
     ) -> Gather {
         let pending = answered.iter().filter(|a| a.is_none()).count();
+        // A job answered already is settled: it can never be abandoned.
+        let tickets = answered
+            .iter()
+            .map(|a| Ticket(AtomicU8::new(if a.is_some() { ANSWERED } else { QUEUED })))
+            .collect();
         Gather {
             tried,
-            tickets: children.iter().map(|_| Ticket::default()).collect(),
+            tickets,
             children,
             state: Mutex::new(State {
                 answers: answered,
@@ -142,6 +147,10 @@ impl Gather {
     /// the continuation, here.
     pub(crate) fn answer(&self, job: usize, answer: Answer) {
         let mut state = self.state();
+        if state.waiter.is_none() {
+            // Complete: its answers are taken.
+            return;
+        }
         let Some(slot) = state.answers.get_mut(job) else {
             return;
         };
@@ -213,6 +222,10 @@ impl Gather {
     ) {
         let unanswered: Vec<usize> = {
             let state = self.state();
+            if state.waiter.is_none() {
+                // Complete: every job was answered, and the answers taken.
+                return;
+            }
             state
                 .answers
                 .iter()
@@ -249,4 +262,45 @@ fn take_answers(answers: &mut [Option<Answer>]) -> Vec<Answer> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A gather that completed (its continuation took the answers) is
+    /// not expired by a watchdog that comes late: no job of it is
+    /// abandoned, and no child's late count grows (which would keep that
+    /// child out of every request after). Before, the taken answers looked
+    /// unanswered, and the jobs answered up front (refused, or read on the
+    /// caller's thread) still had tickets that could be abandoned.
+    #[test]
+    fn a_completed_gather_is_not_expired() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let seen = ran.clone();
+        let then: Then = Box::new(move |_, answers| {
+            assert_eq!(answers.len(), 2);
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        let gather = Gather::new(
+            vec![0, 1],
+            vec![Some(Ok(Reply::Done)), None],
+            vec![true, true],
+            Waiter::Then(then),
+        );
+        assert!(gather.ticket(1).start());
+        assert!(gather.ticket(1).finish());
+        gather.answer(1, Ok(Reply::Done));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        let late = AtomicUsize::new(0);
+        gather.expire(|_| Some(&late), Duration::from_millis(1));
+        assert_eq!(late.load(Ordering::SeqCst), 0, "nothing abandoned");
+        gather.answer(0, Ok(Reply::Done));
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "completed once");
+        assert!(!gather.ticket(0).abandon(&late), "answered up front");
+        assert_eq!(late.load(Ordering::SeqCst), 0);
+    }
 }
