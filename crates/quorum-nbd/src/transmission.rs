@@ -4,8 +4,10 @@
 //! checks it ([`proto::check`]), reads a write's payload into memory taken
 //! from the server's budget as its bytes arrive (so that headers alone
 //! hold nothing), within the payload timeout, and starts the request in a
-//! task of its own; at most [`MAX_IN_FLIGHT`] requests of a connection run or wait to
-//! be sent at once, so a connection holds bounded memory. One writer task
+//! task of its own; at most [`MAX_IN_FLIGHT`] requests of a connection,
+//! and [`CONNECTION_SHARE`] bytes of its reads and writes, run or wait to
+//! be sent at once, so a connection holds bounded memory and leaves the
+//! rest of the budget to the others. One writer task
 //! owns the socket's write half and sends each reply as its request
 //! completes, in completion order, flushing when it has nothing else
 //! queued.
@@ -38,6 +40,11 @@ use crate::{Export, ExportError};
 
 /// Requests of one connection running or waiting to be sent at once.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// The bytes of reads and writes one connection may have in flight at
+/// once (two requests of the largest size): its share of the server's
+/// budget, so that one client pipelining large requests, or not taking
+/// its replies, cannot hold all of it while other connections wait.
+pub const CONNECTION_SHARE: u32 = 2 * proto::MAX_PAYLOAD;
 /// Descriptors in one block status reply at most.
 pub const MAX_DESCRIPTORS: usize = 1 << 16;
 /// What one extent of a block status reply may take while it is built and
@@ -51,7 +58,14 @@ struct Outgoing<P> {
     cookie: u64,
     body: ReplyBody,
     _permit: Option<P>,
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
+}
+
+/// A request's place among its connection's requests in flight: one of
+/// [`MAX_IN_FLIGHT`], and its bytes of the [`CONNECTION_SHARE`].
+struct Slot {
+    _request: OwnedSemaphorePermit,
+    _bytes: Option<OwnedSemaphorePermit>,
 }
 
 /// Serves requests on `stream` until the client disconnects, breaks the
@@ -99,6 +113,7 @@ where
         broken.clone(),
     ));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let share = Arc::new(Semaphore::new(CONNECTION_SHARE as usize));
 
     let ended = loop {
         let mut head = [0u8; RequestHeader::SIZE];
@@ -119,9 +134,13 @@ where
                 break Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         };
-        let slot = tokio::select! {
+        let request = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             slot = slots.clone().acquire_owned() => slot.map_err(io::Error::other)?,
+        };
+        let mut slot = Slot {
+            _request: request,
+            _bytes: None,
         };
         let command = match proto::check(&header, &session) {
             Ok(command) => command,
@@ -146,6 +165,19 @@ where
                 continue;
             }
         };
+        let bytes = match command {
+            Command::Read { length, .. } | Command::Write { length, .. } => length,
+            _ => 0,
+        };
+        if bytes > 0 {
+            let taken = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                taken = share.clone().acquire_many_owned(bytes.min(CONNECTION_SHARE)) => {
+                    taken.map_err(io::Error::other)?
+                }
+            };
+            slot._bytes = Some(taken);
+        }
         let (data, permit) = match command {
             Command::Disconnect => break Ok(()),
             Command::Write { length, .. } => {

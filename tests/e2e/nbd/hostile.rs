@@ -363,3 +363,50 @@ fn nbd_needs_max_buffered_bytes_of_32_mib() {
         );
     }
 }
+
+/// A connection that pipelines the largest reads and takes none of its
+/// replies holds at most its share of `max_buffered_bytes` (two requests
+/// of 32 MiB): another connection is served at once. Without the share,
+/// four such reads took all 128 MiB until `body_timeout`.
+#[test]
+fn a_connection_that_takes_no_replies_holds_only_its_share_of_the_budget() {
+    let server = Sandbox::new().serve(&with_nbd(&format!(
+        "max_buffered_bytes = \"128MiB\"\nbody_timeout = \"20s\"\n\n{}",
+        abc_volume("64MiB", "")
+    )));
+    let addr = server.nbd_addr();
+    server.write_volume("vm", 0, &[0x5a; 65_536]);
+    let mut greedy = transmission(addr);
+    let length = 32 * MIB as u32;
+    for i in 0..8u64 {
+        send(&mut greedy, cmd::READ, i, (i % 2) * 32 * MIB, length, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = std::time::Instant::now();
+    let mut s = transmission(addr);
+    send(&mut s, cmd::READ, 100, 0, 65_536, &[]);
+    assert_eq!(reply(&mut s), (0, 100), "a read beside the greedy one");
+    let mut data = vec![0u8; 65_536];
+    s.read_exact(&mut data).expect("the read's data");
+    assert_all_bytes(&data, 0x5a, "the read's data");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "served after {took:?}: the greedy connection held the budget"
+    );
+    // The greedy connection still gets every reply once it reads them.
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    let mut cookies = Vec::new();
+    for _ in 0..8 {
+        let (errno, cookie) = reply(&mut greedy);
+        assert_eq!(errno, 0, "read {cookie}");
+        let mut data = vec![0u8; length as usize];
+        greedy.read_exact(&mut data).expect("a greedy read's data");
+        cookies.push(cookie);
+    }
+    cookies.sort_unstable();
+    assert_eq!(cookies, (0..8).collect::<Vec<u64>>());
+}
