@@ -81,19 +81,19 @@ struct Args {
     started: bool,
     /// A server config: the children are those of its volume `--volume`,
     /// opened (and created where missing) as the server opens them.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "files")]
     config: Option<PathBuf>,
     /// The config's volume (default: its first).
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "config", conflicts_with = "files")]
     volume: Option<String>,
     /// No engine: the config volume's first child, an s3 child, and its
     /// object_store client storing or fetching whole objects of the
     /// request size under `PREFIX/direct/`, the object of a request named
     /// by its offset divided by the size.
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "config", conflicts_with = "files")]
     direct: bool,
     /// The children: existing files of equal size.
-    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    #[arg(required_unless_present = "config")]
     files: Vec<PathBuf>,
 }
 
