@@ -9,6 +9,7 @@ mod util;
 mod access_log;
 mod bad_input;
 mod basic;
+mod bench;
 mod block_status;
 mod cli;
 mod confinement;

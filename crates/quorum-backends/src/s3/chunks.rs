@@ -288,8 +288,10 @@ impl S3Backend {
                 if seen.absent() && piece.is_zero() {
                     return Ok(());
                 }
-                let mut chunk = vec![0u8; len];
-                piece.copy_into(&mut chunk);
+                let chunk = match piece {
+                    Piece::Data(d) => Bytes::copy_from_slice(d),
+                    Piece::Zeros(n) => Bytes::from(vec![0u8; n]),
+                };
                 (seen, chunk)
             } else {
                 let (seen, old) = self.get_chunk(index).await?;
@@ -298,9 +300,9 @@ impl S3Backend {
                 }
                 let mut chunk = old.map_or_else(|| vec![0u8; len], |b| b.to_vec());
                 piece.copy_into(&mut chunk[within..within + piece.len()]);
-                (seen, chunk)
+                (seen, Bytes::from(chunk))
             };
-            match self.replace_chunk(index, &seen, Bytes::from(chunk)).await? {
+            match self.replace_chunk(index, &seen, chunk).await? {
                 Replaced::Done => return Ok(()),
                 Replaced::Moved => {
                     tracing::debug!(child = %self, index, "chunk changed since it was read; reading it again");

@@ -402,12 +402,20 @@ impl S3Backend {
             .unwrap_or(Err(BackendError::Timeout(limit)))
     }
 
-    fn path(&self, name: &str) -> Path {
+    /// The object `name` under this child's prefix.
+    pub fn path(&self, name: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(name)
         } else {
             Path::from(format!("{}/{name}", self.prefix))
         }
+    }
+
+    /// The object_store client this child talks to the store with, as
+    /// configured from its options: a benchmark compares the child with
+    /// the same client storing whole objects (`quorum-bench --direct`).
+    pub fn store(&self) -> &Arc<AmazonS3> {
+        &self.store
     }
 
     /// The lock that serializes writes of chunk `index` within this process.
