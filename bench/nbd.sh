@@ -10,7 +10,9 @@
 #   single       qemu-storage-daemon exporting one raw file (aio=io_uring,
 #                cache.direct=off): one copy, no vote
 #
-# on files of SIZE bytes in the page cache (in DIR, /dev/shm by default), for
+# on files of SIZE bytes in the page cache (in DIR, /var/tmp by default: a
+# disk file system, where QEMU's io_uring and quorum's reads both read
+# cached data without a thread hand-off; on tmpfs neither can), for
 # 4 KiB random reads at QD32, 4 KiB random writes at QD32 and 1 MiB
 # sequential reads at QD8. Each workload runs ROUNDS rounds of RUNTIME
 # seconds per peer, the peers' order rotating from round to round; it
@@ -20,7 +22,7 @@
 #
 #   bench/nbd.sh                          # SIZE=1G ROUNDS=3 RUNTIME=10
 #   SIZE=256M ROUNDS=1 RUNTIME=3 bench/nbd.sh
-#   AIO=threads DIR=/var/tmp bench/nbd.sh   # QEMU's thread pool; files on disk
+#   AIO=threads DIR=/dev/shm bench/nbd.sh   # QEMU's thread pool; files in tmpfs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -34,7 +36,7 @@ need nbdinfo "Debian's libnbd-bin"
 need python3 "Debian's python3"
 
 server=$(release_bin quorum-server)
-dir=$(mktemp -d "${DIR:-/dev/shm}/quorum-nbd.XXXXXX")
+dir=$(mktemp -d "${DIR:-/var/tmp}/quorum-nbd.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
