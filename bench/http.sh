@@ -105,7 +105,7 @@ span() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk 'NR == 1 {lo = $1} {hi = 
 
 npids=$(nginx_pids)
 [ "$(wc -w <<< "$npids")" -ge 2 ] || { echo "error: no nginx workers found ($npids)" >&2; exit 1; }
-echo "== $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $ROUNDS rounds of $duration per load and server, wrk -t 2 -c 16" | sed "s/\$ROUNDS/$rounds/"
+echo "== $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $rounds rounds of $duration per load and server, wrk -t 2 -c 16"
 printf '\n%-14s %-8s %10s %9s %9s %11s\n' "load (c=16)" "server" "req/s" "p50 ms" "p99 ms" "CPU us/req"
 for len in 4096 1048576; do
     declare -A rps=() p50=() p99=() cpu=()
