@@ -23,7 +23,7 @@ need nginx "apt-get install nginx-light"
 server=$(release_bin quorum-server)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/quorum-http.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
 raw_children "$dir" "$size" a b c
