@@ -20,6 +20,7 @@ pub fn run(b: &(dyn Backend + 'static)) {
     assert_eq!(b.size().expect("size"), SIZE);
     fresh_child_reads_zeros(b);
     unaligned_writes_round_trip(b);
+    copies_round_trip(b);
     write_zeroes_reads_zero(b);
     discard_reads_zero(b);
     block_status_covers_the_range(b);
@@ -42,6 +43,23 @@ fn unaligned_writes_round_trip(b: &dyn Backend) {
     assert_eq!(&back[..3], &[0, 0, 0]);
     assert_eq!(&back[3..3 + data.len()], &data[..]);
     assert_eq!(&back[3 + data.len()..], &[0, 0, 0]);
+}
+
+/// A copy ([`Backend::write_copy`]) reads back as a write does, unaligned
+/// and across several pieces of a file child's.
+fn copies_round_trip(b: &dyn Backend) {
+    let at = (2 << 20) - 3;
+    let data: Vec<u8> = (0..(1u32 << 20) + 5000)
+        .map(|i| (i * 13 % 251) as u8 + 1)
+        .collect();
+    b.write_copy(&data, at).expect("copy");
+    let mut back = vec![0u8; data.len() + 2];
+    b.read_at(&mut back, at - 1).expect("read");
+    assert_eq!(back[0], 0);
+    assert_eq!(&back[1..=data.len()], &data[..]);
+    assert_eq!(back[data.len() + 1], 0);
+    b.write_zeroes(at, data.len() as u64)
+        .expect("zero it again");
 }
 
 fn write_zeroes_reads_zero(b: &dyn Backend) {
@@ -145,6 +163,10 @@ fn out_of_range_is_refused(b: &dyn Backend) {
     ));
     assert!(matches!(
         b.write_at(&buf, u64::MAX - 5),
+        Err(BackendError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        b.write_copy(&buf, SIZE - 5),
         Err(BackendError::OutOfRange { .. })
     ));
     assert!(matches!(

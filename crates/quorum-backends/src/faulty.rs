@@ -293,6 +293,12 @@ impl Backend for Faulty {
         self.inner.write_at(buf, offset)
     }
 
+    /// A write as far as the faults go.
+    fn write_copy(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        self.apply(FaultOp::Write, span(offset, buf.len() as u64))?;
+        self.inner.write_copy(buf, offset)
+    }
+
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
         self.apply(FaultOp::WriteZeroes, span(offset, length))?;
         self.inner.write_zeroes(offset, length)

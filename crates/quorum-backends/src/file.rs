@@ -2,8 +2,9 @@
 //!
 //! Positional I/O only (`pread`/`pwrite`: no shared seek position, so
 //! requests run in parallel), sparse creation, `fdatasync` on flush, hole
-//! punching for write-zeroes and discard, and block status from
-//! `SEEK_DATA`/`SEEK_HOLE`.
+//! punching for write-zeroes and discard, block status from
+//! `SEEK_DATA`/`SEEK_HOLE`, and uncached writes (`RWF_DONTCACHE`) for a
+//! resync's copies.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -23,6 +24,17 @@ use crate::lock::Exclusive;
 /// size where the filesystem cannot punch holes.
 const ZERO_CHUNK: usize = 1 << 20;
 
+/// A copy ([`Backend::write_copy`]) is written in pieces of this size, so
+/// that the write-out of one overlaps the copying of the next, and a client
+/// write of the same file waits for one piece at most (a write holds the
+/// file's lock).
+const COPY_PIECE: usize = 1 << 20;
+
+/// `RWF_DONTCACHE` (Linux 6.14, `include/uapi/linux/fs.h`): a write through
+/// the page cache whose write-out starts at once and whose pages are
+/// dropped once written out. Not in rustix yet.
+const RWF_DONTCACHE: u32 = 0x80;
+
 /// A child in a local file.
 #[derive(Debug)]
 pub struct FileBackend {
@@ -35,6 +47,9 @@ pub struct FileBackend {
     /// Whether the file system reads without blocking when asked
     /// (`RWF_NOWAIT`); cleared at its first refusal (tmpfs, for one).
     nowait: AtomicBool,
+    /// Whether copies go uncached: cleared for good the first time the
+    /// kernel or the file system says it cannot.
+    uncached: AtomicBool,
     /// This server's exclusive hold on the file (see [`crate::lock`]).
     _lock: Exclusive,
 }
@@ -84,6 +99,7 @@ impl FileBackend {
             size: actual,
             device,
             nowait: AtomicBool::new(true),
+            uncached: AtomicBool::new(true),
             _lock: lock,
         })
     }
@@ -210,6 +226,7 @@ impl FileBackend {
             size,
             device: false,
             nowait: AtomicBool::new(true),
+            uncached: AtomicBool::new(true),
             _lock: lock,
         })
     }
@@ -246,6 +263,27 @@ impl FileBackend {
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// Writes `buf` at `offset` with `RWF_DONTCACHE`; `Ok(false)` when the
+    /// kernel or the file system cannot (nothing was written then).
+    fn write_uncached(&self, mut buf: &[u8], mut offset: u64) -> Result<bool, BackendError> {
+        let flags = ReadWriteFlags::from_bits_retain(RWF_DONTCACHE);
+        while !buf.is_empty() {
+            match rustix::io::pwritev2(&self.file, &[io::IoSlice::new(buf)], offset, flags) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                // Refused before anything was written: an unknown flag, a
+                // file system without uncached writes, or no pwritev2.
+                Err(Errno::OPNOTSUPP | Errno::NOSYS) => return Ok(false),
+                Err(e) => return Err(BackendError::Io(e.into())),
+            }
+        }
+        Ok(true)
     }
 
     /// The next data or hole boundary at or after `from`, or `None` past the
@@ -351,6 +389,23 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    /// In pieces of [`COPY_PIECE`], each uncached (`RWF_DONTCACHE`) where
+    /// the kernel and the file system allow it: a resync neither fills the
+    /// page cache with a copy that nobody reads nor leaves its whole
+    /// write-out to the flush that follows. A plain write elsewhere.
+    fn write_copy(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        self.check(offset, buf.len() as u64)?;
+        for (i, piece) in buf.chunks(COPY_PIECE).enumerate() {
+            let at = offset + (i * COPY_PIECE) as u64;
+            if self.uncached.load(Ordering::Relaxed) && self.write_uncached(piece, at)? {
+                continue;
+            }
+            self.uncached.store(false, Ordering::Relaxed);
+            self.file.write_all_at(piece, at)?;
+        }
+        Ok(())
+    }
+
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
         self.punch_hole(offset, length)
     }
@@ -451,6 +506,26 @@ mod tests {
             !backend.read_now(&mut buf, (1 << 20) - 4096),
             "past the end"
         );
+    }
+
+    /// tmpfs has no uncached writes (its pages are the storage): copies
+    /// fall back to plain writes, for good, and read back all the same.
+    #[test]
+    fn copies_fall_back_to_plain_writes_where_uncached_ones_are_refused() {
+        let dir = tempfile::tempdir_in("/dev/shm").expect("a directory in /dev/shm (tmpfs)");
+        let backend = FileBackend::open(&dir.path().join("child.img"), Some(conformance::SIZE))
+            .expect("open");
+        let data: Vec<u8> = (0..COPY_PIECE + 5000).map(|i| (i % 251) as u8).collect();
+        backend.write_copy(&data, 7).expect("copy");
+        assert!(
+            !backend.uncached.load(Ordering::Relaxed),
+            "tmpfs took RWF_DONTCACHE"
+        );
+        let mut back = vec![0u8; data.len()];
+        backend.read_at(&mut back, 7).expect("read");
+        assert!(back == data, "the copy did not read back");
+        backend.write_zeroes(0, conformance::SIZE).expect("zero");
+        conformance::run(&backend);
     }
 
     #[test]

@@ -142,6 +142,16 @@ pub trait Backend: Send + Sync + fmt::Display {
     /// Writes `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError>;
 
+    /// Writes `buf` at `offset` as [`write_at`](Backend::write_at) does, for
+    /// a bulk copy that is flushed right after and not read back soon (a
+    /// resync's copy onto a stale child): a child may keep it out of its
+    /// caches and start writing it out at once, so that the copy neither
+    /// evicts what clients read nor leaves a long write-out to the flush.
+    /// The default is `write_at`, which is always correct.
+    fn write_copy(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        self.write_at(buf, offset)
+    }
+
     /// Makes `length` bytes at `offset` read as zero, deallocating them where
     /// the storage allows it.
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError>;

@@ -41,6 +41,11 @@ pub(crate) enum Request {
         offset: u64,
         data: Bytes,
     },
+    /// A resync's copy: [`Backend::write_copy`].
+    Copy {
+        offset: u64,
+        data: Bytes,
+    },
     WriteZeroes {
         offset: u64,
         length: u64,
@@ -273,6 +278,7 @@ fn execute(
             Ok(Reply::Data(buf))
         }
         Request::Write { offset, data } => backend.write_at(&data, offset).map(|()| Reply::Done),
+        Request::Copy { offset, data } => backend.write_copy(&data, offset).map(|()| Reply::Done),
         Request::WriteZeroes {
             offset,
             length,

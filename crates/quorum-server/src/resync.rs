@@ -26,8 +26,20 @@ use serde::Serialize;
 use crate::background::{Inbox, Pace, Throughput, Wake, Worker, WorkerState};
 use crate::telemetry::Telemetry;
 
-/// The most bytes one step copies (and holds locked against client I/O).
-const STEP: u64 = 1 << 20;
+/// The most bytes a step copies at the least (and holds locked against
+/// client I/O while it copies them): the step at the default rate and
+/// below, whose copies go through the children's caches as client writes
+/// do ([`Volume::resync_step`]).
+const MIN_STEP: u64 = 256 << 10;
+/// The most bytes a step copies at the most, when the rate allows it: a
+/// step's flush and round of the children's workers are paid once for all
+/// of it, while no client request waits for it longer than the step takes
+/// (about 10 ms on a file child). Steps larger than [`MIN_STEP`] copy
+/// uncached ([`Volume::resync_step_uncached`]).
+const MAX_STEP: u64 = 16 << 20;
+/// Steps a second at the rate limit, at the least: a limited resync copies
+/// in short bursts with pauses between, which client I/O barely notices.
+const STEPS_PER_SECOND: u64 = 256;
 /// The first back-off after failed steps, and the retry of a region left
 /// unreconciled.
 const BACKOFF: Duration = Duration::from_millis(200);
@@ -93,6 +105,9 @@ pub struct ResyncWorker {
     sink: Arc<dyn EventSink>,
     on_synced: OnSynced,
     pace: Pace,
+    /// The most bytes a step copies, and whether uncached (see
+    /// [`step_for`]).
+    step: (u64, bool),
     /// Where to look next: past each range tried, so that a range that
     /// cannot be copied yet does not hold up the others.
     from: u64,
@@ -127,6 +142,7 @@ impl ResyncWorker {
             sink,
             on_synced: config.on_synced,
             pace: Pace::new(config.rate),
+            step: step_for(config.rate),
             from: 0,
             behind,
             failures: 0,
@@ -193,19 +209,30 @@ impl Worker for ResyncWorker {
             return WorkerState::Idle;
         }
         let started = Instant::now();
-        match volume.resync_step(STEP, self.from) {
-            ResyncStep::Copied { child, range, next } => {
+        let step = match self.step {
+            (max, true) => volume.resync_step_uncached(max, self.from),
+            (max, false) => volume.resync_step(max, self.from),
+        };
+        match step {
+            ResyncStep::Copied {
+                child,
+                range,
+                refreshed,
+                next,
+            } => {
                 self.backoff = BACKOFF;
                 self.failures = 0;
                 self.from = next;
-                let bytes = range.end - range.start;
+                // Progress counts the stale bytes made fresh; the pace, the
+                // bytes moved.
+                let moved = range.end - range.start;
                 self.spell
                     .get_or_insert(Throughput::since(started, self.copied));
-                self.copied += bytes;
+                self.copied += refreshed;
                 self.telemetry
-                    .job_bytes(volume.name(), JobKind::Resync, bytes);
-                tracing::debug!(volume = volume.name(), %child, bytes, "resynced");
-                let pause = self.pace.pause(bytes, started);
+                    .job_bytes(volume.name(), JobKind::Resync, refreshed);
+                tracing::debug!(volume = volume.name(), %child, refreshed, moved, "resynced");
+                let pause = self.pace.pause(moved, started);
                 self.throttled(pause)
             }
             ResyncStep::Idle => {
@@ -277,6 +304,17 @@ impl Worker for ResyncWorker {
             ResyncCommand::Resume => None,
         }
     }
+}
+
+/// The most bytes a step copies at `rate` bytes a second (a
+/// [`STEPS_PER_SECOND`]th of the rate, between [`MIN_STEP`] and
+/// [`MAX_STEP`]), and whether it copies uncached: a step larger than
+/// [`MIN_STEP`] does, as a resync faster than the default rate would fill
+/// the page cache with a copy that nobody reads, and copies onto a new
+/// file child several times faster so (BENCHMARKS.md, "Resync").
+fn step_for(rate: u64) -> (u64, bool) {
+    let max = (rate / STEPS_PER_SECOND).clamp(MIN_STEP, MAX_STEP);
+    (max, max > MIN_STEP)
 }
 
 /// Whether every child with stale ranges is [`Unopened`] (and no region
@@ -377,5 +415,14 @@ mod tests {
             .expect("mark b");
         assert!(!only_unopened_behind(&volume), "b can be copied onto");
         volume.close(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn steps_grow_with_the_rate_and_go_uncached_past_the_default_one() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(step_for(4096), (MIB / 4, false));
+        assert_eq!(step_for(64 * MIB), (MIB / 4, false), "the default rate");
+        assert_eq!(step_for(256 * MIB), (MIB, true));
+        assert_eq!(step_for(100 << 30), (16 * MIB, true));
     }
 }

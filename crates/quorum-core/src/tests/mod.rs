@@ -26,6 +26,10 @@ struct Mem {
     fail_discards: AtomicBool,
     /// Discards that reached this child.
     discards: AtomicU64,
+    /// Bytes read from this child.
+    read_bytes: AtomicU64,
+    /// Bytes written as copies ([`Backend::write_copy`]).
+    copied_bytes: AtomicU64,
     /// Time out every write, counting the attempts.
     hang_writes: AtomicBool,
     write_attempts: AtomicU64,
@@ -55,6 +59,8 @@ impl Mem {
             fail_flush: AtomicBool::new(false),
             fail_discards: AtomicBool::new(false),
             discards: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
             hang_writes: AtomicBool::new(false),
             write_attempts: AtomicU64::new(0),
             stall_writes: (Mutex::new(false), Condvar::new()),
@@ -116,6 +122,8 @@ impl Backend for Mem {
         if slow > 0 {
             thread::sleep(Duration::from_micros(slow));
         }
+        self.read_bytes
+            .fetch_add(buf.len() as u64, Ordering::SeqCst);
         let o = offset as usize;
         buf.copy_from_slice(&self.data.lock().expect("data")[o..o + buf.len()]);
         Ok(())
@@ -155,6 +163,12 @@ impl Backend for Mem {
             }
             at += piece.len();
         }
+        Ok(())
+    }
+    fn write_copy(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        self.write_at(buf, offset)?;
+        self.copied_bytes
+            .fetch_add(buf.len() as u64, Ordering::SeqCst);
         Ok(())
     }
     fn write_zeroes(&self, offset: u64, length: u64) -> Result<(), BackendError> {
@@ -255,6 +269,7 @@ mod discard;
 mod hostile;
 mod promises;
 mod read_now;
+mod resync;
 mod review;
 mod review2;
 mod started;
@@ -877,15 +892,22 @@ fn missed_writes_are_stale_never_read_and_resynced() {
     // Quorum reads leave a out of the vote there, and report no loss.
     let volume = open(&mems);
     assert_eq!(&volume.read(0, 8 * B).expect("read")[B..2 * B], &[2; B][..]);
-    // Resync copies exactly the missed bytes, then nothing is stale.
+    // Resync refreshes exactly the missed bytes (copying the fresh bytes
+    // between them too), then nothing is stale.
     let mut copied = 0;
     let mut from = 0;
     loop {
         match volume.resync_step(1 << 20, from) {
             ResyncStep::Idle => break,
-            ResyncStep::Copied { child, range, next } => {
+            ResyncStep::Copied {
+                child,
+                range,
+                refreshed,
+                next,
+            } => {
                 assert_eq!(child, "a");
-                copied += range.end - range.start;
+                assert!(refreshed <= range.end - range.start, "{range:?}");
+                copied += refreshed;
                 from = next;
             }
             ResyncStep::Failed { error, .. } => panic!("resync: {error}"),

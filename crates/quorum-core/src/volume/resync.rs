@@ -1,16 +1,21 @@
 //! Resync: the voted data copied over a child's stale ranges, one step at a
 //! time.
 
+mod copy;
+
 use std::ops::Range;
 
 use super::Volume;
-use super::tally::{NoMajority, Tally, Voted};
-use crate::backend::{BackendError, Extent};
+use super::tally::{NoMajority, Voted};
 use crate::error::VolumeError;
-use crate::event::Op;
 use crate::report::Reports;
-use crate::vote;
-use crate::worker::{Reply, Request, Zeroing};
+use copy::Own;
+
+/// The widest gap between two stale ranges of a child that one step copies
+/// over, to copy both at once: copying the gap costs about what its bytes
+/// cost to move, a step of its own costs a flush and a round of the
+/// children's workers, which on a file child is worth about this much.
+const MAX_GAP: u64 = 1 << 20;
 
 /// What one [`Volume::resync_step`] did.
 #[derive(Debug)]
@@ -24,6 +29,9 @@ pub enum ResyncStep {
         child: String,
         /// The bytes copied.
         range: Range<u64>,
+        /// How many of them were stale: the rest, between stale ranges, was
+        /// fresh already and took the same data again.
+        refreshed: u64,
         /// Where the next step should start looking.
         next: u64,
     },
@@ -39,20 +47,42 @@ pub enum ResyncStep {
 }
 
 impl Volume {
-    /// Copies the voted data over a child's stale range (at most `max`
-    /// bytes of it): the first stale range of any child that ends after
-    /// `from`, or the first of all when none does, so that a caller that
-    /// moves `from` past each range it tried goes round every range even
-    /// when one of them cannot be copied yet.
+    /// Copies the voted data over a child's stale ranges, at most `max`
+    /// bytes from the first: the first stale range of any child that ends
+    /// after `from`, or the first of all when none does (so that a caller
+    /// that moves `from` past each range it tried goes round every range
+    /// even when one of them cannot be copied yet), with the child's stale
+    /// ranges that follow it within `max` bytes across gaps of at most 1 MiB
+    /// (copied too).
     ///
-    /// The range is locked against client I/O while it is copied; the data
-    /// comes from the other children through the vote, at the volume's
-    /// threshold, never from the stale child. A block where the others have
-    /// no majority (left so by a write that failed its quorum) is not
+    /// The range is locked against client I/O while it is copied: read from
+    /// the others in pieces, each voted and written while the next is read,
+    /// then flushed, and only then cleared from the stale map. The data
+    /// comes through the vote, at the volume's threshold, never from the
+    /// child's stale bytes; where every other child says a piece is zero,
+    /// the child is zeroed there without reads. A block where the others
+    /// have no majority (left so by a write that failed its quorum) is not
     /// copied: the blocks before it are, and it stays stale until a write
     /// covers it. A write-intent region that a reconcile after a crash could
     /// not finish is tried again first.
+    ///
+    /// The copies go through the children's caches, as client writes do, so
+    /// that what a paced resync copied reads as fast as the rest; see
+    /// [`Volume::resync_step_uncached`] for a resync that runs flat out.
     pub fn resync_step(&self, max: u64, from: u64) -> ResyncStep {
+        self.step(max, from, false)
+    }
+
+    /// A [`Volume::resync_step`] whose copies keep out of the children's
+    /// caches ([`crate::Backend::write_copy`]): for a resync that runs
+    /// faster than clients read, which would otherwise fill the cache with
+    /// a copy that nobody reads (evicting what clients do read), and which
+    /// onto a new file child copies several times faster so.
+    pub fn resync_step_uncached(&self, max: u64, from: u64) -> ResyncStep {
+        self.step(max, from, true)
+    }
+
+    fn step(&self, max: u64, from: u64, uncached: bool) -> ResyncStep {
         // A region a reconcile after a crash could not finish is tried first.
         self.reconcile_pending();
         // Every child with a stale range at the first stale offset from
@@ -78,7 +108,7 @@ impl Volume {
         };
         let mut last = ResyncStep::Idle;
         for (child, first) in picked {
-            last = self.resync_range(child, first, max);
+            last = self.resync_range(child, first, max, uncached);
             if matches!(last, ResyncStep::Copied { .. }) {
                 break;
             }
@@ -86,58 +116,142 @@ impl Volume {
         last
     }
 
-    /// One [`Volume::resync_step`] on `child`'s stale range `first`.
-    fn resync_range(&self, child: usize, first: Range<u64>, max: u64) -> ResyncStep {
+    /// One [`Volume::resync_step`] on `child`, from its stale range `first`:
+    /// the stale ranges of `child` that follow it within `max` bytes, with
+    /// gaps of at most [`MAX_GAP`] between them, are copied at once, under
+    /// one lock, one flush and one journal record, so that a stale map cut
+    /// into many ranges by client writes (each write that reaches the child
+    /// refreshes its range) still costs few steps.
+    fn resync_range(
+        &self,
+        child: usize,
+        first: Range<u64>,
+        max: u64,
+        uncached: bool,
+    ) -> ResyncStep {
         let name = self.children[child].name.clone();
-        let range = first.start..first.end.min(first.start + max.max(1));
+        let reach = first.start..first.start.saturating_add(max.max(1)).min(self.size);
         // A child that stores in units gets whole units, so that a unit it
         // cannot read is rebuilt rather than patched.
-        let window = self.widen(child, range.clone());
+        let reach = self.widen(child, reach);
+        let window = self.gathered(child, reach.clone()).unwrap_or(reach);
         let _guard = self.ranges.exclusive(window.start, window.end);
         // A write may have refreshed part of it while we waited.
-        let stale = self.stale_maps().sets[child].within(window.clone());
-        let (Some(first), Some(last)) = (stale.first(), stale.last()) else {
+        let Some(span) = self.gathered(child, window.clone()) else {
             return ResyncStep::Copied {
                 child: name,
-                range: range.start..range.start,
-                next: range.end,
+                range: window.start..window.start,
+                refreshed: 0,
+                next: window.end,
             };
         };
-        let whole = {
-            let w = self.widen(child, first.start..last.end);
-            w.start.max(window.start)..w.end.min(window.end)
-        };
+        let stale = self.stale_maps().sets[child].within(span.clone());
         let mut reports = self.reports();
+        // The others' vote alone gives the data of the whole span, the gaps
+        // between the stale ranges included: the child is fresh there, so
+        // the others agree with it but where one of them missed a write too.
+        // Where they have no majority, the first range goes alone, with the
+        // child's own vote where it is fresh.
+        if stale.len() > 1 {
+            match self.copy_stale(child, span.clone(), Own::Skip, uncached, &mut reports) {
+                Ok(Voted::Answer(refreshed)) => {
+                    return ResyncStep::Copied {
+                        child: name,
+                        next: span.end,
+                        range: span,
+                        refreshed,
+                    };
+                }
+                Err(error) => {
+                    return ResyncStep::Failed {
+                        child: name,
+                        range: span,
+                        error,
+                    };
+                }
+                Ok(Voted::NoMajority(_)) => {}
+            }
+        }
+        let first = stale.first().cloned().unwrap_or(span.start..span.start);
+        self.resync_one(child, first, max, window, uncached, &mut reports)
+    }
+
+    /// `child`'s stale ranges within `window`, from the first one on while
+    /// the gap to the next is at most [`MAX_GAP`], as one range grown to
+    /// whole units (see [`Volume::widen`]) within `window`; `None` when it
+    /// has none there.
+    fn gathered(&self, child: usize, window: Range<u64>) -> Option<Range<u64>> {
+        let stale = self.stale_maps().sets[child].within(window.clone());
+        let first = stale.first()?;
+        let mut end = first.end;
+        for r in &stale[1..] {
+            if r.start - end > MAX_GAP {
+                break;
+            }
+            end = r.end;
+        }
+        let w = self.widen(child, first.start..end);
+        Some(w.start.max(window.start)..w.end.min(window.end))
+    }
+
+    /// A step on `child`'s stale range `first` alone (at most `max` bytes
+    /// of it), by a caller that holds `window`, which covers its units:
+    /// where the others have no majority over some block, the child's own
+    /// copy votes where it is fresh, and the blocks before the one without
+    /// a majority are copied.
+    fn resync_one(
+        &self,
+        child: usize,
+        first: Range<u64>,
+        max: u64,
+        window: Range<u64>,
+        uncached: bool,
+        reports: &mut Reports<'_>,
+    ) -> ResyncStep {
+        let name = self.children[child].name.clone();
         let range = first.start..first.end.min(first.start + max.max(1));
+        let whole = {
+            let unit = self.widen(child, range.clone());
+            let stale = self.stale_maps().sets[child].within(unit.clone());
+            match (stale.first(), stale.last()) {
+                (Some(f), Some(l)) => {
+                    let w = self.widen(child, f.start..l.end);
+                    w.start.max(window.start)..w.end.min(window.end)
+                }
+                _ => range.clone(),
+            }
+        };
         // When the units cannot be rebuilt whole (a block without a majority
         // where the child is fresh, a source down), the stale part alone is
         // copied, as for a child that stores in bytes.
-        if whole != range
-            && matches!(
-                self.copy_stale(child, whole.clone(), &mut reports),
-                Ok(Voted::Answer(()))
-            )
-        {
-            return ResyncStep::Copied {
-                child: name,
-                next: whole.end,
-                range: whole,
-            };
+        if whole != range {
+            if let Ok(Voted::Answer(refreshed)) =
+                self.copy_stale(child, whole.clone(), Own::Vote, uncached, reports)
+            {
+                return ResyncStep::Copied {
+                    child: name,
+                    next: whole.end,
+                    range: whole,
+                    refreshed,
+                };
+            }
         }
-        match self.copy_stale(child, range.clone(), &mut reports) {
-            Ok(Voted::Answer(())) => ResyncStep::Copied {
+        match self.copy_stale(child, range.clone(), Own::Vote, uncached, reports) {
+            Ok(Voted::Answer(refreshed)) => ResyncStep::Copied {
                 child: name,
                 next: range.end,
                 range,
+                refreshed,
             },
             // The blocks before the one without a majority are copied; the
             // next step starts after it.
             Ok(Voted::NoMajority(none)) if none.block.start > range.start => {
                 let before = range.start..none.block.start;
-                match self.copy_stale(child, before.clone(), &mut reports) {
-                    Ok(Voted::Answer(())) => ResyncStep::Copied {
+                match self.copy_stale(child, before.clone(), Own::Vote, uncached, reports) {
+                    Ok(Voted::Answer(refreshed)) => ResyncStep::Copied {
                         child: name,
                         range: before,
+                        refreshed,
                         next: none.block.end,
                     },
                     Ok(Voted::NoMajority(NoMajority { error, .. })) => ResyncStep::Failed {
@@ -171,137 +285,5 @@ impl Volume {
         let start = range.start - range.start % unit;
         let end = range.end.div_ceil(unit).saturating_mul(unit).min(self.size);
         start..end
-    }
-
-    /// Puts the voted data of `range` onto `child` and clears it from
-    /// `child`'s stale map, by a caller that holds `range` exclusively.
-    /// Where every other child says the range is zero, `child` is zeroed
-    /// (unless it reads zero already) rather than copied, so that a new
-    /// child of a sparse volume costs no reads. Elsewhere the data is read
-    /// and voted from the other children, and from `child` itself where it
-    /// is not stale; it is written, flushed, and only then cleared. A block
-    /// where the others have no majority leaves `child` as it was.
-    fn copy_stale(
-        &self,
-        child: usize,
-        range: Range<u64>,
-        reports: &mut Reports<'_>,
-    ) -> Result<Voted<()>, VolumeError> {
-        let (offset, length) = (range.start, (range.end - range.start) as usize);
-        // One extent is enough to tell: the range is zero when the first
-        // extent is zero and covers it.
-        let all_zero = |map: &[Extent]| matches!(map, [e] if e.zero && e.offset == offset && e.end() == range.end);
-        if self.children.len() > 1
-            && self
-                .zero_map(range.clone(), Some(child), 1, reports)
-                .is_ok_and(|m| all_zero(&m))
-        {
-            let own = self
-                .dispatch(vec![(
-                    child,
-                    Request::BlockStatus {
-                        offset,
-                        length: length as u64,
-                        limit: 1,
-                    },
-                )])
-                .pop();
-            let done = match own {
-                Some((_, Ok(Reply::Extents(m)))) if all_zero(&m) => Some((child, Ok(Reply::Done))),
-                _ => self
-                    .dispatch(vec![(
-                        child,
-                        Request::WriteZeroes {
-                            offset,
-                            length: length as u64,
-                            how: Zeroing::Zeroes,
-                        },
-                    )])
-                    .pop(),
-            };
-            return self
-                .settle_copy(child, range, done, reports)
-                .map(Voted::Answer);
-        }
-        let own_fresh = {
-            let maps = self.stale_maps();
-            maps.sets[child]
-                .within(range.clone())
-                .iter()
-                .map(|r| r.end - r.start)
-                .sum::<u64>()
-                < length as u64
-        };
-        let others: Vec<(usize, Request)> = (0..self.children.len())
-            .filter(|&i| i != child || own_fresh)
-            .map(|i| (i, Request::Read { offset, length }))
-            .collect();
-        let mut tally = self.tally(Op::Read, offset, length as u64, others.len());
-        let mut copies: Vec<Option<Vec<u8>>> = (0..self.children.len()).map(|_| None).collect();
-        for (i, result) in self.dispatch(others) {
-            match result {
-                Ok(Reply::Data(data)) => copies[i] = Some(data),
-                Ok(_) => {}
-                Err(e) => {
-                    self.report_failed(reports, Op::Read, i, offset, length as u64, &e);
-                    tally.failed(i, e);
-                }
-            }
-        }
-        let mut excluded = self.stale_within(range.clone());
-        if !own_fresh {
-            if let Some(own) = excluded.get_mut(child) {
-                own.clear();
-            }
-        }
-        let views: Vec<Option<&[u8]>> = copies.iter().map(|c| c.as_deref()).collect();
-        let outcome =
-            match vote::vote_masked(offset, &views, self.options.vote_threshold, &excluded) {
-                Ok(outcome) => outcome,
-                Err(e) => return Ok(Voted::NoMajority(self.no_winner(tally, e)?)),
-            };
-        let data = self.buffers.bytes(vote::assemble(&outcome, &mut copies));
-        for copy in copies.into_iter().flatten() {
-            self.buffers.give(copy);
-        }
-        let written = self
-            .dispatch(vec![(child, Request::Write { offset, data })])
-            .pop();
-        self.settle_copy(child, range, written, reports)
-            .map(Voted::Answer)
-    }
-
-    /// After `child` took a resync copy of `range` (`done`): flushes it, then
-    /// clears `range` from its stale map.
-    fn settle_copy(
-        &self,
-        child: usize,
-        range: Range<u64>,
-        done: Option<(usize, Result<Reply, BackendError>)>,
-        reports: &mut Reports<'_>,
-    ) -> Result<(), VolumeError> {
-        let (offset, bytes) = (range.start, range.end - range.start);
-        let (op, result) = match done {
-            Some((_, Ok(_))) => match self.dispatch(vec![(child, Request::Flush)]).pop() {
-                Some((_, result)) => (Op::Flush, result),
-                None => return Ok(()),
-            },
-            Some((_, Err(error))) => (Op::Write, Err(error)),
-            None => return Ok(()),
-        };
-        match result {
-            Ok(_) => {
-                self.edit_stale([(child, false, range.clone())])?;
-                reports.rewrite(&self.children[child].name, offset, bytes);
-                self.edit_damage([(child, false, range)], reports);
-                Ok(())
-            }
-            Err(error) => {
-                self.report_failed(reports, op, child, offset, bytes, &error);
-                let mut tally = Tally::new(op, offset, bytes, 1, 1);
-                tally.failed(child, error);
-                Err(self.quorum_error(tally, None).into())
-            }
-        }
     }
 }
