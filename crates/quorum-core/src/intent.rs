@@ -43,6 +43,7 @@ pub(crate) struct Intent {
 /// A write registered with [`Intent::begin`]; give it back to
 /// [`Intent::end`].
 #[derive(Debug)]
+#[must_use = "give it back with Intent::end"]
 pub(crate) struct Ticket(u64);
 
 /// What a flush covers, taken when it begins ([`Intent::flush_started`]).
@@ -113,6 +114,12 @@ impl Intent {
     /// Ends a write registered by [`Intent::begin`].
     pub(crate) fn end(&mut self, ticket: Ticket) {
         self.in_flight.retain(|(t, _)| *t != ticket.0);
+    }
+
+    /// How many registered writes have not ended.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// A flush begins: it covers what was written until now, and the

@@ -254,6 +254,47 @@ fn a_started_write_to_a_clean_intent_region_leaves_it_to_the_blocking_call() {
     assert_all(&mems[0].snapshot()[B..2 * B], 2);
 }
 
+/// A started write that completes while someone holds the stale maps'
+/// lock (a journal record, a flush's end) gives its write intent back
+/// later, in its rest, and never loses it: a lost one stayed "in flight"
+/// for good, its region never cleaned and every later write slower.
+#[test]
+fn a_started_write_completing_under_the_stale_maps_lock_gives_its_intent_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mems = mems(3, 16 * B);
+    let v = Arc::new(
+        Volume::open_journaled(
+            options(2),
+            specs(&mems),
+            Arc::new(NullSink),
+            Some(&dir.path().join("journal")),
+        )
+        .expect("open"),
+    );
+    v.write(0, Bytes::from(vec![1u8; B]))
+        .expect("blocking write");
+    assert_eq!(v.intents_in_flight(), 0);
+    mems[2].stall(true);
+    let (tx, rx) = mpsc::channel();
+    v.start_write(B as u64, Bytes::from(vec![2u8; B]), move |c| {
+        let _ = tx.send(c);
+    })
+    .expect("the write started: its region is dirty");
+    let completion = {
+        let _maps = v.lock_stale_maps();
+        mems[2].stall(false);
+        rx.recv_timeout(COMPLETES)
+            .expect("the write completed with the lock held")
+    };
+    let Completion::Blocking(rest) = completion else {
+        panic!("a write that cannot give its intent back now is not done");
+    };
+    assert_eq!(v.intents_in_flight(), 1, "its intent is still registered");
+    rest.run().expect("every child took it");
+    assert_eq!(v.intents_in_flight(), 0, "its intent was given back");
+    assert_all(&mems[2].snapshot()[B..2 * B], 2);
+}
+
 #[test]
 fn a_hung_child_costs_a_started_request_child_timeout_with_nobody_waiting() {
     let mems = mems(3, 16 * B);

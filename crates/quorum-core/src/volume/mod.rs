@@ -154,6 +154,19 @@ impl Volume {
         self.ranges.waiting()
     }
 
+    /// How many client writes the write-intent log counts in flight.
+    #[cfg(test)]
+    pub(crate) fn intents_in_flight(&self) -> usize {
+        self.stale_maps().intent.in_flight()
+    }
+
+    /// Holds the stale maps' lock until the guard drops, as a journal
+    /// record in progress does.
+    #[cfg(test)]
+    pub(crate) fn lock_stale_maps(&self) -> impl Sized + '_ {
+        self.stale_maps()
+    }
+
     /// Whether child `index`'s breaker refuses requests now.
     #[cfg(test)]
     pub(crate) fn breaker_open(&self, index: usize) -> bool {

@@ -99,21 +99,20 @@ impl Held {
     /// Gives everything back, unless the write's intent would wait for the
     /// stale maps' lock (held across journal I/O): then `Err(self)`.
     fn try_release(mut self) -> Result<(), Held> {
-        let mut ticket = self.intent.take();
-        if ticket.is_some() {
-            let maps = match self.volume.stale.try_lock() {
-                Ok(maps) => Some(maps),
-                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            if let (Some(mut maps), Some(t)) = (maps, ticket.take()) {
-                maps.intent.end(t);
+        let Some(ticket) = self.intent.take() else {
+            return Ok(());
+        };
+        let volume = Arc::clone(&self.volume);
+        let mut maps = match volume.stale.try_lock() {
+            Ok(maps) => maps,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.intent = Some(ticket);
+                return Err(self);
             }
-        }
-        if ticket.is_some() {
-            self.intent = ticket;
-            return Err(self);
-        }
+        };
+        maps.intent.end(ticket);
+        drop(maps);
         Ok(())
     }
 }
