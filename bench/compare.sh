@@ -52,15 +52,15 @@ timed() {
 
 # name | pattern | qemu-img bench args | quorum-bench args
 workloads=(
-    "4 KiB writes, QD16|quorum|-w -s 4k -d 16 -c 100000|-w -s 4KiB -d 16 -c 100000"
-    "4 KiB quorum reads, QD16|quorum|-s 4k -d 16 -c 100000|-s 4KiB -d 16 -c 100000"
-    "4 KiB fifo reads, QD16|fifo|-s 4k -d 16 -c 100000|--pattern fifo -s 4KiB -d 16 -c 100000"
+    "4 KiB writes, QD16|quorum|-w -s 4k -d 16 -c 300000|-w -s 4KiB -d 16 -c 300000"
+    "4 KiB quorum reads, QD16|quorum|-s 4k -d 16 -c 400000|-s 4KiB -d 16 -c 400000"
+    "4 KiB fifo reads, QD16|fifo|-s 4k -d 16 -c 1000000|--pattern fifo -s 4KiB -d 16 -c 1000000"
     "1 MiB quorum reads, QD4|quorum|-s 1M -d 4 -c 2000|-s 1MiB -d 4 -c 2000"
 )
 peers=(threads io_uring quorum)
 
-printf '\n%-26s %20s %20s %20s %9s %9s\n' "workload (ops/s, CPU us)" \
-    "QEMU aio=threads" "QEMU aio=io_uring" "quorum" "/threads" "/io_uring"
+printf '\n%-26s %20s %20s %20s %9s %21s\n' "workload (ops/s, CPU us)" \
+    "QEMU aio=threads" "QEMU aio=io_uring" "quorum" "/threads" "/io_uring (range)"
 for w in "${workloads[@]}"; do
     IFS='|' read -r name pattern qargs bargs <<< "$w"
     count=$(sed -E 's/.*-c ([0-9]+).*/\1/' <<< "$qargs")
@@ -88,6 +88,7 @@ for w in "${workloads[@]}"; do
     for peer in "${peers[@]}"; do
         cells+=("$(printf '%9s %6s us' "$(med "${ops[$peer]}")" "$(med "${cpu[$peer]}")")")
     done
-    printf '%-26s %20s %20s %20s %8sx %8sx\n' "$name" "${cells[@]}" "$(med "$ratio_t")" "$(med "$ratio_u")"
+    range=$(tr ' ' '\n' <<< "$ratio_u" | grep . | sort -n | sed -n '1p;$p' | paste -sd-)
+    printf '%-26s %20s %20s %20s %8sx %8sx (%s)\n' "$name" "${cells[@]}" "$(med "$ratio_t")" "$(med "$ratio_u")" "$range"
 done
-echo "(medians of $rounds alternating rounds; ratios are medians of the per-round ops/s ratios; load at end $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "(medians of $rounds alternating rounds; ratios are medians of the per-round ops/s ratios, with their range; load at end $(cut -d' ' -f1-3 /proc/loadavg))"
