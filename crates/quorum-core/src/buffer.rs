@@ -17,13 +17,22 @@ use bytes::Bytes;
 pub(crate) const POOLED_MIN: usize = 64 << 10;
 /// Buffers larger than this are not kept.
 const POOLED_MAX: usize = 16 << 20;
-/// How many buffers the pool keeps at most.
-const KEPT: usize = 64;
+/// How many bytes of idle buffers the pool keeps at most. Requests in
+/// flight give theirs back as others take them, so the pool holds few at a
+/// time under load; what it keeps after the load is memory nobody uses.
+const KEPT_BYTES: usize = 16 << 20;
 
 /// A pool of read buffers shared by a volume's children.
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
+    free: Mutex<Free>,
+}
+
+/// The idle buffers, and their capacities' sum.
+#[derive(Debug, Default)]
+struct Free {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
 }
 
 impl BufferPool {
@@ -32,11 +41,13 @@ impl BufferPool {
         if len >= POOLED_MIN {
             let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
             let best = free
+                .buffers
                 .iter()
                 .position(|b| b.len() == len)
-                .or_else(|| free.iter().position(|b| b.capacity() >= len));
+                .or_else(|| free.buffers.iter().position(|b| b.capacity() >= len));
             if let Some(i) = best {
-                let mut buf = free.swap_remove(i);
+                let mut buf = free.buffers.swap_remove(i);
+                free.bytes -= buf.capacity();
                 drop(free);
                 buf.resize(len, 0);
                 return buf;
@@ -51,8 +62,9 @@ impl BufferPool {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        if free.len() < KEPT {
-            free.push(buf);
+        if free.bytes + buf.capacity() <= KEPT_BYTES {
+            free.bytes += buf.capacity();
+            free.buffers.push(buf);
         }
     }
 
@@ -103,5 +115,22 @@ mod tests {
         pool.give(b);
         let small = pool.take(100);
         assert_eq!(small, vec![0; 100]);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_idle_bytes() {
+        let pool = BufferPool::default();
+        let n = KEPT_BYTES / (1 << 20) + 8;
+        let taken: Vec<Vec<u8>> = (0..n).map(|_| pool.take(1 << 20)).collect();
+        for buf in taken {
+            pool.give(buf);
+        }
+        let free = pool.free.lock().expect("free");
+        assert!(free.bytes <= KEPT_BYTES, "{} bytes kept", free.bytes);
+        assert_eq!(
+            free.bytes,
+            free.buffers.iter().map(Vec::capacity).sum::<usize>()
+        );
+        assert_eq!(free.buffers.len(), KEPT_BYTES / (1 << 20));
     }
 }

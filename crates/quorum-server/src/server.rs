@@ -33,7 +33,7 @@ use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::nbd::NbdExports;
 use crate::nbd_listen::NbdListeners;
 use crate::reopen::{Reopener, Unreached};
-use crate::telemetry::{Observer, Telemetry};
+use crate::telemetry::{Observer, Telemetry, UPKEEP_EVERY};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -428,6 +428,7 @@ async fn serve(
     }
     let app = api::router(state.clone());
     let server = tokio::spawn(listener::serve(listener, app, limits, shutdown.clone()));
+    tokio::spawn(upkeep(state.telemetry.clone(), shutdown.clone()));
     wait_for_signal().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: finishing in-flight requests");
@@ -449,6 +450,18 @@ async fn serve(
         Err(_) => {
             tracing::warn!(deadline = ?DRAIN_DEADLINE, "some requests did not finish in time; closing anyway");
             Ok(())
+        }
+    }
+}
+
+/// Runs the metrics' upkeep every [`UPKEEP_EVERY`] until the shutdown.
+async fn upkeep(telemetry: Arc<Telemetry>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => telemetry.upkeep(),
         }
     }
 }

@@ -26,6 +26,13 @@
 //! children's counters in a map, [`Telemetry::render`] writes them after
 //! the exporter's text, and [`Telemetry::remove_child`] drops a child's
 //! entry, so its series go with it.
+//!
+//! # Histogram samples
+//!
+//! The exporter keeps each histogram sample until an upkeep folds it into
+//! the buckets: a server nobody scrapes would hold 8 bytes per request for
+//! good (30 MiB in half a minute of 4 KiB reads). [`Telemetry::upkeep`]
+//! runs every [`UPKEEP_EVERY`], as the exporter's own installer does.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -43,6 +50,9 @@ use crate::events::EventLog;
 use crate::history::{Direction, History, Recent};
 
 /// Bucket bounds of the request-duration histogram, in seconds: 50 µs to 10 s.
+/// How often [`Telemetry::upkeep`] should run: the exporter's own default.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 const DURATION_BUCKETS: [f64; 17] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
@@ -386,6 +396,12 @@ impl Telemetry {
             | Event::VolumeSuspended { .. }
             | Event::VolumeResumed { .. } => {}
         }
+    }
+
+    /// Folds the histogram samples recorded since the last upkeep (or
+    /// scrape) into their buckets, and frees them.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// The Prometheus text exposition, with child health read from `volumes`.
