@@ -50,6 +50,8 @@ pub mod server;
 pub mod stats;
 pub mod suspend;
 pub mod telemetry;
+#[cfg(test)]
+mod test_volume;
 pub mod throttle;
 
 /// The environment `quorum-server` reads, and its exit codes, for `--help`.

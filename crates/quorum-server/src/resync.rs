@@ -381,10 +381,10 @@ fn announce_caught_up(
 
 #[cfg(test)]
 mod tests {
-    use quorum_backends::FileBackend;
-    use quorum_core::{ChildSpec, NullSink, ReadPattern, RecordingSink, VolumeOptions};
+    use quorum_core::{ChildSpec, NullSink, RecordingSink};
 
     use super::*;
+    use crate::test_volume;
 
     /// Only an unopened child behind: nothing to copy; a file child behind
     /// too, or none at all: the resync steps (or idles as ever).
@@ -392,24 +392,10 @@ mod tests {
     fn an_unopened_child_alone_behind_gives_the_resync_nothing_to_do() {
         let dir = tempfile::tempdir().expect("temp dir");
         let size = 1 << 20;
-        let mut children: Vec<ChildSpec> = ["a", "b"]
-            .into_iter()
-            .map(|name| {
-                let file = FileBackend::open(&dir.path().join(name), Some(size)).expect("file");
-                ChildSpec::new(name, Arc::new(file))
-            })
-            .collect();
+        let mut children = test_volume::file_children(dir.path(), &["a", "b"], size);
         let far = Unopened::new("far", "http://127.0.0.1:9/v1/volumes/x", "down", size);
         children.push(ChildSpec::new("far", Arc::new(far)));
-        let options = VolumeOptions {
-            name: "vm".into(),
-            vote_threshold: 2,
-            read_pattern: ReadPattern::Quorum,
-            rewrite_corrupted: false,
-            blkverify: false,
-            child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
-        };
-        let volume = Volume::open(options, children, Arc::new(NullSink)).expect("open");
+        let volume = test_volume::open(children, Arc::new(NullSink));
         assert!(!only_unopened_behind(&volume), "nothing is stale");
         volume
             .mark_stale("far", std::slice::from_ref(&(0..size)))
@@ -430,23 +416,9 @@ mod tests {
     fn a_child_marked_stale_and_copied_in_one_step_is_said_caught_up() {
         let dir = tempfile::tempdir().expect("temp dir");
         let size = 1 << 20;
-        let children: Vec<ChildSpec> = ["a", "b", "c"]
-            .into_iter()
-            .map(|name| {
-                let file = FileBackend::open(&dir.path().join(name), Some(size)).expect("file");
-                ChildSpec::new(name, Arc::new(file))
-            })
-            .collect();
-        let options = VolumeOptions {
-            name: "vm".into(),
-            vote_threshold: 2,
-            read_pattern: ReadPattern::Quorum,
-            rewrite_corrupted: false,
-            blkverify: false,
-            child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
-        };
         let sink = Arc::new(RecordingSink::default());
-        let volume = Arc::new(Volume::open(options, children, sink.clone()).expect("open"));
+        let children = test_volume::file_children(dir.path(), &["a", "b", "c"], size);
+        let volume = Arc::new(test_volume::open(children, sink.clone()));
         let telemetry = Arc::new(Telemetry::new([("vm", vec!["a", "b", "c"])]));
         let config = ResyncConfig {
             rate: 0,

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::ops::Range;
-use std::path::Path;
 
 use super::*;
 
@@ -245,10 +244,6 @@ fn a_resync_copy_clears_the_damage_it_covers() {
     assert!(damage_of(&s.volume, "c").is_empty());
     assert_eq!(state_of(&s.volume, "c"), ChildState::Healthy);
     assert_eq!(s.mems[2].snapshot(), data);
-}
-
-fn journaled(mems: &[Arc<Mem>], journal: &Path, sink: Arc<RecordingSink>) -> Volume {
-    Volume::open_journaled(options(2), specs(mems), sink, Some(journal)).expect("open")
 }
 
 #[test]

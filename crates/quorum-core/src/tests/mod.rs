@@ -277,6 +277,11 @@ mod review2;
 mod started;
 mod votes;
 
+/// Volume of `mems`, threshold 2, with its stale-map journal at `journal`.
+fn journaled(mems: &[Arc<Mem>], journal: &std::path::Path, sink: Arc<dyn EventSink>) -> Volume {
+    Volume::open_journaled(options(2), specs(mems), sink, Some(journal)).expect("open")
+}
+
 fn bad_reads(events: &[Event]) -> Vec<(String, u64, u64, bool)> {
     events
         .iter()

@@ -228,15 +228,11 @@ fn a_request_that_would_wait_does_not_start_and_changes_nothing() {
 fn a_started_write_to_a_clean_intent_region_leaves_it_to_the_blocking_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mems = mems(3, 16 * B);
-    let v = Arc::new(
-        Volume::open_journaled(
-            options(2),
-            specs(&mems),
-            Arc::new(NullSink),
-            Some(&dir.path().join("journal")),
-        )
-        .expect("open"),
-    );
+    let v = Arc::new(journaled(
+        &mems,
+        &dir.path().join("journal"),
+        Arc::new(NullSink),
+    ));
     // The region's first write needs a synced journal record: not
     // without waiting.
     assert!(matches!(
@@ -262,15 +258,11 @@ fn a_started_write_to_a_clean_intent_region_leaves_it_to_the_blocking_call() {
 fn a_started_write_completing_under_the_stale_maps_lock_gives_its_intent_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mems = mems(3, 16 * B);
-    let v = Arc::new(
-        Volume::open_journaled(
-            options(2),
-            specs(&mems),
-            Arc::new(NullSink),
-            Some(&dir.path().join("journal")),
-        )
-        .expect("open"),
-    );
+    let v = Arc::new(journaled(
+        &mems,
+        &dir.path().join("journal"),
+        Arc::new(NullSink),
+    ));
     v.write(0, Bytes::from(vec![1u8; B]))
         .expect("blocking write");
     assert_eq!(v.intents_in_flight(), 0);

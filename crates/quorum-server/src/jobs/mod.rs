@@ -296,10 +296,10 @@ impl Jobs {
 mod tests {
     use std::sync::mpsc::{self, Receiver, Sender};
 
-    use quorum_backends::FileBackend;
-    use quorum_core::{ChildSpec, ChildState, Event, ReadPattern, VolumeOptions};
+    use quorum_core::{ChildState, Event};
 
     use super::*;
+    use crate::test_volume;
 
     const MIB: u64 = 1 << 20;
     /// A generous bound for what should take a fraction of a second.
@@ -327,22 +327,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (tx, events) = mpsc::channel();
         let sink: Arc<dyn EventSink> = Arc::new(Events(Mutex::new(tx)));
-        let children = ["a", "b", "c"]
-            .into_iter()
-            .map(|name| {
-                let file = FileBackend::open(&dir.path().join(name), Some(size)).expect("file");
-                ChildSpec::new(name, Arc::new(file))
-            })
-            .collect();
-        let options = VolumeOptions {
-            name: "vm".into(),
-            vote_threshold: 2,
-            read_pattern: ReadPattern::Quorum,
-            rewrite_corrupted: false,
-            blkverify: false,
-            child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
-        };
-        let volume = Arc::new(Volume::open(options, children, sink.clone()).expect("open"));
+        let children = test_volume::file_children(dir.path(), &["a", "b", "c"], size);
+        let volume = Arc::new(test_volume::open(children, sink.clone()));
         let telemetry = Arc::new(Telemetry::new([("vm", vec!["a", "b", "c"])]));
         let resync = ResyncConfig {
             rate,
