@@ -272,6 +272,7 @@ mod read_now;
 mod resync;
 mod review;
 mod review2;
+mod review3;
 mod started;
 
 fn bad_reads(events: &[Event]) -> Vec<(String, u64, u64, bool)> {
