@@ -45,6 +45,8 @@ pub mod process;
 pub mod range;
 pub mod reopen;
 pub mod resync;
+#[cfg(test)]
+mod review3_tests;
 pub mod schema;
 pub mod server;
 pub mod stats;

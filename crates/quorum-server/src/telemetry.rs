@@ -49,10 +49,10 @@ use quorum_core::{ChildState, Event, EventKind, EventSink, JobKind, Op, VariantA
 use crate::events::EventLog;
 use crate::history::{Direction, History, Recent};
 
-/// Bucket bounds of the request-duration histogram, in seconds: 50 µs to 10 s.
 /// How often [`Telemetry::upkeep`] should run: the exporter's own default.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// Bucket bounds of the request-duration histogram, in seconds: 50 µs to 10 s.
 const DURATION_BUCKETS: [f64; 17] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,

@@ -274,6 +274,7 @@ mod requests;
 mod resync;
 mod review;
 mod review2;
+mod review3;
 mod started;
 mod votes;
 
