@@ -46,7 +46,7 @@ pub mod range;
 pub mod reopen;
 pub mod resync;
 #[cfg(test)]
-mod review3_tests;
+mod resync_caught_up_tests;
 pub mod schema;
 pub mod server;
 pub mod stats;

@@ -1,5 +1,5 @@
-//! Review tests of the resync's caught-up events (commit f16dcb6): a child
-//! marked stale between the worker's look at who is behind and its step.
+//! The resync's caught-up events: a child marked stale between the
+//! worker's look at who is behind and its step is still said caught up.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use quorum_backends::FileBackend;
 use quorum_core::{
-    Backend, BackendError, ChildSpec, ChildState, Event, Extent, ReadPattern, RecordingSink,
-    Volume, VolumeOptions,
+    Backend, BackendError, ChildSpec, ChildState, Event, Extent, RecordingSink, Volume,
 };
 
 use crate::background::{Worker, WorkerState};
 use crate::resync::{ResyncConfig, ResyncWorker};
 use crate::telemetry::Telemetry;
+use crate::test_volume;
 
 /// What a [`Hooked`] child runs at one of its `kind` calls.
 type Hook = Box<dyn FnOnce() + Send>;
@@ -85,9 +85,8 @@ impl Backend for Hooked {
 
 /// A child marked stale after the look at the top of `work` (while the
 /// look lists the children, after it read their stale bytes) and copied by
-/// that same call's step is said caught up at the next call. The commit's
-/// own test marks the child before `work`, where the look sees it, so it
-/// passes without the fix; this one fails without it.
+/// that same call's step is said caught up at the next call: the step's
+/// child counts as behind.
 #[test]
 fn a_child_marked_stale_during_the_look_and_copied_by_its_step_is_said_caught_up() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -104,16 +103,8 @@ fn a_child_marked_stale_during_the_look_and_copied_by_its_step_is_said_caught_up
         ChildSpec::new("b", Arc::new(file("b"))),
         ChildSpec::new("c", Arc::new(file("c"))),
     ];
-    let options = VolumeOptions {
-        name: "vm".into(),
-        vote_threshold: 2,
-        read_pattern: ReadPattern::Quorum,
-        rewrite_corrupted: false,
-        blkverify: false,
-        child_timeout: VolumeOptions::DEFAULT_CHILD_TIMEOUT,
-    };
     let sink = Arc::new(RecordingSink::default());
-    let volume = Arc::new(Volume::open(options, children, sink.clone()).expect("open"));
+    let volume = Arc::new(test_volume::open(children, sink.clone()));
     let telemetry = Arc::new(Telemetry::new([("vm", vec!["a", "b", "c"])]));
     let config = ResyncConfig {
         rate: 0,
