@@ -34,18 +34,24 @@
 //! good (30 MiB in half a minute of 4 KiB reads). [`Telemetry::upkeep`]
 //! runs every [`UPKEEP_EVERY`], as the exporter's own installer does.
 
+mod children;
+mod describe;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use quorum_core::{ChildState, Event, EventKind, EventSink, JobKind, Op, VariantArray, Volume};
 
+use self::children::ChildMetrics;
+use self::describe::describe;
 use crate::events::EventLog;
 use crate::history::{Direction, History, Recent};
 
@@ -120,42 +126,6 @@ struct RequestMetrics {
     requests: Counter,
     bytes: Counter,
     duration: Histogram,
-}
-
-/// The series of one child, outside the exporter's registry (see the
-/// module docs).
-struct ChildMetrics {
-    /// Requests the child failed, by op (in `Op::VARIANTS` order).
-    errors: [AtomicU64; OPS],
-    /// Bad reports by type (in [`REPORT_TYPES`] order).
-    bad_reports: [AtomicU64; REPORT_TYPES.len()],
-    /// Bad reports of any type.
-    bad_reports_total: AtomicU64,
-    corrupted_bytes: AtomicU64,
-    repaired_bytes: AtomicU64,
-    /// The gauges, as [`Telemetry::render`] last read them from the volume.
-    healthy: AtomicU64,
-    stale_bytes: AtomicU64,
-    damaged_bytes: AtomicU64,
-    /// The index of the child's state in `ChildState::VARIANTS`.
-    state: AtomicUsize,
-}
-
-impl ChildMetrics {
-    /// A child's series at zero, healthy.
-    fn new() -> ChildMetrics {
-        ChildMetrics {
-            errors: Default::default(),
-            bad_reports: Default::default(),
-            bad_reports_total: AtomicU64::new(0),
-            corrupted_bytes: AtomicU64::new(0),
-            repaired_bytes: AtomicU64::new(0),
-            healthy: AtomicU64::new(1),
-            stale_bytes: AtomicU64::new(0),
-            damaged_bytes: AtomicU64::new(0),
-            state: AtomicUsize::new(index(ChildState::Healthy)),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -428,108 +398,6 @@ impl Telemetry {
         text
     }
 
-    /// Writes the per-child families (see the module docs) to `out`.
-    fn render_children(&self, out: &mut String) {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let families: [ChildFamily<'_>; 8] = [
-            ChildFamily {
-                name: "quorum_child_errors_total",
-                kind: "counter",
-                help: "Requests a child failed, by volume, child and op.",
-                samples: &|c| {
-                    Op::VARIANTS
-                        .iter()
-                        .zip(&c.errors)
-                        .map(|(op, n)| (Some(("op", op.as_str())), get(n)))
-                        .collect()
-                },
-            },
-            ChildFamily {
-                name: "quorum_bad_reports_total",
-                kind: "counter",
-                help: "QUORUM_REPORT_BAD events, by volume, child and type.",
-                samples: &|c| {
-                    REPORT_TYPES
-                        .iter()
-                        .zip(&c.bad_reports)
-                        .map(|(t, n)| (Some(("type", t.as_str())), get(n)))
-                        .collect()
-                },
-            },
-            ChildFamily {
-                name: "quorum_corrupted_bytes_total",
-                kind: "counter",
-                help: "Bytes on which a child lost the vote.",
-                samples: &|c| vec![(None, get(&c.corrupted_bytes))],
-            },
-            ChildFamily {
-                name: "quorum_repaired_bytes_total",
-                kind: "counter",
-                help: "Bytes rewritten onto a child with the winning data.",
-                samples: &|c| vec![(None, get(&c.repaired_bytes))],
-            },
-            ChildFamily {
-                name: "quorum_child_healthy",
-                kind: "gauge",
-                help: "1 when the child's state is healthy, else 0.",
-                samples: &|c| vec![(None, get(&c.healthy))],
-            },
-            ChildFamily {
-                name: "quorum_stale_bytes",
-                kind: "gauge",
-                help: "Bytes a child missed that a resync has not copied yet.",
-                samples: &|c| vec![(None, get(&c.stale_bytes))],
-            },
-            ChildFamily {
-                name: "quorum_child_damaged_bytes",
-                kind: "gauge",
-                help: "Bytes of a child that lost a vote or failed to read and are not repaired yet.",
-                samples: &|c| vec![(None, get(&c.damaged_bytes))],
-            },
-            ChildFamily {
-                name: "quorum_child_state",
-                kind: "gauge",
-                help: "1 for the child's current state (the state label, as GET /v1/child-states lists them), else 0.",
-                samples: &|c| {
-                    let now = c.state.load(Ordering::Relaxed);
-                    ChildState::VARIANTS
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| (Some(("state", s.as_str())), u64::from(i == now)))
-                        .collect()
-                },
-            },
-        ];
-        for family in families {
-            let mut lines = String::new();
-            for (volume, v) in &self.volumes {
-                let children = v.children.read().unwrap_or_else(PoisonError::into_inner);
-                for (child, c) in children.iter() {
-                    for (extra, value) in (family.samples)(c) {
-                        let _ = write!(
-                            lines,
-                            "{}{{volume=\"{}\",child=\"{}\"",
-                            family.name,
-                            escape(volume),
-                            escape(child)
-                        );
-                        if let Some((label, text)) = extra {
-                            let _ = write!(lines, ",{label}=\"{}\"", escape(text));
-                        }
-                        let _ = writeln!(lines, "}} {value}");
-                    }
-                }
-            }
-            if lines.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
-            let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-            out.push_str(&lines);
-            out.push('\n');
-        }
-    }
-
     /// A volume's counters for the API (zero for an unknown volume).
     pub fn volume_stats(&self, volume: &str) -> VolumeCounters {
         let Some(v) = self.volumes.get(volume) else {
@@ -590,82 +458,12 @@ pub struct ChildCounters {
     pub repaired_bytes: u64,
 }
 
-/// One per-child family: its samples for a child, each with its extra
-/// label (beside `volume` and `child`) and value.
-struct ChildFamily<'a> {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    #[allow(clippy::type_complexity)]
-    samples: &'a dyn Fn(&ChildMetrics) -> Vec<(Option<(&'static str, &'static str)>, u64)>,
-}
-
-/// A label value as the text format writes it.
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
-    }
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .into()
-}
-
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     let labels: Vec<Label> = labels
         .iter()
         .map(|(k, v)| Label::new(*k, (*v).to_owned()))
         .collect();
     Key::from_parts(name, labels)
-}
-
-fn describe(r: &PrometheusRecorder) {
-    let counters: [(&'static str, Option<Unit>, &'static str); 5] = [
-        (
-            "quorum_job_bytes_total",
-            Some(Unit::Bytes),
-            "Bytes scanned by scrubs and copied by resyncs, by volume and kind.",
-        ),
-        (
-            "quorum_requests_total",
-            None,
-            "Requests served, by volume, op and front end.",
-        ),
-        (
-            "quorum_request_bytes_total",
-            Some(Unit::Bytes),
-            "Bytes asked for by requests, by volume, op and front end.",
-        ),
-        (
-            "quorum_failures_total",
-            None,
-            "Requests that failed their quorum, by volume and op.",
-        ),
-        (
-            "quorum_events_total",
-            None,
-            "Events recorded, by volume and event name.",
-        ),
-    ];
-    for (name, unit, help) in counters {
-        r.describe_counter(KeyName::from(name), unit, SharedString::from(help));
-    }
-    r.describe_histogram(
-        KeyName::from("quorum_request_duration_seconds"),
-        Some(Unit::Seconds),
-        SharedString::from("Request latency, by volume, op and front end."),
-    );
-    r.describe_gauge(
-        KeyName::from("quorum_volume_size_bytes"),
-        Some(Unit::Bytes),
-        SharedString::from("The volume's size."),
-    );
-    r.describe_gauge(
-        KeyName::from("quorum_nbd_connections"),
-        None,
-        SharedString::from("NBD connections in transmission, by volume."),
-    );
 }
 
 /// The engine's event sink: counts each event, then records it in the log.
@@ -680,156 +478,5 @@ impl EventSink for Observer {
     fn emit(&self, volume: &str, event: Event) {
         self.telemetry.event(volume, &event);
         self.log.emit(volume, event);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn series_exist_at_zero_and_count_events() {
-        let t = Telemetry::new([("vm", vec!["a", "b"])]);
-        t.set_size("vm", 1024);
-        t.request(
-            "vm",
-            Frontend::Http,
-            Op::Read,
-            4096,
-            Duration::from_micros(300),
-        );
-        t.request(
-            "vm",
-            Frontend::Nbd,
-            Op::Read,
-            512,
-            Duration::from_micros(300),
-        );
-        t.request(
-            "vm",
-            Frontend::Nbd,
-            Op::Write,
-            1024,
-            Duration::from_micros(300),
-        );
-        t.event(
-            "vm",
-            &Event::ReportBad {
-                op: Op::Read,
-                child: "b".into(),
-                offset: 0,
-                bytes: 100,
-                error: None,
-            },
-        );
-        t.event(
-            "vm",
-            &Event::ReportBad {
-                op: Op::Write,
-                child: "a".into(),
-                offset: 0,
-                bytes: 100,
-                error: Some("EIO".into()),
-            },
-        );
-        t.event(
-            "vm",
-            &Event::Rewrite {
-                child: "b".into(),
-                offset: 0,
-                bytes: 100,
-            },
-        );
-        let text = t.render(std::iter::empty());
-        for line in [
-            "quorum_requests_total{volume=\"vm\",op=\"read\",frontend=\"http\"} 1",
-            "quorum_requests_total{volume=\"vm\",op=\"read\",frontend=\"nbd\"} 1",
-            "quorum_requests_total{volume=\"vm\",op=\"write\",frontend=\"http\"} 0",
-            "quorum_requests_total{volume=\"vm\",op=\"write\",frontend=\"nbd\"} 1",
-            "quorum_request_bytes_total{volume=\"vm\",op=\"read\",frontend=\"http\"} 4096",
-            "quorum_request_bytes_total{volume=\"vm\",op=\"read\",frontend=\"nbd\"} 512",
-            "quorum_failures_total{volume=\"vm\",op=\"read\"} 0",
-            "quorum_bad_reports_total{volume=\"vm\",child=\"b\",type=\"read\"} 1",
-            "quorum_child_errors_total{volume=\"vm\",child=\"a\",op=\"write\"} 1",
-            "quorum_corrupted_bytes_total{volume=\"vm\",child=\"b\"} 100",
-            "quorum_repaired_bytes_total{volume=\"vm\",child=\"b\"} 100",
-            "quorum_volume_size_bytes{volume=\"vm\"} 1024",
-            "quorum_request_duration_seconds_bucket{volume=\"vm\",op=\"read\",frontend=\"nbd\",le=\"0.0005\"} 1",
-            "# TYPE quorum_request_duration_seconds histogram",
-        ] {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
-        }
-        let stats = |child| t.child_stats("vm", child).expect("a child's counters");
-        assert_eq!(stats("b").corrupted_bytes, 100);
-        assert_eq!(stats("a").errors, 1);
-        assert_eq!(t.volume_stats("vm").read_bytes, 4096 + 512);
-    }
-
-    /// The lines of `text` that are samples of `child` of volume vm.
-    fn child_lines<'a>(text: &'a str, child: &str) -> Vec<&'a str> {
-        let label = format!("volume=\"vm\",child=\"{child}\"");
-        text.lines()
-            .filter(|l| !l.starts_with('#') && l.contains(&label))
-            .collect()
-    }
-
-    #[test]
-    fn a_removed_child_leaves_no_series_and_starts_at_zero_when_added_again() {
-        let t = Telemetry::new([("vm", vec!["a", "b"])]);
-        let bad = |child: &str| Event::ReportBad {
-            op: Op::Read,
-            child: child.into(),
-            offset: 0,
-            bytes: 100,
-            error: None,
-        };
-        t.event("vm", &bad("a"));
-        t.event("vm", &bad("b"));
-        let before = t.render(std::iter::empty());
-        let per_child = child_lines(&before, "b").len();
-        assert_eq!(per_child, child_lines(&before, "a").len());
-        // errors by op, bad reports by type, corrupted, repaired, healthy,
-        // stale, damaged, state by state.
-        assert_eq!(
-            per_child,
-            OPS + REPORT_TYPES.len() + 5 + ChildState::VARIANTS.len(),
-            "{before}"
-        );
-        assert!(
-            before.contains("# TYPE quorum_child_state gauge\n"),
-            "{before}"
-        );
-        assert!(
-            before.contains("quorum_child_state{volume=\"vm\",child=\"b\",state=\"healthy\"} 1\n")
-        );
-
-        t.remove_child("vm", "b");
-        let after = t.render(std::iter::empty());
-        assert!(child_lines(&after, "b").is_empty(), "{after}");
-        assert_eq!(child_lines(&after, "a").len(), per_child);
-        assert!(after.contains("quorum_corrupted_bytes_total{volume=\"vm\",child=\"a\"} 100\n"));
-        assert_eq!(t.child_stats("vm", "b"), None);
-        // Events about it after its removal count nothing.
-        t.event("vm", &bad("b"));
-
-        // A thousand children added and removed leave /metrics as it was.
-        for i in 0..1000 {
-            let name = format!("c{i}");
-            t.add_child("vm", &name);
-            t.remove_child("vm", &name);
-        }
-        assert_eq!(t.render(std::iter::empty()).len(), after.len());
-
-        t.add_child("vm", "b");
-        let again = t.render(std::iter::empty());
-        assert_eq!(child_lines(&again, "b").len(), per_child);
-        assert!(again.contains("quorum_corrupted_bytes_total{volume=\"vm\",child=\"b\"} 0\n"));
-        assert_eq!(t.child_stats("vm", "b").map(|c| c.bad_reports), Some(0));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a.b-c_d"), "a.b-c_d");
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
