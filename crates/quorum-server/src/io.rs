@@ -108,9 +108,10 @@ impl VolumeEntry {
         self.serve(op, bytes, started, Some(start), f).await
     }
 
-    /// [`VolumeEntry::io`] of a request that arrived at `started` and that
-    /// the throttle has let through already (an HTTP write, admitted
-    /// before its body is read so that it waits holding no memory).
+    /// [`VolumeEntry::io_started`] of a request that arrived at `started`
+    /// and that the throttle has let through already (an HTTP write,
+    /// admitted before its body is read so that it waits holding no
+    /// memory).
     ///
     /// # Errors
     /// As [`VolumeEntry::io`].
@@ -119,13 +120,14 @@ impl VolumeEntry {
         op: Op,
         bytes: u64,
         started: Instant,
+        start: Start<'_, T>,
         f: F,
     ) -> Result<T, IoError>
     where
         F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
         T: Send + 'static,
     {
-        self.serve(op, bytes, started, None, f).await
+        self.serve(op, bytes, started, Some(start), f).await
     }
 
     /// The request past the throttle: the suspension, the engine call

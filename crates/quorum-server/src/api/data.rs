@@ -171,9 +171,17 @@ pub(super) async fn write_data(
         throttle.account_late(Op::Write, bytes);
     }
     let (data, reservation) = data.into_parts();
-    timed_admitted(&state, &entry, &vol, Op::Write, bytes, started, move |v| {
-        v.write(q.offset, data.clone())
-    })
+    let copy = data.clone();
+    timed_admitted(
+        &state,
+        &entry,
+        &vol,
+        Op::Write,
+        bytes,
+        started,
+        &move |v, done| v.start_write(q.offset, copy.clone(), done),
+        move |v| v.write(q.offset, data.clone()),
+    )
     .await?;
     drop(reservation);
     Ok(StatusCode::NO_CONTENT)

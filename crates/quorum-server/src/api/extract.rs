@@ -14,6 +14,7 @@ use quorum_core::{Op, Volume, VolumeError};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::bridge::Start;
 use crate::budget::Reservation;
 use crate::error::ApiError;
 use crate::io::IoError;
@@ -75,7 +76,9 @@ where
 }
 
 /// [`timed`] for a request that arrived at `started` and that the throttle
-/// has let through already ([`VolumeEntry::io_admitted`]).
+/// has let through already, started without a blocking thread where the
+/// engine can ([`VolumeEntry::io_admitted`]).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn timed_admitted<T, F>(
     state: &AppState,
     entry: &Arc<VolumeEntry>,
@@ -83,13 +86,14 @@ pub(super) async fn timed_admitted<T, F>(
     op: Op,
     bytes: u64,
     started: Instant,
+    start: Start<'_, T>,
     f: F,
 ) -> Result<T, ApiError>
 where
     F: Fn(&Volume) -> Result<T, VolumeError> + Send + Sync + 'static,
     T: Send + 'static,
 {
-    let result = entry.io_admitted(op, bytes, started, f).await;
+    let result = entry.io_admitted(op, bytes, started, start, f).await;
     counted(state, volume, op, bytes, started, result)
 }
 
