@@ -15,7 +15,7 @@
 //! nothing more to that child meanwhile.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -94,34 +94,39 @@ pub(crate) struct Workers {
     exited: Receiver<()>,
     /// Jobs abandoned by their caller whose backend call has not returned.
     abandoned: Arc<AtomicUsize>,
+    /// Flushes that failed with an I/O error (see [`Workers::flush_errors`]).
+    flush_errors: Arc<AtomicU64>,
 }
 
 impl Workers {
     /// Starts `backend.max_in_flight()` threads named after the child;
-    /// `abandoned` counts its abandoned calls, and may be shared with the
+    /// `abandoned` counts its abandoned calls and `flush_errors` its
+    /// flushes that failed with an I/O error; both may be shared with the
     /// workers of another volume over the same backend.
     pub(crate) fn spawn(
         name: &str,
         backend: Arc<dyn Backend>,
         buffers: Arc<BufferPool>,
         abandoned: Arc<AtomicUsize>,
+        flush_errors: Arc<AtomicU64>,
     ) -> std::io::Result<Workers> {
         let count = backend.max_in_flight().max(1);
         let queue = Arc::new(Queue::new(count));
         let (exit_tx, exited) = crossbeam_channel::unbounded();
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let (jobs, backend, exit_tx, buffers, lost) = (
+            let (jobs, backend, exit_tx, buffers, lost, flush_failed) = (
                 queue.clone(),
                 backend.clone(),
                 exit_tx.clone(),
                 buffers.clone(),
                 abandoned.clone(),
+                flush_errors.clone(),
             );
             let handle = thread::Builder::new()
                 .name(format!("child-{name}-{i}"))
                 .spawn(move || {
-                    serve(i, &*backend, &buffers, &jobs, &lost);
+                    serve(i, &*backend, &buffers, &jobs, &lost, &flush_failed);
                     let _ = exit_tx.send(());
                 });
             match handle {
@@ -137,6 +142,7 @@ impl Workers {
             threads: Mutex::new(threads),
             exited,
             abandoned,
+            flush_errors,
         })
     }
 
@@ -157,6 +163,21 @@ impl Workers {
                 )),
             );
         }
+    }
+
+    /// How many of this child's flushes failed with an I/O error so far,
+    /// whoever asked for them (a caller that gave up on one too). Linux
+    /// reports a failed write-back to one `fsync` of the file and then
+    /// forgets it, so a later flush that succeeds does not mean that what
+    /// was written before it is on the disk: whoever must know that reads
+    /// this before its writes go out and clears nothing if it moved.
+    pub(crate) fn flush_errors(&self) -> u64 {
+        self.flush_errors.load(Ordering::Acquire)
+    }
+
+    /// The shared count behind [`Workers::flush_errors`].
+    pub(crate) fn flush_errors_shared(&self) -> Arc<AtomicU64> {
+        self.flush_errors.clone()
     }
 
     /// The shared count of abandoned jobs (see [`Workers::spawn`]).
@@ -218,6 +239,7 @@ fn serve(
     buffers: &BufferPool,
     queue: &Queue,
     abandoned: &AtomicUsize,
+    flush_errors: &AtomicU64,
 ) {
     let mut finished = None;
     while let Some((
@@ -233,7 +255,11 @@ fn serve(
         if !ticket.start() {
             abandoned.fetch_sub(1, Ordering::AcqRel);
         } else {
+            let flush = matches!(request, Request::Flush);
             let result = run(backend, buffers, request);
+            if flush && result.as_ref().is_err_and(BackendError::is_repairable) {
+                flush_errors.fetch_add(1, Ordering::AcqRel);
+            }
             if ticket.finish() {
                 // The last answer may run the request's continuation here:
                 // a panic in it must not take the worker along.

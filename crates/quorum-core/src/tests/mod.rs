@@ -266,6 +266,7 @@ mod block_status;
 mod crash;
 mod damage;
 mod discard;
+mod flush_errors;
 mod hostile;
 mod promises;
 mod read_now;

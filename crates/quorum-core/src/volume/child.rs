@@ -2,7 +2,7 @@
 //! the API lists it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize};
 
 use crate::backend::Backend;
 use crate::breaker::Breaker;
@@ -22,6 +22,9 @@ pub struct ChildSpec {
     /// shared by every volume opened over this backend (a membership change
     /// opens a new one), so that none sends it anything meanwhile.
     pub(super) late: Arc<AtomicUsize>,
+    /// Its flushes that failed with an I/O error, shared the same way (see
+    /// [`Workers::flush_errors`]).
+    pub(super) flush_errors: Arc<AtomicU64>,
 }
 
 impl ChildSpec {
@@ -31,6 +34,7 @@ impl ChildSpec {
             name: name.into(),
             backend,
             late: Arc::default(),
+            flush_errors: Arc::default(),
         }
     }
 }

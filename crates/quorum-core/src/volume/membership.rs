@@ -83,6 +83,7 @@ impl Volume {
                 name: c.name.clone(),
                 backend: c.backend.clone(),
                 late: c.workers.late(),
+                flush_errors: c.workers.flush_errors_shared(),
             })
             .collect()
     }

@@ -134,12 +134,17 @@ impl Volume {
         let buffers = Arc::new(BufferPool::default());
         let mut started = Vec::with_capacity(children.len());
         for c in children {
-            let workers =
-                Workers::spawn(&c.name, c.backend.clone(), buffers.clone(), c.late.clone())
-                    .map_err(|source| OpenError::Spawn {
-                        child: c.name.clone(),
-                        source,
-                    })?;
+            let workers = Workers::spawn(
+                &c.name,
+                c.backend.clone(),
+                buffers.clone(),
+                c.late.clone(),
+                c.flush_errors.clone(),
+            )
+            .map_err(|source| OpenError::Spawn {
+                child: c.name.clone(),
+                source,
+            })?;
             started.push(Child {
                 name: c.name,
                 backend: c.backend,

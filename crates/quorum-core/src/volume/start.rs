@@ -193,9 +193,10 @@ impl Volume {
         let end = self.check_range(offset, length).map_err(|_| WouldBlock)?;
         let mut held = self.hold(offset, end, true)?;
         held.intent = self.try_intend(offset..end)?;
+        let before = self.flush_errors();
         let then: AfterAnswers = Box::new(move |volume, answers| {
             let results = answers.into_iter().map(|(_, r)| r).collect();
-            done(volume.write_completion(Op::Write, offset, length, results, held));
+            done(volume.write_completion(Op::Write, offset, length, results, held, before));
         });
         self.start(Request::Write { offset, data }, then)
     }
@@ -308,8 +309,9 @@ impl Volume {
     }
 
     /// A started write's completion from the children's `results`: done
-    /// once recorded as unflushed when every child took it and no child is
-    /// stale or damaged; the rest of [`Volume::write`] otherwise.
+    /// once recorded as unflushed when every child took it, no child is
+    /// stale or damaged, and no flush failed since the write went out (the
+    /// counts were `before`); the rest of [`Volume::write`] otherwise.
     fn write_completion(
         self: &Arc<Self>,
         op: Op,
@@ -317,21 +319,24 @@ impl Volume {
         length: u64,
         results: Outcomes,
         held: Held,
+        before: Vec<u64>,
     ) -> Completion<()> {
         let volume = self.clone();
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         if failed.contains(&true) || self.any_damaged.load(Ordering::Acquire) {
             return Completion::Blocking(Rest::new(move || {
-                let result = volume.write_answered(op, offset, length, results);
+                let result = volume.write_answered(op, offset, length, results, &before);
                 drop(held);
                 result
             }));
         }
         let range = offset..offset + length;
         self.note_unflushed(&range, &failed);
-        if self.any_stale.load(Ordering::Acquire) {
+        if self.any_stale.load(Ordering::Acquire)
+            || (0..failed.len()).any(|i| self.flush_failed_since(i, &before))
+        {
             return Completion::Blocking(Rest::new(move || {
-                let result = volume.note_stale_written(range, &failed);
+                let result = volume.note_stale_written(range, &failed, &before);
                 drop(held);
                 result
             }));

@@ -136,15 +136,17 @@ impl Volume {
         let mut at = offset;
         while at < end {
             let n = (end - at).min(job.max(1));
+            let before = self.flush_errors();
             let results = self.on_all(&request(at, n));
-            self.write_answered(op, at, n, results)?;
+            self.write_answered(op, at, n, results, &before)?;
             at += n;
         }
         Ok(())
     }
 
     /// What a client write does once the children answered it (`results`,
-    /// one per child, in child order): the threshold decides, and the
+    /// one per child, in child order; each child's count of failed flushes
+    /// was `before` when it went out): the threshold decides, and the
     /// children that failed are stale there.
     pub(super) fn write_answered(
         &self,
@@ -152,10 +154,27 @@ impl Volume {
         offset: u64,
         length: u64,
         results: Outcomes,
+        before: &[u64],
     ) -> Result<(), VolumeError> {
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(op, offset, length, results, &mut self.reports())?;
-        self.note_write(offset..offset + length, &failed)
+        self.note_write(offset..offset + length, &failed, before)
+    }
+
+    /// Each child's count of flushes failed with an I/O error (see
+    /// `Workers::flush_errors`), to take before a write goes out.
+    pub(crate) fn flush_errors(&self) -> Vec<u64> {
+        self.children
+            .iter()
+            .map(|c| c.workers.flush_errors())
+            .collect()
+    }
+
+    /// Whether a flush of child `i` failed since its count was `before`.
+    pub(super) fn flush_failed_since(&self, i: usize, before: &[u64]) -> bool {
+        before
+            .get(i)
+            .is_some_and(|&b| self.children[i].workers.flush_errors() != b)
     }
 
     /// Registers a client write of `range` with the write-intent log: when
@@ -212,13 +231,21 @@ impl Volume {
     /// damage there is cleared at once: were the write lost with a power
     /// loss, the write-intent log has the region reconciled (scrubbed with
     /// repair) at the next open.
-    fn note_write(&self, range: Range<u64>, failed: &[bool]) -> Result<(), VolumeError> {
+    fn note_write(
+        &self,
+        range: Range<u64>,
+        failed: &[bool],
+        before: &[u64],
+    ) -> Result<(), VolumeError> {
         self.clear_damage_written(&range, failed);
         self.note_unflushed(&range, failed);
-        if !failed.contains(&true) && !self.any_stale.load(Ordering::Acquire) {
+        if !failed.contains(&true)
+            && !self.any_stale.load(Ordering::Acquire)
+            && !(0..failed.len()).any(|i| self.flush_failed_since(i, before))
+        {
             return Ok(());
         }
-        self.note_stale_written(range, failed)
+        self.note_stale_written(range, failed, before)
     }
 
     /// Records `range` as unflushed on each child that took it (not
@@ -240,13 +267,17 @@ impl Volume {
         }
     }
 
-    /// The stale marks of a write of `range` when a child `failed` it or
-    /// some child is stale: the failed children are marked, and those that
+    /// The stale marks of a write of `range` when a child `failed` it, some
+    /// child is stale, or a flush of a child failed since the write went
+    /// out (the counts were `before`): the failed children are marked, so
+    /// are those whose flush failed meanwhile (the write may be lost with
+    /// that write-back, and Linux tells one `fsync` only), and those that
     /// took it are flushed before their marks there are cleared.
     pub(super) fn note_stale_written(
         &self,
         range: Range<u64>,
         failed: &[bool],
+        before: &[u64],
     ) -> Result<(), VolumeError> {
         let refreshed: Vec<usize> = {
             let maps = self.stale_maps();
@@ -255,13 +286,10 @@ impl Volume {
                 .collect()
         };
         let flushed = self.flush_children(&refreshed);
-        self.edit_stale(
-            failed
-                .iter()
-                .enumerate()
-                .filter(|&(i, &missed)| missed || flushed.contains(&i))
-                .map(|(i, &missed)| (i, missed, range.clone())),
-        )
+        self.edit_stale((0..failed.len()).filter_map(|i| {
+            let missed = failed[i] || self.flush_failed_since(i, before);
+            (missed || flushed.contains(&i)).then(|| (i, missed, range.clone()))
+        }))
     }
 
     /// Flushes `children` in parallel; returns those that flushed.

@@ -62,6 +62,7 @@ impl Volume {
         reports: &mut Reports<'_>,
     ) -> Result<Voted<u64>, VolumeError> {
         let (offset, length) = (range.start, range.end - range.start);
+        let flush_errors = self.children[child].workers.flush_errors();
         // One extent is enough to tell: the range is zero when the first
         // extent is zero and covers it.
         let all_zero = |map: &[Extent]| matches!(map, [e] if e.zero && e.offset == offset && e.end() == range.end);
@@ -97,7 +98,7 @@ impl Volume {
                     .pop(),
             };
             return self
-                .settle_copy(child, range, done, reports)
+                .settle_copy(child, range, done, flush_errors, reports)
                 .map(Voted::Answer);
         }
         let own_fresh = own == Own::Vote && {
@@ -136,7 +137,13 @@ impl Volume {
             if writing {
                 if let Some((_, Err(error))) = answers.next() {
                     return self
-                        .settle_copy(child, range, Some((child, Err(error))), reports)
+                        .settle_copy(
+                            child,
+                            range,
+                            Some((child, Err(error))),
+                            flush_errors,
+                            reports,
+                        )
                         .map(Voted::Answer);
                 }
             }
@@ -156,8 +163,14 @@ impl Volume {
                 }
             });
         }
-        self.settle_copy(child, range, Some((child, Ok(Reply::Done))), reports)
-            .map(Voted::Answer)
+        self.settle_copy(
+            child,
+            range,
+            Some((child, Ok(Reply::Done))),
+            flush_errors,
+            reports,
+        )
+        .map(Voted::Answer)
     }
 
     /// The vote on the sources' `answers` for `range`, a piece of a copy
@@ -203,12 +216,16 @@ impl Volume {
     }
 
     /// After `child` took a resync copy of `range` (`done`): flushes it, then
-    /// clears `range` from its stale map. Gives the bytes that were stale.
+    /// clears `range` from its stale map, unless a flush of `child` failed
+    /// since the copy began (its count was `flush_errors` then): the copy
+    /// may have been lost with that write-back, which our flush, coming
+    /// after, is not told of. Gives the bytes that were stale.
     fn settle_copy(
         &self,
         child: usize,
         range: Range<u64>,
         done: Option<(usize, Result<Reply, BackendError>)>,
+        flush_errors: u64,
         reports: &mut Reports<'_>,
     ) -> Result<u64, VolumeError> {
         let (offset, bytes) = (range.start, range.end - range.start);
@@ -220,6 +237,15 @@ impl Volume {
             Some((_, Err(error))) => (Op::Write, Err(error)),
             None => return Ok(0),
         };
+        let result = result.and_then(|reply| {
+            if self.children[child].workers.flush_errors() == flush_errors {
+                Ok(reply)
+            } else {
+                Err(BackendError::Io(std::io::Error::other(
+                    "a flush of the child failed while the copy was on its way: the copy may be lost",
+                )))
+            }
+        });
         match result {
             Ok(_) => {
                 // The caller holds the range: no write marks or clears it
