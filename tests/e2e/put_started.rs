@@ -330,7 +330,7 @@ fn last_intent_at(server: &Server, at: u64) -> Option<char> {
                 && e["end"].as_u64().is_some_and(|e| at < e)
         })
         .filter_map(|e| e["op"].as_str().and_then(|o| o.chars().next()))
-        .last()
+        .next_back()
 }
 
 /// A PUT to a write-intent region that two flushes in a row found idle and recorded
@@ -362,4 +362,104 @@ fn a_put_after_a_flush_journals_its_region_dirty_again() {
         &pattern(3, 4096),
         "the PUT after a crash",
     );
+}
+
+/// A PUT held by a suspension (its first, started, attempt failed for lack
+/// of quorum) completes after the resume and is counted once: one
+/// request with its bytes and duration, one access log line.
+#[test]
+fn a_held_put_is_answered_and_counted_once() {
+    let mut blocks: Vec<Server> = (0..2)
+        .map(|_| crate::remote::block_server("1MiB", ""))
+        .collect();
+    let children = [
+        child("a"),
+        crate::remote::remote_child("r1", &blocks[0], "blk", ""),
+        crate::remote::remote_child("r2", &blocks[1], "blk", ""),
+    ];
+    let options = "on_quorum_failure = \"suspend\"\nsuspend_timeout = \"60s\"";
+    let front = Sandbox::new().serve(&volume("vm", "1MiB", 2, options, &children));
+    // Dirties the write-intent region, so that the held PUT is started.
+    front.write_volume("vm", 0, &pattern(1, 64 * 1024));
+    let (writes, bytes) = (count(&front, WRITES), count(&front, WRITE_BYTES));
+    let seconds = count(&front, WRITE_SECONDS);
+    for b in &mut blocks {
+        b.stop();
+    }
+    let data = pattern(2, 4096);
+    let answer = thread::scope(|s| {
+        let writer = s.spawn(|| front.put(&format!("{DATA}?offset=8192"), data.clone()));
+        wait_until("vm suspended with the PUT held", || {
+            let v = front.get("/v1/volumes/vm").json();
+            v["state"] == "suspended" && v["suspension"]["held"] == 1
+        });
+        for b in &mut blocks {
+            b.restart();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !writer.is_finished() {
+            assert!(Instant::now() < deadline, "the held PUT never completed");
+            if front.get("/v1/volumes/vm").json()["state"] == "suspended" {
+                let _ = front.post("/v1/volumes/vm/resume");
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        writer.join().expect("the writer")
+    });
+    answer.expect_status(204);
+    assert_bytes_eq(&front.read_volume("vm", 8192, 4096), &data, "the held PUT");
+    assert_eq!(count(&front, WRITES) - writes, 1.0, "the held PUT counted");
+    assert_eq!(count(&front, WRITE_BYTES) - bytes, 4096.0);
+    assert_eq!(count(&front, WRITE_SECONDS) - seconds, 1.0);
+    // A failure is counted per attempt that failed its quorum (the first,
+    // and each retry after a resume that a breaker still refused).
+    assert!(count(&front, WRITE_FAILURES) >= 1.0);
+    let logged = front
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("quorum::access") && l.contains("method=\"PUT\""))
+        .count();
+    assert_eq!(logged, 2, "one access line per PUT:\n{}", front.stderr());
+}
+
+/// A child that hangs on writes (3 s, child_timeout 500 ms): each PUT,
+/// started or not, is answered once the other two took it, within about
+/// child_timeout, and the hung child is stale over exactly what it missed.
+#[test]
+fn puts_with_a_hung_child_end_at_child_timeout_and_mark_it_stale() {
+    let config = volume(
+        "vm",
+        "1MiB",
+        2,
+        "child_timeout = \"500ms\"",
+        &[
+            child("a"),
+            child("b"),
+            child_with("c", &fault("write", &["latency = \"3s\""])),
+        ],
+    );
+    let server = Sandbox::new().serve(&config);
+    let (writes, bytes) = (count(&server, WRITES), count(&server, WRITE_BYTES));
+    for i in 0..4u64 {
+        let started = Instant::now();
+        server.write_volume("vm", i * 8192, &pattern(20 + i, 4096));
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2500),
+            "PUT {i} took {took:?} with child_timeout 500 ms"
+        );
+    }
+    assert_eq!(count(&server, WRITES) - writes, 4.0);
+    assert_eq!(count(&server, WRITE_BYTES) - bytes, 4.0 * 4096.0);
+    assert_eq!(count(&server, WRITE_FAILURES), 0.0);
+    let c = server.get("/v1/volumes/vm").json()["children"][2].clone();
+    assert_eq!(c["name"], "c", "{c}");
+    assert_eq!(c["stale_bytes"], 4 * 4096, "c missed the PUTs: {c}");
+    for i in 0..4u64 {
+        assert_bytes_eq(
+            &server.read_volume("vm", i * 8192, 4096),
+            &pattern(20 + i, 4096),
+            "a PUT with c hung",
+        );
+    }
 }
