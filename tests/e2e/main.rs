@@ -32,6 +32,7 @@ mod ownership;
 mod per_block;
 mod process_metrics;
 mod promises;
+mod put_started;
 mod qemu081;
 mod reliability;
 mod remote;
