@@ -6,11 +6,15 @@
 use super::promises::wait_for;
 use super::*;
 
-/// Waits until child `c` has a write stalled (its attempt counted).
+/// Waits until child `c` has a write stalled (its attempt counted), and a
+/// little more: a job queued within `queue::QUICK` of another's start on a
+/// quick child waits for that worker rather than wake another, and the
+/// stalled write would hold the flush behind it until `child_timeout`.
 fn stalled_write(c: &Mem, attempts: u64) {
     wait_for("a stalled write", || {
         c.write_attempts.load(Ordering::SeqCst) > attempts
     });
+    thread::sleep(Duration::from_millis(5));
 }
 
 /// Fails one flush of every child through the volume, c's with an I/O
