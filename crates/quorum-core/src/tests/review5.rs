@@ -200,3 +200,75 @@ fn a_flush_abandoned_before_a_membership_change_that_fails_after_it() {
     next.flush().expect("every child flushed");
     assert_eq!(next.stale_bytes(), vec![0, 0, 4 * B as u64]);
 }
+
+/// A write every child took, but b's and c's flushes failed while it was
+/// on its way: only a may still hold it, fewer than the threshold, as if
+/// b and c had failed the write. Before the fix the write was answered
+/// done, with the range then under its threshold.
+#[test]
+fn a_write_two_failed_flushes_may_have_lost_has_no_quorum() {
+    let s = setup(options(2), 3, 16 * B);
+    let (b, c) = (s.mems[1].clone(), s.mems[2].clone());
+    b.stall(true);
+    c.stall(true);
+    let v = Arc::new(s.volume);
+    let writer = {
+        let v = v.clone();
+        thread::spawn(move || v.write(4 * B as u64, Bytes::from(vec![7u8; 2 * B])))
+    };
+    wait_for("stalled writes", || {
+        b.write_attempts.load(Ordering::SeqCst) > 0 && c.write_attempts.load(Ordering::SeqCst) > 0
+    });
+    thread::sleep(Duration::from_millis(5));
+    b.fail_flush.store(true, Ordering::SeqCst);
+    c.fail_flush.store(true, Ordering::SeqCst);
+    assert!(v.flush().is_err(), "only a flushed");
+    b.fail_flush.store(false, Ordering::SeqCst);
+    c.fail_flush.store(false, Ordering::SeqCst);
+    b.stall(false);
+    c.stall(false);
+    let written = writer.join().expect("writer");
+    assert!(
+        matches!(written, Err(VolumeError::Quorum(_))),
+        "{written:?}, stale {:?}",
+        v.stale_bytes()
+    );
+}
+
+/// The same through a started write.
+#[test]
+fn a_started_write_two_failed_flushes_may_have_lost_has_no_quorum() {
+    let s = setup(options(2), 3, 16 * B);
+    let (b, c) = (s.mems[1].clone(), s.mems[2].clone());
+    b.stall(true);
+    c.stall(true);
+    let v = Arc::new(s.volume);
+    let (tx, rx) = std::sync::mpsc::channel();
+    v.start_write(4 * B as u64, Bytes::from(vec![7u8; 2 * B]), move |done| {
+        let _ = tx.send(done);
+    })
+    .expect("the write started");
+    wait_for("stalled writes", || {
+        b.write_attempts.load(Ordering::SeqCst) > 0 && c.write_attempts.load(Ordering::SeqCst) > 0
+    });
+    thread::sleep(Duration::from_millis(5));
+    b.fail_flush.store(true, Ordering::SeqCst);
+    c.fail_flush.store(true, Ordering::SeqCst);
+    assert!(v.flush().is_err(), "only a flushed");
+    b.fail_flush.store(false, Ordering::SeqCst);
+    c.fail_flush.store(false, Ordering::SeqCst);
+    b.stall(false);
+    c.stall(false);
+    let done = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the write completed");
+    let written = match done {
+        Completion::Done(result) => result,
+        Completion::Blocking(rest) => rest.run(),
+    };
+    assert!(
+        matches!(written, Err(VolumeError::Quorum(_))),
+        "{written:?}, stale {:?}",
+        v.stale_bytes()
+    );
+}
