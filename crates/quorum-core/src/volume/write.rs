@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::fanout::Outcomes;
 use super::{StaleMaps, Unflushed, Volume};
+use crate::backend::BackendError;
 use crate::error::VolumeError;
 use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
@@ -49,6 +50,14 @@ impl Drop for Intending<'_> {
             self.volume.stale_maps().intent.end(ticket);
         }
     }
+}
+
+/// The error of a child that took a write or copy while a flush of it
+/// failed: the write-back that failed may have held it.
+pub(super) fn lost_to_a_failed_flush() -> BackendError {
+    BackendError::Io(std::io::Error::other(
+        "a flush of the child failed while the write was on its way: it may be lost",
+    ))
 }
 
 impl Volume {
@@ -146,8 +155,9 @@ impl Volume {
 
     /// What a client write does once the children answered it (`results`,
     /// one per child, in child order; each child's count of failed flushes
-    /// was `before` when it went out): the threshold decides, and the
-    /// children that failed are stale there.
+    /// was `before` when it went out): a child a flush of which failed
+    /// meanwhile may have lost it, as if it had failed it; the threshold
+    /// decides, and the children that failed are stale there.
     pub(super) fn write_answered(
         &self,
         op: Op,
@@ -156,6 +166,14 @@ impl Volume {
         results: Outcomes,
         before: &[u64],
     ) -> Result<(), VolumeError> {
+        let results: Outcomes = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| match result {
+                Ok(_) if self.flush_failed_since(i, before) => Err(lost_to_a_failed_flush()),
+                result => result,
+            })
+            .collect();
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(op, offset, length, results, &mut self.reports())?;
         self.note_write(offset..offset + length, &failed, before)
