@@ -1,7 +1,8 @@
 //! Review of the count of failed flushes: writes that a failed flush may
 //! have lost, but that no sample of the count saw, must not stay fresh.
-//! Every test here failed before the fix that keeps, with each child's
-//! unflushed ranges, the count they began at.
+//! Every test here failed before its fix: the first four before each
+//! child's unflushed ranges kept the count they began at, the last two
+//! before a child whose flush failed meanwhile counted as failing the write.
 
 use super::promises::wait_for;
 use super::*;
