@@ -276,6 +276,7 @@ mod resync;
 mod review;
 mod review2;
 mod review3;
+mod review5;
 mod started;
 mod votes;
 

@@ -64,6 +64,17 @@ pub use options::{ReadPattern, VolumeOptions};
 pub use resync::ResyncStep;
 pub use scrub::Scrubbed;
 use stale_maps::StaleMaps;
+
+/// The ranges a child took since its last good flush, and its count of
+/// flushes failed with an I/O error when they began to gather: a flush of
+/// the child that failed since, whoever sent it (a write's stale marks, a
+/// resync, a flush abandoned at `child_timeout`, the volume this one
+/// succeeded), may have lost any of them.
+#[derive(Clone, Default)]
+struct Unflushed {
+    ranges: RangeSet,
+    since: u64,
+}
 pub use start::{Completion, Rest, WouldBlock};
 
 /// One virtual disk on N children.
@@ -88,7 +99,7 @@ pub struct Volume {
     /// What each child took since its last good flush (coarsened, see
     /// `UNFLUSHED_GRAIN` in `write.rs`): where a child whose flush fails may
     /// have lost data, so it is marked stale there.
-    unflushed: Mutex<Vec<RangeSet>>,
+    unflushed: Mutex<Vec<Unflushed>>,
     sink: Arc<dyn EventSink>,
     /// Rung when a range is marked stale (see [`Volume::set_resync_bell`]).
     resync_bell: Mutex<Option<ResyncBell>>,

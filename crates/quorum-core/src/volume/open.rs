@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::child::{Child, HEALTHY};
-use super::{ChildSpec, StaleMaps, Volume, VolumeOptions};
+use super::{ChildSpec, StaleMaps, Unflushed, Volume, VolumeOptions};
 use crate::breaker::Breaker;
 use crate::buffer::BufferPool;
 use crate::error::OpenError;
@@ -130,7 +130,6 @@ impl Volume {
         } = maps;
         let any_stale = AtomicBool::new(sets.iter().any(|s| !s.is_empty()));
         let any_damaged = AtomicBool::new(damaged.iter().any(|s| !s.is_empty()));
-        let n_children = names.len();
         let buffers = Arc::new(BufferPool::default());
         let mut started = Vec::with_capacity(children.len());
         for c in children {
@@ -154,6 +153,13 @@ impl Volume {
             });
         }
         let unclean = !dirty.is_empty();
+        let unflushed = started
+            .iter()
+            .map(|c| Unflushed {
+                ranges: RangeSet::default(),
+                since: c.workers.flush_errors(),
+            })
+            .collect();
         let volume = Volume {
             options,
             size,
@@ -169,7 +175,7 @@ impl Volume {
             syncing: Mutex::new(HashSet::new()),
             any_stale,
             any_damaged,
-            unflushed: Mutex::new(vec![RangeSet::default(); n_children]),
+            unflushed: Mutex::new(unflushed),
             sink,
             resync_bell: Mutex::new(None),
             watchdog: OnceLock::new(),

@@ -323,7 +323,10 @@ impl Volume {
     ) -> Completion<()> {
         let volume = self.clone();
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
-        if failed.contains(&true) || self.any_damaged.load(Ordering::Acquire) {
+        if failed.contains(&true)
+            || self.any_damaged.load(Ordering::Acquire)
+            || (0..failed.len()).any(|i| self.flush_failed_since(i, &before))
+        {
             return Completion::Blocking(Rest::new(move || {
                 let result = volume.write_answered(op, offset, length, results, &before);
                 drop(held);
@@ -332,9 +335,7 @@ impl Volume {
         }
         let range = offset..offset + length;
         self.note_unflushed(&range, &failed);
-        if self.any_stale.load(Ordering::Acquire)
-            || (0..failed.len()).any(|i| self.flush_failed_since(i, &before))
-        {
+        if self.any_stale.load(Ordering::Acquire) {
             return Completion::Blocking(Rest::new(move || {
                 let result = volume.note_stale_written(range, &failed, &before);
                 drop(held);

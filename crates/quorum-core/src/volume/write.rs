@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::fanout::Outcomes;
-use super::{StaleMaps, Volume};
+use super::{StaleMaps, Unflushed, Volume};
+use crate::backend::BackendError;
 use crate::error::VolumeError;
 use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
@@ -49,6 +50,14 @@ impl Drop for Intending<'_> {
             self.volume.stale_maps().intent.end(ticket);
         }
     }
+}
+
+/// The error of a child that took a write or copy while a flush of it
+/// failed: the write-back that failed may have held it.
+pub(super) fn lost_to_a_failed_flush() -> BackendError {
+    BackendError::Io(std::io::Error::other(
+        "a flush of the child failed while the write was on its way: it may be lost",
+    ))
 }
 
 impl Volume {
@@ -146,8 +155,9 @@ impl Volume {
 
     /// What a client write does once the children answered it (`results`,
     /// one per child, in child order; each child's count of failed flushes
-    /// was `before` when it went out): the threshold decides, and the
-    /// children that failed are stale there.
+    /// was `before` when it went out): a child a flush of which failed
+    /// meanwhile may have lost it, as if it had failed it; the threshold
+    /// decides, and the children that failed are stale there.
     pub(super) fn write_answered(
         &self,
         op: Op,
@@ -156,6 +166,14 @@ impl Volume {
         results: Outcomes,
         before: &[u64],
     ) -> Result<(), VolumeError> {
+        let results: Outcomes = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| match result {
+                Ok(_) if self.flush_failed_since(i, before) => Err(lost_to_a_failed_flush()),
+                result => result,
+            })
+            .collect();
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(op, offset, length, results, &mut self.reports())?;
         self.note_write(offset..offset + length, &failed, before)
@@ -257,7 +275,8 @@ impl Volume {
             .unflushed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for (set, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
+        for (u, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
+            let set = &mut u.ranges;
             set.insert(grain.clone());
             if set.len() > UNFLUSHED_RANGES {
                 if let (Some(first), Some(last)) = (set.first(), set.last()) {
@@ -367,18 +386,28 @@ impl Volume {
 
     /// The work of [`Volume::flush`]; says whether every child flushed.
     fn flush_children_and_journal(&self) -> Result<bool, VolumeError> {
-        let covered: Vec<RangeSet> = std::mem::replace(
-            &mut *self
+        let covered: Vec<Unflushed> = {
+            let mut unflushed = self
                 .unflushed
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-            vec![RangeSet::default(); self.children.len()],
-        );
+                .unwrap_or_else(PoisonError::into_inner);
+            let next = self
+                .children
+                .iter()
+                .map(|c| Unflushed {
+                    ranges: RangeSet::default(),
+                    since: c.workers.flush_errors(),
+                })
+                .collect();
+            std::mem::replace(&mut *unflushed, next)
+        };
         let results = self.on_all(&Request::Flush);
         let complete = results.iter().all(Result::is_ok);
         // A child that answered its flush with an I/O error may have lost
         // what it took since its last good flush (the kernel may drop what
-        // it could not write): it is stale there until resynced. A child
+        // it could not write): it is stale there until resynced. So is a
+        // child of which any other flush failed since those ranges began
+        // (Linux reports a failed write-back to one `fsync` only). A child
         // that could not be reached keeps those ranges for its next flush.
         let mut lost = Vec::new();
         {
@@ -387,11 +416,13 @@ impl Volume {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             for (i, result) in results.iter().enumerate() {
+                let failed_since = self.children[i].workers.flush_errors() != covered[i].since;
                 match result {
                     Err(e) if e.is_repairable() => lost.push(i),
+                    _ if failed_since => lost.push(i),
                     Err(_) => {
-                        for r in covered[i].within(0..self.size) {
-                            unflushed[i].insert(r);
+                        for r in covered[i].ranges.within(0..self.size) {
+                            unflushed[i].ranges.insert(r);
                         }
                     }
                     Ok(_) => {}
@@ -401,6 +432,7 @@ impl Volume {
         let mut reports = self.reports();
         let marked = self.edit_stale(lost.iter().flat_map(|&i| {
             covered[i]
+                .ranges
                 .within(0..self.size)
                 .into_iter()
                 .map(move |r| (i, true, r))

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::super::Volume;
 use super::super::tally::{Tally, Voted};
+use super::super::write::lost_to_a_failed_flush;
 use crate::backend::{BackendError, Extent};
 use crate::error::VolumeError;
 use crate::event::Op;
@@ -241,9 +242,7 @@ impl Volume {
             if self.children[child].workers.flush_errors() == flush_errors {
                 Ok(reply)
             } else {
-                Err(BackendError::Io(std::io::Error::other(
-                    "a flush of the child failed while the copy was on its way: the copy may be lost",
-                )))
+                Err(lost_to_a_failed_flush())
             }
         });
         match result {
