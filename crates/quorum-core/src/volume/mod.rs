@@ -64,6 +64,7 @@ pub use options::{ReadPattern, VolumeOptions};
 pub use resync::ResyncStep;
 pub use scrub::Scrubbed;
 use stale_maps::StaleMaps;
+pub use start::{Completion, Rest, WouldBlock};
 
 /// The ranges a child took since its last good flush, and its count of
 /// flushes failed with an I/O error when they began to gather: a flush of
@@ -75,7 +76,6 @@ struct Unflushed {
     ranges: RangeSet,
     since: u64,
 }
-pub use start::{Completion, Rest, WouldBlock};
 
 /// One virtual disk on N children.
 ///
