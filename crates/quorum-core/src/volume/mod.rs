@@ -77,6 +77,16 @@ struct Unflushed {
     since: u64,
 }
 
+impl Unflushed {
+    /// No range yet, gathered from when the child's count was `since`.
+    fn since(since: u64) -> Unflushed {
+        Unflushed {
+            ranges: RangeSet::default(),
+            since,
+        }
+    }
+}
+
 /// One virtual disk on N children.
 ///
 /// Every method blocks the calling thread until the children have answered

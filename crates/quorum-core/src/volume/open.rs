@@ -14,7 +14,7 @@ use crate::error::OpenError;
 use crate::event::EventSink;
 use crate::intent::Intent;
 use crate::ordering::RangeLock;
-use crate::stale::{ChildKey, FileStore, Journal, JournalStore, RangeSet, Replayed};
+use crate::stale::{ChildKey, FileStore, Journal, JournalStore, Replayed};
 use crate::worker::Workers;
 
 impl Volume {
@@ -155,10 +155,7 @@ impl Volume {
         let unclean = !dirty.is_empty();
         let unflushed = started
             .iter()
-            .map(|c| Unflushed {
-                ranges: RangeSet::default(),
-                since: c.workers.flush_errors(),
-            })
+            .map(|c| Unflushed::since(c.workers.flush_errors()))
             .collect();
         let volume = Volume {
             options,

@@ -13,7 +13,7 @@ use crate::backend::BackendError;
 use crate::error::VolumeError;
 use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
-use crate::stale::{Live, RangeSet};
+use crate::stale::Live;
 use crate::vote;
 use crate::worker::{Request, Zeroing};
 
@@ -394,10 +394,7 @@ impl Volume {
             let next = self
                 .children
                 .iter()
-                .map(|c| Unflushed {
-                    ranges: RangeSet::default(),
-                    since: c.workers.flush_errors(),
-                })
+                .map(|c| Unflushed::since(c.workers.flush_errors()))
                 .collect();
             std::mem::replace(&mut *unflushed, next)
         };
