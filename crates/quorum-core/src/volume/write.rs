@@ -166,14 +166,12 @@ impl Volume {
         results: Outcomes,
         before: &[u64],
     ) -> Result<(), VolumeError> {
-        let results: Outcomes = results
-            .into_iter()
-            .enumerate()
-            .map(|(i, result)| match result {
-                Ok(_) if self.flush_failed_since(i, before) => Err(lost_to_a_failed_flush()),
-                result => result,
-            })
-            .collect();
+        let mut results = results;
+        for (i, result) in results.iter_mut().enumerate() {
+            if result.is_ok() && self.flush_failed_since(i, before) {
+                *result = Err(lost_to_a_failed_flush());
+            }
+        }
         let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
         self.require_quorum(op, offset, length, results, &mut self.reports())?;
         self.note_write(offset..offset + length, &failed, before)
