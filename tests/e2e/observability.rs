@@ -756,8 +756,14 @@ fn dashboard_in_chromium(token: Option<&str>) {
         );
     }
     if !run.success() {
+        // What the script found missing leads, so that it survives a log
+        // cut short after its first lines.
+        let verdict = run
+            .output
+            .find("dashboard test: FAILED")
+            .map_or("", |at| &run.output[at..]);
         panic!(
-            "the dashboard test `{}` {} after {:.1?}.\nits output:\n{}\nthe server's stderr:\n{}",
+            "{verdict}\nthe dashboard test `{}` {} after {:.1?}.\nits output:\n{}\nthe server's stderr:\n{}",
             run.command,
             match run.status {
                 Some(s) => format!("failed with {s}"),

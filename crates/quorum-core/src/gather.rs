@@ -164,15 +164,6 @@ impl Gather {
         }
     }
 
-    /// Runs the continuation when every answer is in already (every job
-    /// was refused): nobody else would.
-    pub(crate) fn complete_if_answered(&self) {
-        let state = self.state();
-        if state.pending == 0 {
-            self.complete(state);
-        }
-    }
-
     fn complete(&self, mut state: MutexGuard<'_, State>) {
         match state.waiter.take() {
             Some(Waiter::Thread(thread)) => {

@@ -38,7 +38,11 @@ impl Volume {
     /// at an earlier deadline, is not tried (so a late write of it can never
     /// land after a newer one).
     pub(super) fn dispatch(&self, jobs: Vec<(usize, Request)>) -> Answers {
-        let (gather, requests) = self.gather(jobs, Waiter::Thread(thread::current()));
+        let up_front = match self.up_front(jobs) {
+            Ok(answers) => return answers,
+            Err(up_front) => up_front,
+        };
+        let (gather, requests) = up_front.gather(Waiter::Thread(thread::current()));
         let gather = Arc::new(gather);
         self.send(&gather, requests);
         let deadline = Instant::now() + self.options.child_timeout;
@@ -50,7 +54,7 @@ impl Volume {
             // What could not be abandoned was answered: it is on its way.
             gather.wait();
         }
-        self.record_answers(&gather, gather.take())
+        self.record_answers(gather.children(), gather.tried(), gather.take())
     }
 
     /// [`Volume::dispatch`] without waiting: returns at once, and the last
@@ -62,6 +66,13 @@ impl Volume {
         jobs: Vec<(usize, Request)>,
         then: AfterAnswers,
     ) -> Option<()> {
+        let up_front = match self.up_front(jobs) {
+            Ok(answers) => {
+                then(self, answers);
+                return Some(());
+            }
+            Err(up_front) => up_front,
+        };
         let watchdog = self.watchdog()?;
         let at = watchdog.place();
         let volume = self.clone();
@@ -69,30 +80,22 @@ impl Volume {
             if let Some(w) = volume.watchdog.get() {
                 w.unwatch(at);
             }
-            let answers = volume.record_answers(gather, answers);
+            let answers = volume.record_answers(gather.children(), gather.tried(), answers);
             then(&volume, answers);
         }));
-        let (gather, requests) = self.gather(jobs, waiter);
+        let (gather, requests) = up_front.gather(waiter);
         let gather = Arc::new(gather);
-        if requests.is_empty() {
-            gather.complete_if_answered();
-            return Some(());
-        }
         watchdog.watch(at, gather.clone());
         self.send(&gather, requests);
         Some(())
     }
 
-    /// The gather of `jobs`, with the answer of each child that refuses
+    /// The answer of each child to its job that needs no worker: a refusal
     /// up front (its breaker is open, or a request abandoned at an earlier
-    /// deadline has not returned) and of each small read that its child
-    /// answered on this thread ([`Volume::read_now`]), and the requests to
-    /// send to the workers, by job.
-    fn gather(
-        &self,
-        jobs: Vec<(usize, Request)>,
-        waiter: Waiter,
-    ) -> (Gather, Vec<(usize, Request)>) {
+    /// deadline has not returned), or a small read that its child answered
+    /// on this thread ([`Volume::read_now`]). Every job's answer, recorded,
+    /// when that is all of them; what is left to send otherwise.
+    fn up_front(&self, jobs: Vec<(usize, Request)>) -> Result<Answers, UpFront> {
         let mut children = Vec::with_capacity(jobs.len());
         let mut answered = Vec::with_capacity(jobs.len());
         let mut tried = Vec::with_capacity(jobs.len());
@@ -120,7 +123,16 @@ impl Volume {
                 },
             }
         }
-        (Gather::new(children, answered, tried, waiter), requests)
+        if requests.is_empty() {
+            let answers = answered.into_iter().flatten().collect();
+            return Ok(self.record_answers(&children, &tried, answers));
+        }
+        Err(UpFront {
+            children,
+            answered,
+            tried,
+            requests,
+        })
     }
 
     /// Child `child`'s answer to `request` read on this thread, when that
@@ -151,11 +163,10 @@ impl Volume {
 
     /// Records each answer in its child's state and breaker; returns each
     /// job's child and answer.
-    fn record_answers(&self, gather: &Gather, answers: Vec<Answer>) -> Answers {
-        gather
-            .children()
+    fn record_answers(&self, children: &[usize], tried: &[bool], answers: Vec<Answer>) -> Answers {
+        children
             .iter()
-            .zip(gather.tried())
+            .zip(tried)
             .zip(answers)
             .map(|((&child, &tried), result)| {
                 let state = if result.is_ok() { HEALTHY } else { FAILED };
@@ -192,5 +203,24 @@ impl Volume {
             .map(|i| (i, request.clone()))
             .collect();
         self.dispatch(jobs).into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+/// A request with jobs left for the children's workers after
+/// [`Volume::up_front`]: by job, its child, its answer if it has one, and
+/// whether the child was tried; and the requests to send, by job.
+struct UpFront {
+    children: Vec<usize>,
+    answered: Vec<Option<Answer>>,
+    tried: Vec<bool>,
+    requests: Vec<(usize, Request)>,
+}
+
+impl UpFront {
+    /// The gather of the request, which `waiter` waits on, and the
+    /// requests to send to the workers.
+    fn gather(self, waiter: Waiter) -> (Gather, Vec<(usize, Request)>) {
+        let gather = Gather::new(self.children, self.answered, self.tried, waiter);
+        (gather, self.requests)
     }
 }
