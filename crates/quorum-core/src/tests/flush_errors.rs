@@ -129,3 +129,29 @@ fn writes_with_no_failed_flush_stay_fresh() {
         .expect("write");
     assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
 }
+
+#[test]
+fn a_resync_copy_is_marked_stale_again_when_a_failed_flush_is_counted_after_it() {
+    let s = setup(options(2), 3, 16 * B);
+    let c = s.mems[2].clone();
+    s.volume
+        .write(0, Bytes::from(vec![9u8; 4 * B]))
+        .expect("write");
+    s.volume.flush().expect("flush");
+    c.poke(0, &[0u8; 4 * B]);
+    s.volume
+        .mark_stale("c", std::slice::from_ref(&(0..4 * B as u64)))
+        .expect("mark c");
+    let step = s.volume.resync_step(1 << 20, 0);
+    assert!(matches!(step, ResyncStep::Copied { .. }), "{step:?}");
+    assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
+    // Another flush's fsync took the error of the copy's write-back before
+    // the resync's own flush, and its worker counts it only now.
+    s.volume.count_a_failed_flush(2);
+    s.volume.flush().expect("a and b flushed");
+    assert_eq!(
+        s.volume.stale_bytes(),
+        vec![0, 0, 4 * B as u64],
+        "the copy may have been lost with that write-back"
+    );
+}

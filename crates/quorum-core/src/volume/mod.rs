@@ -66,6 +66,14 @@ pub use scrub::Scrubbed;
 use stale_maps::StaleMaps;
 pub use start::{Completion, Rest, WouldBlock};
 
+/// The unflushed ranges of a child are kept in whole vote blocks, and
+/// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
+/// may only say too much.
+const UNFLUSHED_GRAIN: u64 = crate::vote::VOTE_BLOCK;
+
+/// See [`UNFLUSHED_GRAIN`].
+const UNFLUSHED_RANGES: usize = 1 << 16;
+
 /// The ranges a child took since its last good flush, and its count of
 /// flushes failed with an I/O error when they began to gather: a flush of
 /// the child that failed since, whoever sent it (a write's stale marks, a
@@ -83,6 +91,20 @@ impl Unflushed {
         Unflushed {
             ranges: RangeSet::default(),
             since,
+        }
+    }
+
+    /// Adds `range`, widened to whole [`UNFLUSHED_GRAIN`] blocks;
+    /// past [`UNFLUSHED_RANGES`] ranges, the set becomes one range.
+    fn note(&mut self, range: &std::ops::Range<u64>) {
+        let grain = range.start - range.start % UNFLUSHED_GRAIN
+            ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
+        let set = &mut self.ranges;
+        set.insert(grain);
+        if set.len() > UNFLUSHED_RANGES {
+            if let (Some(first), Some(last)) = (set.first(), set.last()) {
+                set.insert(first.start..last.end);
+            }
         }
     }
 }
@@ -186,6 +208,16 @@ impl Volume {
     #[cfg(test)]
     pub(crate) fn lock_stale_maps(&self) -> impl Sized + '_ {
         self.stale_maps()
+    }
+
+    /// Counts a failed flush of child `index`, as its worker does when a
+    /// flush fails: late, after another flush may have succeeded.
+    #[cfg(test)]
+    pub(crate) fn count_a_failed_flush(&self, index: usize) {
+        self.children[index]
+            .workers
+            .flush_errors_shared()
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Whether child `index`'s breaker refuses requests now.

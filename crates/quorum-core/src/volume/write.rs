@@ -14,7 +14,6 @@ use crate::error::VolumeError;
 use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
 use crate::stale::Live;
-use crate::vote;
 use crate::worker::{Request, Zeroing};
 
 /// The most a child is asked to zero or discard in one job: a zeroing of
@@ -29,14 +28,6 @@ pub(crate) const ZERO_JOB: u64 = 64 << 20;
 /// children.
 #[cfg(test)]
 pub(crate) const ZERO_JOB: u64 = 1 << 20;
-
-/// The unflushed ranges of a child are kept in whole vote blocks, and
-/// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
-/// may only say too much.
-const UNFLUSHED_GRAIN: u64 = vote::VOTE_BLOCK;
-
-/// See [`UNFLUSHED_GRAIN`].
-const UNFLUSHED_RANGES: usize = 1 << 16;
 
 /// A client write registered with the write-intent log; ends it on drop.
 struct Intending<'a> {
@@ -267,20 +258,37 @@ impl Volume {
     /// Records `range` as unflushed on each child that took it (not
     /// `failed`). Never waits for I/O.
     pub(super) fn note_unflushed(&self, range: &Range<u64>, failed: &[bool]) {
-        let grain = range.start - range.start % UNFLUSHED_GRAIN
-            ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
         let mut unflushed = self
             .unflushed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for (u, _) in unflushed.iter_mut().zip(failed).filter(|(_, f)| !**f) {
-            let set = &mut u.ranges;
-            set.insert(grain.clone());
-            if set.len() > UNFLUSHED_RANGES {
-                if let (Some(first), Some(last)) = (set.first(), set.last()) {
-                    set.insert(first.start..last.end);
-                }
+            u.note(range);
+        }
+    }
+
+    /// Records `range` as unflushed on `child`, which took it while its
+    /// count of failed flushes was `since`: a later flush that finds the
+    /// count moved marks it stale, even when the worker of a flush that
+    /// failed before ours counted its failure only after we looked. `false`
+    /// (nothing recorded) when the ranges now gathered began after the
+    /// count moved past `since`: a flush of the child failed meanwhile.
+    pub(super) fn note_unflushed_since(
+        &self,
+        child: usize,
+        range: &Range<u64>,
+        since: u64,
+    ) -> bool {
+        let mut unflushed = self
+            .unflushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match unflushed.get_mut(child) {
+            Some(u) if u.since <= since => {
+                u.note(range);
+                true
             }
+            _ => false,
         }
     }
 

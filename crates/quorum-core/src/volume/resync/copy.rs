@@ -220,7 +220,8 @@ impl Volume {
     /// clears `range` from its stale map, unless a flush of `child` failed
     /// since the copy began (its count was `flush_errors` then): the copy
     /// may have been lost with that write-back, which our flush, coming
-    /// after, is not told of. Gives the bytes that were stale.
+    /// after, is not told of. The range is kept among the child's unflushed
+    /// ones. Gives the bytes that were stale.
     fn settle_copy(
         &self,
         child: usize,
@@ -238,8 +239,13 @@ impl Volume {
             Some((_, Err(error))) => (Op::Write, Err(error)),
             None => return Ok(0),
         };
+        // A flush that failed before ours may be counted only after we
+        // look: the copy stays unflushed, so that the next flush of the
+        // volume that finds the count moved marks it stale again.
         let result = result.and_then(|reply| {
-            if self.children[child].workers.flush_errors() == flush_errors {
+            if self.children[child].workers.flush_errors() == flush_errors
+                && self.note_unflushed_since(child, &range, flush_errors)
+            {
                 Ok(reply)
             } else {
                 Err(lost_to_a_failed_flush())
