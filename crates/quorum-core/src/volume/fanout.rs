@@ -90,37 +90,26 @@ impl Volume {
         Some(())
     }
 
-    /// The answer of each child to its job that needs no worker: a refusal
-    /// up front (its breaker is open, or a request abandoned at an earlier
-    /// deadline has not returned), or a small read that its child answered
-    /// on this thread ([`Volume::read_now`]). Every job's answer, recorded,
-    /// when that is all of them; what is left to send otherwise.
+    /// The answer of each child to its job that needs no worker
+    /// ([`Volume::answer_up_front`]). Every job's answer, recorded, when
+    /// that is all of them; what is left to send otherwise.
     fn up_front(&self, jobs: Vec<(usize, Request)>) -> Result<Answers, UpFront> {
         let mut children = Vec::with_capacity(jobs.len());
         let mut answered = Vec::with_capacity(jobs.len());
         let mut tried = Vec::with_capacity(jobs.len());
-        let mut requests = Vec::with_capacity(jobs.len());
+        let mut requests = Vec::new();
         for (job, (child, request)) in jobs.into_iter().enumerate() {
-            let c = &self.children[child];
-            let refusal = c.breaker.refuse().or_else(|| {
-                let late = c.workers.abandoned();
-                (late > 0).then(|| {
-                    BackendError::Unavailable(format!(
-                        "not tried: {late} of its requests passed child_timeout and have not returned"
-                    ))
-                })
-            });
             children.push(child);
-            tried.push(refusal.is_none());
-            match refusal {
-                Some(refusal) => answered.push(Some(Err(refusal))),
-                None => match self.read_now(child, &request) {
-                    Some(answer) => answered.push(Some(answer)),
-                    None => {
-                        answered.push(None);
-                        requests.push((job, request));
-                    }
-                },
+            match self.answer_up_front(child, &request) {
+                Some((answer, was_tried)) => {
+                    answered.push(Some(answer));
+                    tried.push(was_tried);
+                }
+                None => {
+                    answered.push(None);
+                    tried.push(true);
+                    requests.push((job, request));
+                }
             }
         }
         if requests.is_empty() {
@@ -133,6 +122,35 @@ impl Volume {
             tried,
             requests,
         })
+    }
+
+    /// Child `child`'s answer to `request` if it needs no worker, recorded
+    /// (as [`Volume::record_answers`] does): `None` when it must be sent.
+    pub(super) fn answered_now(&self, child: usize, request: &Request) -> Option<Answer> {
+        let (answer, tried) = self.answer_up_front(child, request)?;
+        self.record_answer(child, tried, &answer);
+        Some(answer)
+    }
+
+    /// Child `child`'s answer to `request` that needs no worker, and
+    /// whether the child was tried: a refusal up front (its breaker is
+    /// open, or a request abandoned at an earlier deadline has not
+    /// returned), or a small read that it answered on this thread
+    /// ([`Volume::read_now`]). `None` when the request must be sent.
+    fn answer_up_front(&self, child: usize, request: &Request) -> Option<(Answer, bool)> {
+        let c = &self.children[child];
+        let refusal = c.breaker.refuse().or_else(|| {
+            let late = c.workers.abandoned();
+            (late > 0).then(|| {
+                BackendError::Unavailable(format!(
+                    "not tried: {late} of its requests passed child_timeout and have not returned"
+                ))
+            })
+        });
+        match refusal {
+            Some(refusal) => Some((Err(refusal), false)),
+            None => self.read_now(child, request).map(|a| (a, true)),
+        }
     }
 
     /// Child `child`'s answer to `request` read on this thread, when that
@@ -169,14 +187,20 @@ impl Volume {
             .zip(tried)
             .zip(answers)
             .map(|((&child, &tried), result)| {
-                let state = if result.is_ok() { HEALTHY } else { FAILED };
-                self.children[child].state.store(state, Ordering::Relaxed);
-                if tried {
-                    self.children[child].breaker.record(&result);
-                }
+                self.record_answer(child, tried, &result);
                 (child, result)
             })
             .collect()
+    }
+
+    /// Records child `child`'s answer in its state, and in its breaker if
+    /// it was `tried`.
+    fn record_answer(&self, child: usize, tried: bool, answer: &Answer) {
+        let state = if answer.is_ok() { HEALTHY } else { FAILED };
+        self.children[child].state.store(state, Ordering::Relaxed);
+        if tried {
+            self.children[child].breaker.record(answer);
+        }
     }
 
     /// The volume's watchdog, started at its first use; `None` (logged)
