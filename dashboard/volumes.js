@@ -279,9 +279,13 @@ export function renderVolumes(app, result, now) {
   for (const [name, view] of app.views) {
     if (!seen.has(name)) { view.el.remove(); app.views.delete(name); }
   }
-  // Keep the server's order.
+  // Keep the server's order, moving cards only when it changed: moving an
+  // element takes the focus from whatever is in it (a replica form being
+  // typed into), and this runs at every poll.
   const container = $('volumes');
-  for (const vm of result.volumes) container.append(app.views.get(vm.name).el);
+  const want = result.volumes.map((vm) => app.views.get(vm.name).el);
+  const cur = [...container.children].filter((el) => el.classList.contains('volume'));
+  if (cur.length !== want.length || cur.some((el, i) => el !== want[i])) container.append(...want);
   const empty = $('volumes-empty');
   empty.hidden = seen.size > 0;
   empty.textContent = 'This server has no volumes.';

@@ -59,6 +59,9 @@ const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  // Shared memory in /tmp rather than /dev/shm, which a container may cap
+  // at 64 MiB: a full-page screenshot there can crash the renderer.
+  '--disable-dev-shm-usage',
 ];
 const WAIT_MS = 15000;
 const SCRUB_WAIT_MS = 20000;
@@ -136,6 +139,8 @@ async function saveScreenshot(page, file) {
 // The whole run has a deadline, whatever hangs.
 let context = null;
 let userDataDir = null;
+// GET /v1/volumes answers the page had (its polls).
+let volumesPolls = 0;
 const deadline = setTimeout(async () => {
   console.error(`dashboard test: FAILED: no result within ${TOTAL_MS / 1000} s`);
   await cleanup();
@@ -191,15 +196,20 @@ async function fetchWithTimeout(url, opts = {}, ms = WAIT_MS) {
 // The selector of a replica's row of the volume.
 const rowOf = (name) => `#volumes .child[data-child="${css(`${volume}/${name}`)}"]`;
 
-// Submits the volume's replica form with these fields; returns the
-// server's answer to the page's POST (status and body).
-async function submitReplicaForm(page, fields) {
-  const form = `${volumeSel} .replica-form`;
+// Opens the volume's "Add a replica" part if it is closed.
+async function openReplicaForm(page) {
   const open = await page.evaluate((sel) => {
     const d = document.querySelector(sel);
     return !!d && d.open;
   }, `${volumeSel} .replica-add`);
   if (!open) await page.click(`${volumeSel} .replica-add summary`, { timeout: WAIT_MS });
+}
+
+// Submits the volume's replica form with these fields; returns the
+// server's answer to the page's POST (status and body).
+async function submitReplicaForm(page, fields) {
+  const form = `${volumeSel} .replica-form`;
+  await openReplicaForm(page);
   await page.fill(`${form} input[name="name"]`, fields.name, { timeout: WAIT_MS });
   await page.fill(`${form} input[name="uri"]`, fields.uri, { timeout: WAIT_MS });
   await page.fill(`${form} textarea[name="options"]`, fields.options || '', { timeout: WAIT_MS });
@@ -224,6 +234,21 @@ async function replicaFromThePage(page) {
         b.dataset.type.split(' ').includes('CHILD_REMOVED') && b.checkVisibility();
     });
   const msgSel = `${volumeSel} .replicas-msg`;
+
+  // The form keeps the focus while the page polls the volumes (every 2 s):
+  // what is typed into it goes into it.
+  await openReplicaForm(page);
+  const nameSel = `${volumeSel} .replica-form input[name="name"]`;
+  await page.focus(nameSel, { timeout: WAIT_MS });
+  const pollsBefore = volumesPolls;
+  const focusDeadline = Date.now() + WAIT_MS;
+  while (volumesPolls < pollsBefore + 2 && Date.now() < focusDeadline) await new Promise((r) => setTimeout(r, 100));
+  const focused = await page.evaluate((sel) => document.activeElement === document.querySelector(sel), nameSel);
+  if (volumesPolls < pollsBefore + 2 || !focused) {
+    missing.push(`the replica form keeps the focus across polls (${volumesPolls - pollsBefore} polls, focused: ${focused})`);
+  } else {
+    log(`ok: the replica form kept the focus across ${volumesPolls - pollsBefore} polls`);
+  }
 
   // Outside child_roots: the server refuses, the page says what it said.
   const refused = await submitReplicaForm(page, { name: newChild, uri: '../outside-the-roots.img' });
@@ -353,6 +378,10 @@ async function main() {
   const page = context.pages()[0] || await context.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e && e.message ? e.message : e)));
+  page.on('crash', () => missing.push('a page that does not crash, but its renderer crashed'));
+  page.on('response', (r) => {
+    if (r.request().method() === 'GET' && new URL(r.url()).pathname === '/v1/volumes') volumesPolls += 1;
+  });
   page.on('console', (m) => { if (m.type() === 'error') notes.push(`console: ${m.text()}`); });
 
   const resp = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded', timeout: WAIT_MS });
