@@ -277,6 +277,7 @@ mod review;
 mod review2;
 mod review3;
 mod review5;
+mod review6;
 mod started;
 mod votes;
 

@@ -38,6 +38,7 @@ mod scrub;
 mod stale_maps;
 mod start;
 mod tally;
+mod unflushed;
 mod write;
 
 use std::collections::HashSet;
@@ -52,7 +53,6 @@ use crate::event::EventSink;
 use crate::ordering::RangeLock;
 use crate::report::Reports;
 
-use crate::stale::RangeSet;
 use crate::watchdog::Watchdog;
 #[cfg(test)]
 pub(crate) use write::ZERO_JOB;
@@ -65,49 +65,7 @@ pub use resync::ResyncStep;
 pub use scrub::Scrubbed;
 use stale_maps::StaleMaps;
 pub use start::{Completion, Rest, WouldBlock};
-
-/// The unflushed ranges of a child are kept in whole vote blocks, and
-/// collapsed into one range past [`UNFLUSHED_RANGES`]: a bounded map that
-/// may only say too much.
-const UNFLUSHED_GRAIN: u64 = crate::vote::VOTE_BLOCK;
-
-/// See [`UNFLUSHED_GRAIN`].
-const UNFLUSHED_RANGES: usize = 1 << 16;
-
-/// The ranges a child took since its last good flush, and its count of
-/// flushes failed with an I/O error when they began to gather: a flush of
-/// the child that failed since, whoever sent it (a write's stale marks, a
-/// resync, a flush abandoned at `child_timeout`, the volume this one
-/// succeeded), may have lost any of them.
-#[derive(Clone, Default)]
-struct Unflushed {
-    ranges: RangeSet,
-    since: u64,
-}
-
-impl Unflushed {
-    /// No range yet, gathered from when the child's count was `since`.
-    fn since(since: u64) -> Unflushed {
-        Unflushed {
-            ranges: RangeSet::default(),
-            since,
-        }
-    }
-
-    /// Adds `range`, widened to whole [`UNFLUSHED_GRAIN`] blocks;
-    /// past [`UNFLUSHED_RANGES`] ranges, the set becomes one range.
-    fn note(&mut self, range: &std::ops::Range<u64>) {
-        let grain = range.start - range.start % UNFLUSHED_GRAIN
-            ..range.end.div_ceil(UNFLUSHED_GRAIN) * UNFLUSHED_GRAIN;
-        let set = &mut self.ranges;
-        set.insert(grain);
-        if set.len() > UNFLUSHED_RANGES {
-            if let (Some(first), Some(last)) = (set.first(), set.last()) {
-                set.insert(first.start..last.end);
-            }
-        }
-    }
-}
+use unflushed::Unflushed;
 
 /// One virtual disk on N children.
 ///

@@ -158,9 +158,14 @@ impl Volume {
                 });
                 self.start(request, then)
             }
-            // The first child, when every child is fresh.
+            // The first child, when every child is fresh. Looked at once
+            // the range is held: a write that made a child stale there
+            // marked it before it gave the range back.
             ReadPattern::Fifo if !self.any_stale.load(Ordering::Acquire) => {
                 let held = self.hold(offset, end, false)?;
+                if self.any_stale.load(Ordering::Acquire) {
+                    return Err(WouldBlock);
+                }
                 if let Some(answer) = self.answered_now(0, &request) {
                     done(self.fifo_completion(offset, length, Some((0, answer)), held));
                     return Ok(());

@@ -13,7 +13,7 @@ use crate::backend::BackendError;
 use crate::error::VolumeError;
 use crate::event::Op;
 use crate::intent::{FlushMark, Intent, Ticket as IntentTicket};
-use crate::stale::Live;
+use crate::stale::{Live, RangeSet};
 use crate::worker::{Request, Zeroing};
 
 /// The most a child is asked to zero or discard in one job: a zeroing of
@@ -272,7 +272,8 @@ impl Volume {
     /// count moved marks it stale, even when the worker of a flush that
     /// failed before ours counted its failure only after we looked. `false`
     /// (nothing recorded) when the ranges now gathered began after the
-    /// count moved past `since`: a flush of the child failed meanwhile.
+    /// count moved past `since`: a flush of the child failed meanwhile. A
+    /// failure counted before `since` does not mark it.
     pub(super) fn note_unflushed_since(
         &self,
         child: usize,
@@ -283,13 +284,9 @@ impl Volume {
             .unflushed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match unflushed.get_mut(child) {
-            Some(u) if u.since <= since => {
-                u.note(range);
-                true
-            }
-            _ => false,
-        }
+        unflushed
+            .get_mut(child)
+            .is_some_and(|u| u.note_at(since, range))
     }
 
     /// The stale marks of a write of `range` when a child `failed` it, some
@@ -392,7 +389,7 @@ impl Volume {
 
     /// The work of [`Volume::flush`]; says whether every child flushed.
     fn flush_children_and_journal(&self) -> Result<bool, VolumeError> {
-        let covered: Vec<Unflushed> = {
+        let mut covered: Vec<Unflushed> = {
             let mut unflushed = self
                 .unflushed
                 .lock()
@@ -409,36 +406,38 @@ impl Volume {
         // A child that answered its flush with an I/O error may have lost
         // what it took since its last good flush (the kernel may drop what
         // it could not write): it is stale there until resynced. So is a
-        // child of which any other flush failed since those ranges began
+        // child of which any other flush failed since it took those ranges
         // (Linux reports a failed write-back to one `fsync` only). A child
         // that could not be reached keeps those ranges for its next flush.
-        let mut lost = Vec::new();
-        {
+        let lost: Vec<(usize, RangeSet)> = {
             let mut unflushed = self
                 .unflushed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (i, result) in results.iter().enumerate() {
-                let failed_since = self.children[i].workers.flush_errors() != covered[i].since;
-                match result {
-                    Err(e) if e.is_repairable() => lost.push(i),
-                    _ if failed_since => lost.push(i),
-                    Err(_) => {
-                        for r in covered[i].ranges.within(0..self.size) {
-                            unflushed[i].ranges.insert(r);
+            results
+                .iter()
+                .zip(covered.iter_mut())
+                .enumerate()
+                .map(|(i, (result, taken))| {
+                    let count = self.children[i].workers.flush_errors();
+                    let lost = match result {
+                        Err(e) if e.is_repairable() => taken.take_all(),
+                        Ok(_) => taken.take_lost(count),
+                        Err(_) => {
+                            let lost = taken.take_lost(count);
+                            unflushed[i].keep(std::mem::take(taken));
+                            lost
                         }
-                    }
-                    Ok(_) => {}
-                }
-            }
-        }
+                    };
+                    (i, lost)
+                })
+                .collect()
+        };
         let mut reports = self.reports();
-        let marked = self.edit_stale(lost.iter().flat_map(|&i| {
-            covered[i]
-                .ranges
-                .within(0..self.size)
+        let marked = self.edit_stale(lost.iter().flat_map(|(i, set)| {
+            set.within(0..self.size)
                 .into_iter()
-                .map(move |r| (i, true, r))
+                .map(move |r| (*i, true, r))
         }));
         self.require_quorum(Op::Flush, 0, 0, results, &mut reports)?;
         marked?;
