@@ -73,17 +73,26 @@ fn a_started_write_that_a_failed_flush_may_have_lost_leaves_the_child_stale() {
     assert_eq!(v.stale_bytes(), vec![0, 0, 2 * B as u64]);
 }
 
-#[test]
-fn a_resync_copy_that_a_failed_flush_may_have_lost_stays_stale() {
+/// A volume of three children whose first four blocks hold 9s, flushed,
+/// and c, their copy on child 2, zeroed and marked stale there: the next
+/// resync step copies them onto c.
+fn c_stale_over_written_blocks() -> (Setup, Arc<Mem>) {
     let s = setup(options(2), 3, 16 * B);
     let c = s.mems[2].clone();
     s.volume
         .write(0, Bytes::from(vec![9u8; 4 * B]))
         .expect("write");
+    s.volume.flush().expect("flush");
     c.poke(0, &[0u8; 4 * B]);
     s.volume
         .mark_stale("c", std::slice::from_ref(&(0..4 * B as u64)))
         .expect("mark c");
+    (s, c)
+}
+
+#[test]
+fn a_resync_copy_that_a_failed_flush_may_have_lost_stays_stale() {
+    let (s, c) = c_stale_over_written_blocks();
     let attempts = c.write_attempts.load(Ordering::SeqCst);
     c.stall(true);
     let v = Arc::new(s.volume);
@@ -132,16 +141,7 @@ fn writes_with_no_failed_flush_stay_fresh() {
 
 #[test]
 fn a_resync_copy_is_marked_stale_again_when_a_failed_flush_is_counted_after_it() {
-    let s = setup(options(2), 3, 16 * B);
-    let c = s.mems[2].clone();
-    s.volume
-        .write(0, Bytes::from(vec![9u8; 4 * B]))
-        .expect("write");
-    s.volume.flush().expect("flush");
-    c.poke(0, &[0u8; 4 * B]);
-    s.volume
-        .mark_stale("c", std::slice::from_ref(&(0..4 * B as u64)))
-        .expect("mark c");
+    let (s, _) = c_stale_over_written_blocks();
     let step = s.volume.resync_step(1 << 20, 0);
     assert!(matches!(step, ResyncStep::Copied { .. }), "{step:?}");
     assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
@@ -154,4 +154,21 @@ fn a_resync_copy_is_marked_stale_again_when_a_failed_flush_is_counted_after_it()
         vec![0, 0, 4 * B as u64],
         "the copy may have been lost with that write-back"
     );
+}
+
+#[test]
+fn a_resync_copy_begun_after_a_counted_failed_flush_stays_fresh() {
+    let (s, c) = c_stale_over_written_blocks();
+    // Counted before the copy begins: the copy cannot be lost with it.
+    fail_a_flush_of(&s.volume, &c);
+    let step = s.volume.resync_step(1 << 20, 0);
+    assert!(matches!(step, ResyncStep::Copied { .. }), "{step:?}");
+    assert_eq!(s.volume.stale_bytes(), vec![0, 0, 0]);
+    s.volume.flush().expect("flush");
+    assert_eq!(
+        s.volume.stale_bytes(),
+        vec![0, 0, 0],
+        "the copy was written and flushed after the failed flush was counted"
+    );
+    assert_eq!(&c.snapshot()[..4 * B], &[9u8; 4 * B][..]);
 }
