@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::cli::quorum;
 use crate::membership::{add, children};
 use crate::util::*;
 
@@ -107,4 +108,39 @@ fn a_resync_over_many_extents_keeps_the_report_of_the_bad_replica() {
         &server.read_file("a.img"),
         "d.img after the resync",
     );
+}
+
+/// An operator runs the server in its directory (`--config config.toml`)
+/// with `child_roots` written absolute, and adds a child by a path as the
+/// config's own children are written, relative to the config file. The path was
+/// compared with the roots as written, `./d.img` against `/abs/dir`, and
+/// refused: "./d.img is not under the server's child_roots", though it
+/// is. The config's directory is now made absolute once at load, so the
+/// child is added and synced; a path that does leave the root is still
+/// refused, and nothing is created for it.
+#[test]
+fn a_child_relative_to_a_config_given_by_a_relative_path_is_under_its_root() {
+    let sandbox = Sandbox::new();
+    let config = format!(
+        "child_roots = [\"{}\"]\n{}",
+        sandbox.file(".").display(),
+        abc_volume("1MiB", "")
+    );
+    let outside = sandbox.file("../e.img");
+    let server = sandbox.serve_relative(&config);
+    server.write_volume("vm", 0, &pattern(7, 64 * KIB as usize));
+
+    let out = quorum(&server, &["child", "add", "vm", "d", "d.img"]).ok();
+    assert!(out.contains("synced and healthy"), "{out}");
+    assert_eq!(children(&server)[3]["state"], "healthy");
+    assert_bytes_eq(
+        &server.read_file_at("d.img", 0, 64 * KIB as usize),
+        &pattern(7, 64 * KIB as usize),
+        "d.img, next to the config file",
+    );
+
+    let line = quorum(&server, &["child", "add", "vm", "e", "../e.img"]).error_line();
+    assert!(line.contains("403 forbidden"), "{line}");
+    assert!(!outside.exists(), "nothing made outside the root");
+    assert_eq!(children(&server).len(), 4);
 }

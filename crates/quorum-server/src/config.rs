@@ -188,11 +188,19 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
-        let base = path
+        let parent = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Config::parse(&text, base)
+        // Absolute, so that a child added at run time by a relative path
+        // is compared with `child_roots` as the same kind of path.
+        let base = std::path::absolute(parent).map_err(|e| {
+            ConfigError(format!(
+                "config {}: cannot resolve its directory: {e}",
+                path.display()
+            ))
+        })?;
+        Config::parse(&text, &base)
             .map_err(|ConfigError(e)| ConfigError(format!("config {}: {e}", path.display())))
     }
 
