@@ -144,3 +144,59 @@ fn a_child_relative_to_a_config_given_by_a_relative_path_is_under_its_root() {
     assert!(!outside.exists(), "nothing made outside the root");
     assert_eq!(children(&server).len(), 4);
 }
+
+/// A replica's file vanishes while the server is down (deleted by mistake,
+/// or its disk not mounted at boot, so the path is an empty directory's).
+/// The config's child was created again, empty, and served as `healthy`:
+/// in `fifo` mode, which reads child 0 alone, an acknowledged and flushed
+/// megabyte then read back as zeroes, and nothing said why. A server that
+/// has the volume's journal now marks a re-created file stale over the
+/// whole volume (`CHILD_STATE_CHANGE` healthy to stale, a warning naming
+/// it), so it is not read until the resync has copied it.
+#[test]
+fn a_child_file_that_vanished_is_not_served_as_empty() {
+    let config = with_nbd(&volume(
+        "vm",
+        "4MiB",
+        1,
+        "read_pattern = \"fifo\"",
+        &[child("a"), child("b")],
+    ));
+    let mut server = Sandbox::new().serve(&config);
+    qemu_io(&nbd_url(&server, "vm"), &["write -P 0xab 0 1M", "flush"]);
+    server.stop();
+    std::fs::remove_file(server.file("a.img")).expect("remove a.img");
+    server.restart();
+
+    let out = qemu_io(&nbd_url(&server, "vm"), &["read -P 0xab 0 1M"]);
+    assert!(out.contains("read 1048576/1048576"), "{out}");
+    let mut events = Vec::new();
+    wait_until("a to be copied and healthy again", || {
+        events = server.all_events();
+        named(&events, "CHILD_STATE_CHANGE").len() >= 2
+    });
+    let changes: Vec<(String, String, String)> = named(&events, "CHILD_STATE_CHANGE")
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e["data"][k].as_str().unwrap_or_default().to_owned();
+            (field("node-name"), field("from"), field("to"))
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("a".into(), "healthy".into(), "stale".into()),
+            ("a".into(), "stale".into(), "healthy".into())
+        ],
+        "{events:?}"
+    );
+    assert!(
+        server.stderr().contains("file was missing"),
+        "a warning says why a is stale"
+    );
+    assert_bytes_eq(
+        &server.read_file("a.img"),
+        &server.read_file("b.img"),
+        "a.img after the resync",
+    );
+}

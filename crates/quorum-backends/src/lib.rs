@@ -225,6 +225,16 @@ impl OpenError {
     }
 }
 
+impl ChildSource<'_> {
+    /// Whether this is a file child whose file is not there, so that
+    /// [`open`] would create it empty: a replica that vanished (deleted, or
+    /// a disk that was not mounted) holds none of what was written to it.
+    pub fn file_is_missing(&self) -> bool {
+        matches!(scheme(self.uri), None | Some("file"))
+            && file_path(self.uri).is_ok_and(|p| self.base_dir.join(p).symlink_metadata().is_err())
+    }
+}
+
 /// Opens the child that `source` describes.
 pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
     for (i, rule) in source.faults.iter().enumerate() {

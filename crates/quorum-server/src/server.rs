@@ -153,6 +153,7 @@ fn open_volume(
     })?;
     let mut opened = Vec::with_capacity(children.len());
     let mut unopened: Vec<(Unreached, String)> = Vec::new();
+    let mut created: Vec<String> = Vec::new();
     for child in &children {
         // A child the config file does not name was added through the API:
         // it is opened as confined as it was added, and never created again;
@@ -161,7 +162,7 @@ fn open_volume(
             .children
             .iter()
             .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
-        let result = quorum_backends::open(ChildSource {
+        let source = ChildSource {
             uri: &child.uri,
             options: &child.options,
             base_dir: &config.base_dir,
@@ -170,7 +171,11 @@ fn open_volume(
             mark: &mark,
             confine: (!from_config).then_some(&**confine),
             create: from_config,
-        });
+        };
+        if from_config && source.file_is_missing() {
+            created.push(child.name.clone());
+        }
+        let result = quorum_backends::open(source);
         match result {
             Ok(backend) => opened.push(Some(backend)),
             // A remote that is down may come back; any other failure of
@@ -247,6 +252,29 @@ fn open_volume(
                     u.child
                 )
             })?;
+    }
+    // A file the server wrote to before (it has the volume's journal) that
+    // is not there any more holds nothing; served as it is, it would read
+    // zeroes where the volume holds data (fifo reads child 0 alone). Unless
+    // every file went (then nothing holds the data), it is copied first.
+    if known && created.len() < children.len() {
+        for child in &created {
+            tracing::warn!(volume = %name, child = %child, "the child's file was missing and was created empty: it is stale over the whole volume until the resync has copied it");
+            let everything = 0..volume.size();
+            volume
+                .mark_stale(child, std::slice::from_ref(&everything))
+                .map_err(|e| {
+                    anyhow!("volume {name:?}, child {child:?}: cannot mark it stale: {e}")
+                })?;
+            sink.emit(
+                name,
+                Event::ChildStateChange {
+                    child: child.clone(),
+                    from: ChildState::Healthy,
+                    to: ChildState::Stale,
+                },
+            );
+        }
     }
     for child in &children {
         telemetry.add_child(name, &child.name);
