@@ -200,3 +200,42 @@ fn a_child_file_that_vanished_is_not_served_as_empty() {
         "a.img after the resync",
     );
 }
+
+/// After a child is removed at run time the saved membership replaces the
+/// config file's children at every start, as the README says; but the
+/// start said only `children=2`, so an operator who edited the config
+/// (added a child there, or still reads `a` in it) was served something
+/// else without a word. The start now warns, naming both lists; a start
+/// whose membership matches the config says nothing.
+#[test]
+fn a_start_says_when_the_saved_membership_replaces_the_configs_children() {
+    const WARNING: &str = "the saved membership replaces them";
+    let config = format!("child_roots = [\".\"]\n{}", abc_volume("1MiB", ""));
+    let mut server = Sandbox::new().serve(&config);
+    server.stop();
+    server.restart();
+    assert!(
+        !server.stderr().contains(WARNING),
+        "nothing changed at run time: {}",
+        server.stderr()
+    );
+    let out = quorum(&server, &["child", "remove", "vm", "a"]).ok();
+    assert!(out.contains("removed child a"), "{out}");
+    server.stop();
+    server.restart();
+    let stderr = server.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(WARNING))
+        .unwrap_or_else(|| panic!("a warning at start: {stderr}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("saved=b, c") && line.contains("config=a, b, c"),
+        "{line}"
+    );
+    let names: Vec<Value> = children(&server)
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, ["b", "c"], "what the warning said is what is served");
+}

@@ -122,6 +122,12 @@ fn open_volume(
     let (children, syncing) = match saved {
         Some(saved) => {
             tracing::debug!(volume = %name, file = %saved_at.display(), "children from the saved membership");
+            let names = |list: &mut dyn Iterator<Item = &str>| list.collect::<Vec<_>>().join(", ");
+            let config_names = names(&mut vc.children.iter().map(|c| c.name.as_str()));
+            let saved_names = names(&mut saved.children.iter().map(|c| c.name.as_str()));
+            if config_names != saved_names {
+                tracing::warn!(volume = %name, file = %saved_at.display(), saved = %saved_names, config = %config_names, "the children changed at run time are served, not the config file's: the saved membership replaces them; change them with `quorum child add|remove`");
+            }
             let children = saved
                 .children
                 .into_iter()
