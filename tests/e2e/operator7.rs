@@ -2,6 +2,7 @@
 //! to a fragmented disk, a child added by a path relative to the config)
 //! and whether the events, metrics and errors then say what happened.
 
+use std::fs;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -155,6 +156,32 @@ fn a_child_relative_to_a_config_given_by_a_relative_path_is_under_its_root() {
 /// it), so it is not read until the resync has copied it.
 #[test]
 fn a_child_file_that_vanished_is_not_served_as_empty() {
+    replaced_child_is_resynced_before_it_is_read("file was missing", |server, _old| {
+        fs::remove_file(server.file("a.img")).expect("remove a.img");
+    });
+}
+
+/// A replica's file restored from a copy taken earlier (`cp`, which keeps
+/// no extended attribute) while the server was down: it was served as
+/// `healthy`, and `fifo` read the copy's old bytes over an acknowledged,
+/// flushed write. A file without the volume's mark, while another child's
+/// file has it, is now resynced before it is read, like a missing one.
+#[test]
+fn a_child_file_restored_from_an_old_copy_is_not_served_as_it_is() {
+    replaced_child_is_resynced_before_it_is_read(
+        "does not carry this volume's mark",
+        |server, old| {
+            fs::remove_file(server.file("a.img")).expect("remove a.img");
+            server.write_file_at("a.img", 0, old);
+        },
+    );
+}
+
+/// Writes 0x11, keeps a copy of a.img, writes 0xab over it; stops the
+/// server, lets `replace` do its worst to a.img (given the copy), starts
+/// it again: 0xab must read back, and a be marked stale (with a warning
+/// saying `warning`), resynced and healthy again.
+fn replaced_child_is_resynced_before_it_is_read(warning: &str, replace: impl Fn(&Server, &[u8])) {
     let config = with_nbd(&volume(
         "vm",
         "4MiB",
@@ -163,9 +190,11 @@ fn a_child_file_that_vanished_is_not_served_as_empty() {
         &[child("a"), child("b")],
     ));
     let mut server = Sandbox::new().serve(&config);
+    qemu_io(&nbd_url(&server, "vm"), &["write -P 0x11 0 1M", "flush"]);
+    let old = server.read_file("a.img");
     qemu_io(&nbd_url(&server, "vm"), &["write -P 0xab 0 1M", "flush"]);
     server.stop();
-    std::fs::remove_file(server.file("a.img")).expect("remove a.img");
+    replace(&server, &old);
     server.restart();
 
     let out = qemu_io(&nbd_url(&server, "vm"), &["read -P 0xab 0 1M"]);
@@ -190,14 +219,24 @@ fn a_child_file_that_vanished_is_not_served_as_empty() {
         ],
         "{events:?}"
     );
+    let stderr = server.stderr();
     assert!(
-        server.stderr().contains("file was missing"),
-        "a warning says why a is stale"
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(warning) && l.contains("child=a")),
+        "a warning says why a is stale: {stderr}"
     );
     assert_bytes_eq(
         &server.read_file("a.img"),
         &server.read_file("b.img"),
         "a.img after the resync",
+    );
+    server.stop();
+    server.restart();
+    assert!(
+        !server.stderr().contains(warning),
+        "a resynced file is the volume's again: {}",
+        server.stderr()
     );
 }
 

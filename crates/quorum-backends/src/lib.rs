@@ -225,13 +225,36 @@ impl OpenError {
     }
 }
 
+/// What a file child's file says of where it comes from, before it is
+/// opened ([`ChildSource::file_origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOrigin {
+    /// Not a file child, or its file cannot be looked at.
+    Unknown,
+    /// The file is not there: [`open`] would create it empty.
+    Missing,
+    /// The file carries another mark or none: it was replaced, restored
+    /// from a copy, belongs to another volume, or was made before marks.
+    Foreign,
+    /// The file carries this volume's mark: quorum made or opened it.
+    Ours,
+}
+
 impl ChildSource<'_> {
-    /// Whether this is a file child whose file is not there, so that
-    /// [`open`] would create it empty: a replica that vanished (deleted, or
-    /// a disk that was not mounted) holds none of what was written to it.
-    pub fn file_is_missing(&self) -> bool {
-        matches!(scheme(self.uri), None | Some("file"))
-            && file_path(self.uri).is_ok_and(|p| self.base_dir.join(p).symlink_metadata().is_err())
+    /// Where a file child's file comes from (see [`FileOrigin`]).
+    pub fn file_origin(&self) -> FileOrigin {
+        if !matches!(scheme(self.uri), None | Some("file")) {
+            return FileOrigin::Unknown;
+        }
+        let Ok(path) = file_path(self.uri) else {
+            return FileOrigin::Unknown;
+        };
+        match file::path_mark(&self.base_dir.join(path)) {
+            Ok(Some(mark)) if mark == self.mark => FileOrigin::Ours,
+            Ok(_) => FileOrigin::Foreign,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileOrigin::Missing,
+            Err(_) => FileOrigin::Unknown,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use quorum_backends::lock::Exclusive;
-use quorum_backends::{ChildSource, Confinement, OpenError};
+use quorum_backends::{ChildSource, Confinement, FileOrigin, OpenError};
 use quorum_core::{ChildSpec, ChildState, Event, EventSink, Volume};
 use tokio_util::sync::CancellationToken;
 
@@ -159,7 +159,10 @@ fn open_volume(
     })?;
     let mut opened = Vec::with_capacity(children.len());
     let mut unopened: Vec<(Unreached, String)> = Vec::new();
-    let mut created: Vec<String> = Vec::new();
+    // The config file's children whose files hold nothing known of this
+    // volume, and how many carry its mark.
+    let mut unknown: Vec<(String, FileOrigin)> = Vec::new();
+    let mut ours = 0;
     for child in &children {
         // A child the config file does not name was added through the API:
         // it is opened as confined as it was added, and never created again;
@@ -178,8 +181,13 @@ fn open_volume(
             confine: (!from_config).then_some(&**confine),
             create: from_config,
         };
-        if from_config && source.file_is_missing() {
-            created.push(child.name.clone());
+        if from_config {
+            match source.file_origin() {
+                FileOrigin::Ours => ours += 1,
+                FileOrigin::Missing => unknown.push((child.name.clone(), FileOrigin::Missing)),
+                FileOrigin::Foreign => unknown.push((child.name.clone(), FileOrigin::Foreign)),
+                FileOrigin::Unknown => {}
+            }
         }
         let result = quorum_backends::open(source);
         match result {
@@ -260,12 +268,21 @@ fn open_volume(
             })?;
     }
     // A file the server wrote to before (it has the volume's journal) that
-    // is not there any more holds nothing; served as it is, it would read
-    // zeroes where the volume holds data (fifo reads child 0 alone). Unless
-    // every file went (then nothing holds the data), it is copied first.
-    if known && created.len() < children.len() {
-        for child in &created {
-            tracing::warn!(volume = %name, child = %child, "the child's file was missing and was created empty: it is stale over the whole volume until the resync has copied it");
+    // is not there any more, or was replaced by a file it did not make for
+    // this volume, holds nothing known: served as it is, it would read
+    // zeroes or other data where the volume holds data (fifo reads child 0
+    // alone). While another child's file is this volume's, it is copied
+    // first; when none is (every file went, or all predate marks), there
+    // is nothing better to copy from.
+    if known && ours > 0 {
+        for (child, origin) in &unknown {
+            let why = match origin {
+                FileOrigin::Missing => "the child's file was missing and was created empty",
+                _ => {
+                    "the child's file does not carry this volume's mark (replaced, restored from a copy, or another volume's)"
+                }
+            };
+            tracing::warn!(volume = %name, child = %child, "{why}: it is stale over the whole volume until the resync has copied it");
             let everything = 0..volume.size();
             volume
                 .mark_stale(child, std::slice::from_ref(&everything))
