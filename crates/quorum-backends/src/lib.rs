@@ -406,6 +406,32 @@ mod tests {
     }
 
     #[test]
+    fn a_files_origin_is_told_by_its_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = BTreeMap::new();
+        let source = |uri, mark| ChildSource {
+            uri,
+            options: &options,
+            base_dir: dir.path(),
+            size: Some(4096),
+            faults: &[],
+            mark,
+            confine: None,
+            create: true,
+        };
+        assert_eq!(source("a.img", "vm@1").file_origin(), FileOrigin::Missing);
+        drop(open(source("a.img", "vm@1")).expect("create a.img"));
+        std::fs::write(dir.path().join("b.img"), [0u8; 4096]).expect("write b.img");
+        assert_eq!(source("a.img", "vm@1").file_origin(), FileOrigin::Ours);
+        assert_eq!(source("a.img", "vm@2").file_origin(), FileOrigin::Foreign);
+        assert_eq!(source("b.img", "vm@1").file_origin(), FileOrigin::Foreign);
+        assert_eq!(
+            source("s3://bucket/p", "vm@1").file_origin(),
+            FileOrigin::Unknown
+        );
+    }
+
+    #[test]
     fn uris_name_files() {
         assert_eq!(scheme("a.img"), None);
         assert_eq!(scheme("/var/x.img"), None);
