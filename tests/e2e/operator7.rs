@@ -177,6 +177,52 @@ fn a_child_file_restored_from_an_old_copy_is_not_served_as_it_is() {
     );
 }
 
+/// Two replicas' files of three vanish while the server is down (one
+/// disk held both). Created empty again, the two agreed with each other
+/// and outvoted the one that held the data: reads answered zeroes, and the
+/// one good replica was reported as the bad one. With fewer than
+/// `vote_threshold` children left holding the data the start is now
+/// refused in one line naming them and what to do, creating nothing;
+/// lowering the threshold lets the resync copy from the one left.
+#[test]
+fn a_start_with_too_few_replicas_left_holding_the_data_is_refused() {
+    let config = with_nbd(&abc_volume("4MiB", ""));
+    let mut server = Sandbox::new().serve(&config);
+    qemu_io(&nbd_url(&server, "vm"), &["write -P 0xab 0 1M", "flush"]);
+    server.stop();
+    for f in ["a.img", "b.img"] {
+        fs::remove_file(server.file(f)).expect("remove a child file");
+    }
+    let refused = server.start_expecting_failure(&config);
+    let line = refused.one_line();
+    assert!(
+        line.contains("children a, b") && line.contains("fewer than vote_threshold 2"),
+        "{line}"
+    );
+    assert!(
+        !server.file("a.img").exists() && !server.file("b.img").exists(),
+        "a refused start creates nothing"
+    );
+
+    let lowered = with_nbd(&volume(
+        "vm",
+        "4MiB",
+        1,
+        "",
+        &[child("a"), child("b"), child("c")],
+    ));
+    server.write_config(&lowered);
+    server.restart();
+    let out = qemu_io(&nbd_url(&server, "vm"), &["read -P 0xab 0 1M"]);
+    assert!(out.contains("read 1048576/1048576"), "{out}");
+    wait_until("a and b to be copied from c", || {
+        children(&server).iter().all(|c| c["state"] == "healthy")
+    });
+    for f in ["a.img", "b.img"] {
+        assert_bytes_eq(&server.read_file(f), &server.read_file("c.img"), f);
+    }
+}
+
 /// Writes 0x11, keeps a copy of a.img, writes 0xab over it; stops the
 /// server, lets `replace` do its worst to a.img (given the copy), starts
 /// it again: 0xab must read back, and a be marked stale (with a warning

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use quorum_backends::lock::Exclusive;
-use quorum_backends::{ChildSource, Confinement, FileOrigin, OpenError};
+use quorum_backends::{ChildSource, Confinement, OpenError};
 use quorum_core::{ChildSpec, ChildState, Event, EventSink, Volume};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,7 @@ use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::nbd::NbdExports;
 use crate::nbd_listen::NbdListeners;
+use crate::origins::Origins;
 use crate::reopen::{Reopener, Unreached};
 use crate::telemetry::{Observer, Telemetry, UPKEEP_EVERY};
 
@@ -103,6 +104,34 @@ pub fn open_volumes(
     Ok(volumes)
 }
 
+/// Where `child` of `vc` lives, and whether the config file names it (else
+/// it was added through the API: it is opened as confined as it was added,
+/// and never created again; one that fails does not keep the server from
+/// starting).
+fn child_source<'a>(
+    config: &'a Config,
+    vc: &'a VolumeConfig,
+    child: &'a ChildConfig,
+    mark: &'a str,
+    confine: &'a Confinement,
+) -> (bool, ChildSource<'a>) {
+    let from_config = vc
+        .children
+        .iter()
+        .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
+    let source = ChildSource {
+        uri: &child.uri,
+        options: &child.options,
+        base_dir: &config.base_dir,
+        size: vc.size,
+        faults: &child.faults,
+        mark,
+        confine: (!from_config).then_some(confine),
+        create: from_config,
+    };
+    (from_config, source)
+}
+
 /// Opens one volume. A child that cannot be opened is an error, unless it
 /// is a remote that cannot be reached ([`OpenError::Unreachable`]) or was
 /// added at run time, and the other children reach `vote_threshold`: then
@@ -159,36 +188,21 @@ fn open_volume(
     })?;
     let mut opened = Vec::with_capacity(children.len());
     let mut unopened: Vec<(Unreached, String)> = Vec::new();
-    // The config file's children whose files hold nothing known of this
-    // volume, and how many carry its mark.
-    let mut unknown: Vec<(String, FileOrigin)> = Vec::new();
-    let mut ours = 0;
+    let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
+    // A journal from an earlier start says what each child missed until
+    // then; without one nothing is known of a child that is not there, and
+    // writes may have reached the others without it.
+    let known = journal.exists();
+    let source_of = |child| child_source(config, vc, child, &mark, confine);
+    let mut origins = Origins::default();
     for child in &children {
-        // A child the config file does not name was added through the API:
-        // it is opened as confined as it was added, and never created again;
-        // one that fails does not keep the server from starting.
-        let from_config = vc
-            .children
-            .iter()
-            .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
-        let source = ChildSource {
-            uri: &child.uri,
-            options: &child.options,
-            base_dir: &config.base_dir,
-            size: vc.size,
-            faults: &child.faults,
-            mark: &mark,
-            confine: (!from_config).then_some(&**confine),
-            create: from_config,
-        };
-        if from_config {
-            match source.file_origin() {
-                FileOrigin::Ours => ours += 1,
-                FileOrigin::Missing => unknown.push((child.name.clone(), FileOrigin::Missing)),
-                FileOrigin::Foreign => unknown.push((child.name.clone(), FileOrigin::Foreign)),
-                FileOrigin::Unknown => {}
-            }
+        if let (true, source) = source_of(child) {
+            origins.survey(&child.name, &source);
         }
+    }
+    origins.check(name, known, children.len(), vc.options.vote_threshold)?;
+    for child in &children {
+        let (from_config, source) = source_of(child);
         let result = quorum_backends::open(source);
         match result {
             Ok(backend) => opened.push(Some(backend)),
@@ -244,11 +258,6 @@ fn open_volume(
         };
         specs.push(ChildSpec::new(child.name.clone(), backend));
     }
-    let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
-    // A journal from an earlier start says what each child missed until
-    // then; without one nothing is known of a child that is not there, and
-    // writes may have reached the others without it.
-    let known = journal.exists();
     let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))
         .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
     volume.set_syncing(syncing);
@@ -267,38 +276,7 @@ fn open_volume(
                 )
             })?;
     }
-    // A file the server wrote to before (it has the volume's journal) that
-    // is not there any more, or was replaced by a file it did not make for
-    // this volume, holds nothing known: served as it is, it would read
-    // zeroes or other data where the volume holds data (fifo reads child 0
-    // alone). While another child's file is this volume's, it is copied
-    // first; when none is (every file went, or all predate marks), there
-    // is nothing better to copy from.
-    if known && ours > 0 {
-        for (child, origin) in &unknown {
-            let why = match origin {
-                FileOrigin::Missing => "the child's file was missing and was created empty",
-                _ => {
-                    "the child's file does not carry this volume's mark (replaced, restored from a copy, or another volume's)"
-                }
-            };
-            tracing::warn!(volume = %name, child = %child, "{why}: it is stale over the whole volume until the resync has copied it");
-            let everything = 0..volume.size();
-            volume
-                .mark_stale(child, std::slice::from_ref(&everything))
-                .map_err(|e| {
-                    anyhow!("volume {name:?}, child {child:?}: cannot mark it stale: {e}")
-                })?;
-            sink.emit(
-                name,
-                Event::ChildStateChange {
-                    child: child.clone(),
-                    from: ChildState::Healthy,
-                    to: ChildState::Stale,
-                },
-            );
-        }
-    }
+    origins.mark(&volume, known, &**sink)?;
     for child in &children {
         telemetry.add_child(name, &child.name);
     }
