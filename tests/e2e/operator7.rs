@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::cli::quorum;
+use crate::cli::{quorum, run_in};
 use crate::membership::{add, children};
 use crate::util::*;
 
@@ -183,7 +183,8 @@ fn a_child_file_restored_from_an_old_copy_is_not_served_as_it_is() {
 /// one good replica was reported as the bad one. With fewer than
 /// `vote_threshold` children left holding the data the start is now
 /// refused in one line naming them and what to do, creating nothing;
-/// lowering the threshold lets the resync copy from the one left.
+/// `quorum-server check` says the same; lowering the threshold lets the
+/// resync copy from the one left.
 #[test]
 fn a_start_with_too_few_replicas_left_holding_the_data_is_refused() {
     let config = with_nbd(&abc_volume("4MiB", ""));
@@ -193,6 +194,12 @@ fn a_start_with_too_few_replicas_left_holding_the_data_is_refused() {
     for f in ["a.img", "b.img"] {
         fs::remove_file(server.file(f)).expect("remove a child file");
     }
+    let path = server.file("config.toml").display().to_string();
+    let checked = run_in(&server, &bin(), &["check", "--config", &path], &[], None).error_line();
+    assert!(
+        checked.contains("children a, b"),
+        "check says it too: {checked}"
+    );
     let refused = server.start_expecting_failure(&config);
     let line = refused.one_line();
     assert!(

@@ -12,9 +12,17 @@
 //! is read; and when fewer than `vote_threshold` children would be left to
 //! copy from, the start is refused before anything is created.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::anyhow;
 use quorum_backends::{ChildSource, FileOrigin};
 use quorum_core::{ChildState, Event, EventSink, Volume};
+
+/// The stale-map journal of `volume` under `data_dir`: the server wrote to
+/// the volume when it exists.
+pub fn journal_path(data_dir: &Path, volume: &str) -> PathBuf {
+    data_dir.join("stale").join(format!("{volume}.jsonl"))
+}
 
 /// What the start learned of the config file's children's files.
 #[derive(Debug, Default)]

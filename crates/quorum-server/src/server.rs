@@ -32,7 +32,7 @@ use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::nbd::NbdExports;
 use crate::nbd_listen::NbdListeners;
-use crate::origins::Origins;
+use crate::origins::{self, Origins};
 use crate::reopen::{Reopener, Unreached};
 use crate::telemetry::{Observer, Telemetry, UPKEEP_EVERY};
 
@@ -188,7 +188,7 @@ fn open_volume(
     })?;
     let mut opened = Vec::with_capacity(children.len());
     let mut unopened: Vec<(Unreached, String)> = Vec::new();
-    let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
+    let journal = origins::journal_path(&config.data_dir, name);
     // A journal from an earlier start says what each child missed until
     // then; without one nothing is known of a child that is not there, and
     // writes may have reached the others without it.
