@@ -331,3 +331,32 @@ fn a_start_says_when_the_saved_membership_replaces_the_configs_children() {
         .collect();
     assert_eq!(names, ["b", "c"], "what the warning said is what is served");
 }
+
+/// `[nbd] listen` copied from `listen` by mistake: the NBD listener bound
+/// the port first, the children were created, and the HTTP one then failed
+/// with "cannot listen on ...: Address already in use", as if another
+/// process held the port. The start (and `quorum-server check`) now
+/// refuses it in one line naming both keys, before anything is created.
+#[test]
+fn nbd_on_the_http_port_is_refused_naming_both_keys() {
+    let sandbox = Sandbox::new();
+    let config = format!(
+        "listen = \"127.0.0.1:47\"\ndata_dir = \"state\"\n[nbd]\nlisten = \"127.0.0.1:47\"\n{}",
+        abc_volume("1MiB", "")
+    );
+    let path = sandbox.write_config(&config).display().to_string();
+    let refused = sandbox.run_expecting_failure(&["--config", &path]);
+    let line = refused.one_line();
+    assert!(
+        line.contains("nbd.listen 127.0.0.1:47 and listen 127.0.0.1:47 are the same port"),
+        "{line}"
+    );
+    let checked = run_in(&sandbox, &bin(), &["check", "--config", &path], &[], None).error_line();
+    assert!(checked.contains("nbd.listen"), "{checked}");
+    for made in ["a.img", "b.img", "c.img", "state"] {
+        assert!(
+            !sandbox.file(made).exists(),
+            "{made} was made by a refused start"
+        );
+    }
+}

@@ -81,6 +81,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
 /// As [`run`].
 pub fn check(path: &Path, offline: bool) -> anyhow::Result<Report> {
     let config = Config::load(path)?;
+    config
+        .check_listeners()
+        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
     if config.token.is_none() {
         if let Some(token) = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty()) {
             crate::config::check_token(&token).context("QUORUM_TOKEN")?;

@@ -184,6 +184,30 @@ struct RawChild {
 }
 
 impl Config {
+    /// Refuses an `[nbd] listen` on the HTTP `listen`'s port where the two
+    /// would meet (the same address, or either on every address): the NBD
+    /// listener binds first and the HTTP one then failed with "Address
+    /// already in use", as if another process held the port, once the
+    /// children had been created.
+    ///
+    /// # Errors
+    /// One line naming both keys.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        let Some(nbd) = self.nbd.as_ref().and_then(|n| n.listen) else {
+            return Ok(());
+        };
+        let http = self.listen;
+        let meet = nbd.port() == http.port()
+            && nbd.port() != 0
+            && (nbd.ip() == http.ip() || nbd.ip().is_unspecified() || http.ip().is_unspecified());
+        if meet {
+            return Err(ConfigError(format!(
+                "nbd.listen {nbd} and listen {http} are the same port: give NBD a port of its own (10809 by default)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)

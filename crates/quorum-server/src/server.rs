@@ -322,6 +322,7 @@ pub fn run(
         crate::config::check_nbd_budget(config.max_buffered_bytes)?;
         config.nbd = Some(nbd);
     }
+    config.check_listeners()?;
     if config.token.is_none() {
         config.token = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty());
         if let Some(token) = &config.token {
