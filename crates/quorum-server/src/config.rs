@@ -534,6 +534,41 @@ mod tests {
         uri = "c.img"
     "#;
 
+    #[test]
+    fn nbd_and_http_on_one_port_are_refused_where_they_meet() {
+        let with = |http: &str, nbd: &str| {
+            let text = format!(
+                "listen = \"{http}\"\n[nbd]\nlisten = \"{nbd}\"\nallow_plaintext = true\n{BASE}"
+            );
+            parse(&text)
+                .expect("parses")
+                .check_listeners()
+                .map_err(|e| e.to_string())
+        };
+        let err = with("127.0.0.1:8700", "127.0.0.1:8700").expect_err("one port");
+        assert!(
+            err.contains("nbd.listen 127.0.0.1:8700 and listen"),
+            "{err}"
+        );
+        assert!(
+            with("0.0.0.0:8700", "127.0.0.1:8700").is_err(),
+            "every address"
+        );
+        assert!(
+            with("127.0.0.1:8700", "[::]:8700").is_err(),
+            "every address"
+        );
+        assert!(
+            with("127.0.0.1:0", "127.0.0.1:0").is_ok(),
+            "two ports picked"
+        );
+        assert!(
+            with("127.0.0.1:8700", "127.0.0.2:8700").is_ok(),
+            "two addresses"
+        );
+        assert!(with("127.0.0.1:8700", "127.0.0.1:10809").is_ok());
+    }
+
     /// A duration past what a clock can add (here 300 billion years) would
     /// panic the server where it is added to the time (every request for
     /// `body_timeout`, `/metrics` for `scrub_interval`): refused at start.
