@@ -155,9 +155,9 @@ export function describeEvent(ev, levelOf = () => 'unknown') {
 /** Events of one kind and child this close together share a feed row. */
 export const REPEAT_GAP_MS = 30 * 1000;
 /**
- * The server folds the reports of a child that come within a second of
- * the first into one event at the end of that second; `suppressed` says
- * how many it stands for.
+ * The server folds the reports (and the rewrites) of a child that come
+ * within a second of the first into one event at the end of that second;
+ * `suppressed` says how many it stands for.
  */
 export const FOLD_WINDOW_MS = 1000;
 

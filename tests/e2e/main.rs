@@ -27,6 +27,7 @@ mod nbd;
 mod nbd_tls;
 mod observability;
 mod openapi;
+mod operator7;
 mod operators_events;
 mod ownership;
 mod per_block;

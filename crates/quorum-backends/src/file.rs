@@ -317,6 +317,23 @@ fn read_mark(file: &File) -> Option<String> {
     String::from_utf8(value[..n].to_vec()).ok()
 }
 
+/// The mark of the file at `path` (symlinks followed): `Ok(None)` when
+/// it has none, `Err` with `Unsupported` when its file system keeps no
+/// extended attributes (nothing can be told from it then).
+///
+/// # Errors
+/// The file cannot be reached (`NotFound` when it is not there), or its
+/// file system keeps no extended attributes.
+pub(crate) fn path_mark(path: &Path) -> io::Result<Option<String>> {
+    std::fs::metadata(path)?;
+    let mut value = [0u8; 4096];
+    match rustix::fs::getxattr(path, crate::confine::MARK_ATTRIBUTE, &mut value[..]) {
+        Ok(n) => Ok(String::from_utf8(value[..n].to_vec()).ok()),
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(io::Error::new(io::ErrorKind::Unsupported, e)),
+    }
+}
+
 /// Marks `file` as the volume's whose mark is `mark`.
 fn set_mark(file: &File, mark: &str) -> io::Result<()> {
     rustix::fs::fsetxattr(

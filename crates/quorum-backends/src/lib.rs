@@ -225,6 +225,39 @@ impl OpenError {
     }
 }
 
+/// What a file child's file says of where it comes from, before it is
+/// opened ([`ChildSource::file_origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOrigin {
+    /// Not a file child, or its file cannot be looked at.
+    Unknown,
+    /// The file is not there: [`open`] would create it empty.
+    Missing,
+    /// The file carries another mark or none: it was replaced, restored
+    /// from a copy, belongs to another volume, or was made before marks.
+    Foreign,
+    /// The file carries this volume's mark: quorum made or opened it.
+    Ours,
+}
+
+impl ChildSource<'_> {
+    /// Where a file child's file comes from (see [`FileOrigin`]).
+    pub fn file_origin(&self) -> FileOrigin {
+        if !matches!(scheme(self.uri), None | Some("file")) {
+            return FileOrigin::Unknown;
+        }
+        let Ok(path) = file_path(self.uri) else {
+            return FileOrigin::Unknown;
+        };
+        match file::path_mark(&self.base_dir.join(path)) {
+            Ok(Some(mark)) if mark == self.mark => FileOrigin::Ours,
+            Ok(_) => FileOrigin::Foreign,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileOrigin::Missing,
+            Err(_) => FileOrigin::Unknown,
+        }
+    }
+}
+
 /// Opens the child that `source` describes.
 pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
     for (i, rule) in source.faults.iter().enumerate() {
@@ -370,6 +403,32 @@ mod tests {
         assert_eq!(redact_uri("http://h:1/v1/a@b"), "http://h:1/v1/a@b");
         assert_eq!(redact_uri("s3://bucket/p"), "s3://bucket/p");
         assert_eq!(redact_uri("a.img"), "a.img");
+    }
+
+    #[test]
+    fn a_files_origin_is_told_by_its_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = BTreeMap::new();
+        let source = |uri, mark| ChildSource {
+            uri,
+            options: &options,
+            base_dir: dir.path(),
+            size: Some(4096),
+            faults: &[],
+            mark,
+            confine: None,
+            create: true,
+        };
+        assert_eq!(source("a.img", "vm@1").file_origin(), FileOrigin::Missing);
+        drop(open(source("a.img", "vm@1")).expect("create a.img"));
+        std::fs::write(dir.path().join("b.img"), [0u8; 4096]).expect("write b.img");
+        assert_eq!(source("a.img", "vm@1").file_origin(), FileOrigin::Ours);
+        assert_eq!(source("a.img", "vm@2").file_origin(), FileOrigin::Foreign);
+        assert_eq!(source("b.img", "vm@1").file_origin(), FileOrigin::Foreign);
+        assert_eq!(
+            source("s3://bucket/p", "vm@1").file_origin(),
+            FileOrigin::Unknown
+        );
     }
 
     #[test]

@@ -20,10 +20,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use quorum_backends::{ChildSource, Probe};
+use quorum_backends::{ChildSource, Confinement, Probe};
 
 use crate::config::{ChildConfig, Config, VolumeConfig};
 use crate::membership;
+use crate::origins::{self, Origins};
 
 /// The arguments of `quorum-server check`.
 #[derive(Debug, clap::Args)]
@@ -80,6 +81,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
 /// As [`run`].
 pub fn check(path: &Path, offline: bool) -> anyhow::Result<Report> {
     let config = Config::load(path)?;
+    config
+        .check_listeners()
+        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
     if config.token.is_none() {
         if let Some(token) = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty()) {
             crate::config::check_token(&token).context("QUORUM_TOKEN")?;
@@ -148,6 +152,36 @@ fn check_volume(
             .collect(),
         None => vc.children.clone(),
     };
+    // Files missing or replaced since the server last wrote to the volume
+    // (its journal exists, and so does the server id the mark is made of).
+    if origins::journal_path(&config.data_dir, name).exists() {
+        let mark = Confinement::mark(&config.data_dir, name).with_context(|| {
+            format!("cannot read the server id in {}", config.data_dir.display())
+        })?;
+        let mut found = Origins::default();
+        for child in &children {
+            if vc
+                .children
+                .iter()
+                .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options)
+            {
+                found.survey(
+                    &child.name,
+                    &ChildSource {
+                        uri: &child.uri,
+                        options: &child.options,
+                        base_dir: &config.base_dir,
+                        size: vc.size,
+                        faults: &child.faults,
+                        mark: &mark,
+                        confine: None,
+                        create: false,
+                    },
+                );
+            }
+        }
+        found.check(name, true, children.len(), vc.options.vote_threshold)?;
+    }
     let mut first: Option<(u64, &str)> = None;
     for child in &children {
         let from_config = vc

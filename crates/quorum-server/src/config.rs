@@ -184,15 +184,47 @@ struct RawChild {
 }
 
 impl Config {
+    /// Refuses an `[nbd] listen` on the HTTP `listen`'s port where the two
+    /// would meet (the same address, or either on every address): the NBD
+    /// listener binds first and the HTTP one then failed with "Address
+    /// already in use", as if another process held the port, once the
+    /// children had been created.
+    ///
+    /// # Errors
+    /// One line naming both keys.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        let Some(nbd) = self.nbd.as_ref().and_then(|n| n.listen) else {
+            return Ok(());
+        };
+        let http = self.listen;
+        let meet = nbd.port() == http.port()
+            && nbd.port() != 0
+            && (nbd.ip() == http.ip() || nbd.ip().is_unspecified() || http.ip().is_unspecified());
+        if meet {
+            return Err(ConfigError(format!(
+                "nbd.listen {nbd} and listen {http} are the same port: give NBD a port of its own (10809 by default)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
-        let base = path
+        let parent = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Config::parse(&text, base)
+        // Absolute, so that a child added at run time by a relative path
+        // is compared with `child_roots` as the same kind of path.
+        let base = std::path::absolute(parent).map_err(|e| {
+            ConfigError(format!(
+                "config {}: cannot resolve its directory: {e}",
+                path.display()
+            ))
+        })?;
+        Config::parse(&text, &base)
             .map_err(|ConfigError(e)| ConfigError(format!("config {}: {e}", path.display())))
     }
 
@@ -501,6 +533,41 @@ mod tests {
         name = "c"
         uri = "c.img"
     "#;
+
+    #[test]
+    fn nbd_and_http_on_one_port_are_refused_where_they_meet() {
+        let with = |http: &str, nbd: &str| {
+            let text = format!(
+                "listen = \"{http}\"\n[nbd]\nlisten = \"{nbd}\"\nallow_plaintext = true\n{BASE}"
+            );
+            parse(&text)
+                .expect("parses")
+                .check_listeners()
+                .map_err(|e| e.to_string())
+        };
+        let err = with("127.0.0.1:8700", "127.0.0.1:8700").expect_err("one port");
+        assert!(
+            err.contains("nbd.listen 127.0.0.1:8700 and listen"),
+            "{err}"
+        );
+        assert!(
+            with("0.0.0.0:8700", "127.0.0.1:8700").is_err(),
+            "every address"
+        );
+        assert!(
+            with("127.0.0.1:8700", "[::]:8700").is_err(),
+            "every address"
+        );
+        assert!(
+            with("127.0.0.1:0", "127.0.0.1:0").is_ok(),
+            "two ports picked"
+        );
+        assert!(
+            with("127.0.0.1:8700", "127.0.0.2:8700").is_ok(),
+            "two addresses"
+        );
+        assert!(with("127.0.0.1:8700", "127.0.0.1:10809").is_ok());
+    }
 
     /// A duration past what a clock can add (here 300 billion years) would
     /// panic the server where it is added to the time (every request for

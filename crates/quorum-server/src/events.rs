@@ -13,7 +13,9 @@
 //! report per request into the log and wash out everything else, so
 //! `QUORUM_REPORT_BAD` is rate-limited as QEMU does it: one event a second
 //! per child and kind of report, the rest folded into an event emitted when
-//! the second ends (see [`crate::fold`]). The metrics count every report.
+//! the second ends (see [`crate::fold`]). `QUORUM_REWRITE` is folded the
+//! same way per child, since a resync or a scrub repairs one range per
+//! extent. The metrics count every report and every repaired byte.
 //!
 //! `JOB_PROGRESS` goes to live subscribers only: it takes an id like any
 //! event, but is neither kept in the ring nor written to the file, so that
@@ -33,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::background::{Bell, Runner};
-use crate::fold::{FOLD_WINDOW, FoldTimer, Folded, Folds, Verdict};
+use crate::fold::{FOLD_WINDOW, FoldTimer, Folded, FoldedKind, Folds, Verdict};
 
 /// The name of the log file under the data directory.
 const LOG_FILE: &str = "events.jsonl";
@@ -217,12 +219,22 @@ impl EventLog {
     }
 
     fn store_folded(&self, inner: &mut Inner, folded: &Folded) {
-        let event = Event::ReportBad {
-            op: folded.op,
-            child: folded.child.clone(),
-            offset: folded.span.start,
-            bytes: folded.span.end - folded.span.start,
-            error: folded.error.clone(),
+        let child = folded.child.clone();
+        let offset = folded.span.start;
+        let bytes = folded.span.end - folded.span.start;
+        let event = match &folded.kind {
+            FoldedKind::Report { op, error } => Event::ReportBad {
+                op: *op,
+                child,
+                offset,
+                bytes,
+                error: error.clone(),
+            },
+            FoldedKind::Rewrite => Event::Rewrite {
+                child,
+                offset,
+                bytes,
+            },
         };
         let json = to_json(
             inner.next_id,
@@ -361,7 +373,7 @@ fn sectors(offset: u64, bytes: u64) -> (u64, u64) {
 }
 
 /// The wire form of an event (SPEC section 6); `folded` says what a
-/// folded report stands for.
+/// folded report or rewrite stands for.
 fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, folded: Option<&Folded>) -> Value {
     let data = match event {
         Event::ReportBad {
@@ -403,7 +415,13 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, folded: Option<
             child,
             offset,
             bytes,
-        } => json!({ "node-name": child, "offset": offset, "bytes": bytes }),
+        } => {
+            let mut data = json!({ "node-name": child, "offset": offset, "bytes": bytes });
+            if let Some(folded) = folded {
+                add_folded(&mut data, folded);
+            }
+            data
+        }
         Event::BlkverifyMismatch {
             offset,
             request_offset,
@@ -482,8 +500,8 @@ fn to_json(id: u64, at: SystemTime, volume: &str, event: &Event, folded: Option<
     })
 }
 
-/// The fields of a folded report: how many it stands for, the first one's
-/// offset, and the union of their ranges.
+/// The fields of a folded report or rewrite: how many it stands for, the
+/// first one's offset, and the union of their ranges.
 fn add_folded(data: &mut Value, folded: &Folded) {
     let ranges: Vec<Value> = folded
         .ranges
@@ -543,13 +561,13 @@ mod tests {
     fn the_log_stays_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = EventLog::open(dir.path(), 10).expect("open");
-        let rewrite = |offset| Event::Rewrite {
-            child: "c".into(),
+        let failure = |offset| Event::Failure {
+            op: Op::Read,
             offset,
             bytes: 512,
         };
         for i in 0..55 {
-            log.emit("vm", rewrite(i * 512));
+            log.emit("vm", failure(i * 512));
         }
         let kept = log.since(0, None, 1000);
         assert_eq!(kept.len(), 10);

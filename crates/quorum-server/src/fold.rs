@@ -1,11 +1,16 @@
-//! The rate limit of `QUORUM_REPORT_BAD`, after QEMU's monitor.
+//! The rate limit of `QUORUM_REPORT_BAD` and `QUORUM_REWRITE`, after QEMU's
+//! monitor.
 //!
 //! A replica that is bad over a block loses the vote of every read of it:
 //! 500 reads are 500 reports in a fraction of a second, enough to wash
 //! everything else out of the event log. So, as QEMU rate-limits
 //! `QUORUM_REPORT_BAD` per node, the reports of one child are limited to one
 //! a [`FOLD_WINDOW`] for each kind of report: each `type` (read, write,
-//! flush), lost votes apart from failures. The first report of a kind is
+//! flush), lost votes apart from failures. The repairs of one child are
+//! limited the same way: the resync of a new child, or a scrub repairing a
+//! child that lost a disk's worth, rewrites one range per extent, tens of
+//! thousands of them, which would otherwise push out of the bounded log the
+//! very report that said which child went bad. The first report of a kind is
 //! logged at once and opens a window; the ones that come within it are
 //! folded; when the window ends, one event says what was folded (how many
 //! reports, the first one's offset, the union of their ranges) and the next
@@ -37,14 +42,36 @@ pub const FOLD_WINDOW: Duration = Duration::from_secs(1);
 /// says so, and its `offset` and `bytes` still cover every folded range.
 pub const MAX_FOLDED_RANGES: usize = 16;
 
-/// What reports are folded by: their volume and child, their `type`, and
-/// whether the child failed (an error) or lost a vote.
+/// What events are folded by: their volume and child, and their kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     volume: String,
     child: String,
-    kind: &'static str,
-    failed: bool,
+    kind: KeyKind,
+}
+
+/// The kinds of events that fold apart from each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyKind {
+    /// Reports of one `type`, and whether the child failed (an error) or
+    /// lost a vote.
+    Report { kind: &'static str, failed: bool },
+    /// Repairs.
+    Rewrite,
+}
+
+/// Which event a fold stands for, and what only that event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoldedKind {
+    /// `QUORUM_REPORT_BAD`.
+    Report {
+        /// The request kind of the first report folded.
+        op: Op,
+        /// The last error folded (`None` for lost votes).
+        error: Option<String>,
+    },
+    /// `QUORUM_REWRITE`.
+    Rewrite,
 }
 
 /// The reports folded within one window: what the folded event says.
@@ -54,10 +81,8 @@ pub struct Folded {
     pub volume: String,
     /// The child.
     pub child: String,
-    /// The request kind of the first report folded.
-    pub op: Op,
-    /// The last error folded (`None` for lost votes).
-    pub error: Option<String>,
+    /// The event folded.
+    pub kind: FoldedKind,
     /// How many reports were folded.
     pub count: u64,
     /// The offset of the first report folded.
@@ -72,12 +97,11 @@ pub struct Folded {
 }
 
 impl Folded {
-    fn new(volume: &str, child: &str, op: Op, offset: u64, bytes: u64) -> Folded {
+    fn new(volume: &str, child: &str, kind: FoldedKind, offset: u64, bytes: u64) -> Folded {
         Folded {
             volume: volume.to_owned(),
             child: child.to_owned(),
-            op,
-            error: None,
+            kind,
             count: 0,
             first_offset: offset,
             ranges: Vec::new(),
@@ -89,7 +113,9 @@ impl Folded {
     /// Adds one report's range.
     fn add(&mut self, range: Range<u64>, error: Option<&String>) {
         self.count += 1;
-        self.error = error.cloned();
+        if let FoldedKind::Report { error: last, .. } = &mut self.kind {
+            *last = error.cloned();
+        }
         self.span = self.span.start.min(range.start)..self.span.end.max(range.end);
         // The ranges it overlaps or touches, merged into one.
         let first = self.ranges.partition_point(|r| r.end < range.start);
@@ -144,31 +170,56 @@ impl Folds {
     }
 
     /// Decides, at the moment `now`, whether `event` of `volume` is logged
-    /// or folded. Only `QUORUM_REPORT_BAD` is ever folded. Call
-    /// [`Folds::due`] first, so that a window that ended is not extended.
+    /// or folded. Only `QUORUM_REPORT_BAD` and `QUORUM_REWRITE` are ever
+    /// folded. Call [`Folds::due`] first, so that a window that ended is
+    /// not extended.
     pub fn offer(&mut self, volume: &str, event: &Event, now: Instant) -> Verdict {
-        let Event::ReportBad {
-            op,
-            child,
-            offset,
-            bytes,
-            error,
-        } = event
-        else {
-            return Verdict::Log { opened: false };
+        let (child, offset, bytes, error, kind, key_kind) = match event {
+            Event::ReportBad {
+                op,
+                child,
+                offset,
+                bytes,
+                error,
+            } => (
+                child,
+                *offset,
+                *bytes,
+                error.as_ref(),
+                FoldedKind::Report {
+                    op: *op,
+                    error: None,
+                },
+                KeyKind::Report {
+                    kind: op.event_type(),
+                    failed: error.is_some(),
+                },
+            ),
+            Event::Rewrite {
+                child,
+                offset,
+                bytes,
+            } => (
+                child,
+                *offset,
+                *bytes,
+                None,
+                FoldedKind::Rewrite,
+                KeyKind::Rewrite,
+            ),
+            _ => return Verdict::Log { opened: false },
         };
         let key = Key {
             volume: volume.to_owned(),
             child: child.clone(),
-            kind: op.event_type(),
-            failed: error.is_some(),
+            kind: key_kind,
         };
         match self.windows.get_mut(&key) {
             Some(window) => {
                 window
                     .folded
-                    .get_or_insert_with(|| Folded::new(volume, child, *op, *offset, *bytes))
-                    .add(*offset..*offset + *bytes, error.as_ref());
+                    .get_or_insert_with(|| Folded::new(volume, child, kind, offset, bytes))
+                    .add(offset..offset + bytes, error);
                 Verdict::Folded
             }
             None => {
@@ -280,6 +331,14 @@ mod tests {
         }
     }
 
+    /// The op and last error of a folded report.
+    fn report(d: &Folded) -> (Op, Option<&str>) {
+        match &d.kind {
+            FoldedKind::Report { op, error } => (*op, error.as_deref()),
+            FoldedKind::Rewrite => panic!("a report, not a rewrite: {d:?}"),
+        }
+    }
+
     fn failed(child: &str, op: Op, error: &str) -> Event {
         Event::ReportBad {
             op,
@@ -314,7 +373,14 @@ mod tests {
         assert_eq!(folded.ranges, vec![1000..1100]);
         assert_eq!(folded.span, 1000..1100);
         assert!(!folded.truncated);
-        assert_eq!((folded.child.as_str(), folded.error.as_ref()), ("c", None));
+        assert_eq!(folded.child, "c");
+        assert_eq!(
+            folded.kind,
+            FoldedKind::Report {
+                op: Op::Read,
+                error: None
+            }
+        );
         // The window opened again; with nothing folded in it, it closes.
         assert_eq!(f.next_end(), Some(t + 2 * W));
         assert!(f.due(t + 2 * W).is_empty());
@@ -363,25 +429,61 @@ mod tests {
             .find(|d| {
                 d.volume == "vm"
                     && d.child == "a"
-                    && d.error.is_some()
-                    && d.op.event_type() == "read"
+                    && report(d).1.is_some()
+                    && report(d).0.event_type() == "read"
             })
             .expect("the read errors of a");
         assert_eq!(read_errors.count, 2);
-        assert_eq!(read_errors.error.as_deref(), Some("EIO"), "the last error");
+        assert_eq!(report(read_errors).1, Some("EIO"), "the last error");
         let writes = due
             .iter()
-            .find(|d| d.op == Op::WriteZeroes)
+            .find(|d| report(d).0 == Op::WriteZeroes)
             .expect("the write errors of a, first a write-zeroes");
         assert_eq!(writes.count, 2);
         // Other events are never folded.
-        let other = Event::Rewrite {
-            child: "a".into(),
+        let other = Event::Failure {
+            op: Op::Read,
             offset: 0,
             bytes: 1,
         };
         assert_eq!(f.offer("vm", &other, t), Verdict::Log { opened: false });
         assert_eq!(f.offer("vm", &other, t), Verdict::Log { opened: false });
+    }
+
+    #[test]
+    fn rewrites_fold_per_child_apart_from_reports() {
+        let mut f = Folds::new(W);
+        let t = Instant::now();
+        let rewrite = |child: &str, offset| Event::Rewrite {
+            child: child.into(),
+            offset,
+            bytes: 4096,
+        };
+        assert_eq!(
+            f.offer("vm", &lost("d", 0, 1), t),
+            Verdict::Log { opened: true }
+        );
+        assert_eq!(
+            f.offer("vm", &rewrite("d", 0), t),
+            Verdict::Log { opened: true }
+        );
+        assert_eq!(
+            f.offer("vm", &rewrite("e", 0), t),
+            Verdict::Log { opened: true }
+        );
+        // A resync's copies, one per extent: 1000 in the second.
+        for i in 1..=1000u64 {
+            assert_eq!(f.offer("vm", &rewrite("d", i * 8192), t), Verdict::Folded);
+        }
+        let due = f.due(t + W);
+        assert_eq!(due.len(), 1, "{due:?}");
+        let d = &due[0];
+        assert_eq!((d.child.as_str(), &d.kind), ("d", &FoldedKind::Rewrite));
+        assert_eq!(d.count, 1000);
+        assert_eq!(d.first_offset, 8192);
+        assert_eq!(d.span, 8192..1000 * 8192 + 4096);
+        assert_eq!(d.ranges.len(), MAX_FOLDED_RANGES);
+        assert!(d.truncated);
     }
 
     #[test]

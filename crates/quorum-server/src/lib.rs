@@ -41,6 +41,7 @@ pub mod listener;
 pub mod membership;
 pub mod nbd;
 pub mod nbd_listen;
+pub mod origins;
 pub mod process;
 pub mod range;
 pub mod reopen;

@@ -32,6 +32,7 @@ use crate::listener::{self, Limits};
 use crate::membership::{self, Rebuild, VolumeEntry};
 use crate::nbd::NbdExports;
 use crate::nbd_listen::NbdListeners;
+use crate::origins::{self, Origins};
 use crate::reopen::{Reopener, Unreached};
 use crate::telemetry::{Observer, Telemetry, UPKEEP_EVERY};
 
@@ -103,6 +104,34 @@ pub fn open_volumes(
     Ok(volumes)
 }
 
+/// Where `child` of `vc` lives, and whether the config file names it (else
+/// it was added through the API: it is opened as confined as it was added,
+/// and never created again; one that fails does not keep the server from
+/// starting).
+fn child_source<'a>(
+    config: &'a Config,
+    vc: &'a VolumeConfig,
+    child: &'a ChildConfig,
+    mark: &'a str,
+    confine: &'a Confinement,
+) -> (bool, ChildSource<'a>) {
+    let from_config = vc
+        .children
+        .iter()
+        .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
+    let source = ChildSource {
+        uri: &child.uri,
+        options: &child.options,
+        base_dir: &config.base_dir,
+        size: vc.size,
+        faults: &child.faults,
+        mark,
+        confine: (!from_config).then_some(confine),
+        create: from_config,
+    };
+    (from_config, source)
+}
+
 /// Opens one volume. A child that cannot be opened is an error, unless it
 /// is a remote that cannot be reached ([`OpenError::Unreachable`]) or was
 /// added at run time, and the other children reach `vote_threshold`: then
@@ -122,6 +151,12 @@ fn open_volume(
     let (children, syncing) = match saved {
         Some(saved) => {
             tracing::debug!(volume = %name, file = %saved_at.display(), "children from the saved membership");
+            let names = |list: &mut dyn Iterator<Item = &str>| list.collect::<Vec<_>>().join(", ");
+            let config_names = names(&mut vc.children.iter().map(|c| c.name.as_str()));
+            let saved_names = names(&mut saved.children.iter().map(|c| c.name.as_str()));
+            if config_names != saved_names {
+                tracing::warn!(volume = %name, file = %saved_at.display(), saved = %saved_names, config = %config_names, "the children changed at run time are served, not the config file's: the saved membership replaces them; change them with `quorum child add|remove`");
+            }
             let children = saved
                 .children
                 .into_iter()
@@ -153,24 +188,22 @@ fn open_volume(
     })?;
     let mut opened = Vec::with_capacity(children.len());
     let mut unopened: Vec<(Unreached, String)> = Vec::new();
+    let journal = origins::journal_path(&config.data_dir, name);
+    // A journal from an earlier start says what each child missed until
+    // then; without one nothing is known of a child that is not there, and
+    // writes may have reached the others without it.
+    let known = journal.exists();
+    let source_of = |child| child_source(config, vc, child, &mark, confine);
+    let mut origins = Origins::default();
     for child in &children {
-        // A child the config file does not name was added through the API:
-        // it is opened as confined as it was added, and never created again;
-        // one that fails does not keep the server from starting.
-        let from_config = vc
-            .children
-            .iter()
-            .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
-        let result = quorum_backends::open(ChildSource {
-            uri: &child.uri,
-            options: &child.options,
-            base_dir: &config.base_dir,
-            size: vc.size,
-            faults: &child.faults,
-            mark: &mark,
-            confine: (!from_config).then_some(&**confine),
-            create: from_config,
-        });
+        if let (true, source) = source_of(child) {
+            origins.survey(&child.name, &source);
+        }
+    }
+    origins.check(name, known, children.len(), vc.options.vote_threshold)?;
+    for child in &children {
+        let (from_config, source) = source_of(child);
+        let result = quorum_backends::open(source);
         match result {
             Ok(backend) => opened.push(Some(backend)),
             // A remote that is down may come back; any other failure of
@@ -225,11 +258,6 @@ fn open_volume(
         };
         specs.push(ChildSpec::new(child.name.clone(), backend));
     }
-    let journal = config.data_dir.join("stale").join(format!("{name}.jsonl"));
-    // A journal from an earlier start says what each child missed until
-    // then; without one nothing is known of a child that is not there, and
-    // writes may have reached the others without it.
-    let known = journal.exists();
     let volume = Volume::open_journaled(vc.options.clone(), specs, sink.clone(), Some(&journal))
         .map_err(|e| anyhow!("volume {name:?}: {e}"))?;
     volume.set_syncing(syncing);
@@ -248,6 +276,7 @@ fn open_volume(
                 )
             })?;
     }
+    origins.mark(&volume, known, &**sink)?;
     for child in &children {
         telemetry.add_child(name, &child.name);
     }
@@ -293,6 +322,7 @@ pub fn run(
         crate::config::check_nbd_budget(config.max_buffered_bytes)?;
         config.nbd = Some(nbd);
     }
+    config.check_listeners()?;
     if config.token.is_none() {
         config.token = std::env::var("QUORUM_TOKEN").ok().filter(|t| !t.is_empty());
         if let Some(token) = &config.token {

@@ -183,6 +183,26 @@ impl Sandbox {
         Server::start(self, launch)
     }
 
+    /// Like [`Sandbox::serve`], as an operator in the sandbox runs it:
+    /// `--config config.toml`, a path relative to the current directory.
+    #[track_caller]
+    pub fn serve_relative(self, config: &str) -> Server {
+        self.write_config(config);
+        let launch = Launch {
+            args: vec![
+                "--config".into(),
+                "config.toml".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            env: vec![],
+            cwd: self.path.clone(),
+            fixed_addr: None,
+            pin_port: false,
+        };
+        Server::start(self, launch)
+    }
+
     /// Starts the server on `config` at a port of 127.0.0.1 the kernel
     /// picks, and restarts it (after a kill) on that port, so that others
     /// that name its address find it again (see `ports`).

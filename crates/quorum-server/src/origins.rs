@@ -1,0 +1,114 @@
+//! The config file's file children whose files hold nothing known of the
+//! volume at start: missing (deleted, or a disk not mounted, so the path
+//! fell on an empty directory) or without the volume's mark (replaced,
+//! restored from a `cp` copy, another volume's).
+//!
+//! On a first start every file is new and that is how children are made.
+//! Once the server has the volume's journal, such a file served as it is
+//! reads zeroes or other data where the volume holds data: a `fifo` volume
+//! reads it alone, and two such files agree with each other and outvote
+//! the one that holds the data. So while another child's file carries the
+//! mark, each is marked stale over the whole volume and copied before it
+//! is read; and when fewer than `vote_threshold` children would be left to
+//! copy from, the start is refused before anything is created.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use quorum_backends::{ChildSource, FileOrigin};
+use quorum_core::{ChildState, Event, EventSink, Volume};
+
+/// The stale-map journal of `volume` under `data_dir`: the server wrote to
+/// the volume when it exists.
+pub fn journal_path(data_dir: &Path, volume: &str) -> PathBuf {
+    data_dir.join("stale").join(format!("{volume}.jsonl"))
+}
+
+/// What the start learned of the config file's children's files.
+#[derive(Debug, Default)]
+pub struct Origins {
+    /// The children whose files are missing or not the volume's.
+    unknown: Vec<(String, FileOrigin)>,
+    /// How many children's files carry the volume's mark.
+    ours: usize,
+}
+
+impl Origins {
+    /// Notes where the file of `child` (a config file's child) comes from;
+    /// call it before the child is opened (which creates a missing file).
+    pub fn survey(&mut self, child: &str, source: &ChildSource<'_>) {
+        match source.file_origin() {
+            FileOrigin::Ours => self.ours += 1,
+            origin @ (FileOrigin::Missing | FileOrigin::Foreign) => {
+                self.unknown.push((child.to_owned(), origin));
+            }
+            FileOrigin::Unknown => {}
+        }
+    }
+
+    /// Whether the children noted must be copied before they are read:
+    /// the server wrote to the volume before (`known`: it has its journal)
+    /// and another child's file is the volume's.
+    fn apply(&self, known: bool) -> bool {
+        known && self.ours > 0 && !self.unknown.is_empty()
+    }
+
+    /// Refuses the start when fewer than `threshold` of the `children`
+    /// would be left to copy from.
+    ///
+    /// # Errors
+    /// One line naming the children and what to do.
+    pub fn check(
+        &self,
+        volume: &str,
+        known: bool,
+        children: usize,
+        threshold: usize,
+    ) -> anyhow::Result<()> {
+        let left = children - self.unknown.len();
+        if !self.apply(known) || left >= threshold {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.unknown.iter().map(|(c, _)| c.as_str()).collect();
+        Err(anyhow!(
+            "volume {volume:?}: the files of children {} are missing or not this volume's (replaced or restored from a copy), so only {left} of {children} children hold its data, fewer than vote_threshold {threshold}: restore their files, or lower vote_threshold to copy from the others",
+            names.join(", ")
+        ))
+    }
+
+    /// Marks each child noted stale over the whole `volume`, with a warning
+    /// and `CHILD_STATE_CHANGE` healthy to stale.
+    ///
+    /// # Errors
+    /// A stale mark that cannot be journaled.
+    pub fn mark(&self, volume: &Volume, known: bool, sink: &dyn EventSink) -> anyhow::Result<()> {
+        if !self.apply(known) {
+            return Ok(());
+        }
+        let name = volume.name();
+        for (child, origin) in &self.unknown {
+            let why = match origin {
+                FileOrigin::Missing => "the child's file was missing and was created empty",
+                _ => {
+                    "the child's file does not carry this volume's mark (replaced, restored from a copy, or another volume's)"
+                }
+            };
+            tracing::warn!(volume = %name, child = %child, "{why}: it is stale over the whole volume until the resync has copied it");
+            let everything = 0..volume.size();
+            volume
+                .mark_stale(child, std::slice::from_ref(&everything))
+                .map_err(|e| {
+                    anyhow!("volume {name:?}, child {child:?}: cannot mark it stale: {e}")
+                })?;
+            sink.emit(
+                name,
+                Event::ChildStateChange {
+                    child: child.clone(),
+                    from: ChildState::Healthy,
+                    to: ChildState::Stale,
+                },
+            );
+        }
+        Ok(())
+    }
+}
