@@ -38,6 +38,7 @@ mod qemu081;
 mod reliability;
 mod remote;
 mod restart;
+mod review8;
 mod s3;
 mod s3_heal;
 mod s3_races;

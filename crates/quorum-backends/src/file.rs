@@ -317,21 +317,46 @@ fn read_mark(file: &File) -> Option<String> {
     String::from_utf8(value[..n].to_vec()).ok()
 }
 
-/// The mark of the file at `path` (symlinks followed): `Ok(None)` when
-/// it has none, `Err` with `Unsupported` when its file system keeps no
-/// extended attributes (nothing can be told from it then).
+/// Where the file at `path` (symlinks followed) comes from, for a volume
+/// whose mark is `mark` (see [`crate::FileOrigin`]). A device node or a
+/// file system that keeps no extended attributes carries no mark ever
+/// (the kernel keeps `user.` attributes on regular files only): nothing
+/// can be told from it.
+pub(crate) fn path_origin(path: &Path, mark: &str) -> crate::FileOrigin {
+    use crate::FileOrigin;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return FileOrigin::Missing,
+        Err(_) => return FileOrigin::Unknown,
+    };
+    if !meta.is_file() {
+        return FileOrigin::Unknown;
+    }
+    let mut value = [0u8; 4096];
+    let carried = match rustix::fs::getxattr(path, crate::confine::MARK_ATTRIBUTE, &mut value[..]) {
+        Ok(n) => value[..n] == *mark.as_bytes(),
+        Err(rustix::io::Errno::NODATA) => false,
+        Err(_) => return FileOrigin::Unknown,
+    };
+    match (carried, meta.len()) {
+        (_, 0) => FileOrigin::Empty,
+        (true, _) => FileOrigin::Ours,
+        (false, _) => FileOrigin::Foreign,
+    }
+}
+
+/// Marks the file at `path` as the volume's whose mark is `mark`.
 ///
 /// # Errors
-/// The file cannot be reached (`NotFound` when it is not there), or its
-/// file system keeps no extended attributes.
-pub(crate) fn path_mark(path: &Path) -> io::Result<Option<String>> {
-    std::fs::metadata(path)?;
-    let mut value = [0u8; 4096];
-    match rustix::fs::getxattr(path, crate::confine::MARK_ATTRIBUTE, &mut value[..]) {
-        Ok(n) => Ok(String::from_utf8(value[..n].to_vec()).ok()),
-        Err(rustix::io::Errno::NODATA) => Ok(None),
-        Err(e) => Err(io::Error::new(io::ErrorKind::Unsupported, e)),
-    }
+/// The file cannot be reached or keeps no extended attributes.
+pub(crate) fn set_path_mark(path: &Path, mark: &str) -> io::Result<()> {
+    rustix::fs::setxattr(
+        path,
+        crate::confine::MARK_ATTRIBUTE,
+        mark.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )?;
+    Ok(())
 }
 
 /// Marks `file` as the volume's whose mark is `mark`.

@@ -233,6 +233,9 @@ pub enum FileOrigin {
     Unknown,
     /// The file is not there: [`open`] would create it empty.
     Missing,
+    /// The file is empty (truncated, or made by `: > file`): it holds
+    /// nothing of the volume, whatever mark it carries.
+    Empty,
     /// The file carries another mark or none: it was replaced, restored
     /// from a copy, belongs to another volume, or was made before marks.
     Foreign,
@@ -249,17 +252,40 @@ impl ChildSource<'_> {
         let Ok(path) = file_path(self.uri) else {
             return FileOrigin::Unknown;
         };
-        match file::path_mark(&self.base_dir.join(path)) {
-            Ok(Some(mark)) if mark == self.mark => FileOrigin::Ours,
-            Ok(_) => FileOrigin::Foreign,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileOrigin::Missing,
-            Err(_) => FileOrigin::Unknown,
-        }
+        file::path_origin(&self.base_dir.join(path), self.mark)
     }
+
+    /// Marks a file child's file as the volume's, as [`open`] does and
+    /// [`open_unmarked`] does not; nothing for other children.
+    ///
+    /// # Errors
+    /// The file cannot be reached or its file system keeps no extended
+    /// attributes.
+    pub fn mark_file(&self) -> std::io::Result<()> {
+        if !matches!(scheme(self.uri), None | Some("file")) || self.confine.is_some() {
+            return Ok(());
+        }
+        let path = file_path(self.uri).map_err(std::io::Error::other)?;
+        file::set_path_mark(&self.base_dir.join(path), self.mark)
+    }
+}
+
+/// Opens the child that `source` describes as [`open`] does, but leaves a
+/// config file child's file unmarked: a file that holds nothing of the
+/// volume yet is marked ([`ChildSource::mark_file`]) only once it is known
+/// stale, so that a start that fails before that does not make it the
+/// volume's for the next one.
+pub fn open_unmarked(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
+    open_with(source, false)
 }
 
 /// Opens the child that `source` describes.
 pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
+    open_with(source, true)
+}
+
+/// [`open`], marking a config file child's file (`mark`) or not.
+fn open_with(source: ChildSource<'_>, mark: bool) -> Result<Arc<dyn Backend>, OpenError> {
     for (i, rule) in source.faults.iter().enumerate() {
         rule.validate().map_err(|problem| OpenError::Fault {
             index: i + 1,
@@ -286,7 +312,8 @@ pub fn open(source: ChildSource<'_>) -> Result<Arc<dyn Backend>, OpenError> {
                         source.create,
                     )?
                 }
-                None => FileBackend::open_marked(&path, source.size, source.mark)?,
+                None if mark => FileBackend::open_marked(&path, source.size, source.mark)?,
+                None => FileBackend::open(&path, source.size)?,
             })
         }
         #[cfg(feature = "http")]
@@ -429,6 +456,28 @@ mod tests {
             source("s3://bucket/p", "vm@1").file_origin(),
             FileOrigin::Unknown
         );
+        // Truncated to nothing, the mark kept: nothing of the volume.
+        std::fs::File::create(dir.path().join("a.img")).expect("empty a.img");
+        assert_eq!(source("a.img", "vm@1").file_origin(), FileOrigin::Empty);
+    }
+
+    /// A device node carries no `user.` attribute ever (the kernel answers
+    /// "no such attribute" for it): a disk named in the config was told
+    /// `Foreign` at every start, so resynced whole at every restart.
+    #[test]
+    fn a_device_nodes_origin_is_unknown() {
+        let options = BTreeMap::new();
+        let source = ChildSource {
+            uri: "/dev/null",
+            options: &options,
+            base_dir: Path::new("/"),
+            size: None,
+            faults: &[],
+            mark: "vm@1",
+            confine: None,
+            create: true,
+        };
+        assert_eq!(source.file_origin(), FileOrigin::Unknown);
     }
 
     #[test]

@@ -160,25 +160,19 @@ fn check_volume(
         })?;
         let mut found = Origins::default();
         for child in &children {
-            if vc
-                .children
-                .iter()
-                .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options)
-            {
-                found.survey(
-                    &child.name,
-                    &ChildSource {
-                        uri: &child.uri,
-                        options: &child.options,
-                        base_dir: &config.base_dir,
-                        size: vc.size,
-                        faults: &child.faults,
-                        mark: &mark,
-                        confine: None,
-                        create: false,
-                    },
-                );
-            }
+            found.survey(
+                &child.name,
+                &ChildSource {
+                    uri: &child.uri,
+                    options: &child.options,
+                    base_dir: &config.base_dir,
+                    size: vc.size,
+                    faults: &child.faults,
+                    mark: &mark,
+                    confine: None,
+                    create: false,
+                },
+            );
         }
         found.check(name, true, children.len(), vc.options.vote_threshold)?;
     }

@@ -10,7 +10,9 @@
 //! the one that holds the data. So while another child's file carries the
 //! mark, each is marked stale over the whole volume and copied before it
 //! is read; and when fewer than `vote_threshold` children would be left to
-//! copy from, the start is refused before anything is created.
+//! copy from, the start is refused before anything is created. Such a file
+//! is marked as the volume's only once it is journaled stale: a start that
+//! failed in between would otherwise have left it "ours" for the next.
 
 use std::path::{Path, PathBuf};
 
@@ -34,12 +36,12 @@ pub struct Origins {
 }
 
 impl Origins {
-    /// Notes where the file of `child` (a config file's child) comes from;
-    /// call it before the child is opened (which creates a missing file).
+    /// Notes where the file of `child` comes from; call it before the child
+    /// is opened (which creates a missing file).
     pub fn survey(&mut self, child: &str, source: &ChildSource<'_>) {
         match source.file_origin() {
             FileOrigin::Ours => self.ours += 1,
-            origin @ (FileOrigin::Missing | FileOrigin::Foreign) => {
+            origin @ (FileOrigin::Missing | FileOrigin::Empty | FileOrigin::Foreign) => {
                 self.unknown.push((child.to_owned(), origin));
             }
             FileOrigin::Unknown => {}
@@ -51,6 +53,13 @@ impl Origins {
     /// and another child's file is the volume's.
     fn apply(&self, known: bool) -> bool {
         known && self.ours > 0 && !self.unknown.is_empty()
+    }
+
+    /// Whether the file of `child` is to be opened unmarked
+    /// ([`quorum_backends::open_unmarked`]) and marked once [`Origins::mark`]
+    /// has journaled it stale.
+    pub fn defers_mark(&self, child: &str, known: bool) -> bool {
+        self.apply(known) && self.unknown.iter().any(|(c, _)| c == child)
     }
 
     /// Refuses the start when fewer than `threshold` of the `children`
@@ -71,7 +80,7 @@ impl Origins {
         }
         let names: Vec<&str> = self.unknown.iter().map(|(c, _)| c.as_str()).collect();
         Err(anyhow!(
-            "volume {volume:?}: the files of children {} are missing or not this volume's (replaced or restored from a copy), so only {left} of {children} children hold its data, fewer than vote_threshold {threshold}: restore their files, or lower vote_threshold to copy from the others",
+            "volume {volume:?}: the files of children {} are missing, empty or not this volume's (replaced or restored from a copy), so only {left} of {children} children hold its data, fewer than vote_threshold {threshold}: restore their files, or lower vote_threshold to copy from the others",
             names.join(", ")
         ))
     }
@@ -89,6 +98,7 @@ impl Origins {
         for (child, origin) in &self.unknown {
             let why = match origin {
                 FileOrigin::Missing => "the child's file was missing and was created empty",
+                FileOrigin::Empty => "the child's file was empty",
                 _ => {
                     "the child's file does not carry this volume's mark (replaced, restored from a copy, or another volume's)"
                 }

@@ -196,14 +196,16 @@ fn open_volume(
     let source_of = |child| child_source(config, vc, child, &mark, confine);
     let mut origins = Origins::default();
     for child in &children {
-        if let (true, source) = source_of(child) {
-            origins.survey(&child.name, &source);
-        }
+        origins.survey(&child.name, &source_of(child).1);
     }
     origins.check(name, known, children.len(), vc.options.vote_threshold)?;
     for child in &children {
         let (from_config, source) = source_of(child);
-        let result = quorum_backends::open(source);
+        let result = if origins.defers_mark(&child.name, known) {
+            quorum_backends::open_unmarked(source)
+        } else {
+            quorum_backends::open(source)
+        };
         match result {
             Ok(backend) => opened.push(Some(backend)),
             // A remote that is down may come back; any other failure of
@@ -277,6 +279,14 @@ fn open_volume(
             })?;
     }
     origins.mark(&volume, known, &**sink)?;
+    for child in children
+        .iter()
+        .filter(|c| origins.defers_mark(&c.name, known))
+    {
+        if let Err(e) = source_of(child).1.mark_file() {
+            tracing::warn!(volume = %name, child = %child.name, error = %e, "cannot mark the child's file as the volume's: it will be resynced whole again at the next start");
+        }
+    }
     for child in &children {
         telemetry.add_child(name, &child.name);
     }
