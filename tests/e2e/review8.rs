@@ -95,3 +95,73 @@ fn a_run_time_childs_file_emptied_while_down_is_resynced() {
         "d.img after the resync",
     );
 }
+
+/// A volume of a file and a remote child (another quorum-server's volume,
+/// as an S3 child would be): a.img vanished while the server was down. The
+/// start looked for another child's file carrying the mark, found none (a
+/// remote has no file), so created a.img empty and served it healthy: a
+/// `fifo` read answered its zeroes. A child whose origin cannot be told (a
+/// remote, a device) may hold the data: a is now copied from it first.
+#[test]
+fn a_vanished_file_beside_a_remote_child_is_resynced() {
+    let block = crate::remote::block_server("1MiB", "");
+    let list = [
+        child("a"),
+        crate::remote::remote_child("r", &block, "blk", ""),
+    ];
+    let config = volume("vm", "1MiB", 1, "read_pattern = \"fifo\"", &list);
+    let mut server = Sandbox::new().serve(&config);
+    let data = pattern(11, 256 * KIB as usize);
+    server.write_volume("vm", 0, &data);
+    server.stop();
+    fs::remove_file(server.file("a.img")).expect("remove a.img");
+
+    server.restart();
+    assert_bytes_eq(
+        &server.read_volume("vm", 0, data.len() as u64),
+        &data,
+        "the read after a.img vanished",
+    );
+    wait_until("a to be copied from r and healthy", || {
+        children(&server).iter().all(|c| c["state"] == "healthy")
+    });
+    assert_bytes_eq(
+        &server.read_file_at("a.img", 0, data.len()),
+        &data,
+        "a.img after the resync",
+    );
+}
+
+/// A volume with no file left: every child's file vanished (the one disk
+/// that held them all was not mounted), on a server that wrote to the
+/// volume. The start created them all empty and served a blank disk; it is
+/// now refused, naming them, creating nothing.
+#[test]
+fn a_start_with_every_file_gone_is_refused() {
+    let config = fifo_config(&[]);
+    let mut server = Sandbox::new().serve(&config);
+    server.write_volume("vm", 0, &pattern(3, 64 * KIB as usize));
+    server.stop();
+    for f in ["a.img", "b.img"] {
+        fs::remove_file(server.file(f)).expect("remove a child file");
+    }
+    let path = server.file("config.toml").display().to_string();
+    let checked =
+        crate::cli::run_in(&server, &bin(), &["check", "--config", &path], &[], None).error_line();
+    assert!(
+        checked.contains("children a, b"),
+        "check says it too: {checked}"
+    );
+    let line = server
+        .start_expecting_failure(&config)
+        .one_line()
+        .to_owned();
+    assert!(
+        line.contains("children a, b") && line.contains("stale/vm.jsonl"),
+        "{line}"
+    );
+    assert!(
+        !server.file("a.img").exists() && !server.file("b.img").exists(),
+        "a refused start creates nothing"
+    );
+}

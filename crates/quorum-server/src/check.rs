@@ -154,7 +154,8 @@ fn check_volume(
     };
     // Files missing or replaced since the server last wrote to the volume
     // (its journal exists, and so does the server id the mark is made of).
-    if origins::journal_path(&config.data_dir, name).exists() {
+    let journal = origins::journal_path(&config.data_dir, name);
+    if journal.exists() {
         let mark = Confinement::mark(&config.data_dir, name).with_context(|| {
             format!("cannot read the server id in {}", config.data_dir.display())
         })?;
@@ -174,7 +175,7 @@ fn check_volume(
                 },
             );
         }
-        found.check(name, true, children.len(), vc.options.vote_threshold)?;
+        found.check(name, &journal, children.len(), vc.options.vote_threshold)?;
     }
     let mut first: Option<(u64, &str)> = None;
     for child in &children {

@@ -33,6 +33,9 @@ pub struct Origins {
     unknown: Vec<(String, FileOrigin)>,
     /// How many children's files carry the volume's mark.
     ours: usize,
+    /// How many children may hold the data though nothing can be told of
+    /// them: remotes, devices, files where no extended attribute is kept.
+    opaque: usize,
 }
 
 impl Origins {
@@ -44,15 +47,26 @@ impl Origins {
             origin @ (FileOrigin::Missing | FileOrigin::Empty | FileOrigin::Foreign) => {
                 self.unknown.push((child.to_owned(), origin));
             }
-            FileOrigin::Unknown => {}
+            FileOrigin::Unknown => self.opaque += 1,
         }
     }
 
     /// Whether the children noted must be copied before they are read:
     /// the server wrote to the volume before (`known`: it has its journal)
-    /// and another child's file is the volume's.
+    /// and another child holds the data, its file carrying the mark or
+    /// nothing being told of it (a remote). When no child's file carries
+    /// the mark and none is opaque, the volume was renamed, or its files
+    /// were made before marks: they are taken as they are.
     fn apply(&self, known: bool) -> bool {
-        known && self.ours > 0 && !self.unknown.is_empty()
+        known && self.ours + self.opaque > 0 && !self.unknown.is_empty()
+    }
+
+    /// Whether a file noted is missing or empty: it holds nothing, whatever
+    /// the others are.
+    fn lost(&self) -> bool {
+        self.unknown
+            .iter()
+            .any(|(_, o)| matches!(o, FileOrigin::Missing | FileOrigin::Empty))
     }
 
     /// Whether the file of `child` is to be opened unmarked
@@ -63,25 +77,33 @@ impl Origins {
     }
 
     /// Refuses the start when fewer than `threshold` of the `children`
-    /// would be left to copy from.
+    /// would be left to copy from, or none: every file missing or empty on
+    /// a server that wrote to the volume (its journal is `journal`).
     ///
     /// # Errors
     /// One line naming the children and what to do.
     pub fn check(
         &self,
         volume: &str,
-        known: bool,
+        journal: &Path,
         children: usize,
         threshold: usize,
     ) -> anyhow::Result<()> {
+        let known = journal.exists();
         let left = children - self.unknown.len();
-        if !self.apply(known) || left >= threshold {
+        if !(self.apply(known) || known && self.lost()) || left >= threshold {
             return Ok(());
         }
         let names: Vec<&str> = self.unknown.iter().map(|(c, _)| c.as_str()).collect();
+        let names = names.join(", ");
+        if left == 0 {
+            return Err(anyhow!(
+                "volume {volume:?}: the files of children {names} are missing, empty or not this volume's, and no child is left holding its data: mount the disk that holds them, or restore them; to start the volume empty instead, delete {}",
+                journal.display()
+            ));
+        }
         Err(anyhow!(
-            "volume {volume:?}: the files of children {} are missing, empty or not this volume's (replaced or restored from a copy), so only {left} of {children} children hold its data, fewer than vote_threshold {threshold}: restore their files, or lower vote_threshold to copy from the others",
-            names.join(", ")
+            "volume {volume:?}: the files of children {names} are missing, empty or not this volume's (replaced or restored from a copy), so only {left} of {children} children hold its data, fewer than vote_threshold {threshold}: restore their files, or lower vote_threshold to copy from the others"
         ))
     }
 

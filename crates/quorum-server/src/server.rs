@@ -198,7 +198,7 @@ fn open_volume(
     for child in &children {
         origins.survey(&child.name, &source_of(child).1);
     }
-    origins.check(name, known, children.len(), vc.options.vote_threshold)?;
+    origins.check(name, &journal, children.len(), vc.options.vote_threshold)?;
     for child in &children {
         let (from_config, source) = source_of(child);
         let result = if origins.defers_mark(&child.name, known) {
