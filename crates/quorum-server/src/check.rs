@@ -161,6 +161,10 @@ fn check_volume(
         })?;
         let mut found = Origins::default();
         for child in &children {
+            let from_config = vc
+                .children
+                .iter()
+                .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
             found.survey(
                 &child.name,
                 &ChildSource {
@@ -173,6 +177,7 @@ fn check_volume(
                     confine: None,
                     create: false,
                 },
+                from_config,
             );
         }
         found.check(name, &journal, children.len(), vc.options.vote_threshold)?;

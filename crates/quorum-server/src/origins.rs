@@ -40,9 +40,13 @@ pub struct Origins {
 
 impl Origins {
     /// Notes where the file of `child` comes from; call it before the child
-    /// is opened (which creates a missing file).
-    pub fn survey(&mut self, child: &str, source: &ChildSource<'_>) {
+    /// is opened (which creates a missing file). A child added at run time
+    /// (not `from_config`) is never created again, and its file is refused
+    /// unless empty or the volume's: only an empty one, which it would take
+    /// as new, is noted.
+    pub fn survey(&mut self, child: &str, source: &ChildSource<'_>, from_config: bool) {
         match source.file_origin() {
+            FileOrigin::Missing | FileOrigin::Foreign if !from_config => {}
             FileOrigin::Ours => self.ours += 1,
             origin @ (FileOrigin::Missing | FileOrigin::Empty | FileOrigin::Foreign) => {
                 self.unknown.push((child.to_owned(), origin));

@@ -196,7 +196,8 @@ fn open_volume(
     let source_of = |child| child_source(config, vc, child, &mark, confine);
     let mut origins = Origins::default();
     for child in &children {
-        origins.survey(&child.name, &source_of(child).1);
+        let (from_config, source) = source_of(child);
+        origins.survey(&child.name, &source, from_config);
     }
     origins.check(name, &journal, children.len(), vc.options.vote_threshold)?;
     for child in &children {
