@@ -65,12 +65,13 @@ impl Origins {
         known && self.ours + self.opaque > 0 && !self.unknown.is_empty()
     }
 
-    /// Whether a file noted is missing or empty: it holds nothing, whatever
-    /// the others are.
+    /// Whether every file noted is missing or empty: none holds anything
+    /// (a file without the mark may, when the volume was renamed or its
+    /// files made before marks).
     fn lost(&self) -> bool {
         self.unknown
             .iter()
-            .any(|(_, o)| matches!(o, FileOrigin::Missing | FileOrigin::Empty))
+            .all(|(_, o)| matches!(o, FileOrigin::Missing | FileOrigin::Empty))
     }
 
     /// Whether the file of `child` is to be opened unmarked
@@ -95,14 +96,15 @@ impl Origins {
     ) -> anyhow::Result<()> {
         let known = journal.exists();
         let left = children - self.unknown.len();
-        if !(self.apply(known) || known && self.lost()) || left >= threshold {
+        let lost = known && !self.unknown.is_empty() && self.lost();
+        if !(self.apply(known) || lost) || left >= threshold {
             return Ok(());
         }
         let names: Vec<&str> = self.unknown.iter().map(|(c, _)| c.as_str()).collect();
         let names = names.join(", ");
         if left == 0 {
             return Err(anyhow!(
-                "volume {volume:?}: the files of children {names} are missing, empty or not this volume's, and no child is left holding its data: mount the disk that holds them, or restore them; to start the volume empty instead, delete {}",
+                "volume {volume:?}: the files of children {names} are missing or empty, and no child is left holding its data: mount the disk that holds them, or restore them; to start the volume empty instead, delete {}",
                 journal.display()
             ));
         }
@@ -146,5 +148,64 @@ impl Origins {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Surveys the config file children `files` (name, file or none) of a
+    /// volume whose journal is there.
+    fn surveyed(dir: &Path, files: &[(&str, Option<&[u8]>)]) -> Origins {
+        let options = BTreeMap::new();
+        let mut found = Origins::default();
+        for (name, bytes) in files {
+            let uri = format!("{name}.img");
+            if let Some(bytes) = bytes {
+                std::fs::write(dir.join(&uri), bytes).expect("write a child file");
+            }
+            let source = ChildSource {
+                uri: &uri,
+                options: &options,
+                base_dir: dir,
+                size: Some(4096),
+                faults: &[],
+                mark: "vm@1",
+                confine: None,
+                create: true,
+            };
+            found.survey(name, &source, true);
+        }
+        found
+    }
+
+    #[test]
+    fn every_file_gone_is_refused_but_unmarked_files_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("vm.jsonl");
+        std::fs::write(&journal, b"").expect("journal");
+        let gone = surveyed(dir.path(), &[("a", None), ("b", Some(b""))]);
+        let err = gone.check("vm", &journal, 2, 1).expect_err("nothing left");
+        let err = err.to_string();
+        assert!(
+            err.contains("children a, b are missing or empty")
+                && err.contains(&journal.display().to_string()),
+            "{err}"
+        );
+        // A file without the mark may hold the data (a renamed volume, a
+        // file made before marks): taken as it is.
+        let unmarked = surveyed(dir.path(), &[("c", None), ("d", Some(&[7u8; 4096]))]);
+        unmarked
+            .check("vm", &journal, 2, 2)
+            .expect("nothing to tell");
+        assert!(!unmarked.defers_mark("c", true));
+        // No journal: a first start.
+        let first = surveyed(dir.path(), &[("e", None), ("f", None)]);
+        first
+            .check("vm", &dir.path().join("none.jsonl"), 2, 1)
+            .expect("a first start");
     }
 }
