@@ -69,6 +69,23 @@ fn a_second_server_on_one_data_dir_is_refused_until_the_first_stops() {
         "/proc/locks should show the first server's flock:\n{locks}"
     );
     assert!(first.stop().success(), "the first server stops cleanly");
+    // The data_dir has the first server's journal of vm, and none of the
+    // second's files exists: as if the disk that holds them were not
+    // mounted. The start refuses, naming the journal to delete to start
+    // the volume empty; once it is deleted, the second server starts.
+    let journal = first.file("quorum-data/stale/vm.jsonl");
+    let empty = second.start_expecting_failure(&config);
+    let line = empty.one_line();
+    for words in [
+        "no child is left holding its data",
+        &journal.display().to_string(),
+    ] {
+        assert!(
+            line.contains(words),
+            "the refusal {line:?} should say {words:?}"
+        );
+    }
+    std::fs::remove_file(&journal).expect("delete the journal, as the refusal says");
     let mut second = second.serve(&config);
     second.get("/v1/volumes/vm").expect_status(200);
     second.stop();
