@@ -259,9 +259,9 @@ fn storage_of_another_volume_or_another_server_is_refused() {
     assert_eq!(child_names(&other, "v1"), ["mine"]);
     drop(other);
     drop(server);
-    // In the config file, two volumes on one file refuse to start.
+    // In the config file, two volumes on one file refuse to start, before
+    // anything is made: neither the file nor the data_dir.
     let twice = Sandbox::new();
-    twice.create_file("one.img", MIB);
     let child_one = "  [[volume.child]]\n  name = \"one\"\n  uri = \"one.img\"\n".to_string();
     let failed = twice.start_expecting_failure(&format!(
         "{}{}",
@@ -273,6 +273,9 @@ fn storage_of_another_volume_or_another_server_is_refused() {
         line.contains("same storage") && line.contains("\"v1\"") && line.contains("\"v2\""),
         "{line}"
     );
+    for made in ["one.img", "quorum-data"] {
+        assert!(!twice.file(made).exists(), "the refused start made {made}");
+    }
 }
 
 #[test]

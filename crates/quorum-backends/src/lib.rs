@@ -385,6 +385,18 @@ pub fn redact_uri(uri: &str) -> String {
     }
 }
 
+/// The file of a file child's `uri` (a plain path or a `file:` uri), made
+/// absolute against `base_dir` without resolving links (`.` parts
+/// dropped, `..` kept): `None` for other children. Two children whose
+/// files compare equal here are one file; the converse needs the files.
+pub fn file_location(uri: &str, base_dir: &Path) -> Option<PathBuf> {
+    if !matches!(scheme(uri), None | Some("file")) {
+        return None;
+    }
+    let path = base_dir.join(file_path(uri).ok()?);
+    std::path::absolute(path).ok()
+}
+
 /// The scheme of a uri (`file` of `file:///x`), or `None` for a plain path.
 fn scheme(uri: &str) -> Option<&str> {
     let (scheme, _) = uri.split_once(':')?;

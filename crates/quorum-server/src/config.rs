@@ -6,7 +6,7 @@
 //! directory of the config file, or the current directory for the embedded
 //! default.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -299,6 +299,7 @@ impl Config {
         if volumes.is_empty() {
             return Err(ConfigError("no [[volume]] is configured".into()));
         }
+        check_one_file_per_child(&volumes, base_dir)?;
         let nbd = raw.nbd.map(|n| parse_nbd(n, base_dir)).transpose()?;
         if nbd.is_some() {
             check_nbd_budget(max_buffered_bytes)?;
@@ -415,6 +416,30 @@ fn parse_controls(label: &str, raw: &RawVolume) -> Result<ControlsConfig, Config
         scrub_interval: duration("scrub_interval", raw.scrub_interval.as_deref())
             .map_err(in_volume)?,
     })
+}
+
+/// Refuses two file children (of any volumes) that name one file, before
+/// anything is created: one copy cannot have two votes. (Two names of one
+/// file, through a link, are refused once the files are opened.)
+fn check_one_file_per_child(volumes: &[VolumeConfig], base_dir: &Path) -> Result<(), ConfigError> {
+    let mut seen: HashMap<PathBuf, (&str, &str)> = HashMap::new();
+    for volume in volumes {
+        for child in &volume.children {
+            let Some(file) = quorum_backends::file_location(&child.uri, base_dir) else {
+                continue;
+            };
+            let here = (volume.options.name.as_str(), child.name.as_str());
+            if let Some((v, c)) = seen.insert(file.clone(), here) {
+                return Err(ConfigError(format!(
+                    "volume {:?}, child {:?}: it uses the same storage as volume {v:?}, child {c:?} (the file {}): one copy cannot have two votes",
+                    here.0,
+                    here.1,
+                    file.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_child(volume: &str, index: usize, table: toml::Table) -> Result<ChildConfig, ConfigError> {
@@ -694,6 +719,37 @@ mod tests {
             let err = parse(&text).expect_err(needle);
             assert!(!err.contains('\n'), "{err}");
             assert!(err.contains(needle), "{err:?} should name {needle:?}");
+        }
+    }
+
+    #[test]
+    fn one_file_is_one_child() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[[volume]]\nname = \"vm\"\nvote_threshold = 1\n\
+                 [[volume.child]]\nname = \"a\"\nuri = \"{a}\"\n\
+                 [[volume.child]]\nname = \"b\"\nuri = \"{b}\"\n"
+            )
+        };
+        for (a, b) in [
+            ("a.img", "a.img"),
+            ("a.img", "./a.img"),
+            ("a.img", "/etc/q/a.img"),
+            ("a.img", "file:///etc/q/a.img"),
+            ("d/a.img", "d/./a.img"),
+        ] {
+            let err = parse(&two(a, b)).expect_err("one file twice");
+            assert!(
+                err.contains("\"b\"") && err.contains("same storage") && err.contains("/etc/q/"),
+                "{a} {b}: {err}"
+            );
+        }
+        for (a, b) in [
+            ("a.img", "b.img"),
+            ("a.img", "d/a.img"),
+            ("a.img", "s3://a.img/x"),
+        ] {
+            assert!(parse(&two(a, b)).is_ok(), "{a} {b}");
         }
     }
 
