@@ -107,6 +107,20 @@ fn gated(opts: VolumeOptions) -> (Arc<Volume>, Arc<Gated>) {
     (Arc::new(v), c)
 }
 
+/// A volume with a `child_timeout` of 100 ms (its options given back) after
+/// a write every child took and a flush that c holds past the timeout:
+/// a and b flushed, c's flush is abandoned and still in its call.
+fn a_flush_of_c_abandoned_after_a_write() -> (Arc<Volume>, Arc<Gated>, VolumeOptions) {
+    let mut opts = options(2);
+    opts.child_timeout = Duration::from_millis(100);
+    let (v, c) = gated(opts.clone());
+    v.write(0, Bytes::from(vec![7u8; 4 * B])).expect("write");
+    c.hold();
+    v.flush().expect("a and b flushed; c timed out");
+    c.entered();
+    (v, c, opts)
+}
+
 /// A write c took (acknowledged fresh, its count unchanged when it was
 /// answered) while c's flush was in the kernel; the flush then fails, so
 /// the write may have been lost with that write-back, and c's next flush
@@ -167,13 +181,7 @@ fn an_unflushed_write_stays_stale_after_a_refresh_flush_fails() {
 /// succeeds, cleared them before the fix.
 #[test]
 fn an_abandoned_flush_that_fails_later_leaves_its_writes_stale() {
-    let mut opts = options(2);
-    opts.child_timeout = Duration::from_millis(100);
-    let (v, c) = gated(opts);
-    v.write(0, Bytes::from(vec![7u8; 4 * B])).expect("write");
-    c.hold();
-    v.flush().expect("a and b flushed; c timed out");
-    c.entered();
+    let (v, c, _) = a_flush_of_c_abandoned_after_a_write();
     c.release();
     wait_for("c's failed flush counted", || v.flush_errors()[2] == 1);
     v.flush().expect("every child flushed");
@@ -185,13 +193,7 @@ fn an_abandoned_flush_that_fails_later_leaves_its_writes_stale() {
 /// ranges.
 #[test]
 fn a_flush_abandoned_before_a_membership_change_that_fails_after_it() {
-    let mut opts = options(2);
-    opts.child_timeout = Duration::from_millis(100);
-    let (v, c) = gated(opts.clone());
-    v.write(0, Bytes::from(vec![7u8; 4 * B])).expect("write");
-    c.hold();
-    v.flush().expect("a and b flushed; c timed out");
-    c.entered();
+    let (v, c, opts) = a_flush_of_c_abandoned_after_a_write();
     let dir = tempfile::tempdir().expect("tempdir");
     let next = v
         .succeed(opts, v.child_specs(), &dir.path().join("journal"))
