@@ -161,10 +161,7 @@ fn check_volume(
         })?;
         let mut found = Origins::default();
         for child in &children {
-            let from_config = vc
-                .children
-                .iter()
-                .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
+            let from_config = vc.names(child);
             found.survey(
                 &child.name,
                 &ChildSource {
@@ -184,10 +181,7 @@ fn check_volume(
     }
     let mut first: Option<(u64, &str)> = None;
     for child in &children {
-        let from_config = vc
-            .children
-            .iter()
-            .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
+        let from_config = vc.names(child);
         let probed = quorum_backends::probe(ChildSource {
             uri: &child.uri,
             options: &child.options,

@@ -101,6 +101,16 @@ pub struct VolumeConfig {
     pub controls: ControlsConfig,
 }
 
+impl VolumeConfig {
+    /// Whether the config file names `child` as it is (else it was added
+    /// through the API and saved with the membership).
+    pub fn names(&self, child: &ChildConfig) -> bool {
+        self.children
+            .iter()
+            .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options)
+    }
+}
+
 /// One child of a volume.
 #[derive(Debug, Clone)]
 pub struct ChildConfig {

@@ -115,10 +115,7 @@ fn child_source<'a>(
     mark: &'a str,
     confine: &'a Confinement,
 ) -> (bool, ChildSource<'a>) {
-    let from_config = vc
-        .children
-        .iter()
-        .any(|k| k.name == child.name && k.uri == child.uri && k.options == child.options);
+    let from_config = vc.names(child);
     let source = ChildSource {
         uri: &child.uri,
         options: &child.options,
